@@ -1,0 +1,42 @@
+"""relaybus: a message bus for AI agents on Redis Streams, built as a pluggy plugin host.
+
+Everything importable from here is the public API (DESIGN section 4); the modules
+behind it are private.
+"""
+
+from .bus import Bus
+from .config import BusConfig
+from .delivery import FailureDecision, Subscription
+from .errors import (
+    BusUnavailableError,
+    ConfigError,
+    DecodeError,
+    MessageTooLargeError,
+    PluginError,
+    QueueFullError,
+    Reject,
+    RelayBusError,
+)
+from .hookspecs import hookimpl
+from .message import Message
+from .sync import SyncBus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bus",
+    "BusConfig",
+    "BusUnavailableError",
+    "ConfigError",
+    "DecodeError",
+    "FailureDecision",
+    "Message",
+    "MessageTooLargeError",
+    "PluginError",
+    "QueueFullError",
+    "Reject",
+    "RelayBusError",
+    "Subscription",
+    "SyncBus",
+    "hookimpl",
+]

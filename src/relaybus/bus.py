@@ -1,0 +1,447 @@
+"""Bus: the asyncio API - publish, subscribe/run, read/ack, history, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .config import BusConfig
+from .connection import UNAVAILABLE, make_client, redact_url
+from .delivery import Handler, Subscription
+from .errors import BusUnavailableError, DecodeError, RelayBusError
+from .keys import Keys, validate_group, validate_topic
+from .message import Message, encode, new_id
+from .plugins import PluginManager
+from .streams import Entry, Streams
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+
+
+class Bus:
+    """A message bus over one Redis; use `async with bus:` or `connect()`/`close()`."""
+
+    def __init__(self, config: BusConfig | None = None, **fields: Any) -> None:
+        if config is not None and fields:
+            raise TypeError("pass a BusConfig or keyword fields, not both")
+        self.config = config or BusConfig.build(**fields)
+        self.keys = Keys(self.config.prefix)
+        self.plugins = PluginManager(self.config.disabled_plugins)
+        self.consumer = self.config.consumer_name or default_consumer_name()
+        self.counters: Counter[str] = Counter()
+        self._subscriptions: list[Subscription] = []
+        self._registered: set[str] = set()
+        self._redis: aioredis.Redis | None = None
+        self._streams: Streams | None = None
+        self._plugins_loaded = False
+        self._worker: Any = None
+
+    @classmethod
+    def from_url(cls, url: str, **fields: Any) -> Bus:
+        return cls(BusConfig.build(url=url, **fields))
+
+    def __repr__(self) -> str:
+        return f"<Bus {redact_url(self.config.url)} prefix={self.config.prefix!r}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def connect(self) -> Bus:
+        """Load plugins, open the pool and check Redis answers; idempotent."""
+        if self._redis is not None:
+            return self
+        if not self._plugins_loaded:
+            self.plugins.load_entry_points()
+            self._plugins_loaded = True
+        client = make_client(self.config)
+        try:
+            await asyncio.wait_for(client.ping(), self.config.connect_timeout)
+        except (TimeoutError, *UNAVAILABLE) as exc:
+            await client.aclose()
+            raise BusUnavailableError(
+                f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}"
+            ) from None
+        self._redis = client
+        self._streams = Streams(client, self.keys)
+        return self
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            await self.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+        self._redis = self._streams = None
+
+    async def __aenter__(self) -> Bus:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RelayBusError("the bus is not connected: use 'async with bus:' or 'await bus.connect()'")
+        return self._redis
+
+    @property
+    def streams(self) -> Streams:
+        self.redis  # noqa: B018 - raises the clear error when not connected
+        assert self._streams is not None
+        return self._streams
+
+    # -- publishing ------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        sender: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Append one message; returns its id (made here, before Redis answers)."""
+        ids = await self._publish(topic, [payload], priority=priority, ttl=ttl, delay=delay,
+                                  dedup_key=dedup_key, headers=headers, sender=sender,
+                                  correlation_id=correlation_id, reply_to=reply_to)
+        return ids[0]
+
+    async def publish_many(
+        self, topic: str, payloads: Iterable[Any], **options: Any
+    ) -> list[str]:
+        """Append several messages in one round trip; ids in the order given."""
+        return await self._publish(topic, list(payloads), **options)
+
+    async def _publish(
+        self,
+        topic: str,
+        payloads: Sequence[Any],
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        sender: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> list[str]:
+        validate_topic(topic)
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        ttl = ttl if ttl is not None else self.config.default_ttl
+        now = time.time()
+        messages = [
+            Message(
+                topic=topic, payload=payload, priority=priority, created_at=now,
+                expires_at=now + ttl if ttl is not None else None, dedup_key=dedup_key,
+                headers=headers or {}, sender=sender, correlation_id=correlation_id,
+                reply_to=reply_to,
+            )
+            for payload in payloads
+        ]
+        if self.plugins.impls("on_publish"):
+            messages = [await self._on_publish(m) for m in messages]
+        encoded = [encode(m, self.config.max_message_bytes) for m in messages]
+        await self._write(topic, encoded, delay)
+        return [m.id for m in messages]
+
+    async def _on_publish(self, message: Message) -> Message:
+        for name, function, argnames in self.plugins.impls("on_publish"):
+            args = {"bus": self, "message": message}
+            changed = await self.plugins.call_one(
+                "on_publish", name, function, [args[a] for a in argnames]
+            )
+            if changed is not None:
+                message = changed
+        return message
+
+    async def _write(self, topic: str, encoded: list[bytes], delay: float | None) -> None:
+        stream = self.keys.stream(topic)
+        try:
+            if delay is None and len(encoded) == 1 and topic in self._registered:
+                await self.redis.execute_command("XADD", stream, "*", "v", "1", "m", encoded[0])
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if topic not in self._registered:
+                    pipe.sadd(self.keys.registry, topic)
+                if delay is None:
+                    for data in encoded:
+                        pipe.execute_command("XADD", stream, "*", "v", "1", "m", data)
+                else:
+                    due = int((time.time() + delay) * 1000)
+                    pipe.zadd(self.keys.delayed(topic), {b"*|" + data: due for data in encoded})
+                await pipe.execute()
+            self._registered.add(topic)
+        except UNAVAILABLE as exc:
+            raise BusUnavailableError(
+                f"publish to {topic!r} failed, Redis unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+
+    # -- consuming: push -------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group: str,
+        filter: Any = None,
+        concurrency: int = 1,
+        prefetch: int = 0,
+        model: Any = None,
+        start: Literal["earliest", "latest"] = "earliest",
+        **options: Any,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for `run()`; topics may be names or glob patterns.
+
+        The handler returning acknowledges the message; raising goes to `on_failure`.
+        `prefetch` (default max(4 x concurrency, 10)) bounds the messages held at once.
+        """
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+
+        def register(handler: Handler) -> Handler:
+            subscription = Subscription(
+                topics=names, group=group, handler=handler, concurrency=concurrency,
+                prefetch=prefetch, filter=filter, model=model, start=start, options=options,
+            )
+            self._subscriptions.append(subscription)
+            return handler
+
+        return register
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions)
+
+    async def run(self) -> None:
+        """Deliver to every subscription until `stop()` or cancellation."""
+        from .worker import Worker
+
+        if self._worker is not None:
+            raise RelayBusError("run() is already going on this bus")
+        await self.connect()
+        self._worker = Worker(self)
+        try:
+            await self._worker.run()
+        finally:
+            self._worker = None
+
+    async def stop(self) -> None:
+        """Stop reading; returns when in-flight handlers have finished and acks are sent."""
+        worker = self._worker
+        if worker is not None:
+            await worker.stop()
+
+    # -- consuming: pull -------------------------------------------------------
+
+    async def read(
+        self,
+        topic: str,
+        group: str,
+        consumer: str | None = None,
+        count: int = 10,
+        block_ms: int | None = None,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> list[Message]:
+        """Up to `count` messages: ones other consumers left idle past `claim_idle_ms`,
+        then new ones. Never this consumer's own still-pending messages. Ack each."""
+        validate_topic(topic)
+        validate_group(group)
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        consumer = consumer or self.consumer
+        streams = self.streams
+        await streams.ensure_group(topic, group, start)
+        claimed = await streams.claim_from_others(
+            topic, group, consumer, self.config.claim_idle_ms, count
+        )
+        counts = await streams.delivery_counts(group, consumer, claimed) if claimed else {}
+        fresh: list[tuple[str, Entry]] = []
+        if len(claimed) < count:
+            fresh = await self._read_new(topic, group, consumer, count - len(claimed),
+                                         0 if claimed else (block_ms or 0), start)
+        out = []
+        for source, entry in [*claimed, *fresh]:
+            message = await self.admit(source, entry, group, counts.get(entry[0]))
+            if message is not None:
+                out.append(message)
+        return out
+
+    async def _read_new(
+        self, topic: str, group: str, consumer: str, count: int, block_ms: int, start: str
+    ) -> list[tuple[str, Entry]]:
+        """read_new, recreating the group once if it (or its stream) was deleted."""
+        try:
+            return await self.streams.read_new(topic, group, consumer, count, block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        await self.streams.ensure_group(topic, group, "earliest" if start == "earliest" else "latest")
+        return await self.streams.read_new(topic, group, consumer, count, block_ms)
+
+    async def admit(
+        self, source: str, entry: Entry, group: str, delivered: int | None
+    ) -> Message | None:
+        """Decode an entry handed to this consumer. Entries that cannot be delivered are
+        settled here: undecodable ones go to the DLQ, expired ones are acked and counted.
+        `delivered` is the XPENDING delivery count of a reclaimed entry."""
+        entry_id, fields = entry
+        if fields is None:  # deleted or trimmed while pending: nothing left to deliver
+            await self.redis.xack(source, group, entry_id)
+            return None
+        try:
+            message = self.streams.to_message(entry, group, source)
+        except DecodeError as exc:
+            raw = orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                                for k, v in fields.items()})
+            await self.streams.dead_letter(source, entry_id, group, _topic_of(source),
+                                           ["raw", raw], "undecodable", exc, 1)
+            self.counters["undecodable"] += 1
+            return None
+        if delivered is not None:
+            message.attempt += max(delivered - 1, 0)
+        if message.expired():
+            await self.settle(message, "expired")
+            return None
+        return message
+
+    async def ack(self, *messages: Message) -> int:
+        """Acknowledge messages handed out by `read`; returns how many were still pending."""
+        by_source: dict[tuple[str, str], list[str]] = {}
+        for m in messages:
+            if m.entry_id is None or m.group is None:
+                raise RelayBusError(f"message {m.id} was not delivered by read(); nothing to ack")
+            source = m._source or self.keys.stream(m.topic)
+            by_source.setdefault((source, m.group), []).append(m.entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (source, group), ids in by_source.items():
+                pipe.xack(source, group, *ids)
+            replies = await pipe.execute()
+        return sum(int(r) for r in replies)
+
+    async def dead_letter(
+        self, message: Message, reason: str, error: BaseException | None = None
+    ) -> bool:
+        """Move a delivered message to its topic's DLQ (append + ack in one script)."""
+        assert message.entry_id is not None and message.group is not None
+        moved = await self.streams.dead_letter(
+            message._source or self.keys.stream(message.topic), message.entry_id,
+            message.group, message.topic, ["m", encode(message)], reason, error, message.attempt,
+        )
+        if moved:
+            self.counters["dead_lettered"] += 1
+            await self.plugins.call_each("on_dead_letter", message=message, reason=reason,
+                                         error=error)
+        return moved
+
+    async def settle(self, message: Message, counter: str) -> None:
+        """Ack a message that will not reach a handler, and count why (per topic)."""
+        assert message.entry_id is not None and message.group is not None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(message._source or self.keys.stream(message.topic), message.group,
+                      message.entry_id)
+            pipe.hincrby(self.keys.counters(message.topic), counter, 1)
+            await pipe.execute()
+        self.counters[counter] += 1
+
+    # -- history and dead letters -----------------------------------------------
+
+    async def history(self, topic: str, limit: int = 100) -> list[Message]:
+        """The latest `limit` retained messages of a topic, oldest first."""
+        validate_topic(topic)
+        entries = await self.redis.xrevrange(self.keys.stream(topic), count=limit)
+        out = []
+        for entry_id, fields in reversed(entries):
+            try:
+                out.append(self.streams.to_message((entry_id, fields), None, self.keys.stream(topic)))
+            except DecodeError:
+                continue
+        return out
+
+    async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
+        """Dead letters of a topic, oldest first; `headers` carry why each one died."""
+        validate_topic(topic)
+        entries = await self.redis.xrange(self.keys.dlq(topic), count=limit)
+        return [_dead_letter_message(topic, eid, fields) for eid, fields in entries]
+
+    async def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        """Put dead letters back (all, or those whose message or DLQ entry id is given)
+        for the group they died in, with a fresh attempt count; returns how many."""
+        validate_topic(topic)
+        wanted = set(ids) if ids is not None else None
+        dlq = self.keys.dlq(topic)
+        replayed, cursor = 0, "-"
+        while True:
+            entries = await self.redis.xrange(dlq, min=cursor, count=200)
+            batch: list[Any] = []
+            for eid, fields in entries:
+                message = _dead_letter_message(topic, eid, fields)
+                if b"m" not in fields or (
+                    wanted is not None and not {message.id, message.entry_id} & wanted
+                ):
+                    continue
+                message.attempt = 1
+                group = fields.get(b"group", b"").decode()
+                batch += [eid, group, encode(message)]
+            if batch:
+                replayed += await self.streams.replay_script(
+                    keys=[dlq, self.keys.retry(topic)], args=batch
+                )
+            if len(entries) < 200:
+                return replayed
+            cursor = "(" + entries[-1][0].decode()
+
+    async def purge_dead_letters(self, topic: str) -> int:
+        """Delete a topic's dead letters; returns how many there were."""
+        validate_topic(topic)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(self.keys.dlq(topic))
+            pipe.delete(self.keys.dlq(topic))
+            length, _ = await pipe.execute()
+        return int(length)
+
+    async def topics(self) -> list[str]:
+        """Every topic published to under this prefix."""
+        return sorted(t.decode() for t in await self.redis.smembers(self.keys.registry))
+
+    async def cleanup(self) -> None:
+        """Run every `on_cleanup` hook once."""
+        await self.connect()
+        await self.plugins.call_each("on_cleanup", bus=self)
+
+
+def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
+    info = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k not in (b"m", b"raw")}
+    headers = {f"x-dead-{k.replace('_', '-')}": v for k, v in info.items() if k != "v"}
+    if b"m" in fields:
+        message = Message.model_validate(orjson.loads(fields[b"m"]))
+        message.headers = {**message.headers, **headers}
+    else:
+        message = Message(topic=topic, payload={"raw": orjson.loads(fields.get(b"raw", b"{}"))},
+                          headers=headers)
+    message.entry_id = entry_id.decode()
+    return message
+
+
+def _topic_of(key: str) -> str:
+    return key[key.index("{") + 1 : key.index("}")]

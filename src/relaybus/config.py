@@ -1,0 +1,78 @@
+"""BusConfig: every knob of a Bus, from keywords or RELAYBUS_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+from .keys import PREFIX_RE
+
+
+class BusConfig(BaseSettings):
+    """Configuration of one Bus. Durations are seconds unless the name ends in `_ms`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RELAYBUS_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    url: str = Field("redis://localhost:6379/0", description="Redis URL (redis://, rediss://, unix://).")
+    prefix: str = Field("relaybus", description="Key prefix; the bus touches nothing outside it.")
+    consumer_name: str | None = Field(
+        None, description="Consumer name in groups; default host-pid-random, unique per Bus."
+    )
+    claim_idle_ms: int = Field(
+        30_000, ge=100, description="A message pending this long in a consumer is reclaimed."
+    )
+    block_ms: int = Field(
+        500, ge=10, le=60_000, description="How long one consumer read blocks waiting for data."
+    )
+    max_attempts: int = Field(5, ge=1, description="Deliveries before a failing message is dead-lettered.")
+    retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each attempt.")
+    retry_backoff_max_s: float = Field(300.0, ge=0, description="Cap on the retry delay.")
+    max_message_bytes: int = Field(1 << 20, ge=64, description="Largest encoded message accepted.")
+    max_queue_size: int | None = Field(None, ge=1, description="Unconsumed entries per topic; None: no limit.")
+    overflow: Literal["reject", "drop_oldest"] = Field(
+        "reject", description="What publish does at max_queue_size."
+    )
+    default_ttl: float | None = Field(None, gt=0, description="TTL for messages published without one.")
+    outbox_path: Path | None = Field(None, description="SQLite outbox used while Redis is unreachable.")
+    allow_insecure: bool = Field(False, description="Allow a password over plain TCP to a remote host.")
+    disabled_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Plugin names not to load.")
+    cleanup_interval_s: float = Field(60.0, gt=0, description="How often run() calls on_cleanup.")
+    socket_timeout: float = Field(5.0, gt=0, description="Seconds a command may take before it fails.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
+    max_connections: int = Field(64, ge=2, description="Connection pool size.")
+    username: str | None = Field(None, description="ACL user (also taken from the URL).")
+    password: SecretStr | None = Field(None, description="ACL password (also taken from the URL).")
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not PREFIX_RE.fullmatch(value):
+            raise ValueError("use 1-64 letters, digits or '. _ - :'")
+        return value
+
+    @field_validator("disabled_plugins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @classmethod
+    def build(cls, **fields: Any) -> BusConfig:
+        """Like the constructor, but every problem is one ConfigError naming the field."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"invalid relaybus configuration: {problems}") from None

@@ -1,0 +1,51 @@
+"""Client factory: one pooled redis-py asyncio client per Bus, with bounded retries."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import BusConfig
+
+# What "Redis could not be reached" looks like from redis-py.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def make_client(config: BusConfig) -> aioredis.Redis:
+    """A pooled client; commands retry a few times with jittered exponential backoff."""
+    options: dict[str, Any] = {
+        "max_connections": config.max_connections,
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.connect_timeout,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": 30,
+        "decode_responses": False,
+    }
+    if config.username:
+        options["username"] = config.username
+    if config.password is not None:
+        options["password"] = config.password.get_secret_value()
+    if config.url.startswith("rediss://"):
+        options.update(
+            ssl_ca_certs=config.ssl_ca_certs,
+            ssl_certfile=config.ssl_certfile,
+            ssl_keyfile=config.ssl_keyfile,
+            ssl_check_hostname=config.ssl_check_hostname,
+        )
+    return aioredis.Redis.from_url(config.url, **options)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs, reprs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

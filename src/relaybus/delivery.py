@@ -1,0 +1,79 @@
+"""What hooks receive about a delivery: the subscription, and the decision on failure."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .keys import is_pattern, validate_group, validate_pattern, validate_topic
+from .message import Message
+
+Handler = Callable[[Message], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDecision:
+    """What to do with a message whose handler raised; returned by `on_failure`.
+
+    `retry` re-delivers after `delay` seconds, `dead_letter` moves it to the topic's
+    DLQ, `drop` acknowledges it and counts it. Each is executed atomically by the core.
+    """
+
+    action: Literal["retry", "dead_letter", "drop"]
+    delay: float = 0.0
+    reason: str = ""
+
+    @classmethod
+    def retry(cls, delay: float) -> FailureDecision:
+        return cls("retry", delay=max(0.0, delay))
+
+    @classmethod
+    def dead_letter(cls, reason: str) -> FailureDecision:
+        return cls("dead_letter", reason=reason)
+
+    @classmethod
+    def drop(cls, reason: str) -> FailureDecision:
+        return cls("drop", reason=reason)
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    """One `subscribe` call: which topics, which group, how many handlers at once."""
+
+    topics: tuple[str, ...]
+    group: str
+    handler: Handler
+    concurrency: int = 1
+    prefetch: int = 0
+    filter: Any = None
+    model: Any = None
+    start: Literal["earliest", "latest"] = "earliest"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.topics:
+            raise ValueError("subscribe needs at least one topic or pattern")
+        for name in self.topics:
+            validate_pattern(name) if is_pattern(name) else validate_topic(name)
+        validate_group(self.group)
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest', got {self.start!r}")
+        if self.prefetch <= 0:
+            self.prefetch = max(self.concurrency * 4, 10)
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return tuple(t for t in self.topics if is_pattern(t))
+
+    def matches(self, topic: str) -> bool:
+        return any(
+            fnmatch.fnmatchcase(topic, t) if is_pattern(t) else topic == t for t in self.topics
+        )
+
+    @property
+    def name(self) -> str:
+        return getattr(self.handler, "__qualname__", repr(self.handler))

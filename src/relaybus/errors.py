@@ -1,0 +1,33 @@
+"""The exceptions relaybus raises; every one is a RelayBusError."""
+
+
+class RelayBusError(Exception):
+    """Base class of every error relaybus raises on purpose."""
+
+
+class ConfigError(RelayBusError, ValueError):
+    """The configuration is invalid or unsafe; raised before any connection is made."""
+
+
+class BusUnavailableError(RelayBusError):
+    """Redis could not be reached within the configured timeout."""
+
+
+class QueueFullError(RelayBusError):
+    """The topic holds `max_queue_size` unconsumed messages and overflow is `reject`."""
+
+
+class MessageTooLargeError(RelayBusError, ValueError):
+    """The encoded message is larger than `max_message_bytes`."""
+
+
+class DecodeError(RelayBusError):
+    """A stream entry is not a relaybus envelope (written by a foreign client, or corrupt)."""
+
+
+class PluginError(RelayBusError):
+    """A plugin raised inside a hook; the message names the plugin."""
+
+
+class Reject(Exception):
+    """Raised by a handler: this message can never succeed, dead-letter it without retries."""

@@ -1,0 +1,62 @@
+"""Every hook a relaybus plugin can implement. These docstrings are the reference.
+
+Hooks are called synchronously; an implementation may return an awaitable and the
+bus awaits it. Where one answer is wanted, the bus takes the first non-None result
+in call order - never rely on registration order for correctness.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .bus import Bus
+    from .delivery import FailureDecision, Subscription
+    from .message import Message
+
+hookspec = pluggy.HookspecMarker("relaybus")
+hookimpl = pluggy.HookimplMarker("relaybus")
+
+
+@hookspec
+def on_publish(bus: Bus, message: Message) -> Message | None:
+    """Called for every message before it is written, in `publish` and `publish_many`.
+
+    Return a changed Message (priority, dedup key, headers, expiry) or None to keep
+    it. Each implementation sees the previous one's result. Raising rejects the
+    publish: the caller gets the error and nothing is written.
+    """
+
+
+@hookspec
+def filter(message: Message, subscription: Subscription) -> bool:
+    """Called before a handler runs. Every implementation must return True for the
+    message to reach the handler; a False from any one acknowledges the message for
+    that group without running the handler, and counts it as filtered.
+    """
+
+
+@hookspec
+def on_failure(
+    message: Message, error: BaseException, subscription: Subscription
+) -> FailureDecision | None:
+    """Called when a handler raised. Return a FailureDecision (retry after a delay,
+    dead-letter, or drop), or None to leave the decision to another plugin. The first
+    non-None answer wins. With no answer at all the message stays pending and is
+    delivered again after `claim_idle_ms` - nothing is dropped by default.
+    """
+
+
+@hookspec
+def on_dead_letter(message: Message, reason: str, error: BaseException | None) -> None:
+    """Called after a message was moved to its topic's dead-letter stream. Return value ignored."""
+
+
+@hookspec
+def on_cleanup(bus: Bus) -> None:
+    """Called every `cleanup_interval_s` while `run()` is going, and by `bus.cleanup()`:
+    trimming, expiry, retention, memory pressure. Return value ignored; an awaitable
+    is awaited.
+    """

@@ -1,0 +1,80 @@
+"""The keyspace: every key of a topic shares one hash tag, so scripts are Cluster-safe."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TOPIC_RE = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
+PATTERN_RE = re.compile(r"[A-Za-z0-9._:\-*?\[\]]{1,200}")
+PREFIX_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+GLOB_CHARS = frozenset("*?[")
+
+
+def validate_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not TOPIC_RE.fullmatch(topic):
+        raise ValueError(
+            f"invalid topic {topic!r}: use 1-200 letters, digits or '. _ - :' "
+            "(glob characters only in subscription patterns)"
+        )
+    return topic
+
+
+def validate_pattern(pattern: str) -> str:
+    if not isinstance(pattern, str) or not PATTERN_RE.fullmatch(pattern):
+        raise ValueError(
+            f"invalid topic pattern {pattern!r}: use 1-200 letters, digits, '. _ - :' "
+            "and the globs '*', '?', '[...]'"
+        )
+    return pattern
+
+
+def validate_group(group: str) -> str:
+    if not isinstance(group, str) or not PREFIX_RE.fullmatch(group):
+        raise ValueError(f"invalid group {group!r}: use 1-64 letters, digits or '. _ - :'")
+    return group
+
+
+def is_pattern(name: str) -> bool:
+    return not GLOB_CHARS.isdisjoint(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix; nothing outside the prefix is ever touched."""
+
+    prefix: str = "relaybus"
+
+    def __post_init__(self) -> None:
+        if not PREFIX_RE.fullmatch(self.prefix) or "{" in self.prefix:
+            raise ValueError(f"invalid prefix {self.prefix!r}: 1-64 letters, digits, '. _ - :'")
+
+    def _topic(self, topic: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{topic}}}:{suffix}"
+
+    def stream(self, topic: str) -> str:
+        return self._topic(topic, "stream")
+
+    def delayed(self, topic: str) -> str:
+        return self._topic(topic, "delayed")
+
+    def retry(self, topic: str, group: str = "") -> str:
+        """A group's retry stream; with no group, the prefix the promote script extends."""
+        return self._topic(topic, f"retry:{group}")
+
+    def dlq(self, topic: str) -> str:
+        return self._topic(topic, "dlq")
+
+    def dedup(self, topic: str, key: str) -> str:
+        return self._topic(topic, f"dedup:{key}")
+
+    def counters(self, topic: str) -> str:
+        return self._topic(topic, "counters")
+
+    @property
+    def registry(self) -> str:
+        """A set of every topic name published under this prefix (pattern subscriptions)."""
+        return f"{self.prefix}:topics"
+
+    def channel(self, topic: str) -> str:
+        return f"{self.prefix}:bc:{topic}"

@@ -1,0 +1,132 @@
+"""The message envelope and its wire codec (see docs/wire-format.md)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import DecodeError, MessageTooLargeError, RelayBusError
+from .keys import validate_topic
+
+WIRE_VERSION = b"1"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class _IdMaker:
+    """ULID-format ids (48-bit ms time + 80 random bits), monotonic within a process.
+
+    Made by the client so a message has its id before Redis answers: an outbox entry
+    or a retried publish keeps it, and it doubles as the idempotency key.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._last_rand = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = self._last_rand + 1
+            else:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+            self._last_ms, self._last_rand = ms, rand
+        n = (ms << 80) | rand
+        return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
+
+
+new_id = _IdMaker()
+
+
+class Message(BaseModel):
+    """One message as publishers, handlers, `read`, `history` and the DLQ see it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=False)
+
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    topic: str
+    payload: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=0, le=9)
+    created_at: float = Field(default_factory=time.time)
+    expires_at: float | None = None
+    dedup_key: str | None = None
+    attempt: int = Field(default=1, ge=1)
+    sender: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    # Where this copy was delivered from; not part of the wire envelope.
+    entry_id: str | None = Field(default=None, exclude=True)
+    group: str | None = Field(default=None, exclude=True)
+    _source: str | None = PrivateAttr(default=None)  # the stream key to ack against
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+
+# Fields written to the wire; defaults are left out to keep entries small.
+_WIRE_DEFAULTS: dict[str, Any] = {
+    "headers": {},
+    "priority": 0,
+    "expires_at": None,
+    "dedup_key": None,
+    "attempt": 1,
+    "sender": None,
+    "correlation_id": None,
+    "reply_to": None,
+}
+
+
+def encode(message: Message, max_bytes: int | None = None) -> bytes:
+    """Envelope JSON for the stream field `m`; refuses payloads that are not JSON."""
+    body: dict[str, Any] = {
+        "id": message.id,
+        "topic": message.topic,
+        "payload": message.payload,
+        "created_at": message.created_at,
+    }
+    for name, default in _WIRE_DEFAULTS.items():
+        value = getattr(message, name)
+        if value != default:
+            body[name] = value
+    try:
+        data = orjson.dumps(body)
+    except TypeError as exc:
+        raise RelayBusError(
+            f"payload for topic {message.topic!r} is not JSON-serialisable: {exc}"
+        ) from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MessageTooLargeError(
+            f"message for topic {message.topic!r} is {len(data)} bytes encoded; "
+            f"max_message_bytes is {max_bytes}"
+        )
+    return data
+
+
+def decode(fields: dict[bytes, bytes] | None, entry_id: str) -> Message:
+    """A stream entry back into a Message; raises DecodeError on anything foreign."""
+    if not fields:
+        raise DecodeError(f"entry {entry_id} has no fields (deleted or empty)")
+    version = fields.get(b"v")
+    if version != WIRE_VERSION:
+        raise DecodeError(f"entry {entry_id} has wire version {version!r}, expected b'1'")
+    raw = fields.get(b"m")
+    if raw is None:
+        raise DecodeError(f"entry {entry_id} has no 'm' field")
+    try:
+        body = orjson.loads(raw)
+        if not isinstance(body, dict):
+            raise DecodeError(f"entry {entry_id} envelope is not a JSON object")
+        message = Message.model_validate(body)
+        validate_topic(message.topic)
+    except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+        raise DecodeError(f"entry {entry_id} does not decode: {exc}") from None
+    message.entry_id = entry_id
+    return message

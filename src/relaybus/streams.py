@@ -1,0 +1,227 @@
+"""Consumer-group operations shared by pull reads (`Bus.read`) and the run loop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from .keys import Keys
+from .message import Message, decode, encode
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+PROMOTE_LIMIT = 100  # due delayed members moved per read, so one read stays short
+
+
+def load_script(redis: aioredis.Redis, name: str) -> AsyncScript:
+    return redis.register_script((files("relaybus") / "scripts" / f"{name}.lua").read_text())
+
+
+def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
+    if not flat:
+        return None
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _sid(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Streams:
+    """Reads, claims and settles entries of a topic's streams for one consumer group.
+
+    A topic has a main stream and, per group, a retry stream that only that group
+    reads; both share the topic's hash tag, so one script can read them in order.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._groups: set[tuple[str, str]] = set()
+        self._read = load_script(redis, "read")
+        self.dead_letter_script = load_script(redis, "dead_letter")
+        self.retry_script = load_script(redis, "retry")
+        self.replay_script = load_script(redis, "replay")
+
+    def sources(self, topic: str, group: str) -> list[str]:
+        """The streams a group reads for a topic, most urgent first."""
+        return [self.keys.retry(topic, group), self.keys.stream(topic)]
+
+    async def ensure_group(self, topic: str, group: str, start: str = "earliest") -> None:
+        """Create the group on first use; `earliest` starts at the oldest retained entry."""
+        if (topic, group) in self._groups:
+            return
+        for key in self.sources(topic, group):
+            # a retry stream only ever holds this group's entries: always from the start
+            first = "0" if start == "earliest" or key != self.keys.stream(topic) else "$"
+            try:
+                await self.redis.xgroup_create(key, group, id=first, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups.add((topic, group))
+
+    def forget_group(self, topic: str, group: str) -> None:
+        """After NOGROUP: the stream or group was deleted under us; recreate on next use."""
+        self._groups.discard((topic, group))
+
+    async def read_new(
+        self, topic: str, group: str, consumer: str, count: int, block_ms: int
+    ) -> list[tuple[str, Entry]]:
+        """Up to `count` new entries: retry stream first, then the topic stream.
+
+        The scripted read never over-delivers; only when it finds nothing does a
+        blocking XREADGROUP wait on the topic stream.
+        """
+        stream = self.keys.stream(topic)
+        keys = [self.keys.delayed(topic), stream, self.keys.retry(topic), *self.sources(topic, group)]
+        try:
+            now_ms = int(time.time() * 1000)
+            flat = await self._read(keys=keys, args=[group, consumer, count, now_ms, PROMOTE_LIMIT])
+            out = [
+                (_sid(key), (entry[0], _fields(entry[1])))
+                for key, entries in zip(flat[::2], flat[1::2], strict=True)
+                for entry in entries
+            ]
+            if out or block_ms <= 0:
+                return out
+            got = await self.redis.xreadgroup(
+                group, consumer, {stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                self.forget_group(topic, group)
+            raise
+        return [(stream, entry) for _, entries in got or () for entry in entries]
+
+    async def claim_idle(
+        self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int,
+        cursors: dict[str, str],
+    ) -> tuple[dict[str, str], list[tuple[str, Entry]]]:
+        """XAUTOCLAIM entries idle in any consumer, over each of the group's streams.
+
+        Returns the cursors to continue from; empty once every stream was scanned.
+        """
+        out: list[tuple[str, Entry]] = []
+        left: dict[str, str] = {}
+        for key in self.sources(topic, group):
+            start = cursors.get(key, "0-0") if cursors else "0-0"
+            if cursors and key not in cursors:
+                continue
+            reply = await self.redis.xautoclaim(
+                key, group, consumer, min_idle_ms, start_id=start, count=count
+            )
+            out.extend((key, entry) for entry in reply[1])
+            if _sid(reply[0]) != "0-0":
+                left[key] = _sid(reply[0])
+        return left, out
+
+    async def claim_own(
+        self, topic: str, group: str, consumer: str, count: int
+    ) -> list[tuple[str, Entry]]:
+        """Take back this consumer's own pending entries (left by an earlier run)."""
+        out: list[tuple[str, Entry]] = []
+        for key in self.sources(topic, group):
+            pending = await self.redis.xpending_range(
+                key, group, min="-", max="+", count=count, consumername=consumer
+            )
+            ids = [p["message_id"] for p in pending]
+            if ids:
+                claimed = await self.redis.xclaim(key, group, consumer, 0, ids)
+                out.extend((key, entry) for entry in claimed)
+        return out
+
+    async def claim_from_others(
+        self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[tuple[str, Entry]]:
+        """Entries other consumers left idle; never this consumer's own (pull reads)."""
+        out: list[tuple[str, Entry]] = []
+        for key in self.sources(topic, group):
+            pending = await self.redis.xpending_range(
+                key, group, min="-", max="+", count=count - len(out), idle=min_idle_ms
+            )
+            ids = [p["message_id"] for p in pending if _sid(p["consumer"]) != consumer]
+            if ids:
+                claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
+                out.extend((key, entry) for entry in claimed)
+            if len(out) >= count:
+                break
+        return out
+
+    async def delivery_counts(
+        self, group: str, consumer: str, claimed: Sequence[tuple[str, Entry]]
+    ) -> dict[bytes, int]:
+        """How often each claimed entry has been delivered (XPENDING), by entry id."""
+        by_key: dict[str, list[bytes]] = {}
+        for key, (entry_id, _) in claimed:
+            by_key.setdefault(key, []).append(entry_id)
+        counts: dict[bytes, int] = {}
+        for key, ids in by_key.items():
+            pending = await self.redis.xpending_range(
+                key, group, min=min(ids), max=max(ids), count=len(ids) * 4 + 10,
+                consumername=consumer,
+            )
+            counts.update((p["message_id"], int(p["times_delivered"])) for p in pending)
+        return counts
+
+    async def heartbeat(self, group: str, consumer: str, held: Iterable[tuple[str, bytes]]) -> None:
+        """Reset the idle time of entries this consumer still works on (XCLAIM JUSTID),
+        so a slow handler is not reclaimed by another consumer under its feet."""
+        by_key: dict[str, list[bytes]] = {}
+        for key, entry_id in held:
+            by_key.setdefault(key, []).append(entry_id)
+        if not by_key:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, ids in by_key.items():
+                pipe.xclaim(key, group, consumer, 0, ids, justid=True)
+            await pipe.execute()
+
+    async def dead_letter(
+        self, source: str, entry_id: bytes | str, group: str, topic: str, body: list[Any],
+        reason: str, error: BaseException | None, attempts: int,
+    ) -> bool:
+        """Move a pending entry to the topic DLQ and ack it, atomically. `body` is
+        ["m", envelope] or ["raw", fields-as-JSON]. False: it was no longer pending
+        (another consumer settled it first)."""
+        fields = [
+            "v", "1", *body,
+            "reason", reason,
+            "error_type", type(error).__name__ if error else "",
+            "error", str(error)[:2000] if error else "",
+            "attempts", str(attempts),
+            "original_entry", entry_id,
+            "group", group,
+            "dead_at", f"{time.time():.6f}",
+        ]
+        moved = await self.dead_letter_script(
+            keys=[source, self.keys.dlq(topic)], args=[group, entry_id, *fields]
+        )
+        return moved is not None
+
+    async def schedule_retry(self, message: Message, group: str, delay: float) -> bool:
+        """Ack a pending entry and park it in the delayed set for this group's retry stream."""
+        assert message.entry_id is not None and message._source is not None
+        nxt = message.model_copy(update={"attempt": message.attempt + 1})
+        member = group.encode() + b"|" + encode(nxt)
+        due_ms = int((time.time() + delay) * 1000)
+        done = await self.retry_script(
+            keys=[message._source, self.keys.delayed(message.topic)],
+            args=[group, message.entry_id, due_ms, member],
+        )
+        return bool(done)
+
+    def to_message(self, entry: Entry, group: str | None, source: str) -> Message:
+        """Decode one entry; raises DecodeError for anything that is not an envelope."""
+        entry_id, fields = entry
+        message = decode(fields, _sid(entry_id))
+        message.group = group
+        message._source = source
+        return message
+
+

@@ -1,0 +1,111 @@
+"""SyncBus: the one Bus, driven on a private event-loop thread, for code without asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .bus import Bus
+from .config import BusConfig
+from .delivery import Handler
+from .message import Message
+
+T = TypeVar("T")
+
+
+class SyncBus:
+    """The same methods as Bus, without `await`. Handlers may be plain functions
+    (they run in a worker thread) or coroutines (they run on the bus loop)."""
+
+    def __init__(self, config: BusConfig | None = None, **fields: Any) -> None:
+        self.bus = Bus(config, **fields)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relaybus-sync", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_url(cls, url: str, **fields: Any) -> SyncBus:
+        return cls(BusConfig.build(url=url, **fields))
+
+    def __repr__(self) -> str:
+        return f"<SyncBus wrapping {self.bus!r}>"
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("SyncBus methods cannot be called from its own loop (e.g. a handler)")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def config(self) -> BusConfig:
+        return self.bus.config
+
+    @property
+    def plugins(self) -> Any:
+        return self.bus.plugins
+
+    def connect(self) -> SyncBus:
+        self._call(self.bus.connect())
+        return self
+
+    def close(self) -> None:
+        """Close the bus and end the loop thread; the SyncBus cannot be used after."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self.bus.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> SyncBus:
+        return self.connect()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def publish(self, topic: str, payload: Any, **options: Any) -> str:
+        return self._call(self.bus.publish(topic, payload, **options))
+
+    def publish_many(self, topic: str, payloads: Iterable[Any], **options: Any) -> list[str]:
+        return self._call(self.bus.publish_many(topic, payloads, **options))
+
+    def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[Handler], Handler]:
+        return self.bus.subscribe(topics, **options)
+
+    def run(self) -> None:
+        """Block the calling thread until `stop()` is called from another thread."""
+        self._call(self.bus.run())
+
+    def stop(self) -> None:
+        self._call(self.bus.stop())
+
+    def read(self, topic: str, group: str, **options: Any) -> list[Message]:
+        return self._call(self.bus.read(topic, group, **options))
+
+    def ack(self, *messages: Message) -> int:
+        return self._call(self.bus.ack(*messages))
+
+    def history(self, topic: str, limit: int = 100) -> list[Message]:
+        return self._call(self.bus.history(topic, limit))
+
+    def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
+        return self._call(self.bus.dead_letters(topic, limit))
+
+    def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        return self._call(self.bus.replay_dead_letters(topic, ids))
+
+    def purge_dead_letters(self, topic: str) -> int:
+        return self._call(self.bus.purge_dead_letters(topic))
+
+    def topics(self) -> list[str]:
+        return self._call(self.bus.topics())
+
+    def cleanup(self) -> None:
+        self._call(self.bus.cleanup())

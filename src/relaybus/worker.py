@@ -1,0 +1,262 @@
+"""The run loop: one reader per (subscription, topic), handlers, batched acks."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import inspect
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import ResponseError
+
+from .connection import UNAVAILABLE
+from .delivery import FailureDecision, Subscription
+from .errors import PluginError, Reject
+from .message import Message
+from .streams import Entry
+
+if TYPE_CHECKING:
+    from .bus import Bus
+
+log = logging.getLogger("relaybus.worker")
+DISCOVERY_INTERVAL_S = 0.5  # pattern subscriptions see a new topic within this (plus a read)
+
+
+class Worker:
+    """Runs every subscription of one Bus; `stop()` drains what was already delivered."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.streams = bus.streams
+        self.consumer = bus.consumer
+        self._stopping = asyncio.Event()
+        self._acks: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+        self._done = asyncio.Event()
+        self._held: dict[tuple[str, bytes], str] = {}  # (stream, entry id) -> group
+
+    async def run(self) -> None:
+        if not self.bus.subscriptions:
+            raise ValueError("run() needs at least one bus.subscribe(...) handler")
+        acker = asyncio.create_task(self._ack_loop(), name="relaybus-acks")
+        side = [
+            asyncio.create_task(self._every(self.bus.config.claim_idle_ms / 3000, self._heartbeat)),
+            asyncio.create_task(self._every(self.bus.config.cleanup_interval_s, self.bus.cleanup)),
+        ]
+        subs = [asyncio.create_task(self._subscription(s)) for s in self.bus.subscriptions]
+        try:
+            await asyncio.gather(*subs)
+        finally:
+            self._stopping.set()
+            for task in subs:
+                task.cancel()
+            await asyncio.gather(*subs, return_exceptions=True)
+            for task in side:
+                task.cancel()
+            await self._acks.join()
+            acker.cancel()
+            await asyncio.gather(acker, *side, return_exceptions=True)
+            self._done.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._done.wait()
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("relaybus background job %s failed", getattr(job, "__name__", job))
+
+    async def _heartbeat(self) -> None:
+        by_group: dict[str, list[tuple[str, bytes]]] = {}
+        for (source, entry_id), group in list(self._held.items()):
+            by_group.setdefault(group, []).append((source, entry_id))
+        for group, held in by_group.items():
+            await self.streams.heartbeat(group, self.consumer, held)
+
+    # -- topics ------------------------------------------------------------------
+
+    async def _subscription(self, sub: Subscription) -> None:
+        """Start a reader per matching topic; keep looking for new ones for patterns."""
+        slots = asyncio.Semaphore(sub.concurrency)
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for topic in await self._topics_for(sub):
+                    if topic not in readers:
+                        readers[topic] = asyncio.create_task(self._reader(sub, topic, slots))
+                if not sub.patterns:
+                    break
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), DISCOVERY_INTERVAL_S)
+                    break
+                except TimeoutError:
+                    continue
+            await asyncio.gather(*readers.values())
+        finally:
+            # one reader failing stops its siblings; each drains what it holds
+            self._stopping.set()
+            await asyncio.gather(*readers.values(), return_exceptions=True)
+
+    async def _topics_for(self, sub: Subscription) -> list[str]:
+        topics = [t for t in sub.topics if t not in sub.patterns]
+        if sub.patterns:
+            known = await self.bus.topics()
+            topics += [t for t in known if any(fnmatch.fnmatchcase(t, p) for p in sub.patterns)]
+        return topics
+
+    async def _reader(self, sub: Subscription, topic: str, slots: asyncio.Semaphore) -> None:
+        """Fetch for one topic and spawn handlers; first take back our own pending
+        entries, then read new ones, reclaiming idle entries every claim interval."""
+        streams, group, consumer = self.streams, sub.group, self.consumer
+        claim_every = self.bus.config.claim_idle_ms / 2000
+        tasks: set[asyncio.Task[None]] = set()
+        own_left, cursors, next_claim = True, {}, time.monotonic() + claim_every
+        while not self._stopping.is_set():
+            want = sub.prefetch - len(tasks)
+            if want <= 0:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            counts: dict[bytes, int] = {}
+            try:
+                await streams.ensure_group(topic, group, sub.start)
+                if own_left or time.monotonic() >= next_claim:
+                    if own_left:
+                        got = await streams.claim_own(topic, group, consumer, want)
+                        own_left = len(got) >= want
+                    else:
+                        cursors, got = await streams.claim_idle(
+                            topic, group, consumer, self.bus.config.claim_idle_ms, want, cursors
+                        )
+                        got = [g for g in got if (g[0], g[1][0]) not in self._held]
+                        if not cursors:
+                            next_claim = time.monotonic() + claim_every
+                    if got:
+                        counts = await streams.delivery_counts(group, consumer, got)
+                else:
+                    block = 0 if tasks else self.bus.config.block_ms
+                    got = await streams.read_new(topic, group, consumer, want, block)
+                    if not got and tasks:
+                        # nothing new, handlers busy: wait a little for a slot to free up
+                        await asyncio.wait(tasks, timeout=0.05,
+                                           return_when=asyncio.FIRST_COMPLETED)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    streams.forget_group(topic, group)
+                    continue
+                raise
+            except UNAVAILABLE as exc:
+                log.warning("relaybus reader %s/%s: Redis unavailable (%s); retrying",
+                            topic, group, type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for source, entry in got:
+                self._held[(source, entry[0])] = group
+                task = asyncio.create_task(
+                    self._deliver(sub, source, entry, counts.get(entry[0]), slots)
+                )
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one message -------------------------------------------------------------
+
+    async def _deliver(
+        self, sub: Subscription, source: str, entry: Entry, delivered: int | None,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        try:
+            async with slots:
+                message = await self.bus.admit(source, entry, sub.group, delivered)
+                if message is not None:
+                    await self._handle(sub, message)
+        except Exception:
+            log.exception("relaybus could not settle entry %r of %s; it stays pending",
+                          entry[0], source)
+        finally:
+            self._held.pop((source, entry[0]), None)
+
+    async def _handle(self, sub: Subscription, message: Message) -> None:
+        for name, function, argnames in self.bus.plugins.impls("filter"):
+            args = {"message": message, "subscription": sub}
+            if not await self.bus.plugins.call_one("filter", name, function,
+                                                   [args[a] for a in argnames]):
+                await self.bus.settle(message, "filtered")
+                return
+        payload = message.payload
+        try:
+            if sub.model is not None:
+                message.payload = _adapter(sub.model).validate_python(payload)
+            result = sub.handler(message)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            message.payload = payload  # the wire form, for the retry or the DLQ
+            await self._failed(sub, message, exc)
+            return
+        assert message.entry_id is not None and message._source is not None
+        self._acks.put_nowait((message._source, sub.group, message.entry_id.encode()))
+
+    async def _failed(self, sub: Subscription, message: Message, error: Exception) -> None:
+        if isinstance(error, Reject | ValidationError):
+            decision: FailureDecision | None = FailureDecision.dead_letter(
+                "rejected" if isinstance(error, Reject) else "invalid payload"
+            )
+        else:
+            try:
+                decision = await self.bus.plugins.first(
+                    "on_failure", message=message, error=error, subscription=sub
+                )
+            except PluginError:
+                log.exception("on_failure failed for message %s; it stays pending", message.id)
+                return
+        log.info("handler %s failed on %s (%s: %s); decision: %s", sub.name, message.id,
+                 type(error).__name__, error, decision)
+        if decision is None:
+            return  # stays pending: redelivered after claim_idle_ms
+        if decision.action == "retry":
+            await self.streams.schedule_retry(message, sub.group, decision.delay)
+        elif decision.action == "dead_letter":
+            await self.bus.dead_letter(message, decision.reason, error)
+        else:
+            await self.bus.settle(message, "dropped")
+
+    # -- acks --------------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        """Send acks in batches: everything queued goes out in one pipelined round trip."""
+        while True:
+            batch = [await self._acks.get()]
+            while not self._acks.empty():
+                batch.append(self._acks.get_nowait())
+            by_source: dict[tuple[str, str], list[bytes]] = {}
+            for source, group, entry_id in batch:
+                by_source.setdefault((source, group), []).append(entry_id)
+            try:
+                async with self.bus.redis.pipeline(transaction=False) as pipe:
+                    for (source, group), ids in by_source.items():
+                        pipe.xack(source, group, *ids)
+                    await pipe.execute(raise_on_error=False)
+            except UNAVAILABLE as exc:
+                log.warning("relaybus could not send %d acks (%s); those messages will be "
+                            "delivered again", len(batch), type(exc).__name__)
+            finally:
+                for _ in batch:
+                    self._acks.task_done()
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    adapter = _adapters.get(model)
+    if adapter is None:
+        adapter = _adapters[model] = TypeAdapter(model)
+    return adapter
+
