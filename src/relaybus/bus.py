@@ -22,7 +22,7 @@ from .errors import BusUnavailableError, DecodeError, RelayBusError
 from .keys import Keys, validate_group, validate_topic
 from .message import Message, encode, new_id
 from .plugins import PluginManager
-from .streams import Entry, Streams
+from .streams import Entry, Streams, group_lost
 
 
 def default_consumer_name() -> str:
@@ -215,7 +215,8 @@ class Bus:
         """Register a handler for `run()`; topics may be names or glob patterns.
 
         The handler returning acknowledges the message; raising goes to `on_failure`.
-        `prefetch` (default max(4 x concurrency, 10)) bounds the messages held at once.
+        `prefetch` (default 2 x concurrency) bounds the messages one consumer holds at once,
+        so competing consumers share the work fairly.
         """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
 
@@ -294,7 +295,7 @@ class Bus:
         try:
             return await self.streams.read_new(topic, group, consumer, count, block_ms)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not group_lost(exc):
                 raise
         await self.streams.ensure_group(topic, group, "earliest" if start == "earliest" else "latest")
         return await self.streams.read_new(topic, group, consumer, count, block_ms)

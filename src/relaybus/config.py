@@ -34,14 +34,18 @@ class BusConfig(BaseSettings):
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each attempt.")
     retry_backoff_max_s: float = Field(300.0, ge=0, description="Cap on the retry delay.")
     max_message_bytes: int = Field(1 << 20, ge=64, description="Largest encoded message accepted.")
-    max_queue_size: int | None = Field(None, ge=1, description="Unconsumed entries per topic; None: no limit.")
+    max_queue_size: int | None = Field(
+        None, ge=1, description="Unconsumed entries per topic; None: no limit."
+    )
     overflow: Literal["reject", "drop_oldest"] = Field(
         "reject", description="What publish does at max_queue_size."
     )
     default_ttl: float | None = Field(None, gt=0, description="TTL for messages published without one.")
     outbox_path: Path | None = Field(None, description="SQLite outbox used while Redis is unreachable.")
     allow_insecure: bool = Field(False, description="Allow a password over plain TCP to a remote host.")
-    disabled_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Plugin names not to load.")
+    disabled_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Plugin names not to load (env: comma-separated)."
+    )
     cleanup_interval_s: float = Field(60.0, gt=0, description="How often run() calls on_cleanup.")
     socket_timeout: float = Field(5.0, gt=0, description="Seconds a command may take before it fails.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")

@@ -63,7 +63,7 @@ class Subscription:
         if self.start not in ("earliest", "latest"):
             raise ValueError(f"start must be 'earliest' or 'latest', got {self.start!r}")
         if self.prefetch <= 0:
-            self.prefetch = max(self.concurrency * 4, 10)
+            self.prefetch = self.concurrency * 2
 
     @property
     def patterns(self) -> tuple[str, ...]:

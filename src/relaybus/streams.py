@@ -28,6 +28,12 @@ def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def group_lost(exc: ResponseError) -> bool:
+    """The stream or group was deleted under a reader (NOGROUP, or Redis 7's UNBLOCKED)."""
+    text = str(exc)
+    return "NOGROUP" in text or "no longer exists" in text
+
+
 def _sid(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -94,7 +100,7 @@ class Streams:
                 group, consumer, {stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            if group_lost(exc):
                 self.forget_group(topic, group)
             raise
         return [(stream, entry) for _, entries in got or () for entry in entries]

@@ -16,7 +16,7 @@ from .connection import UNAVAILABLE
 from .delivery import FailureDecision, Subscription
 from .errors import PluginError, Reject
 from .message import Message
-from .streams import Entry
+from .streams import Entry, group_lost
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -116,7 +116,8 @@ class Worker:
         streams, group, consumer = self.streams, sub.group, self.consumer
         claim_every = self.bus.config.claim_idle_ms / 2000
         tasks: set[asyncio.Task[None]] = set()
-        own_left, cursors, next_claim = True, {}, time.monotonic() + claim_every
+        cursors: dict[str, str] = {}
+        own_left, next_claim = True, time.monotonic() + claim_every
         while not self._stopping.is_set():
             want = sub.prefetch - len(tasks)
             if want <= 0:
@@ -146,7 +147,7 @@ class Worker:
                         await asyncio.wait(tasks, timeout=0.05,
                                            return_when=asyncio.FIRST_COMPLETED)
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):
+                if group_lost(exc):
                     streams.forget_group(topic, group)
                     continue
                 raise

@@ -1,0 +1,237 @@
+"""Core hot-path benchmark: relaybus against raw redis-py, same run, same Redis.
+
+DESIGN.md section 8 states the targets as ratios to raw redis-py, because absolute
+rates depend on the machine. So every relaybus figure here has a raw baseline
+measured next to it, on one private redis-server that this script starts and
+stops itself (no other Redis is ever touched). Each case runs REPEATS times,
+raw and relaybus interleaved, and the best run counts: on a small, noisy machine
+the best run is the one least disturbed by neighbours.
+
+The raw side is the strict form of what relaybus does: the same stream fields,
+a payload encoded once up front, pipelining where relaybus may pipeline.
+
+    python bench/bench_core.py            # full run, rich table
+    python bench/bench_core.py -n 0.2     # a fifth of the messages, quick
+    python bench/bench_core.py --json     # machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+import orjson
+import redis.asyncio as aioredis
+from rich.console import Console
+from rich.table import Table
+
+from relaybus import Bus, Message
+from relaybus.embedded import EmbeddedRedis, free_port
+
+REPEATS = 3
+BATCH = 100
+GROUP = "bench"
+PAYLOAD = {"agent": "reviewer-7", "task": "review", "pr": 42, "note": "looks fine " * 8}
+PAYLOAD_JSON = orjson.dumps(PAYLOAD)
+# case -> (messages at scale 1, DESIGN target for relaybus/raw; None: report only)
+CASES = {"publish": (5_000, 0.85), "publish_many": (20_000, 0.6), "consume+ack": (20_000, None)}
+
+Run = Callable[[str], Awaitable[float]]  # given a fresh key/topic name, returns seconds
+
+
+@dataclass
+class Result:
+    case: str
+    n: int
+    raw_msgs_s: int
+    relaybus_msgs_s: int
+    ratio: float
+    target: float | None
+
+    @classmethod
+    def of(cls, case: str, n: int, raw_s: float, bus_s: float) -> Result:
+        # same n on both sides, so relaybus/raw in msgs/s is raw/relaybus in seconds
+        return cls(case, n, round(n / raw_s), round(n / bus_s), round(raw_s / bus_s, 3), CASES[case][1])
+
+
+# -- 1. single awaited publish --------------------------------------------------
+
+
+async def raw_publish(r: aioredis.Redis, key: str, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        await r.xadd(key, {"v": "1", "m": PAYLOAD_JSON})
+    return time.perf_counter() - start
+
+
+async def bus_publish(bus: Bus, topic: str, n: int) -> float:
+    await bus.publish(topic, PAYLOAD)  # first publish also registers the topic
+    start = time.perf_counter()
+    for _ in range(n):
+        await bus.publish(topic, PAYLOAD)
+    return time.perf_counter() - start
+
+
+# -- 2. batched publish -----------------------------------------------------------
+
+
+async def raw_publish_many(r: aioredis.Redis, key: str, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n // BATCH):
+        async with r.pipeline(transaction=False) as pipe:
+            for _ in range(BATCH):
+                pipe.xadd(key, {"v": "1", "m": PAYLOAD_JSON})
+            await pipe.execute()
+    return time.perf_counter() - start
+
+
+async def bus_publish_many(bus: Bus, topic: str, n: int) -> float:
+    await bus.publish(topic, PAYLOAD)
+    batch = [PAYLOAD] * BATCH
+    start = time.perf_counter()
+    for _ in range(n // BATCH):
+        await bus.publish_many(topic, batch)
+    return time.perf_counter() - start
+
+
+# -- 3. consume + ack (streams pre-filled, only consumption is timed) ---------------
+
+
+async def raw_consume(r: aioredis.Redis, key: str, n: int) -> float:
+    await raw_publish_many(r, key, n)
+    await r.xgroup_create(key, GROUP, id="0")
+    start = time.perf_counter()
+    got = await r.xreadgroup(GROUP, "c1", {key: ">"}, count=BATCH)
+    done = 0
+    while done < n:
+        ids = []
+        for _, entries in got or ():
+            for entry_id, fields in entries:
+                orjson.loads(fields[b"m"])  # a consumer looks at what it got
+                ids.append(entry_id)
+        done += len(ids)
+        async with r.pipeline(transaction=False) as pipe:  # ack this batch, read the next
+            pipe.xack(key, GROUP, *ids)
+            pipe.xreadgroup(GROUP, "c1", {key: ">"}, count=BATCH)
+            _, got = await pipe.execute()
+    elapsed = time.perf_counter() - start
+    await check_all_acked(r, key)
+    return elapsed
+
+
+async def bus_consume(url: str, prefix: str, topic: str, n: int) -> float:
+    async with Bus.from_url(url, prefix=prefix) as bus:
+        for _ in range(n // BATCH):
+            await bus.publish_many(topic, [PAYLOAD] * BATCH)
+        handled, all_done = 0, asyncio.Event()
+
+        @bus.subscribe(topic, group=GROUP, concurrency=16)
+        async def handle(message: Message) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == n:
+                all_done.set()
+
+        start = time.perf_counter()
+        runner = asyncio.create_task(bus.run())
+        await all_done.wait()
+        elapsed = time.perf_counter() - start
+        await bus.stop()  # from here, not from the handler: stop waits for handlers
+        await runner
+        await check_all_acked(bus.redis, bus.keys.stream(topic))
+    return elapsed
+
+
+async def check_all_acked(r: aioredis.Redis, key: str) -> None:
+    pending = (await r.xpending(key, GROUP))["pending"]
+    if pending:
+        raise RuntimeError(f"{key}: {pending} messages left unacknowledged")
+
+
+# -- driver ------------------------------------------------------------------------
+
+
+async def best_pair(raw: Run, ours: Run, fresh_name: Callable[[], str],
+                    drop: Callable[[str], Awaitable[None]]) -> tuple[float, float]:
+    """Best seconds of REPEATS runs each, raw and relaybus interleaved so noise hits
+    both alike; every run gets a fresh key, deleted afterwards."""
+    best = [float("inf"), float("inf")]
+    for _ in range(REPEATS):
+        for side, run in enumerate((raw, ours)):
+            name = fresh_name()
+            best[side] = min(best[side], await run(name))
+            await drop(name)
+    return best[0], best[1]
+
+
+async def measure(url: str, scale: float) -> list[Result]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"  # the server is private; unique all the same
+    counter = iter(range(1 << 30))
+    sizes = {case: max(BATCH, round(n * scale / BATCH) * BATCH) for case, (n, _) in CASES.items()}
+    r = aioredis.Redis.from_url(url)
+    async with Bus.from_url(url, prefix=prefix) as bus:
+
+        def fresh_name() -> str:
+            return f"{prefix}.t{next(counter)}"
+
+        async def drop(name: str) -> None:
+            await r.delete(name, bus.keys.stream(name), bus.keys.retry(name, GROUP))
+
+        def n(case: str) -> int:
+            return sizes[case]
+
+        pairs: dict[str, tuple[Run, Run]] = {
+            "publish": (lambda k: raw_publish(r, k, n("publish")),
+                        lambda t: bus_publish(bus, t, n("publish"))),
+            "publish_many": (lambda k: raw_publish_many(r, k, n("publish_many")),
+                             lambda t: bus_publish_many(bus, t, n("publish_many"))),
+            "consume+ack": (lambda k: raw_consume(r, k, n("consume+ack")),
+                            lambda t: bus_consume(url, prefix, t, n("consume+ack"))),
+        }
+        results = [
+            Result.of(case, n(case), *await best_pair(raw, ours, fresh_name, drop))
+            for case, (raw, ours) in pairs.items()
+        ]
+    await r.aclose()
+    return results
+
+
+def show(results: list[Result], console: Console) -> None:
+    table = Table(title=f"relaybus vs raw redis-py (best of {REPEATS})")
+    for column in ("case", "N", "raw msgs/s", "relaybus msgs/s", "ratio", "target"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for row in results:
+        if row.target is None:
+            verdict = "report only"
+        else:
+            colour = "green" if row.ratio >= row.target else "red"
+            verdict = f"[{colour}]>= {row.target}[/{colour}]"
+        table.add_row(row.case, f"{row.n:,}", f"{row.raw_msgs_s:,}", f"{row.relaybus_msgs_s:,}",
+                      f"{row.ratio:.2f}", verdict)
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--scale", type=float, default=1.0,
+                        help="multiply every message count by this (default 1.0)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if args.scale <= 0:
+        parser.error("--scale must be > 0")
+    with EmbeddedRedis(port=free_port()) as server:
+        results = asyncio.run(measure(server.url, args.scale))
+    if args.json:
+        rows = [asdict(row) for row in results]
+        print(json.dumps({"repeats": REPEATS, "batch": BATCH, "results": rows}, indent=2))
+    else:
+        show(results, Console())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Each hook's contract against a real Redis, with throwaway plugins."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from relaybus import Bus, FailureDecision, Message, PluginError, Reject, Subscription, hookimpl
+
+from .helpers import run_until
+
+
+async def test_on_publish_may_change_the_message(bus: Bus) -> None:
+    class Stamp:
+        @hookimpl
+        def on_publish(self, message: Message) -> Message:
+            return message.model_copy(update={"headers": {**message.headers, "stamped": "yes"}})
+
+    bus.plugins.register(Stamp(), "stamp")
+    await bus.publish_many("stamped", [1, 2])
+    assert [m.headers for m in await bus.history("stamped")] == [{"stamped": "yes"}] * 2
+
+
+async def test_on_publish_raising_rejects_and_writes_nothing(bus: Bus) -> None:
+    class Gate:
+        @hookimpl
+        async def on_publish(self, message: Message) -> None:
+            if message.payload == "bad":
+                raise ValueError("not allowed")
+
+    bus.plugins.register(Gate(), "gate")
+    with pytest.raises(PluginError, match="'gate' failed in on_publish: ValueError: not allowed"):
+        await bus.publish_many("gated", ["ok", "bad"])
+    assert await bus.history("gated") == []
+
+
+async def test_filter_false_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:
+    class EvenOnly:
+        @hookimpl(specname="filter")
+        def filter_message(self, message: Message, subscription: Subscription) -> bool:
+            return message.payload % 2 == 0
+
+    bus.plugins.register(EvenOnly(), "even")
+    await bus.publish_many("numbers", list(range(6)))
+    seen: list[int] = []
+
+    @bus.subscribe("numbers", group="g")
+    async def handle(msg: Message) -> None:
+        seen.append(msg.payload)
+
+    await run_until(bus, lambda: len(seen) == 3 and bus.counters["filtered"] == 3)
+    assert seen == [0, 2, 4]
+    assert raw.hget(bus.keys.counters("numbers"), "filtered") == b"3"
+    assert raw.xpending(bus.keys.stream("numbers"), "g")["pending"] == 0
+
+
+class Decide:
+    """Answers on_failure with a fixed decision and records dead letters."""
+
+    def __init__(self, decision: FailureDecision) -> None:
+        self.decision = decision
+        self.dead: list[tuple[str, str]] = []
+
+    @hookimpl
+    def on_failure(self, message: Message, error: BaseException) -> FailureDecision:
+        return self.decision
+
+    @hookimpl
+    def on_dead_letter(self, message: Message, reason: str) -> None:
+        self.dead.append((message.id, reason))
+
+
+async def test_retry_decision_redelivers_to_that_group_only(bus: Bus) -> None:
+    bus.plugins.register(Decide(FailureDecision.retry(0.2)), "decide")
+    mid = await bus.publish("retry.me", {"x": 1})
+    attempts: list[int] = []
+    other: list[str] = []
+
+    @bus.subscribe("retry.me", group="flaky")
+    async def flaky(msg: Message) -> None:
+        attempts.append(msg.attempt)
+        if msg.attempt == 1:
+            raise RuntimeError("transient")
+
+    @bus.subscribe("retry.me", group="steady")
+    async def steady(msg: Message) -> None:
+        other.append(msg.id)
+
+    await run_until(bus, lambda: attempts == [1, 2])
+    await asyncio.sleep(0.3)
+    assert other == [mid]  # the other group of the fan-out saw it once
+
+
+async def test_dead_letter_decision_moves_atomically(bus: Bus, raw: redis.Redis) -> None:
+    decide = Decide(FailureDecision.dead_letter("gave up"))
+    bus.plugins.register(decide, "decide")
+    mid = await bus.publish("doomed", {"x": 1})
+
+    @bus.subscribe("doomed", group="g")
+    async def handle(msg: Message) -> None:
+        raise RuntimeError("always")
+
+    await run_until(bus, lambda: decide.dead == [(mid, "gave up")])
+    assert raw.xpending(bus.keys.stream("doomed"), "g")["pending"] == 0
+    assert raw.xlen(bus.keys.dlq("doomed")) == 1
+    [dead] = await bus.dead_letters("doomed")
+    assert dead.id == mid and dead.payload == {"x": 1}
+    assert dead.headers["x-dead-reason"] == "gave up"
+    assert dead.headers["x-dead-error-type"] == "RuntimeError"
+    assert dead.headers["x-dead-group"] == "g"
+
+
+async def test_reject_goes_straight_to_the_dlq_and_replay_brings_it_back(bus: Bus) -> None:
+    mid = await bus.publish("rejecting", {"x": 1})
+    calls: list[int] = []
+
+    @bus.subscribe("rejecting", group="g")
+    async def handle(msg: Message) -> None:
+        calls.append(msg.attempt)
+        if len(calls) == 1:
+            raise Reject("cannot ever work")
+
+    runner = asyncio.create_task(bus.run())
+    try:
+        for _ in range(100):
+            if await bus.dead_letters("rejecting"):
+                break
+            await asyncio.sleep(0.05)
+        [dead] = await bus.dead_letters("rejecting")
+        assert dead.headers["x-dead-reason"] == "rejected" and calls == [1]
+        assert await bus.replay_dead_letters("rejecting") == 1
+        assert await bus.dead_letters("rejecting") == []
+        for _ in range(100):
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await bus.stop()
+        await runner
+    assert calls == [1, 1]  # replayed with a fresh attempt count
+    assert [m.id for m in await bus.history("rejecting")] == [mid]
+
+
+async def test_drop_decision_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:
+    bus.plugins.register(Decide(FailureDecision.drop("not worth it")), "decide")
+    await bus.publish("dropping", 1)
+    calls: list[int] = []
+
+    @bus.subscribe("dropping", group="g")
+    async def handle(msg: Message) -> None:
+        calls.append(1)
+        raise RuntimeError("x")
+
+    await run_until(bus, lambda: bus.counters["dropped"] == 1)
+    assert calls == [1]
+    assert raw.xpending(bus.keys.stream("dropping"), "g")["pending"] == 0
+    assert raw.xlen(bus.keys.dlq("dropping")) == 0
+
+
+async def test_purge_dead_letters(bus: Bus, raw: redis.Redis) -> None:
+    raw.xadd(bus.keys.stream("purged"), {"junk": "1"})
+    await bus.read("purged", group="g")  # the junk entry is set aside
+    assert len(await bus.dead_letters("purged")) == 1
+    assert await bus.purge_dead_letters("purged") == 1
+    assert await bus.dead_letters("purged") == []
+
+
+async def test_on_cleanup_runs_on_cleanup_call(bus: Bus) -> None:
+    calls: list[Bus] = []
+
+    class Cleaner:
+        @hookimpl
+        async def on_cleanup(self, bus: Bus) -> None:
+            calls.append(bus)
+
+    bus.plugins.register(Cleaner(), "cleaner")
+    await bus.cleanup()
+    assert calls == [bus]

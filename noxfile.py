@@ -1,0 +1,44 @@
+"""Checks: `nox` runs unit and integration tests; lint, typecheck, docs and bench on demand."""
+
+import nox
+
+nox.options.sessions = ["unit", "integration"]
+nox.options.reuse_existing_virtualenvs = True
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def unit(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("pytest", "unit_tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("pytest", "integration_tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "plugins", "unit_tests", "integration_tests", "bench", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    session.install("-e", ".", "mkdocs-material", "mkdocstrings[python]")
+    session.run("mkdocs", "build", "--strict", "-d", "site")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Throughput against raw redis-py in the same run; never part of the tests."""
+    session.install("-e", ".[embedded]")
+    session.run("python", "bench/bench_core.py", *session.posargs)

@@ -1,0 +1,66 @@
+"""The `relaybus` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from .connection import redact_url
+from .errors import RelayBusError
+
+app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+URL = typer.Option(None, "--redis-url", envvar="RELAYBUS_URL",
+                   help="Redis URL; default: env RELAYBUS_URL, else an embedded Redis (demo).")
+PREFIX = typer.Option("relaybus", "--prefix", help="Key prefix; nothing outside it is touched.")
+
+
+@contextlib.contextmanager
+def _redis_url(url: str | None) -> Iterator[str]:
+    """The given URL, or a private embedded redis-server for the duration."""
+    if url:
+        yield url
+        return
+    from .embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        console.print(f"[dim]started an embedded redis-server ({server.executable})[/]")
+        yield server.url
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """User mistakes and unreachable Redis print one line and exit 1, no traceback."""
+    try:
+        yield
+    except (RelayBusError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.callback()
+def main() -> None:
+    """relaybus: a message bus for AI agents on Redis."""
+
+
+@app.command()
+def demo(redis_url: str | None = URL, prefix: str = typer.Option(
+        None, "--prefix", help="Key prefix; default: a fresh one per run.")) -> None:
+    """A planner, two reviewers sharing a group and a monitor, on the bus."""
+    from .demo import TASKS, run_demo
+
+    prefix = prefix or f"relaybus-demo-{int(time.time())}"
+    with _user_errors(), _redis_url(redis_url) as url:
+        console.print(f"[bold]relaybus demo[/] on {redact_url(url)} (prefix {prefix})")
+        seen = asyncio.run(run_demo(url, prefix, console))
+    if seen != len(TASKS):
+        err.print(f"[red]error:[/] only {seen} of {len(TASKS)} reviews arrived")
+        raise typer.Exit(1)

@@ -1,0 +1,79 @@
+"""The envelope, ids, the wire codec and the keyspace, without a server."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from relaybus import DecodeError, Message, MessageTooLargeError, RelayBusError
+from relaybus.keys import Keys, is_pattern, validate_pattern, validate_topic
+from relaybus.message import decode, encode, new_id
+
+
+def test_ids_are_unique_sortable_and_ulid_shaped() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(len(i) == 26 and i.isalnum() and i.isupper() for i in ids[:10])
+
+
+def test_codec_round_trip_keeps_every_field() -> None:
+    original = Message(topic="a.b", payload={"x": [1, 2.5, None, "é"]}, headers={"h": "v"},
+                       priority=7, expires_at=123.5, dedup_key="d", attempt=3, sender="s",
+                       correlation_id="c", reply_to="r")
+    decoded = decode({b"v": b"1", b"m": encode(original)}, "1-0")
+    assert decoded.model_dump() == original.model_dump()
+    assert decoded.entry_id == "1-0"
+
+
+def test_wire_leaves_defaults_out() -> None:
+    body = orjson.loads(encode(Message(topic="t", payload=1)))
+    assert set(body) == {"id", "topic", "payload", "created_at"}
+
+
+@pytest.mark.parametrize("fields", [
+    None, {}, {b"x": b"y"}, {b"v": b"2", b"m": b"{}"}, {b"v": b"1"}, {b"v": b"1", b"m": b"nope"},
+    {b"v": b"1", b"m": b"[1]"}, {b"v": b"1", b"m": b'{"topic": "t", "priority": 99}'},
+    {b"v": b"1", b"m": b'{"topic": "bad topic!"}'},
+])
+def test_foreign_entries_raise_decode_error(fields: dict[bytes, bytes] | None) -> None:
+    with pytest.raises(DecodeError):
+        decode(fields, "9-0")
+
+
+def test_non_json_payload_is_refused_clearly() -> None:
+    with pytest.raises(RelayBusError, match="not JSON-serialisable"):
+        encode(Message(topic="t", payload={"s": {1, 2}}))
+
+
+def test_size_limit() -> None:
+    with pytest.raises(MessageTooLargeError, match="max_message_bytes is 100"):
+        encode(Message(topic="t", payload="x" * 200), max_bytes=100)
+
+
+def test_priority_range_is_validated() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        Message(topic="t", priority=10)
+
+
+@pytest.mark.parametrize("topic", ["", "a b", "x" * 201, "t*", "t{x}", "a/b"])
+def test_bad_topics_are_refused(topic: str) -> None:
+    with pytest.raises(ValueError, match="invalid topic"):
+        validate_topic(topic)
+
+
+def test_patterns() -> None:
+    assert is_pattern("agents.*.events") and not is_pattern("agents.a.events")
+    assert validate_pattern("a.?.[bc]") == "a.?.[bc]"
+    with pytest.raises(ValueError, match="invalid topic pattern"):
+        validate_pattern("a b*")
+
+
+def test_every_key_of_a_topic_shares_its_hash_tag() -> None:
+    keys = Keys("rb")
+    topic_keys = [keys.stream("o.n"), keys.delayed("o.n"), keys.dlq("o.n"), keys.retry("o.n", "g"),
+                  keys.dedup("o.n", "k"), keys.counters("o.n")]
+    assert all(k.startswith("rb:{o.n}:") for k in topic_keys)
+    assert keys.stream("o.n") == "rb:{o.n}:stream"
+    with pytest.raises(ValueError, match="invalid prefix"):
+        Keys("a{b}")

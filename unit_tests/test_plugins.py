@@ -1,0 +1,118 @@
+"""The plugin manager: registration, entry points, broken plugins, awaitable hooks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from relaybus import FailureDecision, Message, PluginError, hookimpl
+from relaybus import plugins as plugins_module
+from relaybus.plugins import PluginManager
+
+
+def _fake_distribution(tmp_path: Path, name: str, entry_points: str) -> None:
+    info = tmp_path / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[relaybus]\n{entry_points}\n")
+
+
+class Throwaway:
+    @hookimpl
+    def on_failure(self, message: Message) -> FailureDecision:
+        return FailureDecision.drop("throwaway")
+
+
+async def test_register_and_unregister_a_throwaway_plugin() -> None:
+    pm = PluginManager()
+    name = pm.register(Throwaway(), "throwaway")
+    assert "throwaway" in pm.names()
+    decision = await pm.first("on_failure", message=Message(topic="t"), error=ValueError(),
+                              subscription=None)
+    assert decision == FailureDecision.drop("throwaway")
+    pm.unregister(name)
+    assert "throwaway" not in pm.names()
+    assert await pm.first("on_failure", message=Message(topic="t"), error=ValueError(),
+                          subscription=None) is None
+
+
+async def test_awaitable_results_are_awaited_in_call_order() -> None:
+    class Late:
+        @hookimpl
+        def on_failure(self) -> object:
+            async def answer() -> FailureDecision:
+                return FailureDecision.retry(2)
+            return answer()
+
+    class Silent:
+        @hookimpl
+        def on_failure(self) -> None:
+            return None
+
+    pm = PluginManager()
+    pm.register(Late(), "late")
+    pm.register(Silent(), "silent")  # registered last, called first, answers None
+    assert await pm.first("on_failure", message=None, error=None, subscription=None) == \
+        FailureDecision.retry(2)
+
+
+async def test_a_raising_plugin_is_named_in_the_error() -> None:
+    class Broken:
+        @hookimpl
+        def on_cleanup(self) -> None:
+            raise RuntimeError("boom")
+
+    pm = PluginManager()
+    pm.register(Broken(), "broken-cleaner")
+    with pytest.raises(PluginError, match="'broken-cleaner' failed in on_cleanup: RuntimeError: boom"):
+        await pm.call_each("on_cleanup", bus=None)
+
+
+def test_unknown_hook_is_refused_at_registration() -> None:
+    class Typo:
+        @hookimpl
+        def on_publsh(self) -> None: ...
+
+    pm = PluginManager()
+    with pytest.raises(pluggy.PluginValidationError):
+        pm.register(Typo(), "typo")
+    assert "typo" not in pm.names()
+
+
+def test_broken_third_party_entry_point_is_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fake_distribution(tmp_path, "broken_plugin", "broken = no_such_module_for_relaybus_tests")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pm = PluginManager()
+    with caplog.at_level(logging.WARNING, logger="relaybus.plugins"):
+        pm.load_entry_points()
+    assert "broken" not in pm.names()
+    assert "skipping relaybus plugin 'broken'" in caplog.text
+
+
+def test_broken_builtin_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_distribution(tmp_path, "pretend_builtin", "broken = no_such_module_for_relaybus_tests")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins_module, "BUILTIN_DISTRIBUTION", "pretend_builtin")
+    with pytest.raises(PluginError, match="built-in plugin 'broken' failed to load"):
+        PluginManager().load_entry_points()
+
+
+def test_entry_point_plugin_loads_and_can_be_disabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tiny_relaybus_plugin.py").write_text(
+        "from relaybus import hookimpl\n\n@hookimpl\ndef on_cleanup(bus):\n    return None\n"
+    )
+    _fake_distribution(tmp_path, "tiny_plugin", "tiny = tiny_relaybus_plugin")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = PluginManager()
+    loaded.load_entry_points()
+    assert "tiny" in loaded.names()
+    disabled = PluginManager(disabled=["tiny"])
+    disabled.load_entry_points()
+    assert "tiny" not in disabled.names()
