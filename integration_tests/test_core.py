@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import redis
@@ -95,13 +96,14 @@ async def test_handlers_receive_and_ack(bus: Bus) -> None:
 
 async def test_sync_handler_runs_in_a_thread(bus: Bus) -> None:
     await bus.publish("sync-handler", "hello")
-    seen: list[str] = []
+    seen: list[tuple[str, bool]] = []
 
     @bus.subscribe("sync-handler", group="g")
     def handle(msg: Message) -> None:
-        seen.append(msg.payload)
+        seen.append((msg.payload, threading.current_thread() is threading.main_thread()))
 
-    await run_until(bus, lambda: seen == ["hello"])
+    await run_until(bus, lambda: len(seen) == 1)
+    assert seen == [("hello", False)]  # not on the loop the other handlers share
 
 
 async def test_failed_handler_without_policy_is_redelivered(bus: Bus) -> None:
@@ -205,3 +207,41 @@ async def test_read_on_unconnected_bus_is_a_clear_error(redis_url: str) -> None:
     with pytest.raises(RelayBusError, match="not connected"):
         await bus.read("t", group="g")
 
+
+
+async def test_restart_with_many_own_pending_delivers_each_once(redis_url: str, prefix: str) -> None:
+    """A consumer with a stable name drains what an earlier run of it left pending."""
+    async with Bus.from_url(redis_url, prefix=prefix, consumer_name="stable", block_ms=100,
+                            claim_idle_ms=60_000) as bus:
+        ids = await bus.publish_many("left", list(range(25)))
+        assert len(await bus.read("left", group="g", count=25)) == 25  # pending, never acked
+        seen: list[str] = []
+
+        @bus.subscribe("left", group="g", concurrency=2)
+        async def handle(msg: Message) -> None:
+            seen.append(msg.id)
+
+        await run_until(bus, lambda: len(seen) >= 25)
+        await asyncio.sleep(0.2)
+        assert sorted(seen) == sorted(ids)  # each once, none twice
+
+
+async def test_read_recovers_when_the_stream_is_deleted(bus: Bus) -> None:
+    await bus.publish("gone", 1)
+    assert len(await bus.read("gone", group="g")) == 1
+    await bus.redis.delete(bus.keys.stream("gone"), bus.keys.retry("gone", "g"))
+    await bus.publish("gone", 2)
+    assert [m.payload for m in await bus.read("gone", group="g")] == [2]
+
+
+async def test_stop_from_inside_a_handler(bus: Bus) -> None:
+    await bus.publish_many("self-stop", [1, 2])
+    seen: list[int] = []
+
+    @bus.subscribe("self-stop", group="g")
+    async def handle(msg: Message) -> None:
+        seen.append(msg.payload)
+        await bus.stop()
+
+    await asyncio.wait_for(bus.run(), 5)
+    assert seen[0] == 1

@@ -37,3 +37,13 @@ def test_password_never_in_repr() -> None:
     config = BusConfig.build(url="redis://user:hunter2@localhost:6379/0", password="s3cret")
     bus = Bus(config)
     assert "s3cret" not in repr(config) and "hunter2" not in repr(bus)
+
+
+def test_block_ms_must_fit_in_the_socket_timeout() -> None:
+    with pytest.raises(ConfigError, match="block_ms"):
+        BusConfig.build(block_ms=5000, socket_timeout=5)
+
+
+def test_url_password_is_redacted_in_the_config_repr() -> None:
+    config = BusConfig.build(url="redis://user:hunter2@localhost:6379/0")
+    assert "hunter2" not in repr(config) and "***" in repr(config)

@@ -16,12 +16,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .config import BusConfig
-from .connection import UNAVAILABLE, make_client, redact_url
+from .connection import UNAVAILABLE, make_client
 from .delivery import Handler, Subscription
 from .errors import BusUnavailableError, DecodeError, RelayBusError
 from .keys import Keys, validate_group, validate_topic
 from .message import Message, encode, new_id
 from .plugins import PluginManager
+from .redact import redact_url
 from .streams import Entry, Streams, group_lost
 
 
@@ -271,6 +272,17 @@ class Bus:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         consumer = consumer or self.consumer
+        try:
+            return await self._read(topic, group, consumer, count, block_ms or 0, start)
+        except ResponseError as exc:
+            if not group_lost(exc):
+                raise
+            self.streams.forget_group(topic, group)  # deleted under us: recreate, once
+            return await self._read(topic, group, consumer, count, block_ms or 0, start)
+
+    async def _read(
+        self, topic: str, group: str, consumer: str, count: int, block_ms: int, start: str
+    ) -> list[Message]:
         streams = self.streams
         await streams.ensure_group(topic, group, start)
         claimed = await streams.claim_from_others(
@@ -279,26 +291,15 @@ class Bus:
         counts = await streams.delivery_counts(group, consumer, claimed) if claimed else {}
         fresh: list[tuple[str, Entry]] = []
         if len(claimed) < count:
-            fresh = await self._read_new(topic, group, consumer, count - len(claimed),
-                                         0 if claimed else (block_ms or 0), start)
+            fresh = await streams.read_new(
+                topic, group, consumer, count - len(claimed), 0 if claimed else block_ms
+            )
         out = []
         for source, entry in [*claimed, *fresh]:
             message = await self.admit(source, entry, group, counts.get(entry[0]))
             if message is not None:
                 out.append(message)
         return out
-
-    async def _read_new(
-        self, topic: str, group: str, consumer: str, count: int, block_ms: int, start: str
-    ) -> list[tuple[str, Entry]]:
-        """read_new, recreating the group once if it (or its stream) was deleted."""
-        try:
-            return await self.streams.read_new(topic, group, consumer, count, block_ms)
-        except ResponseError as exc:
-            if not group_lost(exc):
-                raise
-        await self.streams.ensure_group(topic, group, "earliest" if start == "earliest" else "latest")
-        return await self.streams.read_new(topic, group, consumer, count, block_ms)
 
     async def admit(
         self, source: str, entry: Entry, group: str, delivered: int | None

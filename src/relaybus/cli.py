@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 
-from .connection import redact_url
 from .errors import RelayBusError
+from .redact import redact_url
 
 app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
                   pretty_exceptions_enable=False)

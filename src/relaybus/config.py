@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
 from .keys import PREFIX_RE
+from .redact import redact_url
 
 
 class BusConfig(BaseSettings):
@@ -68,6 +70,19 @@ class BusConfig(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _block_within_timeout(self) -> BusConfig:
+        if self.block_ms / 1000 >= self.socket_timeout:
+            raise ValueError(
+                f"block_ms ({self.block_ms}) must be shorter than socket_timeout "
+                f"({self.socket_timeout}s), or every blocking read would time out"
+            )
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "url" else value
 
     @classmethod
     def build(cls, **fields: Any) -> BusConfig:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -23,8 +22,9 @@ def make_client(config: BusConfig) -> aioredis.Redis:
         "max_connections": config.max_connections,
         "socket_timeout": config.socket_timeout,
         "socket_connect_timeout": config.connect_timeout,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=2),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        # No transparent command retries: a resent XADD whose first reply was lost
+        # would append twice. Readers retry on their own; publish raises instead.
+        "retry": Retry(NoBackoff(), retries=0),
         "health_check_interval": 30,
         "decode_responses": False,
     }
@@ -41,11 +41,3 @@ def make_client(config: BusConfig) -> aioredis.Redis:
         )
     return aioredis.Redis.from_url(config.url, **options)
 
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs, reprs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -26,7 +26,8 @@ def on_publish(bus: Bus, message: Message) -> Message | None:
 
     Return a changed Message (priority, dedup key, headers, expiry) or None to keep
     it. Each implementation sees the previous one's result. Raising rejects the
-    publish: the caller gets the error and nothing is written.
+    publish and nothing is written: a RelayBusError (QueueFullError, ...) reaches
+    the caller as it is; any other error as a PluginError naming the plugin.
     """
 
 
@@ -40,9 +41,10 @@ def filter(message: Message, subscription: Subscription) -> bool:
 
 @hookspec
 def on_failure(
-    message: Message, error: BaseException, subscription: Subscription
+    bus: Bus, message: Message, error: BaseException, subscription: Subscription
 ) -> FailureDecision | None:
-    """Called when a handler raised. Return a FailureDecision (retry after a delay,
+    """Called when a handler raised (not for `Reject` or a payload that fails the
+    subscription's `model`: those are dead-lettered at once). Return a FailureDecision (retry after a delay,
     dead-letter, or drop), or None to leave the decision to another plugin. The first
     non-None answer wins. With no answer at all the message stays pending and is
     delivered again after `claim_idle_ms` - nothing is dropped by default.

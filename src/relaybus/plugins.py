@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, RelayBusError
 
 log = logging.getLogger("relaybus.plugins")
 ENTRY_POINT_GROUP = "relaybus"
@@ -96,6 +96,8 @@ class PluginManager:
     async def call_one(hook: str, name: str, function: Callable[..., Any], args: list[Any]) -> Any:
         try:
             return await await_me_maybe(function(*args))
+        except RelayBusError:
+            raise  # deliberate: QueueFullError, ConfigError... reach the caller as they are
         except Exception as exc:
             raise PluginError(
                 f"plugin {name!r} failed in {hook}: {type(exc).__name__}: {exc}"

@@ -128,16 +128,18 @@ class Streams:
         return left, out
 
     async def claim_own(
-        self, topic: str, group: str, consumer: str, count: int
+        self, topic: str, group: str, consumer: str, count: int, after: dict[str, str]
     ) -> list[tuple[str, Entry]]:
-        """Take back this consumer's own pending entries (left by an earlier run)."""
+        """Take back this consumer's own pending entries (left by an earlier run), paging
+        past the ids in `after`, which it updates; an empty result means all were seen."""
         out: list[tuple[str, Entry]] = []
         for key in self.sources(topic, group):
             pending = await self.redis.xpending_range(
-                key, group, min="-", max="+", count=count, consumername=consumer
+                key, group, min=after.get(key, "-"), max="+", count=count, consumername=consumer
             )
             ids = [p["message_id"] for p in pending]
             if ids:
+                after[key] = "(" + _sid(ids[-1])
                 claimed = await self.redis.xclaim(key, group, consumer, 0, ids)
                 out.extend((key, entry) for entry in claimed)
         return out

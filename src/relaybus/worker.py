@@ -36,6 +36,7 @@ class Worker:
         self._acks: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
         self._done = asyncio.Event()
         self._held: dict[tuple[str, bytes], str] = {}  # (stream, entry id) -> group
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         if not self.bus.subscriptions:
@@ -62,6 +63,8 @@ class Worker:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if asyncio.current_task() in self._handlers:
+            return  # called from a handler: waiting for ourselves would never end
         await self._done.wait()
 
     async def _every(self, seconds: float, job: Any) -> None:
@@ -117,6 +120,7 @@ class Worker:
         claim_every = self.bus.config.claim_idle_ms / 2000
         tasks: set[asyncio.Task[None]] = set()
         cursors: dict[str, str] = {}
+        own_after: dict[str, str] = {}
         own_left, next_claim = True, time.monotonic() + claim_every
         while not self._stopping.is_set():
             want = sub.prefetch - len(tasks)
@@ -128,8 +132,8 @@ class Worker:
                 await streams.ensure_group(topic, group, sub.start)
                 if own_left or time.monotonic() >= next_claim:
                     if own_left:
-                        got = await streams.claim_own(topic, group, consumer, want)
-                        own_left = len(got) >= want
+                        got = await streams.claim_own(topic, group, consumer, want, own_after)
+                        own_left = bool(got)
                     else:
                         cursors, got = await streams.claim_idle(
                             topic, group, consumer, self.bus.config.claim_idle_ms, want, cursors
@@ -163,6 +167,8 @@ class Worker:
                 )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -194,9 +200,10 @@ class Worker:
         try:
             if sub.model is not None:
                 message.payload = _adapter(sub.model).validate_python(payload)
-            result = sub.handler(message)
-            if inspect.isawaitable(result):
-                await result
+            if inspect.iscoroutinefunction(sub.handler):
+                await sub.handler(message)
+            else:  # a plain function must not block the loop other handlers share
+                await asyncio.to_thread(sub.handler, message)
         except Exception as exc:
             message.payload = payload  # the wire form, for the retry or the DLQ
             await self._failed(sub, message, exc)
@@ -212,7 +219,7 @@ class Worker:
         else:
             try:
                 decision = await self.bus.plugins.first(
-                    "on_failure", message=message, error=error, subscription=sub
+                    "on_failure", bus=self.bus, message=message, error=error, subscription=sub
                 )
             except PluginError:
                 log.exception("on_failure failed for message %s; it stays pending", message.id)
