@@ -82,6 +82,14 @@ async def bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
+async def bare_bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
+    """A bus with no built-in policy plugins: the core's behaviour alone."""
+    async with Bus.from_url(redis_url, prefix=prefix, block_ms=100, claim_idle_ms=1000,
+                            disabled_plugins=["dlq", "dedup", "priority"]) as b:
+        yield b
+
+
+@pytest.fixture
 def raw(redis_url: str) -> Iterator[redis.Redis]:
     """A plain client, to look at keys the way a foreign client would."""
     client = redis.Redis.from_url(redis_url)

@@ -106,20 +106,20 @@ async def test_sync_handler_runs_in_a_thread(bus: Bus) -> None:
     assert seen == [("hello", False)]  # not on the loop the other handlers share
 
 
-async def test_failed_handler_without_policy_is_redelivered(bus: Bus) -> None:
+async def test_failed_handler_without_policy_is_redelivered(bare_bus: Bus) -> None:
     """No on_failure plugin: the message stays pending and comes back, never dropped."""
-    mid = await bus.publish("flaky", {"x": 1})
+    mid = await bare_bus.publish("flaky", {"x": 1})
     attempts: list[int] = []
 
-    @bus.subscribe("flaky", group="g")
+    @bare_bus.subscribe("flaky", group="g")
     async def handle(msg: Message) -> None:
         attempts.append(msg.attempt)
         if len(attempts) == 1:
             raise RuntimeError("first try fails")
 
-    await run_until(bus, lambda: len(attempts) >= 2, seconds=10)
+    await run_until(bare_bus, lambda: len(attempts) >= 2, seconds=10)
     assert attempts[:2] == [1, 2]
-    assert (await bus.history("flaky"))[0].id == mid
+    assert (await bare_bus.history("flaky"))[0].id == mid
 
 
 async def test_stop_waits_for_in_flight_handlers(bus: Bus) -> None:

@@ -72,40 +72,40 @@ class Decide:
         self.dead.append((message.id, reason))
 
 
-async def test_retry_decision_redelivers_to_that_group_only(bus: Bus) -> None:
-    bus.plugins.register(Decide(FailureDecision.retry(0.2)), "decide")
-    mid = await bus.publish("retry.me", {"x": 1})
+async def test_retry_decision_redelivers_to_that_group_only(bare_bus: Bus) -> None:
+    bare_bus.plugins.register(Decide(FailureDecision.retry(0.2)), "decide")
+    mid = await bare_bus.publish("retry.me", {"x": 1})
     attempts: list[int] = []
     other: list[str] = []
 
-    @bus.subscribe("retry.me", group="flaky")
+    @bare_bus.subscribe("retry.me", group="flaky")
     async def flaky(msg: Message) -> None:
         attempts.append(msg.attempt)
         if msg.attempt == 1:
             raise RuntimeError("transient")
 
-    @bus.subscribe("retry.me", group="steady")
+    @bare_bus.subscribe("retry.me", group="steady")
     async def steady(msg: Message) -> None:
         other.append(msg.id)
 
-    await run_until(bus, lambda: attempts == [1, 2])
+    await run_until(bare_bus, lambda: attempts == [1, 2])
     await asyncio.sleep(0.3)
     assert other == [mid]  # the other group of the fan-out saw it once
 
 
-async def test_dead_letter_decision_moves_atomically(bus: Bus, raw: redis.Redis) -> None:
+async def test_dead_letter_decision_moves_atomically(bare_bus: Bus, raw: redis.Redis) -> None:
     decide = Decide(FailureDecision.dead_letter("gave up"))
-    bus.plugins.register(decide, "decide")
-    mid = await bus.publish("doomed", {"x": 1})
+    bare_bus.plugins.register(decide, "decide")
+    mid = await bare_bus.publish("doomed", {"x": 1})
 
-    @bus.subscribe("doomed", group="g")
+    @bare_bus.subscribe("doomed", group="g")
     async def handle(msg: Message) -> None:
         raise RuntimeError("always")
 
-    await run_until(bus, lambda: decide.dead == [(mid, "gave up")])
-    assert raw.xpending(bus.keys.stream("doomed"), "g")["pending"] == 0
-    assert raw.xlen(bus.keys.dlq("doomed")) == 1
-    [dead] = await bus.dead_letters("doomed")
+    await run_until(bare_bus, lambda: decide.dead == [(mid, "gave up")])
+    assert raw.xpending(bare_bus.keys.stream("doomed"), "g")["pending"] == 0
+    assert raw.xlen(bare_bus.keys.dlq("doomed")) == 1
+    [dead] = await bare_bus.dead_letters("doomed")
     assert dead.id == mid and dead.payload == {"x": 1}
     assert dead.headers["x-dead-reason"] == "gave up"
     assert dead.headers["x-dead-error-type"] == "RuntimeError"
@@ -143,20 +143,20 @@ async def test_reject_goes_straight_to_the_dlq_and_replay_brings_it_back(bus: Bu
     assert [m.id for m in await bus.history("rejecting")] == [mid]
 
 
-async def test_drop_decision_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:
-    bus.plugins.register(Decide(FailureDecision.drop("not worth it")), "decide")
-    await bus.publish("dropping", 1)
+async def test_drop_decision_acks_and_counts(bare_bus: Bus, raw: redis.Redis) -> None:
+    bare_bus.plugins.register(Decide(FailureDecision.drop("not worth it")), "decide")
+    await bare_bus.publish("dropping", 1)
     calls: list[int] = []
 
-    @bus.subscribe("dropping", group="g")
+    @bare_bus.subscribe("dropping", group="g")
     async def handle(msg: Message) -> None:
         calls.append(1)
         raise RuntimeError("x")
 
-    await run_until(bus, lambda: bus.counters["dropped"] == 1)
+    await run_until(bare_bus, lambda: bare_bus.counters["dropped"] == 1)
     assert calls == [1]
-    assert raw.xpending(bus.keys.stream("dropping"), "g")["pending"] == 0
-    assert raw.xlen(bus.keys.dlq("dropping")) == 0
+    assert raw.xpending(bare_bus.keys.stream("dropping"), "g")["pending"] == 0
+    assert raw.xlen(bare_bus.keys.dlq("dropping")) == 0
 
 
 async def test_purge_dead_letters(bus: Bus, raw: redis.Redis) -> None:

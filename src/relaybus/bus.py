@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .config import BusConfig
 from .connection import UNAVAILABLE, make_client
@@ -118,17 +119,24 @@ class Bus:
         sender: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
+        dedup_window: float | None = None,
     ) -> str:
-        """Append one message; returns its id (made here, before Redis answers)."""
+        """Append one message; returns its id (made here, before Redis answers).
+
+        With a `dedup_key` seen inside its window (`dedup_window` seconds, default
+        `dedup_window_s`), nothing is appended and the original message's id returns.
+        """
         ids = await self._publish(topic, [payload], priority=priority, ttl=ttl, delay=delay,
                                   dedup_key=dedup_key, headers=headers, sender=sender,
-                                  correlation_id=correlation_id, reply_to=reply_to)
+                                  correlation_id=correlation_id, reply_to=reply_to,
+                                  dedup_window=dedup_window)
         return ids[0]
 
     async def publish_many(
         self, topic: str, payloads: Iterable[Any], **options: Any
     ) -> list[str]:
-        """Append several messages in one round trip; ids in the order given."""
+        """Append several messages in one round trip; ids in the order given (for a
+        duplicate, the original's id). Takes the keywords of `publish`."""
         return await self._publish(topic, list(payloads), **options)
 
     async def _publish(
@@ -144,8 +152,11 @@ class Bus:
         sender: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
+        dedup_window: float | None = None,
     ) -> list[str]:
         validate_topic(topic)
+        if dedup_window is not None and dedup_window <= 0:
+            raise ValueError(f"dedup_window must be > 0 seconds, got {dedup_window}")
         if delay is not None and delay < 0:
             raise ValueError(f"delay must be >= 0 seconds, got {delay}")
         if ttl is not None and ttl <= 0:
@@ -164,8 +175,11 @@ class Bus:
         if self.plugins.impls("on_publish"):
             messages = [await self._on_publish(m) for m in messages]
         encoded = [encode(m, self.config.max_message_bytes) for m in messages]
-        await self._write(topic, encoded, delay)
-        return [m.id for m in messages]
+        if delay is None and all(m.lane == 0 and m.dedup_key is None for m in messages):
+            await self._append(topic, encoded)
+            return [m.id for m in messages]
+        window = dedup_window or self.config.dedup_window_s
+        return await self._append_scripted(topic, messages, encoded, delay, window)
 
     async def _on_publish(self, message: Message) -> Message:
         for name, function, argnames in self.plugins.impls("on_publish"):
@@ -177,23 +191,70 @@ class Bus:
                 message = changed
         return message
 
-    async def _write(self, topic: str, encoded: list[bytes], delay: float | None) -> None:
+    async def _append(self, topic: str, encoded: list[bytes]) -> None:
+        """The fast path: plain XADDs, one round trip; the first publish of a topic
+        from this Bus also records it in the topic registry."""
         stream = self.keys.stream(topic)
-        try:
-            if delay is None and len(encoded) == 1 and topic in self._registered:
+        with self._unavailable_as_error(topic):
+            if len(encoded) == 1 and topic in self._registered:
                 await self.redis.execute_command("XADD", stream, "*", "v", "1", "m", encoded[0])
                 return
             async with self.redis.pipeline(transaction=False) as pipe:
                 if topic not in self._registered:
                     pipe.sadd(self.keys.registry, topic)
-                if delay is None:
-                    for data in encoded:
-                        pipe.execute_command("XADD", stream, "*", "v", "1", "m", data)
-                else:
-                    due = int((time.time() + delay) * 1000)
-                    pipe.zadd(self.keys.delayed(topic), {b"*|" + data: due for data in encoded})
+                for data in encoded:
+                    pipe.execute_command("XADD", stream, "*", "v", "1", "m", data)
                 await pipe.execute()
             self._registered.add(topic)
+
+    async def _append_scripted(
+        self, topic: str, messages: list[Message], encoded: list[bytes], delay: float | None,
+        window: float,
+    ) -> list[str]:
+        """Dedup, lanes and delay: one script call per message, all in one round trip."""
+        due = int((time.time() + delay) * 1000) if delay is not None else 0
+        keys, script = self.keys, self.streams.publish_script
+        calls = [
+            ([keys.dedup(topic, m.dedup_key) if m.dedup_key else keys.lanes(topic),
+              keys.lane(topic, m.lane), keys.delayed(topic), keys.lanes(topic)],
+             [data, m.id, int(window * 1000) if m.dedup_key else 0, due, m.lane])
+            for m, data in zip(messages, encoded, strict=True)
+        ]
+        with self._unavailable_as_error(topic):
+            if len(calls) == 1 and topic in self._registered:
+                return [_text(await script(keys=calls[0][0], args=calls[0][1]))]
+            replies = await self._evalsha_batch(script, calls, register=topic)
+        self._registered.add(topic)
+        return [_text(r) for r in replies]
+
+    async def _evalsha_batch(
+        self, script: Any, calls: list[tuple[list[str], list[Any]]], register: str
+    ) -> list[Any]:
+        """EVALSHA each call in one pipeline; calls the server did not run for want of
+        the script (NOSCRIPT: a restarted or new server) are loaded and run again."""
+        replies: list[Any] = [NoScriptError()] * len(calls)
+        for _ in range(2):
+            todo = [n for n, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if not todo:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(self.keys.registry, register)
+                for n in todo:
+                    pipe.evalsha(script.sha, len(calls[n][0]), *calls[n][0], *calls[n][1])
+                got = await pipe.execute(raise_on_error=False)
+            for n, reply in zip(todo, got[1:], strict=True):
+                replies[n] = reply
+            if any(isinstance(r, NoScriptError) for r in replies):
+                await self.redis.script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    @contextlib.contextmanager
+    def _unavailable_as_error(self, topic: str) -> Iterator[None]:
+        try:
+            yield
         except UNAVAILABLE as exc:
             raise BusUnavailableError(
                 f"publish to {topic!r} failed, Redis unreachable: {type(exc).__name__}: {exc}"
@@ -447,3 +508,7 @@ def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]
 
 def _topic_of(key: str) -> str:
     return key[key.index("{") + 1 : key.index("}")]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -42,6 +42,10 @@ class BusConfig(BaseSettings):
     overflow: Literal["reject", "drop_oldest"] = Field(
         "reject", description="What publish does at max_queue_size."
     )
+    dedup_window_s: float = Field(3600.0, gt=0, description="How long a dedup key is remembered.")
+    dedup_from_payload: bool = Field(
+        False, description="Derive a dedup key from the payload when none is given (dedup plugin)."
+    )
     default_ttl: float | None = Field(None, gt=0, description="TTL for messages published without one.")
     outbox_path: Path | None = Field(None, description="SQLite outbox used while Redis is unreachable.")
     allow_insecure: bool = Field(False, description="Allow a password over plain TCP to a remote host.")

@@ -58,6 +58,15 @@ class Keys:
     def delayed(self, topic: str) -> str:
         return self._topic(topic, "delayed")
 
+    def lane(self, topic: str, lane: int | str = "") -> str:
+        """A priority lane's stream; lane 0 is the topic stream itself. With no lane,
+        the prefix the scripts extend."""
+        return self.stream(topic) if lane in (0, "0") else self._topic(topic, f"lane:{lane}")
+
+    def lanes(self, topic: str) -> str:
+        """The set of lanes (1-9) a topic has used."""
+        return self._topic(topic, "lanes")
+
     def retry(self, topic: str, group: str = "") -> str:
         """A group's retry stream; with no group, the prefix the promote script extends."""
         return self._topic(topic, f"retry:{group}")

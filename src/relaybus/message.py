@@ -65,6 +65,8 @@ class Message(BaseModel):
     # Where this copy was delivered from; not part of the wire envelope.
     entry_id: str | None = Field(default=None, exclude=True)
     group: str | None = Field(default=None, exclude=True)
+    # The priority lane an on_publish plugin chose; without one everything is lane 0.
+    lane: int = Field(default=0, ge=0, le=9, exclude=True)
     _source: str | None = PrivateAttr(default=None)  # the stream key to ack against
 
     def expired(self, now: float | None = None) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -34,6 +34,17 @@ def group_lost(exc: ResponseError) -> bool:
     return "NOGROUP" in text or "no longer exists" in text
 
 
+async def _unless_no_group(reply: Awaitable[Any]) -> Any:
+    """A claim-side reply, or None where the group is missing on that stream (a lane
+    that appeared after the group was made holds nothing pending for it yet)."""
+    try:
+        return await reply
+    except ResponseError as exc:
+        if group_lost(exc):
+            return None
+        raise
+
+
 def _sid(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -53,17 +64,22 @@ class Streams:
         self.dead_letter_script = load_script(redis, "dead_letter")
         self.retry_script = load_script(redis, "retry")
         self.replay_script = load_script(redis, "replay")
+        self.publish_script = load_script(redis, "publish")
 
-    def sources(self, topic: str, group: str) -> list[str]:
-        """The streams a group reads for a topic, most urgent first."""
-        return [self.keys.retry(topic, group), self.keys.stream(topic)]
+    async def sources(self, topic: str, group: str) -> list[str]:
+        """The streams a group reads for a topic, most urgent first: its retry stream,
+        the priority lanes in use (9 down to 1), the topic stream."""
+        lanes = sorted((int(n) for n in await self.redis.smembers(self.keys.lanes(topic))), reverse=True)
+        return [self.keys.retry(topic, group), *(self.keys.lane(topic, n) for n in lanes),
+                self.keys.stream(topic)]
 
     async def ensure_group(self, topic: str, group: str, start: str = "earliest") -> None:
         """Create the group on first use; `earliest` starts at the oldest retained entry."""
         if (topic, group) in self._groups:
             return
-        for key in self.sources(topic, group):
+        for key in (self.keys.retry(topic, group), self.keys.stream(topic)):
             # a retry stream only ever holds this group's entries: always from the start
+            # (lanes get the group from read.lua when they first appear)
             first = "0" if start == "earliest" or key != self.keys.stream(topic) else "$"
             try:
                 await self.redis.xgroup_create(key, group, id=first, mkstream=True)
@@ -85,7 +101,8 @@ class Streams:
         blocking XREADGROUP wait on the topic stream.
         """
         stream = self.keys.stream(topic)
-        keys = [self.keys.delayed(topic), stream, self.keys.retry(topic), *self.sources(topic, group)]
+        keys = [self.keys.delayed(topic), stream, self.keys.retry(topic), self.keys.lane(topic),
+                self.keys.lanes(topic), self.keys.retry(topic, group)]
         try:
             now_ms = int(time.time() * 1000)
             flat = await self._read(keys=keys, args=[group, consumer, count, now_ms, PROMOTE_LIMIT])
@@ -115,13 +132,15 @@ class Streams:
         """
         out: list[tuple[str, Entry]] = []
         left: dict[str, str] = {}
-        for key in self.sources(topic, group):
+        for key in await self.sources(topic, group):
             start = cursors.get(key, "0-0") if cursors else "0-0"
             if cursors and key not in cursors:
                 continue
-            reply = await self.redis.xautoclaim(
+            reply = await _unless_no_group(self.redis.xautoclaim(
                 key, group, consumer, min_idle_ms, start_id=start, count=count
-            )
+            ))
+            if reply is None:
+                continue
             out.extend((key, entry) for entry in reply[1])
             if _sid(reply[0]) != "0-0":
                 left[key] = _sid(reply[0])
@@ -133,11 +152,11 @@ class Streams:
         """Take back this consumer's own pending entries (left by an earlier run), paging
         past the ids in `after`, which it updates; an empty result means all were seen."""
         out: list[tuple[str, Entry]] = []
-        for key in self.sources(topic, group):
-            pending = await self.redis.xpending_range(
+        for key in await self.sources(topic, group):
+            pending = await _unless_no_group(self.redis.xpending_range(
                 key, group, min=after.get(key, "-"), max="+", count=count, consumername=consumer
-            )
-            ids = [p["message_id"] for p in pending]
+            ))
+            ids = [p["message_id"] for p in pending or ()]
             if ids:
                 after[key] = "(" + _sid(ids[-1])
                 claimed = await self.redis.xclaim(key, group, consumer, 0, ids)
@@ -149,11 +168,11 @@ class Streams:
     ) -> list[tuple[str, Entry]]:
         """Entries other consumers left idle; never this consumer's own (pull reads)."""
         out: list[tuple[str, Entry]] = []
-        for key in self.sources(topic, group):
-            pending = await self.redis.xpending_range(
+        for key in await self.sources(topic, group):
+            pending = await _unless_no_group(self.redis.xpending_range(
                 key, group, min="-", max="+", count=count - len(out), idle=min_idle_ms
-            )
-            ids = [p["message_id"] for p in pending if _sid(p["consumer"]) != consumer]
+            ))
+            ids = [p["message_id"] for p in pending or () if _sid(p["consumer"]) != consumer]
             if ids:
                 claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
                 out.extend((key, entry) for entry in claimed)

@@ -1,0 +1,24 @@
+"""Dedup: with `dedup_from_payload`, a message published without a `dedup_key` gets one
+derived from its topic and payload, so the same payload inside the window is appended
+once. The check-and-append itself is the core's publish script (atomic)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+
+from relaybus import Bus, Message, hookimpl
+
+
+def payload_key(message: Message) -> str:
+    """A stable key for a JSON payload: sha256 of its canonical (sorted-keys) form."""
+    canonical = orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS)
+    return "payload:" + hashlib.sha256(canonical).hexdigest()
+
+
+@hookimpl
+def on_publish(bus: Bus, message: Message) -> Message | None:
+    if message.dedup_key is not None or not bus.config.dedup_from_payload:
+        return None
+    return message.model_copy(update={"dedup_key": payload_key(message)})
