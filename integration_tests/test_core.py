@@ -245,3 +245,22 @@ async def test_stop_from_inside_a_handler(bus: Bus) -> None:
 
     await asyncio.wait_for(bus.run(), 5)
     assert seen[0] == 1
+
+
+async def test_broadcast_reaches_pattern_listeners(bus: Bus) -> None:
+    got: list[Message] = []
+
+    async def listen() -> None:
+        async for message in bus.listen("alerts.*", "audit.?"):
+            got.append(message)
+            if len(got) == 2:
+                return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.2)  # the subscription is live; earlier broadcasts would be lost
+    assert await bus.broadcast("alerts.cpu", {"load": 0.9}) == 1
+    await bus.broadcast("other.cpu", {"load": 0.1})
+    await bus.broadcast("audit.x", "y")
+    await asyncio.wait_for(listener, 5)
+    assert [(m.topic, m.payload) for m in got] == [("alerts.cpu", {"load": 0.9}), ("audit.x", "y")]
+    assert await bus.history("alerts.cpu") == []  # nothing stored

@@ -223,3 +223,9 @@ async def test_delay_and_dedup_together(bus: Bus) -> None:
     assert await bus.publish("dd", 1, delay=0.1, dedup_key="k") == first
     await asyncio.sleep(0.2)
     assert [m.id for m in await bus.read("dd", group="g")] == [first]
+
+
+async def test_history_includes_every_lane_in_publish_order(bus: Bus) -> None:
+    ids = [await bus.publish("mixed-lanes", n, priority=p) for n, p in enumerate([0, 5, 0, 9, 1])]
+    assert [m.id for m in await bus.history("mixed-lanes")] == ids
+    assert [m.id for m in await bus.history("mixed-lanes", limit=2)] == ids[-2:]

@@ -1,6 +1,6 @@
 """Dedup: with `dedup_from_payload`, a message published without a `dedup_key` gets one
-derived from its topic and payload, so the same payload inside the window is appended
-once. The check-and-append itself is the core's publish script (atomic)."""
+derived from its payload (dedup keys are per topic), so the same payload inside the
+window is appended once. The check-and-append itself is the core's publish script (atomic)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -20,8 +20,8 @@ from .config import BusConfig
 from .connection import UNAVAILABLE, make_client
 from .delivery import Handler, Subscription
 from .errors import BusUnavailableError, DecodeError, RelayBusError
-from .keys import Keys, validate_group, validate_topic
-from .message import Message, encode, new_id
+from .keys import Keys, validate_group, validate_pattern, validate_topic
+from .message import Message, decode, encode, new_id
 from .plugins import PluginManager
 from .redact import redact_url
 from .streams import Entry, Streams, group_lost
@@ -217,7 +217,7 @@ class Bus:
         calls = [
             ([keys.dedup(topic, m.dedup_key) if m.dedup_key else keys.lanes(topic),
               keys.lane(topic, m.lane), keys.delayed(topic), keys.lanes(topic)],
-             [data, m.id, int(window * 1000) if m.dedup_key else 0, due, m.lane])
+             [data, m.id, max(1, int(window * 1000)) if m.dedup_key else 0, due, m.lane])
             for m, data in zip(messages, encoded, strict=True)
         ]
         with self._unavailable_as_error(topic):
@@ -430,16 +430,20 @@ class Bus:
     # -- history and dead letters -----------------------------------------------
 
     async def history(self, topic: str, limit: int = 100) -> list[Message]:
-        """The latest `limit` retained messages of a topic, oldest first."""
+        """The latest `limit` retained messages of a topic, every lane, oldest first
+        (by entry time; within one millisecond by message id)."""
         validate_topic(topic)
-        entries = await self.redis.xrevrange(self.keys.stream(topic), count=limit)
-        out = []
-        for entry_id, fields in reversed(entries):
-            try:
-                out.append(self.streams.to_message((entry_id, fields), None, self.keys.stream(topic)))
-            except DecodeError:
-                continue
-        return out
+        lanes = [int(n) for n in await self.redis.smembers(self.keys.lanes(topic))]
+        found: list[tuple[int, str, Message]] = []
+        for key in [self.keys.lane(topic, n) for n in [0, *lanes]]:
+            for entry_id, fields in await self.redis.xrevrange(key, count=limit):
+                try:
+                    message = self.streams.to_message((entry_id, fields), None, key)
+                except DecodeError:
+                    continue
+                found.append((int(entry_id.split(b"-")[0]), message.id, message))
+        found.sort(key=lambda f: (f[0], f[1]))
+        return [message for _, _, message in found[-limit:]]
 
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
         """Dead letters of a topic, oldest first; `headers` carry why each one died."""
@@ -482,6 +486,38 @@ class Bus:
             pipe.delete(self.keys.dlq(topic))
             length, _ = await pipe.execute()
         return int(length)
+
+    # -- ephemeral broadcast ---------------------------------------------------
+
+    async def broadcast(self, topic: str, payload: Any, **fields: Any) -> int:
+        """Send over Redis Pub/Sub: lowest latency, nothing stored, lossy (a listener
+        that is not connected at that moment never sees it). Returns how many
+        listeners Redis handed it to."""
+        validate_topic(topic)
+        message = Message(topic=topic, payload=payload, **fields)
+        data = encode(message, self.config.max_message_bytes)
+        with self._unavailable_as_error(topic):
+            return int(await self.redis.publish(self.keys.channel(topic), data))
+
+    async def listen(self, *patterns: str) -> AsyncIterator[Message]:
+        """Yield broadcasts on topics matching any glob pattern (`*`, `?`, `[...]`)
+        until the caller stops iterating."""
+        if not patterns:
+            raise ValueError("listen needs at least one topic or pattern")
+        channels = [self.keys.channel(validate_pattern(p)) for p in patterns]
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.psubscribe(*channels)
+        try:
+            while True:
+                item = await pubsub.get_message(timeout=1.0)
+                if item is None or item["type"] != "pmessage":
+                    continue
+                try:
+                    yield decode({b"v": b"1", b"m": item["data"]}, "broadcast")
+                except DecodeError:
+                    self.counters["undecodable"] += 1
+        finally:
+            await pubsub.aclose()
 
     async def topics(self) -> list[str]:
         """Every topic published to under this prefix."""

@@ -1,4 +1,4 @@
-"""Client factory: one pooled redis-py asyncio client per Bus, with bounded retries."""
+"""Client factory: one pooled redis-py asyncio client per Bus."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError
 
 
 def make_client(config: BusConfig) -> aioredis.Redis:
-    """A pooled client; commands retry a few times with jittered exponential backoff."""
+    """A pooled client that never resends a command by itself (see the comment below)."""
     options: dict[str, Any] = {
         "max_connections": config.max_connections,
         "socket_timeout": config.socket_timeout,

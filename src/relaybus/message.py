@@ -130,5 +130,6 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str) -> Message:
         validate_topic(message.topic)
     except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
         raise DecodeError(f"entry {entry_id} does not decode: {exc}") from None
-    message.entry_id = entry_id
+    if entry_id != "broadcast":
+        message.entry_id = entry_id
     return message

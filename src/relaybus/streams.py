@@ -52,8 +52,9 @@ def _sid(value: bytes | str) -> str:
 class Streams:
     """Reads, claims and settles entries of a topic's streams for one consumer group.
 
-    A topic has a main stream and, per group, a retry stream that only that group
-    reads; both share the topic's hash tag, so one script can read them in order.
+    A topic has a main stream (lane 0), a stream per priority lane in use, and per
+    group a retry stream only that group reads; all share the topic's hash tag, so
+    one script can read them in order.
     """
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
@@ -95,7 +96,7 @@ class Streams:
     async def read_new(
         self, topic: str, group: str, consumer: str, count: int, block_ms: int
     ) -> list[tuple[str, Entry]]:
-        """Up to `count` new entries: retry stream first, then the topic stream.
+        """Up to `count` new entries: retry stream, lanes 9..1, then the topic stream.
 
         The scripted read never over-delivers; only when it finds nothing does a
         blocking XREADGROUP wait on the topic stream.
