@@ -3,9 +3,12 @@
 DESIGN.md section 8 states the targets as ratios to raw redis-py, because absolute
 rates depend on the machine. So every relaybus figure here has a raw baseline
 measured next to it, on one private redis-server that this script starts and
-stops itself (no other Redis is ever touched). Each case runs REPEATS times,
-raw and relaybus interleaved, and the best run counts: on a small, noisy machine
-the best run is the one least disturbed by neighbours.
+stops itself (no other Redis is ever touched). Each case runs REPEATS times and
+the best run counts: on a small, noisy machine the best run is the one least
+disturbed by neighbours. Within a run the publish cases alternate raw and relaybus
+in SLICES slices, because the noise comes in bursts lasting seconds (a 2-core box
+moving redis-server and the client between cores can halve the raw rate): whole
+runs back to back gave ratios from 0.45 to 1.35 for the same code, slices 0.7-0.85.
 
 The raw side is the strict form of what relaybus does: the same stream fields,
 a payload encoded once up front, pipelining where relaybus may pipeline.
@@ -24,6 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import orjson
 import redis.asyncio as aioredis
@@ -34,14 +38,20 @@ from relaybus import Bus, Message
 from relaybus.embedded import EmbeddedRedis, free_port
 
 REPEATS = 3
+SLICES = 10
 BATCH = 100
 GROUP = "bench"
 PAYLOAD = {"agent": "reviewer-7", "task": "review", "pr": 42, "note": "looks fine " * 8}
 PAYLOAD_JSON = orjson.dumps(PAYLOAD)
-# case -> (messages at scale 1, DESIGN target for relaybus/raw; None: report only)
-CASES = {"publish": (5_000, 0.85), "publish_many": (20_000, 0.6), "consume+ack": (20_000, None)}
+# case -> (messages at scale 1, slices per run, DESIGN target for relaybus/raw or None)
+# consume+ack runs whole: a slice would time one more worker start-up, not throughput
+CASES = {
+    "publish": (5_000, SLICES, 0.85),
+    "publish_many": (20_000, SLICES, 0.6),
+    "consume+ack": (20_000, 1, None),
+}
 
-Run = Callable[[str], Awaitable[float]]  # given a fresh key/topic name, returns seconds
+Run = Callable[[str, int], Awaitable[float]]  # (key or topic, messages) -> seconds
 
 
 @dataclass
@@ -56,7 +66,7 @@ class Result:
     @classmethod
     def of(cls, case: str, n: int, raw_s: float, bus_s: float) -> Result:
         # same n on both sides, so relaybus/raw in msgs/s is raw/relaybus in seconds
-        return cls(case, n, round(n / raw_s), round(n / bus_s), round(raw_s / bus_s, 3), CASES[case][1])
+        return cls(case, n, round(n / raw_s), round(n / bus_s), round(raw_s / bus_s, 3), CASES[case][2])
 
 
 # -- 1. single awaited publish --------------------------------------------------
@@ -158,15 +168,19 @@ async def check_all_acked(r: aioredis.Redis, key: str) -> None:
 # -- driver ------------------------------------------------------------------------
 
 
-async def best_pair(raw: Run, ours: Run, fresh_name: Callable[[], str],
+async def best_pair(raw: Run, ours: Run, n: int, slices: int, fresh_name: Callable[[], str],
                     drop: Callable[[str], Awaitable[None]]) -> tuple[float, float]:
-    """Best seconds of REPEATS runs each, raw and relaybus interleaved so noise hits
-    both alike; every run gets a fresh key, deleted afterwards."""
+    """Best total seconds of REPEATS runs per side; within a run, raw and relaybus
+    alternate in `slices` slices of n/slices messages. Each run writes to fresh
+    keys, deleted afterwards."""
     best = [float("inf"), float("inf")]
     for _ in range(REPEATS):
-        for side, run in enumerate((raw, ours)):
-            name = fresh_name()
-            best[side] = min(best[side], await run(name))
+        names, totals = (fresh_name(), fresh_name()), [0.0, 0.0]
+        for _ in range(slices):
+            for side, run in enumerate((raw, ours)):
+                totals[side] += await run(names[side], n // slices)
+        for side, name in enumerate(names):
+            best[side] = min(best[side], totals[side])
             await drop(name)
     return best[0], best[1]
 
@@ -174,8 +188,9 @@ async def best_pair(raw: Run, ours: Run, fresh_name: Callable[[], str],
 async def measure(url: str, scale: float) -> list[Result]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"  # the server is private; unique all the same
     counter = iter(range(1 << 30))
-    sizes = {case: max(BATCH, round(n * scale / BATCH) * BATCH) for case, (n, _) in CASES.items()}
-    one, many, consume = sizes["publish"], sizes["publish_many"], sizes["consume+ack"]
+    unit = {case: BATCH * slices for case, (_, slices, _) in CASES.items()}  # whole batches per slice
+    sizes = {case: max(unit[case], round(n * scale / unit[case]) * unit[case])
+             for case, (n, _, _) in CASES.items()}
     r = aioredis.Redis.from_url(url)
     async with Bus.from_url(url, prefix=prefix) as bus:
 
@@ -186,16 +201,15 @@ async def measure(url: str, scale: float) -> list[Result]:
             await r.delete(name, bus.keys.stream(name), bus.keys.retry(name, GROUP))
 
         pairs: dict[str, tuple[Run, Run]] = {
-            "publish": (lambda k: raw_publish(r, k, one), lambda t: bus_publish(bus, t, one)),
-            "publish_many": (lambda k: raw_publish_many(r, k, many),
-                             lambda t: bus_publish_many(bus, t, many)),
-            "consume+ack": (lambda k: raw_consume(r, k, consume),
-                            lambda t: bus_consume(url, prefix, t, consume)),
+            "publish": (partial(raw_publish, r), partial(bus_publish, bus)),
+            "publish_many": (partial(raw_publish_many, r), partial(bus_publish_many, bus)),
+            "consume+ack": (partial(raw_consume, r), partial(bus_consume, url, prefix)),
         }
-        results = [
-            Result.of(case, sizes[case], *await best_pair(raw, ours, fresh_name, drop))
-            for case, (raw, ours) in pairs.items()
-        ]
+        results = []
+        for case, (raw, ours) in pairs.items():
+            n, slices = sizes[case], CASES[case][1]
+            seconds = await best_pair(raw, ours, n, slices, fresh_name, drop)
+            results.append(Result.of(case, n, *seconds))
     await r.aclose()
     return results
 
@@ -227,7 +241,8 @@ def main() -> None:
         results = asyncio.run(measure(server.url, args.scale))
     if args.json:
         rows = [asdict(row) for row in results]
-        print(json.dumps({"repeats": REPEATS, "batch": BATCH, "results": rows}, indent=2))
+        print(json.dumps({"repeats": REPEATS, "slices": SLICES, "batch": BATCH, "results": rows},
+                         indent=2))
     else:
         show(results, Console())
 

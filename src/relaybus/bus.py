@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
 import time
@@ -184,9 +185,12 @@ class Bus:
     async def _on_publish(self, message: Message) -> Message:
         for name, function, argnames in self.plugins.impls("on_publish"):
             args = {"bus": self, "message": message}
-            changed = await self.plugins.call_one(
-                "on_publish", name, function, [args[a] for a in argnames]
-            )
+            try:
+                changed = function(*[args[a] for a in argnames])
+                if inspect.isawaitable(changed):  # awaited only when a plugin is async
+                    changed = await changed
+            except Exception as exc:
+                self.plugins.raise_for("on_publish", name, exc)
             if changed is not None:
                 message = changed
         return message
@@ -394,7 +398,7 @@ class Bus:
         for m in messages:
             if m.entry_id is None or m.group is None:
                 raise RelayBusError(f"message {m.id} was not delivered by read(); nothing to ack")
-            source = m._source or self.keys.stream(m.topic)
+            source = m.stream_key or self.keys.stream(m.topic)
             by_source.setdefault((source, m.group), []).append(m.entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             for (source, group), ids in by_source.items():
@@ -408,7 +412,7 @@ class Bus:
         """Move a delivered message to its topic's DLQ (append + ack in one script)."""
         assert message.entry_id is not None and message.group is not None
         moved = await self.streams.dead_letter(
-            message._source or self.keys.stream(message.topic), message.entry_id,
+            message.stream_key or self.keys.stream(message.topic), message.entry_id,
             message.group, message.topic, ["m", encode(message)], reason, error, message.attempt,
         )
         if moved:
@@ -421,7 +425,7 @@ class Bus:
         """Ack a message that will not reach a handler, and count why (per topic)."""
         assert message.entry_id is not None and message.group is not None
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(message._source or self.keys.stream(message.topic), message.group,
+            pipe.xack(message.stream_key or self.keys.stream(message.topic), message.group,
                       message.entry_id)
             pipe.hincrby(self.keys.counters(message.topic), counter, 1)
             await pipe.execute()

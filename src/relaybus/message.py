@@ -8,13 +8,14 @@ import time
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import DecodeError, MessageTooLargeError, RelayBusError
 from .keys import validate_topic
 
 WIRE_VERSION = b"1"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 chars
 
 
 class _IdMaker:
@@ -39,7 +40,7 @@ class _IdMaker:
                 rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
             self._last_ms, self._last_rand = ms, rand
         n = (ms << 80) | rand
-        return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
+        return "".join([_PAIRS[(n >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 new_id = _IdMaker()
@@ -67,7 +68,7 @@ class Message(BaseModel):
     group: str | None = Field(default=None, exclude=True)
     # The priority lane an on_publish plugin chose; without one everything is lane 0.
     lane: int = Field(default=0, ge=0, le=9, exclude=True)
-    _source: str | None = PrivateAttr(default=None)  # the stream key to ack against
+    stream_key: str | None = Field(default=None, exclude=True)  # the stream to ack against
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at

@@ -6,7 +6,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pluggy
 
@@ -96,12 +96,16 @@ class PluginManager:
     async def call_one(hook: str, name: str, function: Callable[..., Any], args: list[Any]) -> Any:
         try:
             return await await_me_maybe(function(*args))
-        except RelayBusError:
-            raise  # deliberate: QueueFullError, ConfigError... reach the caller as they are
         except Exception as exc:
-            raise PluginError(
-                f"plugin {name!r} failed in {hook}: {type(exc).__name__}: {exc}"
-            ) from exc
+            PluginManager.raise_for(hook, name, exc)
+
+    @staticmethod
+    def raise_for(hook: str, name: str, exc: Exception) -> NoReturn:
+        """Deliberate RelayBusErrors (QueueFullError, ...) pass as they are; anything
+        else becomes a PluginError naming the plugin."""
+        if isinstance(exc, RelayBusError):
+            raise exc
+        raise PluginError(f"plugin {name!r} failed in {hook}: {type(exc).__name__}: {exc}") from exc
 
     async def first(self, hook: str, **kwargs: Any) -> Any:
         """The first non-None answer in call order (DESIGN section 5)."""

@@ -234,12 +234,12 @@ class Streams:
 
     async def schedule_retry(self, message: Message, group: str, delay: float) -> bool:
         """Ack a pending entry and park it in the delayed set for this group's retry stream."""
-        assert message.entry_id is not None and message._source is not None
+        assert message.entry_id is not None and message.stream_key is not None
         nxt = message.model_copy(update={"attempt": message.attempt + 1})
         member = group.encode() + b"|" + encode(nxt)
         due_ms = int((time.time() + delay) * 1000)
         done = await self.retry_script(
-            keys=[message._source, self.keys.delayed(message.topic)],
+            keys=[message.stream_key, self.keys.delayed(message.topic)],
             args=[group, message.entry_id, due_ms, member],
         )
         return bool(done)
@@ -249,7 +249,7 @@ class Streams:
         entry_id, fields = entry
         message = decode(fields, _sid(entry_id))
         message.group = group
-        message._source = source
+        message.stream_key = source
         return message
 
 

@@ -208,8 +208,8 @@ class Worker:
             message.payload = payload  # the wire form, for the retry or the DLQ
             await self._failed(sub, message, exc)
             return
-        assert message.entry_id is not None and message._source is not None
-        self._acks.put_nowait((message._source, sub.group, message.entry_id.encode()))
+        assert message.entry_id is not None and message.stream_key is not None
+        self._acks.put_nowait((message.stream_key, sub.group, message.entry_id.encode()))
 
     async def _failed(self, sub: Subscription, message: Message, error: Exception) -> None:
         if isinstance(error, Reject | ValidationError):
