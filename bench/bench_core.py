@@ -138,24 +138,30 @@ async def bus_consume(url: str, prefix: str, topic: str, n: int) -> float:
     async with Bus.from_url(url, prefix=prefix) as bus:
         for _ in range(n // BATCH):
             await bus.publish_many(topic, [PAYLOAD] * BATCH)
-        handled, all_done = 0, asyncio.Event()
-
-        @bus.subscribe(topic, group=GROUP, concurrency=16)
-        async def handle(message: Message) -> None:
-            nonlocal handled
-            handled += 1
-            if handled == n:
-                all_done.set()
-
-        start = time.perf_counter()
-        runner = asyncio.create_task(bus.run())
-        await all_done.wait()
-        # the clock stops at the last handler: stop() may wait out a blocking read
-        # (block_ms), which is not throughput. Its final ack batch is checked below.
-        elapsed = time.perf_counter() - start
-        await bus.stop()  # from here, not from a handler: stop waits for handlers
-        await runner
+        elapsed = await timed_consume(bus, topic, n)
         await check_all_acked(bus.redis, bus.keys.stream(topic))
+    return elapsed
+
+
+async def timed_consume(bus: Bus, topic: str, n: int) -> float:
+    """Seconds for a concurrency-16 subscription to handle n messages already waiting."""
+    handled, all_done = 0, asyncio.Event()
+
+    @bus.subscribe(topic, group=GROUP, concurrency=16)
+    async def handle(message: Message) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == n:
+            all_done.set()
+
+    start = time.perf_counter()
+    runner = asyncio.create_task(bus.run())
+    await all_done.wait()
+    # the clock stops at the last handler: stop() may wait out a blocking read
+    # (block_ms), which is not throughput. Its final ack batch is checked by callers.
+    elapsed = time.perf_counter() - start
+    await bus.stop()  # from here, not from a handler: stop waits for handlers
+    await runner
     return elapsed
 
 

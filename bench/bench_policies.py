@@ -9,10 +9,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from bench_core import timed_consume  # run as a script: bench/ is on sys.path
 from rich.console import Console
 from rich.table import Table
 
-from relaybus import Bus, Message
+from relaybus import Bus
 from relaybus.embedded import EmbeddedRedis, free_port
 
 CORE = ["dlq", "dedup", "priority"]
@@ -23,26 +24,6 @@ async def rate(n: int, job: Callable[[int], Awaitable[object]]) -> float:
     for i in range(n):
         await job(i)
     return n / (time.perf_counter() - started)
-
-
-async def consume_rate(bus: Bus, topic: str, n: int) -> float:
-    done = asyncio.Event()
-    seen = 0
-
-    @bus.subscribe(topic, group="bench", concurrency=16)
-    async def handle(msg: Message) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == n:
-            done.set()
-
-    started = time.perf_counter()
-    runner = asyncio.create_task(bus.run())
-    await done.wait()
-    elapsed = time.perf_counter() - started
-    await bus.stop()
-    await runner
-    return n / elapsed
 
 
 async def main(url: str, n: int) -> list[tuple[str, float, float]]:
@@ -73,8 +54,9 @@ async def main(url: str, n: int) -> list[tuple[str, float, float]]:
                     await b.publish_many("c", list(range(start, start + 500)))
             if priority:
                 await bus.publish("c", "urgent", priority=priority)
-            core_rate = await consume_rate(core, "c", n * 4)
-            bus_rate = await consume_rate(bus, "c", n * 4 + (1 if priority else 0))
+            core_rate = n * 4 / await timed_consume(core, "c", n * 4)
+            total = n * 4 + (1 if priority else 0)
+            bus_rate = total / await timed_consume(bus, "c", total)
         rows.append((label, core_rate, bus_rate))
     return rows
 
