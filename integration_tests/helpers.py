@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from relaybus import Bus
 
@@ -17,11 +18,18 @@ async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def run_until(bus: Bus, condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Run the bus's subscriptions until condition() holds, then stop it (draining)."""
+@contextlib.asynccontextmanager
+async def running(bus: Bus) -> AsyncIterator[None]:
+    """The bus's subscriptions run for the body; stopped (draining) afterwards."""
     runner = asyncio.create_task(bus.run())
     try:
-        await wait_for(condition, seconds)
+        yield
     finally:
         await bus.stop()
         await runner
+
+
+async def run_until(bus: Bus, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Run the bus's subscriptions until condition() holds, then stop it (draining)."""
+    async with running(bus):
+        await wait_for(condition, seconds)

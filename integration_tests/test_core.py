@@ -10,7 +10,7 @@ import redis
 
 from relaybus import Bus, Message, RelayBusError
 
-from .helpers import run_until, wait_for
+from .helpers import run_until, running, wait_for
 
 
 async def test_publish_read_ack(bus: Bus) -> None:
@@ -168,8 +168,7 @@ async def test_stream_deleted_under_running_subscription(bus: Bus) -> None:
     async def handle(msg: Message) -> None:
         seen.append(msg.payload)
 
-    runner = asyncio.create_task(bus.run())
-    try:
+    async with running(bus):
         await bus.publish("fragile", 1)
         await wait_for(lambda: seen == [1])
         await bus.redis.delete(bus.keys.stream("fragile"))
@@ -177,9 +176,6 @@ async def test_stream_deleted_under_running_subscription(bus: Bus) -> None:
         await bus.publish("fragile", 2)
         await bus.publish("fragile", 3)
         await wait_for(lambda: seen == [1, 2, 3])
-    finally:
-        await bus.stop()
-        await runner
 
 
 async def test_pattern_subscription_picks_up_new_topics(bus: Bus) -> None:
@@ -189,16 +185,12 @@ async def test_pattern_subscription_picks_up_new_topics(bus: Bus) -> None:
     async def handle(msg: Message) -> None:
         seen.append(msg.topic)
 
-    runner = asyncio.create_task(bus.run())
-    try:
+    async with running(bus):
         await asyncio.sleep(0.2)
         await bus.publish("agents.alpha.events", 1)
         await bus.publish("agents.beta.events", 2)
         await bus.publish("agents.beta.other", 3)
         await wait_for(lambda: sorted(seen) == ["agents.alpha.events", "agents.beta.events"])
-    finally:
-        await bus.stop()
-        await runner
     assert "agents.beta.other" not in seen
 
 

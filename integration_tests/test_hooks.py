@@ -9,7 +9,7 @@ import redis
 
 from relaybus import Bus, FailureDecision, Message, PluginError, Reject, Subscription, hookimpl
 
-from .helpers import run_until
+from .helpers import run_until, running
 
 
 async def test_on_publish_may_change_the_message(bus: Bus) -> None:
@@ -122,8 +122,7 @@ async def test_reject_goes_straight_to_the_dlq_and_replay_brings_it_back(bus: Bu
         if len(calls) == 1:
             raise Reject("cannot ever work")
 
-    runner = asyncio.create_task(bus.run())
-    try:
+    async with running(bus):
         for _ in range(100):
             if await bus.dead_letters("rejecting"):
                 break
@@ -136,9 +135,6 @@ async def test_reject_goes_straight_to_the_dlq_and_replay_brings_it_back(bus: Bu
             if len(calls) == 2:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        await bus.stop()
-        await runner
     assert calls == [1, 1]  # replayed with a fresh attempt count
     assert [m.id for m in await bus.history("rejecting")] == [mid]
 

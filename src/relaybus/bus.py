@@ -350,10 +350,9 @@ class Bus:
     ) -> list[Message]:
         streams = self.streams
         await streams.ensure_group(topic, group, start)
-        claimed = await streams.claim_from_others(
+        claimed, counts = await streams.claim_from_others(
             topic, group, consumer, self.config.claim_idle_ms, count
         )
-        counts = await streams.delivery_counts(group, consumer, claimed) if claimed else {}
         fresh: list[tuple[str, Entry]] = []
         if len(claimed) < count:
             fresh = await streams.read_new(
@@ -396,10 +395,8 @@ class Bus:
         """Acknowledge messages handed out by `read`; returns how many were still pending."""
         by_source: dict[tuple[str, str], list[str]] = {}
         for m in messages:
-            if m.entry_id is None or m.group is None:
-                raise RelayBusError(f"message {m.id} was not delivered by read(); nothing to ack")
-            source = m.stream_key or self.keys.stream(m.topic)
-            by_source.setdefault((source, m.group), []).append(m.entry_id)
+            source, group, entry_id = _delivery(m)
+            by_source.setdefault((source, group), []).append(entry_id)
         async with self.redis.pipeline(transaction=False) as pipe:
             for (source, group), ids in by_source.items():
                 pipe.xack(source, group, *ids)
@@ -410,10 +407,10 @@ class Bus:
         self, message: Message, reason: str, error: BaseException | None = None
     ) -> bool:
         """Move a delivered message to its topic's DLQ (append + ack in one script)."""
-        assert message.entry_id is not None and message.group is not None
+        source, group, entry_id = _delivery(message)
         moved = await self.streams.dead_letter(
-            message.stream_key or self.keys.stream(message.topic), message.entry_id,
-            message.group, message.topic, ["m", encode(message)], reason, error, message.attempt,
+            source, entry_id, group, message.topic, ["m", encode(message)], reason, error,
+            message.attempt,
         )
         if moved:
             self.counters["dead_lettered"] += 1
@@ -423,10 +420,9 @@ class Bus:
 
     async def settle(self, message: Message, counter: str) -> None:
         """Ack a message that will not reach a handler, and count why (per topic)."""
-        assert message.entry_id is not None and message.group is not None
+        source, group, entry_id = _delivery(message)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(message.stream_key or self.keys.stream(message.topic), message.group,
-                      message.entry_id)
+            pipe.xack(source, group, entry_id)
             pipe.hincrby(self.keys.counters(message.topic), counter, 1)
             await pipe.execute()
         self.counters[counter] += 1
@@ -517,7 +513,7 @@ class Bus:
                 if item is None or item["type"] != "pmessage":
                     continue
                 try:
-                    yield decode({b"v": b"1", b"m": item["data"]}, "broadcast")
+                    yield decode({b"v": b"1", b"m": item["data"]}, None)
                 except DecodeError:
                     self.counters["undecodable"] += 1
         finally:
@@ -544,6 +540,13 @@ def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]
                           headers=headers)
     message.entry_id = entry_id.decode()
     return message
+
+
+def _delivery(message: Message) -> tuple[str, str, str]:
+    """Stream, group and entry id of a delivered message: what ack and settle need."""
+    if message.stream_key is None or message.group is None or message.entry_id is None:
+        raise RelayBusError(f"message {message.id} was not delivered by read() or a handler")
+    return message.stream_key, message.group, message.entry_id
 
 
 def _topic_of(key: str) -> str:

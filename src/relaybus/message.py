@@ -113,24 +113,25 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
     return data
 
 
-def decode(fields: dict[bytes, bytes] | None, entry_id: str) -> Message:
-    """A stream entry back into a Message; raises DecodeError on anything foreign."""
+def decode(fields: dict[bytes, bytes] | None, entry_id: str | None) -> Message:
+    """A stream entry (or, with no entry id, a broadcast) back into a Message; raises
+    DecodeError on anything foreign."""
+    where = f"entry {entry_id}" if entry_id else "broadcast"
     if not fields:
-        raise DecodeError(f"entry {entry_id} has no fields (deleted or empty)")
+        raise DecodeError(f"{where} has no fields (deleted or empty)")
     version = fields.get(b"v")
     if version != WIRE_VERSION:
-        raise DecodeError(f"entry {entry_id} has wire version {version!r}, expected b'1'")
+        raise DecodeError(f"{where} has wire version {version!r}, expected b'1'")
     raw = fields.get(b"m")
     if raw is None:
-        raise DecodeError(f"entry {entry_id} has no 'm' field")
+        raise DecodeError(f"{where} has no 'm' field")
     try:
         body = orjson.loads(raw)
         if not isinstance(body, dict):
-            raise DecodeError(f"entry {entry_id} envelope is not a JSON object")
+            raise DecodeError(f"{where} envelope is not a JSON object")
         message = Message.model_validate(body)
         validate_topic(message.topic)
     except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
-        raise DecodeError(f"entry {entry_id} does not decode: {exc}") from None
-    if entry_id != "broadcast":
-        message.entry_id = entry_id
+        raise DecodeError(f"{where} does not decode: {exc}") from None
+    message.entry_id = entry_id
     return message

@@ -34,6 +34,11 @@ def group_lost(exc: ResponseError) -> bool:
     return "NOGROUP" in text or "no longer exists" in text
 
 
+def _counts_after_claim(pending: Iterable[dict[str, Any]]) -> dict[bytes, int]:
+    """XPENDING's delivery counts as they are once XCLAIM has counted one more."""
+    return {p["message_id"]: int(p["times_delivered"]) + 1 for p in pending}
+
+
 async def _unless_no_group(reply: Awaitable[Any]) -> Any:
     """A claim-side reply, or None where the group is missing on that stream (a lane
     that appeared after the group was made holds nothing pending for it yet)."""
@@ -149,10 +154,12 @@ class Streams:
 
     async def claim_own(
         self, topic: str, group: str, consumer: str, count: int, after: dict[str, str]
-    ) -> list[tuple[str, Entry]]:
+    ) -> tuple[list[tuple[str, Entry]], dict[bytes, int]]:
         """Take back this consumer's own pending entries (left by an earlier run), paging
-        past the ids in `after`, which it updates; an empty result means all were seen."""
+        past the ids in `after`, which it updates; an empty result means all were seen.
+        Also returns each entry's delivery count, this delivery included."""
         out: list[tuple[str, Entry]] = []
+        counts: dict[bytes, int] = {}
         for key in await self.sources(topic, group):
             pending = await _unless_no_group(self.redis.xpending_range(
                 key, group, min=after.get(key, "-"), max="+", count=count, consumername=consumer
@@ -162,29 +169,35 @@ class Streams:
                 after[key] = "(" + _sid(ids[-1])
                 claimed = await self.redis.xclaim(key, group, consumer, 0, ids)
                 out.extend((key, entry) for entry in claimed)
-        return out
+                counts.update(_counts_after_claim(pending))
+        return out, counts
 
     async def claim_from_others(
         self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int
-    ) -> list[tuple[str, Entry]]:
-        """Entries other consumers left idle; never this consumer's own (pull reads)."""
+    ) -> tuple[list[tuple[str, Entry]], dict[bytes, int]]:
+        """Entries other consumers left idle; never this consumer's own (pull reads).
+        Also returns each entry's delivery count, this delivery included."""
         out: list[tuple[str, Entry]] = []
+        counts: dict[bytes, int] = {}
         for key in await self.sources(topic, group):
             pending = await _unless_no_group(self.redis.xpending_range(
                 key, group, min="-", max="+", count=count - len(out), idle=min_idle_ms
             ))
-            ids = [p["message_id"] for p in pending or () if _sid(p["consumer"]) != consumer]
-            if ids:
+            others = [p for p in pending or () if _sid(p["consumer"]) != consumer]
+            if others:
+                ids = [p["message_id"] for p in others]
                 claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
                 out.extend((key, entry) for entry in claimed)
+                counts.update(_counts_after_claim(others))
             if len(out) >= count:
                 break
-        return out
+        return out, counts
 
     async def delivery_counts(
         self, group: str, consumer: str, claimed: Sequence[tuple[str, Entry]]
     ) -> dict[bytes, int]:
-        """How often each claimed entry has been delivered (XPENDING), by entry id."""
+        """How often each entry XAUTOCLAIM handed over has been delivered (XPENDING),
+        by entry id; XAUTOCLAIM itself does not say."""
         by_key: dict[str, list[bytes]] = {}
         for key, (entry_id, _) in claimed:
             by_key.setdefault(key, []).append(entry_id)

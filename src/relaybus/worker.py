@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import inspect
 import logging
 import time
@@ -109,8 +108,7 @@ class Worker:
     async def _topics_for(self, sub: Subscription) -> list[str]:
         topics = [t for t in sub.topics if t not in sub.patterns]
         if sub.patterns:
-            known = await self.bus.topics()
-            topics += [t for t in known if any(fnmatch.fnmatchcase(t, p) for p in sub.patterns)]
+            topics += [t for t in await self.bus.topics() if t not in topics and sub.matches(t)]
         return topics
 
     async def _reader(self, sub: Subscription, topic: str, slots: asyncio.Semaphore) -> None:
@@ -132,7 +130,7 @@ class Worker:
                 await streams.ensure_group(topic, group, sub.start)
                 if own_left or time.monotonic() >= next_claim:
                     if own_left:
-                        got = await streams.claim_own(topic, group, consumer, want, own_after)
+                        got, counts = await streams.claim_own(topic, group, consumer, want, own_after)
                         own_left = bool(got)
                     else:
                         cursors, got = await streams.claim_idle(
@@ -141,8 +139,8 @@ class Worker:
                         got = [g for g in got if (g[0], g[1][0]) not in self._held]
                         if not cursors:
                             next_claim = time.monotonic() + claim_every
-                    if got:
-                        counts = await streams.delivery_counts(group, consumer, got)
+                        if got:
+                            counts = await streams.delivery_counts(group, consumer, got)
                 else:
                     block = 0 if tasks else self.bus.config.block_ms
                     got = await streams.read_new(topic, group, consumer, want, block)
