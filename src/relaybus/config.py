@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,7 +21,8 @@ class BusConfig(BaseSettings):
     """Configuration of one Bus. Durations are seconds unless the name ends in `_ms`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RELAYBUS_", extra="forbid", validate_default=True, frozen=True
+        env_prefix="RELAYBUS_", extra="forbid", validate_default=True, frozen=True,
+        hide_input_in_errors=True,  # an input may hold a password
     )
 
     url: str = Field("redis://localhost:6379/0", description="Redis URL (redis://, rediss://, unix://).")
@@ -48,6 +52,12 @@ class BusConfig(BaseSettings):
     )
     default_ttl: float | None = Field(None, gt=0, description="TTL for messages published without one.")
     outbox_path: Path | None = Field(None, description="SQLite outbox used while Redis is unreachable.")
+    outbox_max_entries: int = Field(
+        100_000, ge=1, description="Messages the outbox holds at most; publish then raises OutboxFullError."
+    )
+    outbox_max_bytes: int = Field(
+        256 << 20, ge=1024, description="Encoded bytes the outbox holds at most; then OutboxFullError."
+    )
     allow_insecure: bool = Field(False, description="Allow a password over plain TCP to a remote host.")
     disabled_plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Plugin names not to load (env: comma-separated)."
@@ -58,10 +68,10 @@ class BusConfig(BaseSettings):
     max_connections: int = Field(64, ge=2, description="Connection pool size.")
     username: str | None = Field(None, description="ACL user (also taken from the URL).")
     password: SecretStr | None = Field(None, description="ACL password (also taken from the URL).")
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_check_hostname: bool = True
+    ssl_ca_certs: str | None = Field(None, description="CA bundle that signs the server (rediss:// only).")
+    ssl_certfile: str | None = Field(None, description="Client certificate for mTLS (rediss:// only).")
+    ssl_keyfile: str | None = Field(None, description="Client certificate's key (rediss:// only).")
+    ssl_check_hostname: bool = Field(True, description="Check the server certificate's host name.")
 
     @field_validator("prefix")
     @classmethod
@@ -69,6 +79,42 @@ class BusConfig(BaseSettings):
         if not PREFIX_RE.fullmatch(value):
             raise ValueError("use 1-64 letters, digits or '. _ - :'")
         return value
+
+    @field_validator("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError("not a readable file")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_from_url(cls, data: Any) -> Any:
+        """A user and password in the URL fill `username`/`password` (and win over them,
+        as in redis-py), so every check and plugin sees one set of credentials."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        parts = urlsplit(data["url"])
+        if parts.username:
+            data = {**data, "username": unquote(parts.username)}
+        if parts.password is not None:
+            data = {**data, "password": unquote(parts.password)}
+        return data
+
+    @model_validator(mode="after")
+    def _tls_and_auth(self) -> BusConfig:
+        tls = self.url.startswith("rediss://")
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name) is not None and not tls:
+                raise ValueError(f"{name} is set but the url is not rediss://: it would be ignored")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+        if self.password is not None and not tls and not self.allow_insecure and not _local(self.url):
+            raise ValueError(
+                "a password over plain TCP to a remote host is refused: use rediss://, "
+                "or set allow_insecure=True"
+            )
+        return self
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod
@@ -99,3 +145,21 @@ class BusConfig(BaseSettings):
                 for err in exc.errors()
             )
             raise ConfigError(f"invalid relaybus configuration: {problems}") from None
+
+
+def _local(url: str) -> bool:
+    """A unix socket, or TCP to loopback only: where a password cannot be sniffed."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return True
+    hosts = parts.netloc.rsplit("@", 1)[-1].split(",")  # sentinel URLs list several
+    return all(_loopback(urlsplit(f"//{h}").hostname or "localhost") for h in hosts)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

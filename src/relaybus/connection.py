@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -11,13 +12,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import BusConfig
+from .errors import PluginError
 
 # What "Redis could not be reached" looks like from redis-py.
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
-def make_client(config: BusConfig) -> aioredis.Redis:
-    """A pooled client that never resends a command by itself (see the comment below)."""
+def make_client(
+    config: BusConfig, plugin_options: Iterable[Mapping[str, Any] | None] = ()
+) -> aioredis.Redis:
+    """A pooled client that never resends a command by itself (see the comment below).
+
+    `plugin_options` are the `redis_connection_options` answers (TLS, ACL, ...): the
+    core adds no credentials or TLS settings of its own, so with no plugin only what
+    the URL says (`rediss://`, `user:password@`) reaches redis-py.
+    """
     options: dict[str, Any] = {
         "max_connections": config.max_connections,
         "socket_timeout": config.socket_timeout,
@@ -28,16 +37,13 @@ def make_client(config: BusConfig) -> aioredis.Redis:
         "health_check_interval": 30,
         "decode_responses": False,
     }
-    if config.username:
-        options["username"] = config.username
-    if config.password is not None:
-        options["password"] = config.password.get_secret_value()
-    if config.url.startswith("rediss://"):
-        options.update(
-            ssl_ca_certs=config.ssl_ca_certs,
-            ssl_certfile=config.ssl_certfile,
-            ssl_keyfile=config.ssl_keyfile,
-            ssl_check_hostname=config.ssl_check_hostname,
-        )
-    return aioredis.Redis.from_url(config.url, **options)
-
+    core = frozenset(options)
+    added: dict[str, Any] = {}
+    for answer in plugin_options:
+        for name, value in (answer or {}).items():
+            if name in core:
+                raise PluginError(f"redis_connection_options: {name!r} is set by the core, not a plugin")
+            if name in added and added[name] != value:
+                raise PluginError(f"redis_connection_options: plugins disagree on {name!r}")
+            added[name] = value
+    return aioredis.Redis.from_url(config.url, **options, **added)

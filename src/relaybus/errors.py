@@ -13,6 +13,10 @@ class BusUnavailableError(RelayBusError):
     """Redis could not be reached within the configured timeout."""
 
 
+class OutboxFullError(RelayBusError):
+    """The local outbox holds `outbox_max_entries` messages or `outbox_max_bytes` bytes."""
+
+
 class QueueFullError(RelayBusError):
     """The topic holds `max_queue_size` unconsumed messages and overflow is `reject`."""
 

