@@ -1,0 +1,172 @@
+"""Run events published by the LangChain callback handlers, read back from a real Redis."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import adispatch_custom_event
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.tools import tool
+from pydantic import ConfigDict
+
+from relaybus import Bus, SyncBus
+from relaybus.adapters.langchain import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
+
+TOPIC = "langchain.events"
+
+
+@tool
+def double(x: int) -> int:
+    """Double a number."""
+    return 2 * x
+
+
+@tool
+def explode(x: int) -> int:
+    """Always fails."""
+    raise RuntimeError(f"cannot handle {x}")
+
+
+class Shelf(BaseRetriever):
+    """A retriever over a fixed list of documents, for retriever events."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Any]:
+        from langchain_core.documents import Document
+
+        return [Document(page_content=f"about {query}", metadata={"page": 1})]
+
+
+def model(text: str = "hello there world", **message: Any) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(content=text, **message)]))
+
+
+async def events(bus: Bus) -> list[dict[str, Any]]:
+    return [m.payload for m in await bus.history(TOPIC, limit=1000)]
+
+
+def by_event(evts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["event"]: e for e in evts}
+
+
+async def test_chat_model_run_start_and_end_with_text_usage_tags_metadata(bus: Bus) -> None:
+    usage = {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    reply = await model(usage_metadata=usage).ainvoke(
+        "hi", config={"callbacks": [handler], "tags": ["planner"], "metadata": {"agent": "a1"}})
+    evts = await events(bus)
+    assert [e["event"] for e in evts] == ["chat_model_start", "chat_model_end"]
+    start, end = evts
+    assert start["run_id"] == end["run_id"] and start["parent_run_id"] is None
+    assert start["name"] == end["name"] == "GenericFakeChatModel"
+    assert start["tags"] == end["tags"] == ["planner"]
+    assert start["metadata"]["agent"] == end["metadata"]["agent"] == "a1"
+    assert start["messages"] == [[{"type": "human", "content": "hi"}]]
+    assert end["text"] == reply.content == "hello there world"
+    assert end["usage"] == usage
+    assert end["duration_s"] >= 0 and end["ts"] >= start["ts"]
+
+
+async def test_streamed_tokens_are_published_only_when_asked(bus: Bus) -> None:
+    quiet = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    [_ async for _ in model().astream("hi", config={"callbacks": [quiet]})]
+    assert "llm_new_token" not in {e["event"] for e in await events(bus)}
+
+    chatty = RelayBusCallbackHandler(bus=bus, topic="langchain.tokens", publish_tokens=True)
+    [_ async for _ in model().astream("hi", config={"callbacks": [chatty]})]
+    tokens = [m.payload for m in await bus.history("langchain.tokens")
+              if m.payload["event"] == "llm_new_token"]
+    assert "".join(t["token"] for t in tokens) == "hello there world"
+    assert {t["name"] for t in tokens} == {"GenericFakeChatModel"}
+
+
+async def test_tool_inside_a_chain_has_the_chain_as_parent(bus: Bus) -> None:
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    prepare: Runnable[int, dict[str, int]] = RunnableLambda(lambda n: {"x": n + 1}, name="prepare")
+    chain = prepare | double
+    assert await chain.ainvoke(4, config={"callbacks": [handler]}) == 10
+    evts = await events(bus)
+    assert [e["event"] for e in evts] == [
+        "chain_start", "chain_start", "chain_end", "tool_start", "tool_end", "chain_end"]
+    sequence, lambda_start, tool_start, tool_end = evts[0], evts[1], evts[3], evts[4]
+    assert sequence["parent_run_id"] is None and sequence["name"] == "RunnableSequence"
+    assert lambda_start["name"] == "prepare" and lambda_start["parent_run_id"] == sequence["run_id"]
+    assert tool_start["name"] == "double" and tool_start["parent_run_id"] == sequence["run_id"]
+    assert tool_start["input"] == {"x": 5}
+    assert tool_end["run_id"] == tool_start["run_id"] and tool_end["output"] == 10
+    assert tool_end["duration_s"] >= 0
+    assert evts[5]["run_id"] == sequence["run_id"] and evts[5]["outputs"] == 10
+
+
+async def test_errors_are_events_with_type_and_message(bus: Bus) -> None:
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    wrap: Runnable[int, dict[str, int]] = RunnableLambda(lambda n: {"x": n})
+    failing = wrap | explode
+    with pytest.raises(RuntimeError):
+        await failing.ainvoke(1, config={"callbacks": [handler]})
+    got = by_event(await events(bus))
+    assert got["tool_error"]["error_type"] == "RuntimeError"
+    assert got["tool_error"]["error"] == "cannot handle 1" and got["tool_error"]["duration_s"] >= 0
+    assert got["chain_error"]["run_id"] == got["tool_error"]["parent_run_id"]
+
+
+async def test_retriever_and_custom_events(bus: Bus) -> None:
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    docs = await Shelf().ainvoke("redis", config={"callbacks": [handler]})
+    assert docs[0].page_content == "about redis"
+
+    async def step(x: int) -> int:
+        await adispatch_custom_event("progress", {"done": x})
+        return x
+
+    await RunnableLambda(step, name="step").ainvoke(7, config={"callbacks": [handler]})
+    got = by_event(await events(bus))
+    assert got["retriever_start"]["query"] == "redis" and got["retriever_start"]["name"] == "Shelf"
+    assert got["retriever_end"]["documents"] == [{"page_content": "about redis", "metadata": {"page": 1}}]
+    custom = got["custom_event"]
+    assert (custom["custom_name"], custom["data"]) == ("progress", {"done": 7})
+    assert custom["run_id"] == got["chain_start"]["run_id"]
+
+
+def test_sync_handler_on_a_sync_bus(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+        handler = SyncRelayBusCallbackHandler(bus=bus, topic=TOPIC)
+        assert model("ok").invoke("hi", config={"callbacks": [handler]}).content == "ok"
+        evts = [m.payload for m in bus.history(TOPIC)]
+    assert [e["event"] for e in evts] == ["chat_model_start", "chat_model_end"]
+    assert evts[1]["text"] == "ok" and evts[0]["run_id"] == evts[1]["run_id"]
+
+
+def test_each_handler_takes_its_own_kind_of_bus(redis_url: str) -> None:
+    sync_bus = SyncBus.from_url(redis_url)
+    try:
+        with pytest.raises(TypeError, match="SyncRelayBusCallbackHandler"):
+            RelayBusCallbackHandler(bus=sync_bus, topic=TOPIC)  # type: ignore[arg-type]
+    finally:
+        sync_bus.close()
+    with pytest.raises(TypeError, match="RelayBusCallbackHandler"):
+        SyncRelayBusCallbackHandler(bus=Bus.from_url(redis_url), topic=TOPIC)  # type: ignore[arg-type]
+
+
+async def test_a_bus_error_is_logged_and_the_run_goes_on(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = Bus.from_url(redis_url, prefix=prefix)  # never connected: every publish fails
+    handler = RelayBusCallbackHandler(bus=closed, topic=TOPIC)
+    with caplog.at_level(logging.WARNING, logger="relaybus.adapters.langchain"):
+        reply = await model("still fine").ainvoke("hi", config={"callbacks": [handler]})
+    assert reply.content == "still fine"
+    assert any("on_chat_model_start" in r.message and "not connected" in r.message for r in caplog.records)
+
+
+async def test_raise_errors_lets_a_bus_error_end_the_run(redis_url: str, prefix: str) -> None:
+    closed = Bus.from_url(redis_url, prefix=prefix)
+    handler = RelayBusCallbackHandler(bus=closed, topic=TOPIC, raise_errors=True)
+    with pytest.raises(Exception, match="not connected"):
+        await model().ainvoke("hi", config={"callbacks": [handler]})

@@ -1,0 +1,280 @@
+"""LangChain callback handlers that publish run events onto a topic.
+
+Every start, end and error of a chat model, LLM, chain, tool or retriever, and every
+custom event, becomes one message carrying `run_id`, `parent_run_id`, name, tags,
+metadata and (for ends and errors) `duration_s`, so monitors and other agents can
+follow a run from another process. Publishing never breaks the observed run: a bus
+error is logged unless the handler was built with `raise_errors=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from ..bus import Bus
+from ..keys import validate_topic
+from ..sync import SyncBus
+
+log = logging.getLogger("relaybus.adapters.langchain")
+
+
+@dataclass(slots=True)
+class _Run:
+    kind: str  # chat_model, llm, chain, tool, retriever
+    name: str | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    started: float
+
+
+def _jsonable(value: Any) -> Any:
+    """Run inputs and outputs as compact JSON: messages and documents by their content."""
+    if isinstance(value, BaseMessage):
+        out: dict[str, Any] = {"type": value.type, "content": value.content}
+        for name in ("name", "tool_calls", "tool_call_id", "status", "usage_metadata"):
+            if getattr(value, name, None):
+                out[name] = getattr(value, name)
+        return _jsonable(out)
+    if isinstance(value, Document):
+        return {"page_content": value.page_content, "metadata": _jsonable(value.metadata)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return to_jsonable_python(value, fallback=repr)
+
+
+def _error(error: BaseException) -> dict[str, str]:
+    return {"error_type": type(error).__name__, "error": str(error)}
+
+
+def _llm_output(response: LLMResult) -> dict[str, Any]:
+    """The text (one per generation), tool calls and token usage of a model run."""
+    texts = [g.text for gens in response.generations for g in gens]
+    out: dict[str, Any] = {"text": texts[0] if len(texts) == 1 else texts}
+    usage = (response.llm_output or {}).get("token_usage")
+    for gens in response.generations:
+        for g in gens:
+            if isinstance(g, ChatGeneration):
+                usage = getattr(g.message, "usage_metadata", None) or usage
+                if tool_calls := getattr(g.message, "tool_calls", None):
+                    out.setdefault("tool_calls", []).extend(tool_calls)
+    if usage:
+        out["usage"] = usage
+    jsonable: dict[str, Any] = _jsonable(out)
+    return jsonable
+
+
+class _RunEvents:
+    """Turns callbacks into event payloads; remembers each run's start for its end."""
+
+    def __init__(self) -> None:
+        self.runs: dict[UUID, _Run] = {}
+
+    def start(self, kind: str, serialized: dict[str, Any] | None, run_id: UUID, parent_run_id: UUID | None,
+              tags: list[str] | None, metadata: dict[str, Any] | None, name: str | None,
+              **fields: Any) -> dict[str, Any]:
+        ids = (serialized or {}).get("id") or [None]
+        name = name or (serialized or {}).get("name") or ids[-1]
+        run = self.runs[run_id] = _Run(kind, name, tags or [], _jsonable(metadata or {}), time.monotonic())
+        return self._event(f"{kind}_start", run, run_id, parent_run_id, fields)
+
+    def finish(self, outcome: str, run_id: UUID, parent_run_id: UUID | None, kind: str,
+               **fields: Any) -> dict[str, Any]:
+        """An end or error: named after the run's start (a chat model's end is `chat_model_end`)."""
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            fields["duration_s"] = round(time.monotonic() - run.started, 6)
+        return self._event(f"{run.kind if run else kind}_{outcome}", run, run_id, parent_run_id, fields)
+
+    def during(self, event: str, run_id: UUID, parent_run_id: UUID | None, **fields: Any) -> dict[str, Any]:
+        return self._event(event, self.runs.get(run_id), run_id, parent_run_id, fields)
+
+    @staticmethod
+    def _event(event: str, run: _Run | None, run_id: UUID, parent_run_id: UUID | None,
+               fields: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "event": event, "run_id": str(run_id),
+            "parent_run_id": str(parent_run_id) if parent_run_id else None, "ts": time.time(),
+        }
+        if run is not None:
+            payload.update(name=run.name, tags=run.tags, metadata=run.metadata)
+        payload.update(fields)
+        return payload
+
+    # One method per LangChain callback, with LangChain's signature, returning the event.
+
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
+                            run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                            metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.start("chat_model", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
+                          messages=_jsonable(messages))
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.start("llm", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
+                          prompts=prompts)
+
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                         **kw: Any) -> dict[str, Any]:
+        return self.during("llm_new_token", run_id, parent_run_id, token=_jsonable(token))
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
+                   **kw: Any) -> dict[str, Any]:
+        return self.finish("end", run_id, parent_run_id, "llm", **_llm_output(response))
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     **kw: Any) -> dict[str, Any]:
+        return self.finish("error", run_id, parent_run_id, "llm", **_error(error))
+
+    def on_chain_start(self, serialized: dict[str, Any], inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                       metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.start("chain", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
+                          inputs=_jsonable(inputs))
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                     **kw: Any) -> dict[str, Any]:
+        return self.finish("end", run_id, parent_run_id, "chain", outputs=_jsonable(outputs))
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                       **kw: Any) -> dict[str, Any]:
+        return self.finish("error", run_id, parent_run_id, "chain", **_error(error))
+
+    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
+                      **kw: Any) -> dict[str, Any]:
+        return self.start("tool", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
+                          input=_jsonable(inputs) if inputs is not None else input_str)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                    **kw: Any) -> dict[str, Any]:
+        return self.finish("end", run_id, parent_run_id, "tool", output=_jsonable(output))
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                      **kw: Any) -> dict[str, Any]:
+        return self.finish("error", run_id, parent_run_id, "tool", **_error(error))
+
+    def on_retriever_start(self, serialized: dict[str, Any], query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                           metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.start("retriever", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
+                          query=query)
+
+    def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID,
+                         parent_run_id: UUID | None = None, **kw: Any) -> dict[str, Any]:
+        return self.finish("end", run_id, parent_run_id, "retriever", documents=_jsonable(list(documents)))
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                           **kw: Any) -> dict[str, Any]:
+        return self.finish("error", run_id, parent_run_id, "retriever", **_error(error))
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, tags: list[str] | None = None,
+                        metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.during("custom_event", run_id, None, custom_name=name, data=_jsonable(data),
+                           tags=tags or [], metadata=_jsonable(metadata or {}))
+
+
+CALLBACKS = [name for name in vars(_RunEvents) if name.startswith("on_")]
+
+
+def _async_callback(name: str) -> Any:
+    async def callback(self: RelayBusCallbackHandler, *args: Any, **kwargs: Any) -> None:
+        await self._publish(name, args, kwargs)
+    callback.__name__ = name
+    return callback
+
+
+def _sync_callback(name: str) -> Any:
+    def callback(self: SyncRelayBusCallbackHandler, *args: Any, **kwargs: Any) -> None:
+        self._publish(name, args, kwargs)
+    callback.__name__ = name
+    return callback
+
+
+class _Options:
+    """What both handlers are configured with."""
+
+    def __init__(self, topic: str, *, publish_tokens: bool, raise_errors: bool) -> None:
+        self.topic = validate_topic(topic)
+        self.publish_tokens = publish_tokens
+        self.raise_error = raise_errors  # LangChain's flag: a handler error propagates to the run
+        self.events = _RunEvents()
+
+    def event(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        if name == "on_llm_new_token" and not self.publish_tokens:
+            return None
+        method: Callable[..., dict[str, Any]] = getattr(self.events, name)
+        return method(*args, **kwargs)
+
+    def failed(self, name: str, exc: Exception) -> None:
+        if self.raise_error:
+            raise exc
+        log.warning("relaybus callback %s: event not published to %r: %s: %s",
+                    name, self.topic, type(exc).__name__, exc)
+
+
+class RelayBusCallbackHandler(AsyncCallbackHandler):
+    """Publishes run events to `topic` on an async `Bus`; use it with `ainvoke`/`astream`.
+
+    `publish_tokens=True` adds one `llm_new_token` event per streamed token.
+    `raise_errors=True` lets a failed publish end the run instead of being logged.
+    """
+
+    def __init__(self, bus: Bus, topic: str = "langchain.events", *, publish_tokens: bool = False,
+                 raise_errors: bool = False) -> None:
+        if not isinstance(bus, Bus):
+            raise TypeError("RelayBusCallbackHandler takes an async Bus; for a SyncBus use "
+                            "SyncRelayBusCallbackHandler")
+        self.bus = bus
+        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors)
+        self.raise_error = raise_errors
+
+    async def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            if (payload := self.options.event(name, args, kwargs)) is not None:
+                await self.bus.publish(self.options.topic, payload)
+        except Exception as exc:
+            self.options.failed(name, exc)
+
+
+class SyncRelayBusCallbackHandler(BaseCallbackHandler):
+    """Publishes run events to `topic` on a `SyncBus`; works with `invoke` and `ainvoke`."""
+
+    def __init__(self, bus: SyncBus, topic: str = "langchain.events", *, publish_tokens: bool = False,
+                 raise_errors: bool = False) -> None:
+        if not isinstance(bus, SyncBus):
+            raise TypeError("SyncRelayBusCallbackHandler takes a SyncBus; for a Bus use "
+                            "RelayBusCallbackHandler")
+        self.bus = bus
+        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors)
+        self.raise_error = raise_errors
+
+    def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            if (payload := self.options.event(name, args, kwargs)) is not None:
+                self.bus.publish(self.options.topic, payload)
+        except Exception as exc:
+            self.options.failed(name, exc)
+
+
+# Each handler forwards every callback to the one event builder, then publishes.
+for _name in CALLBACKS:
+    setattr(RelayBusCallbackHandler, _name, _async_callback(_name))
+    setattr(SyncRelayBusCallbackHandler, _name, _sync_callback(_name))

@@ -1,0 +1,169 @@
+"""The four agent tools' logic, shared by the LangChain and MCP adapters.
+
+Both adapters give a model the same tools with the same argument schemas, the same
+topic allowlist and the same compact results; only how errors reach the model differs
+(LangChain's ToolException, MCP's ToolError), so that mapping stays in the adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, Field
+
+from ..bus import Bus
+from ..errors import RelayBusError
+from ..keys import is_pattern, validate_pattern, validate_topic
+from ..message import Message
+
+Topic = Annotated[str, Field(
+    description="Topic name, e.g. 'tasks.review': letters, digits and '. _ - :', no wildcards."
+)]
+Payload = Annotated[Any, Field(
+    description="The message body: any JSON value, usually an object such as {\"pr\": 42}."
+)]
+Priority = Annotated[int, Field(ge=0, le=9, description="0 (default) to 9; higher is delivered first.")]
+Group = Annotated[str, Field(
+    description="Consumer group name, e.g. 'reviewers'. Agents sharing a group split the messages; "
+    "each group gets every message once."
+)]
+Count = Annotated[int, Field(ge=1, le=100, description="Most messages to take (1-100).")]
+WaitSeconds = Annotated[float, Field(
+    ge=0, le=30, description="Seconds to wait for a first message when none is waiting (0-30)."
+)]
+Limit = Annotated[int, Field(ge=1, le=200, description="How many of the latest messages (1-200).")]
+
+DESCRIPTIONS = {
+    "relaybus_publish": (
+        "Send a message to other agents on a relaybus topic. Returns the new message's id as JSON, "
+        'e.g. {"id":"01J...","topic":"tasks.review"}.'
+    ),
+    "relaybus_read": (
+        "Take the next messages waiting for your consumer group on a topic; they are acknowledged, "
+        "so the group will not get them again. Returns JSON "
+        '{"topic":...,"messages":[{"id":...,"payload":...,"created_at":...}]}; an empty list means '
+        "nothing is waiting."
+    ),
+    "relaybus_history": (
+        "Look at the latest messages of a topic, oldest first, without consuming them. Returns JSON "
+        '{"topic":...,"messages":[...]}.'
+    ),
+    "relaybus_stats": (
+        "Bus statistics as JSON: per topic and group the queue length, pending and lag, dead letters, "
+        "and the Redis server's memory. Use it to see where work is piling up."
+    ),
+}
+
+
+class TopicNotAllowedError(RelayBusError):
+    """The agent asked for a topic its allowlist does not cover."""
+
+
+class Allowlist:
+    """Glob patterns (`*`, `?`, `[...]`) naming the topics an agent may use; None: every topic."""
+
+    def __init__(self, patterns: Iterable[str] | None = None) -> None:
+        self.patterns = None if patterns is None else [validate_pattern(p) for p in patterns]
+
+    def allows(self, topic: str) -> bool:
+        return self.patterns is None or any(
+            fnmatch.fnmatchcase(topic, p) if is_pattern(p) else topic == p for p in self.patterns
+        )
+
+    def check(self, topic: str) -> str:
+        """The topic, validated and allowed, or an error the model can act on."""
+        validate_topic(topic)
+        if not self.allows(topic):
+            raise TopicNotAllowedError(
+                f"topic {topic!r} is not allowed for this agent; allowed topics: {self.describe()}"
+            )
+        return topic
+
+    def describe(self) -> str:
+        if self.patterns is None:
+            return "any topic"
+        return ", ".join(self.patterns) or "none"
+
+    def tool_description(self, name: str) -> str:
+        """The tool's description, telling the model which topics it may use."""
+        if name == "relaybus_stats" or self.patterns is None:
+            return DESCRIPTIONS[name]
+        return f"{DESCRIPTIONS[name]} Allowed topics: {self.describe()}."
+
+
+class MessageView(BaseModel):
+    """A message as a model sees it: what it needs to act, defaults left out."""
+
+    id: str
+    payload: Any
+    created_at: str
+    priority: int = 0
+    attempt: int = 1
+    headers: dict[str, str] | None = None
+    sender: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+
+    @classmethod
+    def of(cls, m: Message) -> MessageView:
+        return cls(
+            id=m.id, payload=m.payload, priority=m.priority, attempt=m.attempt, headers=m.headers or None,
+            sender=m.sender, correlation_id=m.correlation_id, reply_to=m.reply_to,
+            created_at=datetime.fromtimestamp(m.created_at, UTC).isoformat(timespec="milliseconds"),
+        )
+
+
+class Published(BaseModel):
+    id: str = Field(description="The message id; replies and history show the same id.")
+    topic: str
+
+
+class Messages(BaseModel):
+    topic: str
+    messages: list[MessageView]
+
+
+async def publish(bus: Bus, allow: Allowlist, topic: str, payload: Any, priority: int = 0) -> Published:
+    return Published(id=await bus.publish(allow.check(topic), payload, priority=priority), topic=topic)
+
+
+async def read(
+    bus: Bus, allow: Allowlist, topic: str, group: str, count: int = 10, wait_seconds: float = 0
+) -> Messages:
+    """Read and ack at once: a tool result is the agent's only copy, so the group moves on
+    (at-most-once for the agent, unlike a handler, which acks after it succeeded)."""
+    allow.check(topic)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:  # each blocking read stays under the bus's block_ms (and so its socket timeout)
+        left_ms = int((deadline - loop.time()) * 1000)
+        got = await bus.read(topic, group, count=count, block_ms=max(0, min(left_ms, bus.config.block_ms)))
+        if got or left_ms <= 0:
+            break
+    if got:
+        await bus.ack(*got)
+    return Messages(topic=topic, messages=[MessageView.of(m) for m in got])
+
+
+async def history(bus: Bus, allow: Allowlist, topic: str, limit: int = 20) -> Messages:
+    messages = await bus.history(allow.check(topic), limit)
+    return Messages(topic=topic, messages=[MessageView.of(m) for m in messages])
+
+
+async def stats(bus: Bus, allow: Allowlist) -> dict[str, Any]:
+    """Bus statistics, reporting only the topics the agent may use."""
+    allowed = None if allow.patterns is None else await topics(bus, allow)
+    return (await bus.stats(allowed)).model_dump(mode="json")
+
+
+async def topics(bus: Bus, allow: Allowlist) -> list[str]:
+    return [t for t in await bus.topics() if allow.allows(t)]
+
+
+def compact_json(value: Any) -> str:
+    return orjson.dumps(value).decode()

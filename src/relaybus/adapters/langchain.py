@@ -1,0 +1,167 @@
+"""LangChain adapter: the bus as agent tools, and run events onto the bus.
+
+`RelayBusToolkit(bus=..., allowed_topics=[...]).get_tools()` gives a model
+`relaybus_publish`, `relaybus_read`, `relaybus_history` and `relaybus_stats`. With an
+async `Bus` call the tools with `ainvoke`; with a `SyncBus`, `invoke` (or `ainvoke`,
+which runs the call in a thread). Mistakes a model can correct (a topic outside the
+allowlist, a bad name, a full queue) come back as the tool's error output — a
+`ToolMessage` with `status="error"` when invoked with a tool call — and never end the
+run. Needs the `langchain` extra.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.runnables.config import run_in_executor
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..bus import Bus
+from ..errors import RelayBusError
+from ..sync import SyncBus
+from . import _tools
+from ._langchain_callbacks import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
+from ._tools import Allowlist
+
+__all__ = [
+    "HistoryTool",
+    "PublishTool",
+    "ReadTool",
+    "RelayBusCallbackHandler",
+    "RelayBusToolkit",
+    "StatsTool",
+    "SyncRelayBusCallbackHandler",
+]
+
+
+class PublishArgs(BaseModel):
+    topic: _tools.Topic
+    payload: _tools.Payload
+    priority: _tools.Priority = 0
+
+
+class ReadArgs(BaseModel):
+    topic: _tools.Topic
+    group: _tools.Group
+    count: _tools.Count = 10
+    wait_seconds: _tools.WaitSeconds = 0
+
+
+class HistoryArgs(BaseModel):
+    topic: _tools.Topic
+    limit: _tools.Limit = 20
+
+
+class StatsArgs(BaseModel):
+    pass
+
+
+def _explain_invalid_args(error: Any) -> str:
+    """Which argument was wrong and why, so the model can retry with a fixed call."""
+    if isinstance(error, ValidationError):
+        return "invalid arguments: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+    return f"invalid arguments: {error}"
+
+
+class RelayBusTool(BaseTool):
+    """A tool over a Bus (async: `ainvoke`) or a SyncBus (`invoke` and `ainvoke`)."""
+
+    bus: Bus | SyncBus = Field(exclude=True)
+    allowed_topics: list[str] | None = None
+    """Glob patterns of the topics this tool may touch; None: every topic."""
+    handle_tool_error: bool = True
+    handle_validation_error: Callable[[Any], str] = _explain_invalid_args
+
+    @model_validator(mode="after")
+    def _describe_allowlist(self) -> RelayBusTool:
+        self.description = Allowlist(self.allowed_topics).tool_description(self.name)
+        return self
+
+    @abstractmethod
+    async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> BaseModel | dict[str, Any]:
+        """The tool's work on an async Bus; `args` are already validated by `args_schema`."""
+
+    async def _answer(self, bus: Bus, args: dict[str, Any]) -> str:
+        try:
+            result = await self._execute(bus, Allowlist(self.allowed_topics), args)
+        except (RelayBusError, ValueError) as exc:
+            raise ToolException(f"{self.name} failed: {exc}") from exc
+        if isinstance(result, BaseModel):
+            return result.model_dump_json(exclude_defaults=True)
+        return _tools.compact_json(result)
+
+    def _run(self, **args: Any) -> str:
+        if not isinstance(self.bus, SyncBus):
+            raise RuntimeError(
+                f"{self.name} holds an async Bus: call it with ainvoke, or build the toolkit with a SyncBus"
+            )
+        return self.bus._call(self._answer(self.bus.bus, args))
+
+    async def _arun(self, **args: Any) -> str:
+        if isinstance(self.bus, SyncBus):
+            result: str = await run_in_executor(None, self._run, **args)
+            return result
+        return await self._answer(self.bus, args)
+
+
+class PublishTool(RelayBusTool):
+    name: str = "relaybus_publish"
+    description: str = _tools.DESCRIPTIONS["relaybus_publish"]
+    args_schema: type[BaseModel] = PublishArgs
+
+    async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> BaseModel:
+        a = PublishArgs.model_validate(args)
+        return await _tools.publish(bus, allow, a.topic, a.payload, a.priority)
+
+
+class ReadTool(RelayBusTool):
+    name: str = "relaybus_read"
+    description: str = _tools.DESCRIPTIONS["relaybus_read"]
+    args_schema: type[BaseModel] = ReadArgs
+
+    async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> BaseModel:
+        a = ReadArgs.model_validate(args)
+        return await _tools.read(bus, allow, a.topic, a.group, a.count, a.wait_seconds)
+
+
+class HistoryTool(RelayBusTool):
+    name: str = "relaybus_history"
+    description: str = _tools.DESCRIPTIONS["relaybus_history"]
+    args_schema: type[BaseModel] = HistoryArgs
+
+    async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> BaseModel:
+        a = HistoryArgs.model_validate(args)
+        return await _tools.history(bus, allow, a.topic, a.limit)
+
+
+class StatsTool(RelayBusTool):
+    name: str = "relaybus_stats"
+    description: str = _tools.DESCRIPTIONS["relaybus_stats"]
+    args_schema: type[BaseModel] = StatsArgs
+
+    async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> dict[str, Any]:
+        return await _tools.stats(bus, allow)
+
+
+class RelayBusToolkit(BaseToolkit):
+    """The four relaybus tools over one bus, limited to `allowed_topics` (glob patterns)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    bus: Bus | SyncBus
+    allowed_topics: list[str] | None = None
+
+    @field_validator("allowed_topics")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str] | None) -> list[str] | None:
+        Allowlist(patterns)  # a bad pattern fails here, not on the model's first call
+        return patterns
+
+    def get_tools(self) -> list[BaseTool]:
+        return [tool(bus=self.bus, allowed_topics=self.allowed_topics)
+                for tool in (PublishTool, ReadTool, HistoryTool, StatsTool)]
