@@ -42,7 +42,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (RelayBusError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however wide
         raise typer.Exit(1) from None
 
 
@@ -64,3 +64,21 @@ def demo(redis_url: str | None = URL, prefix: str = typer.Option(
     if seen != len(TASKS):
         err.print(f"[red]error:[/] only {seen} of {len(TASKS)} reviews arrived")
         raise typer.Exit(1)
+
+
+MCP_URL = typer.Option(None, "--redis-url", envvar="RELAYBUS_URL",
+                       help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.")
+ALLOWED_TOPICS = typer.Option(None, "--allowed-topics", help="Glob patterns of the topics agents may "
+                              "use, comma-separated or repeated; default: every topic.")
+
+
+@app.command()
+def mcp(redis_url: str | None = MCP_URL, prefix: str = PREFIX,
+        allowed_topics: list[str] | None = ALLOWED_TOPICS) -> None:
+    """Serve the bus to MCP clients over stdio; stdout carries only the protocol."""
+    from .adapters.mcp import serve_stdio
+
+    patterns = None if not allowed_topics else [
+        p.strip() for arg in allowed_topics for p in arg.split(",") if p.strip()]
+    with _user_errors():
+        asyncio.run(serve_stdio(redis_url, prefix, patterns))

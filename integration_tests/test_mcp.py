@@ -1,0 +1,119 @@
+"""`relaybus mcp` as a real subprocess over stdio, driven by the MCP SDK's ClientSession."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from mcp.client import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+
+from relaybus import Bus
+
+SERVE = "from relaybus.cli import app; app()"
+
+
+def server(redis_url: str, prefix: str, *options: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-c", SERVE, "mcp", "--redis-url", redis_url, "--prefix", prefix, *options],
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(redis_url: str, prefix: str) -> AsyncIterator[ClientSession]:
+    """A session with a fresh server (not a fixture: anyio's task groups must be entered
+    and exited in one task)."""
+    params = server(redis_url, prefix, "--allowed-topics", "tasks.*,reviews.*", "--allowed-topics", "notes")
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+async def test_lists_the_four_tools_with_schemas(redis_url: str, prefix: str) -> None:
+    async with connect(redis_url, prefix) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert set(tools) == {"relaybus_publish", "relaybus_read", "relaybus_history", "relaybus_stats"}
+    publish = tools["relaybus_publish"]
+    assert publish.input_schema["required"] == ["topic", "payload"]
+    assert publish.input_schema["properties"]["priority"]["maximum"] == 9
+    assert publish.output_schema is not None and "id" in publish.output_schema["properties"]
+    assert "Allowed topics: tasks.*, reviews.*, notes." in (publish.description or "")
+
+
+async def test_call_each_tool_with_structured_results(redis_url: str, prefix: str, bus: Bus) -> None:
+    async with connect(redis_url, prefix) as session:
+        await check_each_tool(session, bus)
+
+
+async def check_each_tool(session: ClientSession, bus: Bus) -> None:
+    sent = await session.call_tool("relaybus_publish", {"topic": "tasks.review", "payload": {"pr": 7},
+                                                        "priority": 2})
+    assert not sent.is_error and sent.structured_content is not None
+    mid = sent.structured_content["id"]
+    assert [m.id for m in await bus.history("tasks.review")] == [mid]  # really on the bus
+
+    history = await session.call_tool("relaybus_history", {"topic": "tasks.review", "limit": 5})
+    assert history.structured_content is not None
+    assert [(m["id"], m["payload"]) for m in history.structured_content["messages"]] == [(mid, {"pr": 7})]
+
+    read = await session.call_tool("relaybus_read", {"topic": "tasks.review", "group": "reviewers"})
+    assert read.structured_content is not None
+    assert [m["id"] for m in read.structured_content["messages"]] == [mid]
+    again = await session.call_tool("relaybus_read", {"topic": "tasks.review", "group": "reviewers"})
+    assert again.structured_content == {"topic": "tasks.review", "messages": []}  # acked
+
+    await bus.publish("payments.refund", 1)  # outside the allowlist: not reported
+    stats = await session.call_tool("relaybus_stats", {})
+    assert not stats.is_error and stats.structured_content is not None
+    assert [t["topic"] for t in stats.structured_content["topics"]] == ["tasks.review"]
+    assert stats.structured_content["topics"][0]["groups"][0]["pending"] == 0
+
+
+async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, prefix: str, bus: Bus) -> None:
+    async with connect(redis_url, prefix) as session:
+        refused = await session.call_tool("relaybus_publish", {"topic": "payments.refund", "payload": 1})
+        bad = await session.call_tool("relaybus_read", {"topic": "tasks.x", "group": "no spaces"})
+    assert refused.is_error
+    text = refused.content[0].text  # type: ignore[union-attr]
+    assert "topic 'payments.refund' is not allowed" in text and "tasks.*, reviews.*, notes" in text
+    assert bad.is_error and "invalid group 'no spaces'" in bad.content[0].text  # type: ignore[union-attr]
+    assert await bus.topics() == []
+
+
+async def test_resources_list_topics_and_show_history(redis_url: str, prefix: str, bus: Bus) -> None:
+    async with connect(redis_url, prefix) as session:
+        await check_resources(session, bus)
+
+
+async def check_resources(session: ClientSession, bus: Bus) -> None:
+    await bus.publish("notes", {"n": 1})
+    await bus.publish("notes", {"n": 2})
+    await bus.publish("secret.plans", 0)
+    listed = {str(r.uri) for r in (await session.list_resources()).resources}
+    assert "relaybus://topics" in listed
+    templates = [t.uri_template for t in (await session.list_resource_templates()).resource_templates]
+    assert templates == ["relaybus://topics/{topic}/history"]
+
+    topics = await session.read_resource("relaybus://topics")
+    assert json.loads(topics.contents[0].text) == ["notes"]  # type: ignore[union-attr]
+    history = await session.read_resource("relaybus://topics/notes/history")
+    assert [m["payload"] for m in json.loads(history.contents[0].text)["messages"]] == [  # type: ignore[union-attr]
+        {"n": 1}, {"n": 2}]
+    with pytest.raises(MCPError, match=r"'secret\.plans' is not allowed"):
+        await session.read_resource("relaybus://topics/secret.plans/history")
+
+
+def test_unreachable_redis_fails_on_stderr_with_nothing_on_stdout() -> None:
+    params = server("redis://127.0.0.1:1/0", "x")
+    done = subprocess.run([params.command, *params.args], input="", capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        done.stderr.strip()] and "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
