@@ -70,7 +70,8 @@ def redis_connection_options(config: BusConfig) -> dict[str, Any] | None:
     """Called once per connect, before the client is made: keyword arguments for
     redis-py's `Redis.from_url` (TLS files, ACL credentials, keepalive, ...).
 
-    Return a dict, or None to add nothing. Every non-None dict is merged into the
+    Answer synchronously (an awaitable is a PluginError): a dict, or None to add
+    nothing. Every non-None dict is merged into the
     client options; two plugins giving one option different values, or a plugin
     setting an option the core owns (pool size, timeouts, retries, reply decoding),
     raise PluginError, so no answer silently wins over another.

@@ -214,7 +214,7 @@ class _Options:
     def __init__(self, topic: str, *, publish_tokens: bool, raise_errors: bool) -> None:
         self.topic = validate_topic(topic)
         self.publish_tokens = publish_tokens
-        self.raise_error = raise_errors  # LangChain's flag: a handler error propagates to the run
+        self.raise_errors = raise_errors
         self.events = _RunEvents()
 
     def event(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
@@ -224,7 +224,7 @@ class _Options:
         return method(*args, **kwargs)
 
     def failed(self, name: str, exc: Exception) -> None:
-        if self.raise_error:
+        if self.raise_errors:
             raise exc
         log.warning("relaybus callback %s: event not published to %r: %s: %s",
                     name, self.topic, type(exc).__name__, exc)
@@ -244,7 +244,7 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
                             "SyncRelayBusCallbackHandler")
         self.bus = bus
         self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors)
-        self.raise_error = raise_errors
+        self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
 
     async def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
@@ -264,7 +264,7 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
                             "RelayBusCallbackHandler")
         self.bus = bus
         self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors)
-        self.raise_error = raise_errors
+        self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
 
     def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:

@@ -74,8 +74,9 @@ class RelayBusTool(BaseTool):
     bus: Bus | SyncBus = Field(exclude=True)
     allowed_topics: list[str] | None = None
     """Glob patterns of the topics this tool may touch; None: every topic."""
-    handle_tool_error: bool = True
-    handle_validation_error: Callable[[Any], str] = _explain_invalid_args
+    # On by default: refusals and bad arguments are tool output the model can act on.
+    handle_tool_error: bool | str | Callable[[ToolException], Any] | None = True
+    handle_validation_error: bool | str | Callable[[Any], str] | None = _explain_invalid_args
 
     @model_validator(mode="after")
     def _describe_allowlist(self) -> RelayBusTool:
