@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import socket
 import time
@@ -20,12 +21,15 @@ from redis.exceptions import NoScriptError, ResponseError
 from .config import BusConfig
 from .connection import UNAVAILABLE, make_client
 from .delivery import Handler, Subscription
-from .errors import BusUnavailableError, DecodeError, RelayBusError
+from .errors import BusUnavailableError, DecodeError, FilterError, QueueFullError, RelayBusError
 from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, decode, encode, new_id
 from .plugins import PluginManager
 from .redact import redact_url
+from .stats import BusStats, MemoryStats, ServerStats, memory_from_info, recommendations, topic_stats
 from .streams import Entry, Streams, group_lost
+
+log = logging.getLogger("relaybus")
 
 
 def default_consumer_name() -> str:
@@ -49,6 +53,7 @@ class Bus:
         self._streams: Streams | None = None
         self._plugins_loaded = False
         self._worker: Any = None
+        self._cleaner: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -63,10 +68,9 @@ class Bus:
         """Load plugins, open the pool and check Redis answers; idempotent."""
         if self._redis is not None:
             return self
-        if not self._plugins_loaded:
-            self.plugins.load_entry_points()
-            self._plugins_loaded = True
-        client = make_client(self.config)
+        self._load_plugins()
+        options = self.plugins.call_sync("redis_connection_options", config=self.config)
+        client = make_client(self.config, options)
         try:
             await asyncio.wait_for(client.ping(), self.config.connect_timeout)
         except (TimeoutError, *UNAVAILABLE) as exc:
@@ -76,11 +80,22 @@ class Bus:
             ) from None
         self._redis = client
         self._streams = Streams(client, self.keys)
+        self._cleaner = asyncio.create_task(self._cleanup_every(self.config.cleanup_interval_s))
         return self
+
+    def _load_plugins(self) -> None:
+        """Once per Bus, on first need (connect, or a subscribe that a plugin validates)."""
+        if not self._plugins_loaded:
+            self.plugins.load_entry_points()
+            self._plugins_loaded = True
 
     async def close(self) -> None:
         if self._worker is not None:
             await self.stop()
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+            await asyncio.gather(self._cleaner, return_exceptions=True)
+            self._cleaner = None
         if self._redis is not None:
             await self._redis.aclose()
         self._redis = self._streams = None
@@ -176,7 +191,9 @@ class Bus:
         if self.plugins.impls("on_publish"):
             messages = [await self._on_publish(m) for m in messages]
         encoded = [encode(m, self.config.max_message_bytes) for m in messages]
-        if delay is None and all(m.lane == 0 and m.dedup_key is None for m in messages):
+        if delay is None and self.config.max_queue_size is None and all(
+            m.lane == 0 and m.dedup_key is None for m in messages
+        ):
             await self._append(topic, encoded)
             return [m.id for m in messages]
         window = dedup_window or self.config.dedup_window_s
@@ -215,19 +232,22 @@ class Bus:
         self, topic: str, messages: list[Message], encoded: list[bytes], delay: float | None,
         window: float,
     ) -> list[str]:
-        """Dedup, lanes and delay: one script call per message, all in one round trip."""
+        """Dedup, lanes, delay and max_queue_size: one script call for the whole batch."""
         due = int((time.time() + delay) * 1000) if delay is not None else 0
-        keys, script = self.keys, self.streams.publish_script
-        calls = [
-            ([keys.dedup(topic, m.dedup_key) if m.dedup_key else keys.lanes(topic),
-              keys.lane(topic, m.lane), keys.delayed(topic), keys.lanes(topic)],
-             [data, m.id, max(1, int(window * 1000)) if m.dedup_key else 0, due, m.lane])
-            for m, data in zip(messages, encoded, strict=True)
-        ]
-        with self._unavailable_as_error(topic):
-            if len(calls) == 1 and topic in self._registered:
-                return [_text(await script(keys=calls[0][0], args=calls[0][1]))]
-            replies = await self._evalsha_batch(script, calls, register=topic)
+        keys, window_ms = self.keys, max(1, int(window * 1000))
+        call_keys = [keys.stream(topic), keys.delayed(topic), keys.lanes(topic), keys.counters(topic),
+                     keys.lane(topic)]
+        args: list[Any] = [self.config.max_queue_size or 0, self.config.overflow]
+        for m, data in zip(messages, encoded, strict=True):
+            call_keys.append(keys.dedup(topic, m.dedup_key) if m.dedup_key else call_keys[0])
+            args += [data, m.id, window_ms if m.dedup_key else 0, due, m.lane]
+        with self._unavailable_as_error(topic), _queue_full_as_error(topic, self.config.max_queue_size):
+            if topic in self._registered:
+                replies = await self.streams.publish_script(keys=call_keys, args=args)
+            else:
+                [replies] = await self._evalsha_batch(
+                    self.streams.publish_script, [(call_keys, args)], register=topic
+                )
         self._registered.add(topic)
         return [_text(r) for r in replies]
 
@@ -291,6 +311,11 @@ class Bus:
                 topics=names, group=group, handler=handler, concurrency=concurrency,
                 prefetch=prefetch, filter=filter, model=model, start=start, options=options,
             )
+            self._load_plugins()
+            if filter is not None and not self.plugins.impls("filter"):
+                raise FilterError("filter= was given but no plugin implements the filter hook "
+                                  "(is the 'filters' plugin disabled?)")
+            self.plugins.call_sync("on_subscribe", bus=self, subscription=subscription)
             self._subscriptions.append(subscription)
             return handler
 
@@ -387,7 +412,12 @@ class Bus:
         if delivered is not None:
             message.attempt += max(delivered - 1, 0)
         if message.expired():
-            await self.settle(message, "expired")
+            if self.config.dead_letter_expired:
+                await self.dead_letter(message, "expired")
+                await self.redis.hincrby(self.keys.counters(message.topic), "expired", 1)
+                self.counters["expired"] += 1
+            else:
+                await self.settle(message, "expired")
             return None
         return message
 
@@ -523,10 +553,81 @@ class Bus:
         """Every topic published to under this prefix."""
         return sorted(t.decode() for t in await self.redis.smembers(self.keys.registry))
 
+    # -- stream management -----------------------------------------------------
+
     async def cleanup(self) -> None:
-        """Run every `on_cleanup` hook once."""
+        """Run every `on_cleanup` hook once (an open bus also does every `cleanup_interval_s`)."""
         await self.connect()
         await self.plugins.call_each("on_cleanup", bus=self)
+
+    async def _cleanup_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.cleanup()
+            except Exception:
+                log.exception("relaybus periodic cleanup failed; trying again in %ss", seconds)
+
+    async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
+        """Remove a topic's consumed history: entries older than `keep_s` or beyond the newest
+        `keep_len` of each of its streams (topic, lanes, retry streams) - but only entries every
+        consumer group has acknowledged. Never removes anything unconsumed; None keeps all."""
+        validate_topic(topic)
+        groups = [g["name"].decode() for g in await self._groups_of(self.keys.stream(topic))]
+        lanes = [int(n) for n in await self.redis.smembers(self.keys.lanes(topic))]
+        streams = [self.keys.lane(topic, n) for n in [0, *lanes]]
+        streams += [self.keys.retry(topic, g) for g in groups]
+        return await self._trim(streams, keep_s, keep_len, consumed_only=True)
+
+    async def trim_dead_letters(
+        self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None
+    ) -> int:
+        """Remove dead letters older than `keep_s` or beyond the newest `keep_len`."""
+        validate_topic(topic)
+        return await self._trim([self.keys.dlq(topic)], keep_s, keep_len, consumed_only=False)
+
+    async def _trim(
+        self, streams: list[str], keep_s: float | None, keep_len: int | None, consumed_only: bool
+    ) -> int:
+        args = [-1 if keep_s is None else int(keep_s * 1000), -1 if keep_len is None else keep_len,
+                "1" if consumed_only else "0"]
+        removed = 0
+        for key in streams:
+            removed += int(await self.streams.trim_script(keys=[key], args=args))
+        return removed
+
+    async def _groups_of(self, stream: str) -> list[dict[str, Any]]:
+        try:
+            return list(await self.redis.xinfo_groups(stream))
+        except ResponseError as exc:
+            if "no such key" in str(exc):
+                return []
+            raise
+
+    async def memory(self) -> MemoryStats:
+        """Redis's memory use, limit and eviction policy (INFO memory)."""
+        return memory_from_info(await self.redis.info("memory"))
+
+    async def stats(self, topics: Iterable[str] | None = None) -> BusStats:
+        """Per topic and group: lengths, pending, lag, oldest pending age, delayed, DLQ, memory,
+        expired/filtered/dropped counts; the server's memory and clients; recommendations."""
+        names = sorted(topics) if topics is not None else await self.topics()
+        for name in names:
+            validate_topic(name)
+        per_topic = [await topic_stats(self.redis, self.keys, name) for name in names]
+        info = await self.redis.info()
+        server = ServerStats(
+            redis_version=str(info.get("redis_version", "")),
+            connected_clients=int(info.get("connected_clients", 0)),
+            memory=memory_from_info(info),
+        )
+        return BusStats(
+            prefix=self.config.prefix,
+            topics=per_topic,
+            server=server,
+            counters=dict(self.counters),
+            recommendations=recommendations(server.memory, self.config.memory_pressure_ratio, per_topic),
+        )
 
 
 def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
@@ -540,6 +641,20 @@ def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]
                           headers=headers)
     message.entry_id = entry_id.decode()
     return message
+
+
+@contextlib.contextmanager
+def _queue_full_as_error(topic: str, limit: int | None) -> Iterator[None]:
+    try:
+        yield
+    except ResponseError as exc:
+        words = str(exc).split()
+        if not words or words[0] != "QUEUEFULL":
+            raise
+        raise QueueFullError(
+            f"topic {topic!r} holds {words[1]} unconsumed messages and max_queue_size is {limit}: "
+            f"the {words[2]} message(s) of this publish were not appended (overflow='reject')"
+        ) from None
 
 
 def _delivery(message: Message) -> tuple[str, str, str]:

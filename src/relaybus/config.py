@@ -62,7 +62,26 @@ class BusConfig(BaseSettings):
     disabled_plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Plugin names not to load (env: comma-separated)."
     )
-    cleanup_interval_s: float = Field(60.0, gt=0, description="How often run() calls on_cleanup.")
+    dead_letter_expired: bool = Field(
+        False, description="Dead-letter expired messages (reason 'expired'), not only count them."
+    )
+    cleanup_interval_s: float = Field(
+        60.0, gt=0, description="How often an open bus runs its on_cleanup hooks."
+    )
+    retention_s: float | None = Field(
+        86_400.0, ge=0, description="Consumed history kept this long (seconds); None: no age limit."
+    )
+    retention_max_len: int | None = Field(
+        100_000, ge=0, description="Consumed history kept per stream (entries); None: no length limit."
+    )
+    dlq_retention_s: float | None = Field(
+        None, ge=0, description="Dead letters kept this long (seconds); None: until replayed or purged."
+    )
+    dlq_max_len: int | None = Field(None, ge=0, description="Dead letters kept per topic; None: no limit.")
+    memory_pressure_ratio: float = Field(
+        0.8, gt=0, le=1,
+        description="used_memory / maxmemory at which cleanup drops all consumed history.",
+    )
     socket_timeout: float = Field(5.0, gt=0, description="Seconds a command may take before it fails.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
     max_connections: int = Field(64, ge=2, description="Connection pool size.")

@@ -38,7 +38,7 @@ class FailureDecision:
         return cls("drop", reason=reason)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Subscription:
     """One `subscribe` call: which topics, which group, how many handlers at once."""
 

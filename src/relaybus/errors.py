@@ -25,6 +25,10 @@ class MessageTooLargeError(RelayBusError, ValueError):
     """The encoded message is larger than `max_message_bytes`."""
 
 
+class FilterError(RelayBusError, ValueError):
+    """A subscription's filter spec is malformed; raised by `subscribe`, naming the problem."""
+
+
 class DecodeError(RelayBusError):
     """A stream entry is not a relaybus envelope (written by a foreign client, or corrupt)."""
 

@@ -41,6 +41,17 @@ def filter(message: Message, subscription: Subscription) -> bool:
 
 
 @hookspec
+def on_subscribe(bus: Bus, subscription: Subscription) -> None:
+    """Called by `subscribe` as a handler is registered, before anything is read: raise
+    to refuse the subscription (a RelayBusError such as FilterError reaches the caller
+    as it is; anything else as a PluginError naming the plugin). This is where a plugin
+    checks and prepares its own options - the filters plugin compiles
+    `subscription.filter`. Return value ignored; must not return an awaitable
+    (`subscribe` is synchronous).
+    """
+
+
+@hookspec
 def on_failure(
     bus: Bus, message: Message, error: BaseException, subscription: Subscription
 ) -> FailureDecision | None:
@@ -59,7 +70,7 @@ def on_dead_letter(message: Message, reason: str, error: BaseException | None) -
 
 @hookspec
 def on_cleanup(bus: Bus) -> None:
-    """Called every `cleanup_interval_s` while `run()` is going, and by `bus.cleanup()`:
+    """Called every `cleanup_interval_s` while the bus is open, and by `bus.cleanup()`:
     trimming, expiry, retention, memory pressure. Return value ignored; an awaitable
     is awaited.
     """

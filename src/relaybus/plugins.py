@@ -92,6 +92,21 @@ class PluginManager:
             for name, function, argnames in self.impls(hook)
         ]
 
+    def call_sync(self, hook: str, **kwargs: Any) -> list[Any]:
+        """For hooks called where nothing can be awaited: an awaitable answer is an error."""
+        answers = []
+        for name, function, argnames in self.impls(hook):
+            try:
+                answer = function(*[kwargs[a] for a in argnames])
+            except Exception as exc:
+                self.raise_for(hook, name, exc)
+            if inspect.isawaitable(answer):
+                getattr(answer, "close", lambda: None)()
+                raise PluginError(f"plugin {name!r} returned an awaitable from {hook}, "
+                                  "which must answer synchronously")
+            answers.append(answer)
+        return answers
+
     @staticmethod
     async def call_one(hook: str, name: str, function: Callable[..., Any], args: list[Any]) -> Any:
         try:

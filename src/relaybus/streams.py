@@ -19,7 +19,12 @@ PROMOTE_LIMIT = 100  # due delayed members moved per read, so one read stays sho
 
 
 def load_script(redis: aioredis.Redis, name: str) -> AsyncScript:
-    return redis.register_script((files("relaybus") / "scripts" / f"{name}.lua").read_text())
+    """A script from scripts/; those that look at consumer groups get groups.lua first."""
+    folder = files("relaybus") / "scripts"
+    text = (folder / f"{name}.lua").read_text()
+    if "(groups.lua is prepended" in text:
+        text = (folder / "groups.lua").read_text() + text
+    return redis.register_script(text)
 
 
 def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
@@ -71,6 +76,7 @@ class Streams:
         self.retry_script = load_script(redis, "retry")
         self.replay_script = load_script(redis, "replay")
         self.publish_script = load_script(redis, "publish")
+        self.trim_script = load_script(redis, "trim")
 
     async def sources(self, topic: str, group: str) -> list[str]:
         """The streams a group reads for a topic, most urgent first: its retry stream,

@@ -41,10 +41,7 @@ class Worker:
         if not self.bus.subscriptions:
             raise ValueError("run() needs at least one bus.subscribe(...) handler")
         acker = asyncio.create_task(self._ack_loop(), name="relaybus-acks")
-        side = [
-            asyncio.create_task(self._every(self.bus.config.claim_idle_ms / 3000, self._heartbeat)),
-            asyncio.create_task(self._every(self.bus.config.cleanup_interval_s, self.bus.cleanup)),
-        ]
+        side = [asyncio.create_task(self._every(self.bus.config.claim_idle_ms / 3000, self._heartbeat))]
         subs = [asyncio.create_task(self._subscription(s)) for s in self.bus.subscriptions]
         try:
             await asyncio.gather(*subs)

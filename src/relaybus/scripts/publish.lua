@@ -1,22 +1,162 @@
--- Append one message, atomically with its dedup check, its priority lane and its delay.
--- KEYS[1] dedup key (any key of the topic when there is no dedup key), KEYS[2] the
--- lane stream, KEYS[3] delayed set, KEYS[4] the topic's set of lanes in use
--- ARGV[1] envelope, ARGV[2] message id, ARGV[3] dedup window ms (0: no dedup),
--- ARGV[4] due ms (0: now), ARGV[5] lane (0-9)
--- Returns the message id: the original's when this is a duplicate inside the window.
-if tonumber(ARGV[3]) > 0 then
-  local original = redis.call('GET', KEYS[1])
-  if original then
-    return original
+-- (groups.lua is prepended: group_fields, id_less, safe_point)
+-- Append a batch of messages to one topic, atomically with their dedup checks, their
+-- priority lanes, their delays and the topic's max_queue_size.
+-- KEYS[1] topic stream (lane 0), KEYS[2] delayed set, KEYS[3] set of lanes in use,
+-- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, KEYS[5 + i] message i's dedup
+-- key (any key of the topic when it has none; all keys share the topic's hash tag)
+-- ARGV[1] max_queue_size (0: none), ARGV[2] overflow ('reject' | 'drop_oldest'),
+-- then five per message: envelope, id, dedup window ms (0: no dedup), due ms (0: now), lane
+-- Returns the ids in order (the original's for a duplicate inside its window), or the
+-- error 'QUEUEFULL <unconsumed> <incoming>' having written nothing.
+local n = (#ARGV - 2) / 5
+
+local function lane_key(lane)
+  if lane == '0' then
+    return KEYS[1]
   end
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return KEYS[5] .. lane
 end
-if ARGV[5] ~= '0' then
-  redis.call('SADD', KEYS[4], ARGV[5])
+
+-- 1. which messages are duplicates (of a remembered key, or of one earlier in the batch)
+local ids, append, seen, incoming = {}, {}, {}, 0
+for i = 1, n do
+  local base = 2 + (i - 1) * 5
+  local id, window = ARGV[base + 2], tonumber(ARGV[base + 3])
+  local original = nil
+  if window > 0 then
+    original = seen[KEYS[5 + i]] or redis.call('GET', KEYS[5 + i])
+    seen[KEYS[5 + i]] = original or id
+  end
+  ids[i] = original or id
+  append[i] = not original
+  if append[i] and tonumber(ARGV[base + 4]) == 0 then
+    incoming = incoming + 1
+  end
 end
-if tonumber(ARGV[4]) > 0 then
-  redis.call('ZADD', KEYS[3], ARGV[4], '*' .. ARGV[5] .. '|' .. ARGV[1])
-else
-  redis.call('XADD', KEYS[2], '*', 'v', '1', 'm', ARGV[1])
+
+-- 2. room for them: unconsumed entries are, for the group furthest behind, its pending
+-- entries plus those not yet delivered to it, over the topic's stream and lanes
+local function topic_streams()
+  local keys = {KEYS[1]}
+  for _, lane in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    keys[#keys + 1] = lane_key(lane)
+  end
+  table.sort(keys)  -- the topic stream ("...:stream") after its lanes ("...:lane:N")
+  table.insert(keys, 1, table.remove(keys))  -- lowest priority first: dropped first
+  return keys
 end
-return ARGV[2]
+
+local function unconsumed(keys, limit)
+  local totals, names, plain = {}, {}, 0
+  local lengths, per_stream = {}, {}
+  for s, key in ipairs(keys) do
+    lengths[s] = redis.call('XLEN', key)
+    per_stream[s] = {}
+    if lengths[s] > 0 then
+      local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1][1]
+      for _, flat in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+        local g = group_fields(flat)
+        local lag = g['lag']
+        if id_less(g['last-delivered-id'], first) then
+          lag = lengths[s]  -- everything left is undelivered (Redis 7.0 also counts trimmed entries)
+        elseif not lag then  -- Redis < 7, or a lag Redis cannot tell after deletions
+          lag = #redis.call('XRANGE', key, '(' .. g['last-delivered-id'], '+', 'COUNT', limit)
+        end
+        per_stream[s][g['name']] = g['pending'] + lag
+        if not totals[g['name']] then
+          totals[g['name']] = 0
+          names[#names + 1] = g['name']
+        end
+      end
+    end
+  end
+  if #names == 0 then
+    for s = 1, #keys do
+      plain = plain + lengths[s]
+    end
+    return plain
+  end
+  local worst = 0
+  for _, name in ipairs(names) do
+    local total = 0
+    for s = 1, #keys do
+      total = total + (per_stream[s][name] or lengths[s])  -- a stream the group never read
+    end
+    if total > worst then
+      worst = total
+    end
+  end
+  return worst
+end
+
+-- drop_oldest: remove the oldest entries of one stream - what every group consumed,
+-- then `count` more - acking removed entries that were pending, so no group waits for
+-- them. Returns how many not-yet-consumed entries went.
+local function drop_front(key, count)
+  local groups = redis.call('XINFO', 'GROUPS', key)
+  local point = safe_point(key, groups)
+  if not point then
+    return 0
+  end
+  local victims = redis.call('XRANGE', key, point, '+', 'COUNT', count + 1)
+  local keep = victims[count + 1]
+  if keep then
+    redis.call('XTRIM', key, 'MINID', keep[1])
+  else
+    redis.call('XTRIM', key, 'MAXLEN', 0)
+  end
+  local upto = keep and ('(' .. keep[1]) or '+'
+  for _, flat in ipairs(groups) do
+    local name = group_fields(flat)['name']
+    for _, p in ipairs(redis.call('XPENDING', key, name, '-', upto, 100000)) do
+      redis.call('XACK', key, name, p[1])
+    end
+  end
+  return math.min(#victims, count)
+end
+
+local max = tonumber(ARGV[1])
+if max > 0 and incoming > 0 then
+  local keys = topic_streams()
+  local over = unconsumed(keys, max) + incoming - max
+  if over > 0 and (ARGV[2] ~= 'drop_oldest' or incoming > max) then
+    return redis.error_reply('QUEUEFULL ' .. (over + max - incoming) .. ' ' .. incoming)
+  end
+  local dropped, progress = 0, true
+  while over > 0 and progress do
+    progress = false
+    for _, key in ipairs(keys) do
+      if over > 0 then
+        local gone = drop_front(key, over)
+        if gone > 0 then
+          dropped, progress = dropped + gone, true
+          over = unconsumed(keys, max) + incoming - max
+        end
+      end
+    end
+  end
+  if dropped > 0 then
+    redis.call('HINCRBY', KEYS[4], 'dropped_overflow', dropped)
+  end
+end
+
+-- 3. write
+for i = 1, n do
+  if append[i] then
+    local base = 2 + (i - 1) * 5
+    local data, id, window, due, lane = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3],
+      tonumber(ARGV[base + 4]), ARGV[base + 5]
+    if tonumber(window) > 0 then
+      redis.call('SET', KEYS[5 + i], id, 'PX', window)
+    end
+    if lane ~= '0' then
+      redis.call('SADD', KEYS[3], lane)
+    end
+    if due > 0 then
+      redis.call('ZADD', KEYS[2], due, '*' .. lane .. '|' .. data)
+    else
+      redis.call('XADD', lane_key(lane), '*', 'v', '1', 'm', data)
+    end
+  end
+end
+return ids
