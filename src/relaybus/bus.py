@@ -195,9 +195,12 @@ class Bus:
             m.lane == 0 and m.dedup_key is None for m in messages
         ):
             await self._append(topic, encoded)
-            return [m.id for m in messages]
-        window = dedup_window or self.config.dedup_window_s
-        return await self._append_scripted(topic, messages, encoded, delay, window)
+            ids = [m.id for m in messages]
+        else:
+            window = dedup_window or self.config.dedup_window_s
+            ids = await self._append_scripted(topic, messages, encoded, delay, window)
+        await self.observe("on_published", topic=topic, messages=messages, ids=ids)
+        return ids
 
     async def _on_publish(self, message: Message) -> Message:
         for name, function, argnames in self.plugins.impls("on_publish"):
@@ -418,6 +421,8 @@ class Bus:
                 self.counters["expired"] += 1
             else:
                 await self.settle(message, "expired")
+            await self.observe("on_settled", message=message, subscription=None, outcome="expired",
+                               duration_s=None)
             return None
         return message
 
@@ -447,6 +452,16 @@ class Bus:
             await self.plugins.call_each("on_dead_letter", message=message, reason=reason,
                                          error=error)
         return moved
+
+    async def observe(self, hook: str, **kwargs: Any) -> None:
+        """Call an observer hook (on_published, on_settled) if any plugin has it; a
+        failing observer is logged and never affects publishing or delivery."""
+        kwargs["bus"] = self
+        for name, function, argnames in self.plugins.impls(hook):
+            try:
+                await self.plugins.call_one(hook, name, function, [kwargs[a] for a in argnames])
+            except Exception:
+                log.exception("relaybus observer hook %s of plugin %r failed", hook, name)
 
     async def settle(self, message: Message, counter: str) -> None:
         """Ack a message that will not reach a handler, and count why (per topic)."""

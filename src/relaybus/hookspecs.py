@@ -64,6 +64,29 @@ def on_failure(
 
 
 @hookspec
+def on_published(bus: Bus, topic: str, messages: list[Message], ids: list[str]) -> None:
+    """Called after `publish` / `publish_many` wrote to Redis, with the messages as
+    written and the ids publish returned: where `ids[i] != messages[i].id` the message
+    was a duplicate inside its dedup window and nothing was appended. For observers
+    (metrics); return value ignored, an error is logged and never fails the publish.
+    """
+
+
+@hookspec
+def on_settled(
+    bus: Bus, message: Message, subscription: Subscription | None, outcome: str,
+    duration_s: float | None,
+) -> None:
+    """Called once a delivered message is settled for its group. `outcome` is one of
+    "handled" (the handler returned; its ack is queued), "retried", "dead_lettered",
+    "dropped", "pending" (the handler failed and no plugin decided: it will be
+    redelivered), "filtered", "expired". `duration_s` is the handler's run time, None
+    where no handler ran; `subscription` is None for pull reads. For observers
+    (metrics); return value ignored, an error is logged and never affects delivery.
+    """
+
+
+@hookspec
 def on_dead_letter(message: Message, reason: str, error: BaseException | None) -> None:
     """Called after a message was moved to its topic's dead-letter stream. Return value ignored."""
 

@@ -190,8 +190,11 @@ class Worker:
             if not await self.bus.plugins.call_one("filter", name, function,
                                                    [args[a] for a in argnames]):
                 await self.bus.settle(message, "filtered")
+                await self.bus.observe("on_settled", message=message, subscription=sub,
+                                       outcome="filtered", duration_s=None)
                 return
         payload = message.payload
+        started = time.perf_counter()
         try:
             if sub.model is not None:
                 message.payload = _adapter(sub.model).validate_python(payload)
@@ -201,12 +204,17 @@ class Worker:
                 await asyncio.to_thread(sub.handler, message)
         except Exception as exc:
             message.payload = payload  # the wire form, for the retry or the DLQ
-            await self._failed(sub, message, exc)
+            outcome = await self._failed(sub, message, exc)
+            await self.bus.observe("on_settled", message=message, subscription=sub, outcome=outcome,
+                                   duration_s=time.perf_counter() - started)
             return
         assert message.entry_id is not None and message.stream_key is not None
         self._acks.put_nowait((message.stream_key, sub.group, message.entry_id.encode()))
+        await self.bus.observe("on_settled", message=message, subscription=sub, outcome="handled",
+                               duration_s=time.perf_counter() - started)
 
-    async def _failed(self, sub: Subscription, message: Message, error: Exception) -> None:
+    async def _failed(self, sub: Subscription, message: Message, error: Exception) -> str:
+        """Carry out the failure decision; returns the outcome for on_settled."""
         if isinstance(error, Reject | ValidationError):
             decision: FailureDecision | None = FailureDecision.dead_letter(
                 "rejected" if isinstance(error, Reject) else "invalid payload"
@@ -218,17 +226,19 @@ class Worker:
                 )
             except PluginError:
                 log.exception("on_failure failed for message %s; it stays pending", message.id)
-                return
+                return "pending"
         log.info("handler %s failed on %s (%s: %s); decision: %s", sub.name, message.id,
                  type(error).__name__, error, decision)
         if decision is None:
-            return  # stays pending: redelivered after claim_idle_ms
+            return "pending"  # redelivered after claim_idle_ms
         if decision.action == "retry":
             await self.streams.schedule_retry(message, sub.group, decision.delay)
-        elif decision.action == "dead_letter":
+            return "retried"
+        if decision.action == "dead_letter":
             await self.bus.dead_letter(message, decision.reason, error)
-        else:
-            await self.bus.settle(message, "dropped")
+            return "dead_lettered"
+        await self.bus.settle(message, "dropped")
+        return "dropped"
 
     # -- acks --------------------------------------------------------------------
 
