@@ -24,6 +24,7 @@ from .delivery import Handler, Subscription
 from .errors import BusUnavailableError, DecodeError, FilterError, QueueFullError, RelayBusError
 from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, decode, encode, new_id
+from .periodic import every
 from .plugins import PluginManager
 from .redact import redact_url
 from .stats import BusStats, MemoryStats, ServerStats, memory_from_info, recommendations, topic_stats
@@ -54,6 +55,7 @@ class Bus:
         self._plugins_loaded = False
         self._worker: Any = None
         self._cleaner: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -80,7 +82,10 @@ class Bus:
             ) from None
         self._redis = client
         self._streams = Streams(client, self.keys)
-        self._cleaner = asyncio.create_task(self._cleanup_every(self.config.cleanup_interval_s))
+        self._closing = asyncio.Event()
+        self._cleaner = asyncio.create_task(
+            every(self.config.cleanup_interval_s, self.cleanup, self._closing)
+        )
         return self
 
     def _load_plugins(self) -> None:
@@ -93,8 +98,8 @@ class Bus:
         if self._worker is not None:
             await self.stop()
         if self._cleaner is not None:
-            self._cleaner.cancel()
-            await asyncio.gather(self._cleaner, return_exceptions=True)
+            self._closing.set()
+            await self._cleaner  # a cleanup under way finishes (each command within socket_timeout)
             self._cleaner = None
         if self._redis is not None:
             await self._redis.aclose()
@@ -574,14 +579,6 @@ class Bus:
         """Run every `on_cleanup` hook once (an open bus also does every `cleanup_interval_s`)."""
         await self.connect()
         await self.plugins.call_each("on_cleanup", bus=self)
-
-    async def _cleanup_every(self, seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await self.cleanup()
-            except Exception:
-                log.exception("relaybus periodic cleanup failed; trying again in %ss", seconds)
 
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
         """Remove a topic's consumed history: entries older than `keep_s` or beyond the newest

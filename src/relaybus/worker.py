@@ -15,6 +15,7 @@ from .connection import UNAVAILABLE
 from .delivery import FailureDecision, Subscription
 from .errors import PluginError, Reject
 from .message import Message
+from .periodic import every
 from .streams import Entry, group_lost
 
 if TYPE_CHECKING:
@@ -41,20 +42,18 @@ class Worker:
         if not self.bus.subscriptions:
             raise ValueError("run() needs at least one bus.subscribe(...) handler")
         acker = asyncio.create_task(self._ack_loop(), name="relaybus-acks")
-        side = [asyncio.create_task(self._every(self.bus.config.claim_idle_ms / 3000, self._heartbeat))]
+        heartbeat = asyncio.create_task(every(self.bus.config.claim_idle_ms / 3000, self._heartbeat,
+                                              self._stopping))
         subs = [asyncio.create_task(self._subscription(s)) for s in self.bus.subscriptions]
         try:
             await asyncio.gather(*subs)
         finally:
+            # stop by asking, not by cancelling: a cancelled redis-py command can hang
             self._stopping.set()
-            for task in subs:
-                task.cancel()
-            await asyncio.gather(*subs, return_exceptions=True)
-            for task in side:
-                task.cancel()
+            await asyncio.gather(*subs, heartbeat, return_exceptions=True)
             await self._acks.join()
-            acker.cancel()
-            await asyncio.gather(acker, *side, return_exceptions=True)
+            acker.cancel()  # idle now, waiting on an empty queue
+            await asyncio.gather(acker, return_exceptions=True)
             self._done.set()
 
     async def stop(self) -> None:
@@ -62,14 +61,6 @@ class Worker:
         if asyncio.current_task() in self._handlers:
             return  # called from a handler: waiting for ourselves would never end
         await self._done.wait()
-
-    async def _every(self, seconds: float, job: Any) -> None:
-        while not self._stopping.is_set():
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-            except Exception:
-                log.exception("relaybus background job %s failed", getattr(job, "__name__", job))
 
     async def _heartbeat(self) -> None:
         by_group: dict[str, list[tuple[str, bytes]]] = {}
