@@ -50,20 +50,22 @@ async def discovery_delays(url: str, rounds: int) -> list[float]:
     """Seconds from the first publish to a new matching topic until its handler ran."""
     async with Bus.from_url(url, prefix=fresh(), block_ms=100) as bus:
         arrived: dict[str, float] = {}
+        got_one = asyncio.Event()
 
         @bus.subscribe("agents.*.events", group="g")
         async def handle(msg: Message) -> None:
             arrived[msg.topic] = time.perf_counter()
+            got_one.set()
 
         runner = asyncio.create_task(bus.run())
         await asyncio.sleep(0.3)
         delays = []
         for i in range(rounds):
             topic = f"agents.a{i}.events"
+            got_one.clear()
             sent = time.perf_counter()
             await bus.publish(topic, i)
-            while topic not in arrived:
-                await asyncio.sleep(0.005)
+            await got_one.wait()
             delays.append(arrived[topic] - sent)
             await asyncio.sleep(0.137 * (i % 4))  # land at different points of the polling cycle
         await bus.stop()

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from .config import BusConfig
-from .connection import UNAVAILABLE, make_client
+from .connection import UNAVAILABLE, Health, make_client
 from .delivery import Handler, Subscription
-from .errors import BusUnavailableError, DecodeError, FilterError, QueueFullError, RelayBusError
+from .errors import BusUnavailableError, DecodeError, FilterError, RelayBusError
 from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, decode, encode, new_id
 from .periodic import every
 from .plugins import PluginManager
+from .publisher import Publisher, Write, unavailable_as_error
 from .redact import redact_url
-from .stats import BusStats, MemoryStats, ServerStats, memory_from_info, recommendations, topic_stats
+from .stats import (
+    BusStats,
+    ConnectionStats,
+    MemoryStats,
+    ServerStats,
+    memory_from_info,
+    recommendations,
+    topic_stats,
+)
 from .streams import Entry, Streams, group_lost
 
 log = logging.getLogger("relaybus")
+OUTBOX_FLUSH_INTERVAL_S = 0.5
 
 
 def default_consumer_name() -> str:
@@ -54,8 +63,10 @@ class Bus:
         self._streams: Streams | None = None
         self._plugins_loaded = False
         self._worker: Any = None
-        self._cleaner: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
+        self._publisher: Publisher | None = None
+        self.health = Health(self._connection_changed, self.config.password)
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -82,11 +93,37 @@ class Bus:
             ) from None
         self._redis = client
         self._streams = Streams(client, self.keys)
+        self._publisher = Publisher(self)
+        await self._publisher.start()
+        await self.health.succeeded()
         self._closing = asyncio.Event()
-        self._cleaner = asyncio.create_task(
-            every(self.config.cleanup_interval_s, self.cleanup, self._closing)
-        )
+        jobs = [(self.config.cleanup_interval_s, self.cleanup),
+                (self.config.health_check_interval_s, self._check_health)]
+        if self._publisher.outbox is not None:
+            jobs.append((OUTBOX_FLUSH_INTERVAL_S, self._flush_outbox))
+            await self._flush_outbox()  # what an earlier process left, before anything new
+        self._background = [asyncio.create_task(every(s, job, self._closing)) for s, job in jobs]
         return self
+
+    async def _check_health(self) -> None:
+        try:
+            await self.redis.ping()
+        except UNAVAILABLE as exc:
+            await self.health.failed(exc, "disconnected")
+            return
+        await self.health.succeeded()
+
+    async def _flush_outbox(self) -> None:
+        try:
+            await self.publisher.flush()
+        except BusUnavailableError as exc:
+            await self.health.failed(exc)
+
+    async def _connection_changed(self, old: str, new: str, error: str | None) -> None:
+        level = logging.INFO if new == "connected" else logging.WARNING
+        log.log(level, "relaybus connection to %s: %s -> %s%s", redact_url(self.config.url), old, new,
+                f" ({error})" if error else "")
+        await self.observe("on_connection_state", old=old, new=new, error=error)
 
     def _load_plugins(self) -> None:
         """Once per Bus, on first need (connect, or a subscribe that a plugin validates)."""
@@ -97,10 +134,13 @@ class Bus:
     async def close(self) -> None:
         if self._worker is not None:
             await self.stop()
-        if self._cleaner is not None:
-            self._closing.set()
-            await self._cleaner  # a cleanup under way finishes (each command within socket_timeout)
-            self._cleaner = None
+        self._closing.set()
+        for task in self._background:  # a job under way finishes (each command within socket_timeout)
+            await task
+        self._background = []
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
         if self._redis is not None:
             await self._redis.aclose()
         self._redis = self._streams = None
@@ -118,6 +158,12 @@ class Bus:
         if self._redis is None:
             raise RelayBusError("the bus is not connected: use 'async with bus:' or 'await bus.connect()'")
         return self._redis
+
+    @property
+    def publisher(self) -> Publisher:
+        self.redis  # noqa: B018 - raises the clear error when not connected
+        assert self._publisher is not None
+        return self._publisher
 
     @property
     def streams(self) -> Streams:
@@ -195,15 +241,14 @@ class Bus:
         ]
         if self.plugins.impls("on_publish"):
             messages = [await self._on_publish(m) for m in messages]
-        encoded = [encode(m, self.config.max_message_bytes) for m in messages]
-        if delay is None and self.config.max_queue_size is None and all(
-            m.lane == 0 and m.dedup_key is None for m in messages
-        ):
-            await self._append(topic, encoded)
-            ids = [m.id for m in messages]
-        else:
-            window = dedup_window or self.config.dedup_window_s
-            ids = await self._append_scripted(topic, messages, encoded, delay, window)
+        due_ms = int((time.time() + delay) * 1000) if delay is not None else 0
+        window_ms = max(1, int((dedup_window or self.config.dedup_window_s) * 1000))
+        writes = [
+            Write(encode(m, self.config.max_message_bytes), m.id, m.lane, due_ms, m.dedup_key,
+                  window_ms if m.dedup_key else 0)
+            for m in messages
+        ]
+        ids = await self.publisher.write(topic, writes)
         await self.observe("on_published", topic=topic, messages=messages, ids=ids)
         return ids
 
@@ -219,78 +264,6 @@ class Bus:
             if changed is not None:
                 message = changed
         return message
-
-    async def _append(self, topic: str, encoded: list[bytes]) -> None:
-        """The fast path: plain XADDs, one round trip; the first publish of a topic
-        from this Bus also records it in the topic registry."""
-        stream = self.keys.stream(topic)
-        with self._unavailable_as_error(topic):
-            if len(encoded) == 1 and topic in self._registered:
-                await self.redis.execute_command("XADD", stream, "*", "v", "1", "m", encoded[0])
-                return
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if topic not in self._registered:
-                    pipe.sadd(self.keys.registry, topic)
-                for data in encoded:
-                    pipe.execute_command("XADD", stream, "*", "v", "1", "m", data)
-                await pipe.execute()
-            self._registered.add(topic)
-
-    async def _append_scripted(
-        self, topic: str, messages: list[Message], encoded: list[bytes], delay: float | None,
-        window: float,
-    ) -> list[str]:
-        """Dedup, lanes, delay and max_queue_size: one script call for the whole batch."""
-        due = int((time.time() + delay) * 1000) if delay is not None else 0
-        keys, window_ms = self.keys, max(1, int(window * 1000))
-        call_keys = [keys.stream(topic), keys.delayed(topic), keys.lanes(topic), keys.counters(topic),
-                     keys.lane(topic)]
-        args: list[Any] = [self.config.max_queue_size or 0, self.config.overflow]
-        for m, data in zip(messages, encoded, strict=True):
-            call_keys.append(keys.dedup(topic, m.dedup_key) if m.dedup_key else call_keys[0])
-            args += [data, m.id, window_ms if m.dedup_key else 0, due, m.lane]
-        with self._unavailable_as_error(topic), _queue_full_as_error(topic, self.config.max_queue_size):
-            if topic in self._registered:
-                replies = await self.streams.publish_script(keys=call_keys, args=args)
-            else:
-                [replies] = await self._evalsha_batch(
-                    self.streams.publish_script, [(call_keys, args)], register=topic
-                )
-        self._registered.add(topic)
-        return [_text(r) for r in replies]
-
-    async def _evalsha_batch(
-        self, script: Any, calls: list[tuple[list[str], list[Any]]], register: str
-    ) -> list[Any]:
-        """EVALSHA each call in one pipeline; calls the server did not run for want of
-        the script (NOSCRIPT: a restarted or new server) are loaded and run again."""
-        replies: list[Any] = [NoScriptError()] * len(calls)
-        for _ in range(2):
-            todo = [n for n, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if not todo:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(self.keys.registry, register)
-                for n in todo:
-                    pipe.evalsha(script.sha, len(calls[n][0]), *calls[n][0], *calls[n][1])
-                got = await pipe.execute(raise_on_error=False)
-            for n, reply in zip(todo, got[1:], strict=True):
-                replies[n] = reply
-            if any(isinstance(r, NoScriptError) for r in replies):
-                await self.redis.script_load(script.script)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
-    @contextlib.contextmanager
-    def _unavailable_as_error(self, topic: str) -> Iterator[None]:
-        try:
-            yield
-        except UNAVAILABLE as exc:
-            raise BusUnavailableError(
-                f"publish to {topic!r} failed, Redis unreachable: {type(exc).__name__}: {exc}"
-            ) from None
 
     # -- consuming: push -------------------------------------------------------
 
@@ -546,7 +519,7 @@ class Bus:
         validate_topic(topic)
         message = Message(topic=topic, payload=payload, **fields)
         data = encode(message, self.config.max_message_bytes)
-        with self._unavailable_as_error(topic):
+        with unavailable_as_error(f"broadcast to {topic!r}"):
             return int(await self.redis.publish(self.keys.channel(topic), data))
 
     async def listen(self, *patterns: str) -> AsyncIterator[Message]:
@@ -633,10 +606,20 @@ class Bus:
             connected_clients=int(info.get("connected_clients", 0)),
             memory=memory_from_info(info),
         )
+        health, outbox = self.health, self.publisher.outbox
+        connection = ConnectionStats(
+            state=health.state,
+            uptime_s=time.time() - health.connected_since if health.connected_since else None,
+            failures=health.failures,
+            reconnects=health.reconnects,
+            last_error=health.last_error,
+            outbox_pending=await outbox.count() if outbox is not None else None,
+        )
         return BusStats(
             prefix=self.config.prefix,
             topics=per_topic,
             server=server,
+            connection=connection,
             counters=dict(self.counters),
             recommendations=recommendations(server.memory, self.config.memory_pressure_ratio, per_topic),
         )
@@ -653,20 +636,6 @@ def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]
                           headers=headers)
     message.entry_id = entry_id.decode()
     return message
-
-
-@contextlib.contextmanager
-def _queue_full_as_error(topic: str, limit: int | None) -> Iterator[None]:
-    try:
-        yield
-    except ResponseError as exc:
-        words = str(exc).split()
-        if not words or words[0] != "QUEUEFULL":
-            raise
-        raise QueueFullError(
-            f"topic {topic!r} holds {words[1]} unconsumed messages and max_queue_size is {limit}: "
-            f"the {words[2]} message(s) of this publish were not appended (overflow='reject')"
-        ) from None
 
 
 def _delivery(message: Message) -> tuple[str, str, str]:

@@ -82,6 +82,14 @@ class BusConfig(BaseSettings):
         0.8, gt=0, le=1,
         description="used_memory / maxmemory at which cleanup drops all consumed history.",
     )
+    publish_timeout_s: float = Field(
+        5.0, ge=0,
+        description="How long publish retries (idempotently) while Redis is unreachable before it "
+                    "raises BusUnavailableError or uses the outbox; 0: one attempt.",
+    )
+    health_check_interval_s: float = Field(
+        5.0, gt=0, description="How often an open bus PINGs Redis to track its connection state."
+    )
     socket_timeout: float = Field(5.0, gt=0, description="Seconds a command may take before it fails.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
     max_connections: int = Field(64, ge=2, description="Connection pool size.")

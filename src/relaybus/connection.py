@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -13,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import BusConfig
 from .errors import PluginError
+from .redact import redact_url
 
 # No CLIENT SETINFO on each new connection: one round trip less, and one command less
 # for a least-privilege ACL user to be granted (docs/security.md).
@@ -57,3 +60,44 @@ def make_client(
                 raise PluginError(f"redis_connection_options: plugins disagree on {name!r}")
             added[name] = value
     return aioredis.Redis.from_url(config.url, **options, **added)
+
+
+ConnectionState = Literal["connected", "degraded", "disconnected"]
+
+
+class Health:
+    """What a Bus knows about its connection: a command failing makes it `degraded`,
+    the periodic health check failing `disconnected`; any success `connected` again.
+    Errors are kept redacted, as they may appear in stats and logs."""
+
+    def __init__(
+        self, on_change: Callable[[str, str, str | None], Awaitable[None]], secret: SecretStr | None = None
+    ) -> None:
+        self._secret = secret.get_secret_value() if secret is not None else None
+        self.state: ConnectionState = "disconnected"
+        self.connected_since: float | None = None
+        self.failures = 0
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._on_change = on_change
+
+    async def succeeded(self) -> None:
+        if self.state != "connected":
+            if self.connected_since is not None:
+                self.reconnects += 1
+            self.connected_since = time.time()
+            await self._set("connected", None)
+
+    async def failed(self, error: BaseException, state: ConnectionState = "degraded") -> None:
+        self.failures += 1
+        text = redact_url(f"{type(error).__name__}: {error}")
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        self.last_error = text[:500]
+        if state == "disconnected" or self.state == "connected":
+            await self._set(state, self.last_error)
+
+    async def _set(self, state: ConnectionState, error: str | None) -> None:
+        old, self.state = self.state, state
+        if old != state:
+            await self._on_change(old, state, error)

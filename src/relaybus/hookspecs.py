@@ -87,6 +87,15 @@ def on_settled(
 
 
 @hookspec
+def on_connection_state(bus: Bus, old: str, new: str, error: str | None) -> None:
+    """Called when the bus's connection state changes between "connected", "degraded"
+    (a command failed) and "disconnected" (the health check failed). `error` is the
+    redacted error that caused it, None on recovery. For observers (metrics, alerts);
+    return value ignored, an error is logged.
+    """
+
+
+@hookspec
 def on_dead_letter(message: Message, reason: str, error: BaseException | None) -> None:
     """Called after a message was moved to its topic's dead-letter stream. Return value ignored."""
 

@@ -44,6 +44,19 @@ class _IdMaker:
 
 
 new_id = _IdMaker()
+_CROCKFORD_VALUE = {c: n for n, c in enumerate(_CROCKFORD)}
+
+
+def id_time_ms(message_id: str) -> int:
+    """When a relaybus message id was made (ms since the epoch, the client's clock);
+    0 for an id not made by relaybus, so a search from it covers everything."""
+    try:
+        value = 0
+        for char in message_id[:10]:
+            value = value * 32 + _CROCKFORD_VALUE[char]
+    except KeyError:
+        return 0
+    return value if len(message_id) == 26 else 0
 
 
 class Message(BaseModel):

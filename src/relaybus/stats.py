@@ -54,10 +54,20 @@ class ServerStats(BaseModel):
     memory: MemoryStats
 
 
+class ConnectionStats(BaseModel):
+    state: str = Field(description="connected, degraded (a command failed) or disconnected.")
+    uptime_s: float | None = Field(description="Since the connection was last (re)established.")
+    failures: int
+    reconnects: int
+    last_error: str | None = Field(description="Redacted.")
+    outbox_pending: int | None = Field(description="Messages waiting in the outbox; None: no outbox.")
+
+
 class BusStats(BaseModel):
     prefix: str
     topics: list[TopicStats]
     server: ServerStats
+    connection: ConnectionStats
     counters: dict[str, int] = Field(description="This Bus object's own counts since it was made.")
     recommendations: list[str]
 

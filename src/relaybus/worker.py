@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from .bus import Bus
 
 log = logging.getLogger("relaybus.worker")
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 5.0
 DISCOVERY_INTERVAL_S = 0.5  # pattern subscriptions see a new topic within this (plus a read)
 
 
@@ -108,6 +111,7 @@ class Worker:
         cursors: dict[str, str] = {}
         own_after: dict[str, str] = {}
         own_left, next_claim = True, time.monotonic() + claim_every
+        pause = MIN_BACKOFF_S  # after a failed read: doubles up to MAX_BACKOFF_S, with jitter
         while not self._stopping.is_set():
             want = sub.prefetch - len(tasks)
             if want <= 0:
@@ -142,10 +146,16 @@ class Worker:
                     continue
                 raise
             except UNAVAILABLE as exc:
-                log.warning("relaybus reader %s/%s: Redis unavailable (%s); retrying",
-                            topic, group, type(exc).__name__)
-                await asyncio.sleep(0.5)
+                await self.bus.health.failed(exc)
+                log.warning("relaybus reader %s/%s: Redis unavailable (%s); retrying in %.2fs",
+                            topic, group, type(exc).__name__, pause)
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
+                    await asyncio.wait_for(self._stopping.wait(), random.uniform(pause / 2, pause))
+                pause = min(pause * 2, MAX_BACKOFF_S)
                 continue
+            if pause > MIN_BACKOFF_S:
+                pause = MIN_BACKOFF_S
+                await self.bus.health.succeeded()
             for source, entry in got:
                 self._held[(source, entry[0])] = group
                 task = asyncio.create_task(

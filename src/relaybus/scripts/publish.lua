@@ -5,10 +5,13 @@
 -- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, KEYS[5 + i] message i's dedup
 -- key (any key of the topic when it has none; all keys share the topic's hash tag)
 -- ARGV[1] max_queue_size (0: none), ARGV[2] overflow ('reject' | 'drop_oldest'),
--- then five per message: envelope, id, dedup window ms (0: no dedup), due ms (0: now), lane
+-- then six per message: envelope, id, dedup window ms (0: no dedup), due ms (0: now),
+-- lane, and check: 0, or the entry-id time (ms) from which to look for this message
+-- id already written (a retry after a lost reply, an outbox flush) - then it is not
+-- written again
 -- Returns the ids in order (the original's for a duplicate inside its window), or the
 -- error 'QUEUEFULL <unconsumed> <incoming>' having written nothing.
-local n = (#ARGV - 2) / 5
+local n = (#ARGV - 2) / 6
 
 local function lane_key(lane)
   if lane == '0' then
@@ -17,15 +20,49 @@ local function lane_key(lane)
   return KEYS[5] .. lane
 end
 
--- 1. which messages are duplicates (of a remembered key, or of one earlier in the batch)
+-- Was the envelope starting with this id written already? Our encoder puts the id first.
+local function written(id, lane, since)
+  local head = '{"id":"' .. id .. '"'
+  local cursor = since .. '-0'
+  while true do
+    local page = redis.call('XRANGE', lane_key(lane), cursor, '+', 'COUNT', 200)
+    for _, entry in ipairs(page) do
+      local f = entry[2]
+      for j = 1, #f, 2 do
+        if f[j] == 'm' and string.sub(f[j + 1], 1, #head) == head then
+          return true
+        end
+      end
+    end
+    if #page < 200 then
+      break
+    end
+    cursor = '(' .. page[#page][1]
+  end
+  local scan = '0'
+  repeat
+    local got = redis.call('ZSCAN', KEYS[2], scan, 'MATCH', '*|' .. head .. '*', 'COUNT', 500)
+    if #got[2] > 0 then
+      return true
+    end
+    scan = got[1]
+  until scan == '0'
+  return false
+end
+
+-- 1. which messages are duplicates (of a remembered key, of one earlier in the batch, or
+-- already written by an attempt whose reply was lost)
 local ids, append, seen, incoming = {}, {}, {}, 0
 for i = 1, n do
-  local base = 2 + (i - 1) * 5
-  local id, window = ARGV[base + 2], tonumber(ARGV[base + 3])
+  local base = 2 + (i - 1) * 6
+  local id, window, check = ARGV[base + 2], tonumber(ARGV[base + 3]), tonumber(ARGV[base + 6])
   local original = nil
   if window > 0 then
     original = seen[KEYS[5 + i]] or redis.call('GET', KEYS[5 + i])
     seen[KEYS[5 + i]] = original or id
+  end
+  if not original and check > 0 and written(id, ARGV[base + 5], check) then
+    original = id
   end
   ids[i] = original or id
   append[i] = not original
@@ -143,7 +180,7 @@ end
 -- 3. write
 for i = 1, n do
   if append[i] then
-    local base = 2 + (i - 1) * 5
+    local base = 2 + (i - 1) * 6
     local data, id, window, due, lane = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3],
       tonumber(ARGV[base + 4]), ARGV[base + 5]
     if tonumber(window) > 0 then

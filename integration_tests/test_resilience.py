@@ -1,0 +1,229 @@
+"""Redis going away and coming back: idempotent retries, the durable outbox, kill -9 and
+restart, connection state. Every test starts its own server (or a proxy in front of one)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from relaybus import Bus, BusUnavailableError, Message, hookimpl
+from relaybus.embedded import EmbeddedRedis, free_port
+
+from .faultproxy import FaultProxy
+from .helpers import running, wait_for
+
+FAST = {"block_ms": 100, "claim_idle_ms": 1000, "socket_timeout": 1.0, "connect_timeout": 0.5,
+        "health_check_interval_s": 0.2}
+
+
+@pytest.fixture
+def server(server_factory: type[EmbeddedRedis], tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A private redis-server on a fixed port and directory, with every write fsynced, so a
+    test can kill -9 it and start it again with its data."""
+    (tmp_path / "data").mkdir()
+    instance = server_factory(port=free_port(), directory=tmp_path / "data",
+                              args=["--appendonly", "yes", "--appendfsync", "always"])
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def entries(url: str, key: str) -> list[bytes]:
+    client = redis.Redis.from_url(url)
+    try:
+        return [fields[b"m"] for _, fields in client.xrange(key)]
+    finally:
+        client.close()
+
+
+def pending(url: str, key: str, group: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.xpending(key, group)["pending"])
+    finally:
+        client.close()
+
+
+async def test_retry_after_a_lost_reply_appends_once(server: EmbeddedRedis, prefix: str) -> None:
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus:
+        await bus.publish("t", "warm-up")  # connections made and the topic registered
+        proxy.set("forward_then_drop_reply")  # the XADD reaches Redis, its reply never comes back
+        publishing = asyncio.create_task(bus.publish("t", "once", dedup_key=None))
+        await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 2)
+        proxy.set("pass")
+        mid = await asyncio.wait_for(publishing, 10)
+        got = entries(server.url, bus.keys.stream("t"))
+        assert len(got) == 2 and mid.encode() in got[1]  # written by the first attempt, once
+
+
+async def test_publish_many_retry_after_lost_reply_appends_each_once(
+    server: EmbeddedRedis, prefix: str
+) -> None:
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus:
+        await bus.publish("t", 0, priority=3)
+        proxy.set("forward_then_drop_reply")
+        publishing = asyncio.create_task(bus.publish_many("t", [1, 2, 3], priority=3))
+        await wait_for(lambda: len(entries(server.url, bus.keys.lane("t", 3))) == 4)
+        proxy.set("pass")
+        ids = await asyncio.wait_for(publishing, 10)
+        assert [m.id for m in await bus.history("t")][1:] == ids
+
+
+async def test_unreachable_redis_raises_promptly_without_outbox(server: EmbeddedRedis, prefix: str) -> None:
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.5, **FAST) as bus:
+        proxy.set("blackhole")
+        started = time.monotonic()
+        with pytest.raises(BusUnavailableError, match="publish to 't' failed"):
+            await bus.publish("t", "lost?")
+        # publish_timeout_s plus at most one socket_timeout for the attempt in flight
+        assert time.monotonic() - started < 0.5 + FAST["socket_timeout"] + 1.0
+        proxy.set("pass")
+        assert await bus.publish("t", "after")
+        assert len(entries(server.url, bus.keys.stream("t"))) == 1
+
+
+async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.2,
+                         outbox_path=tmp_path / "outbox.db", **FAST) as bus:
+        first = await bus.publish("t", 0)
+        proxy.set("reset")
+        ids = [await bus.publish("t", n) for n in range(1, 6)]
+        ids.append(await bus.publish("t", 6, priority=7))
+        assert (await bus.publisher.outbox.count()) == 6  # type: ignore[union-attr]
+        proxy.set("pass")
+        await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 6, seconds=10)
+        assert [m.id for m in await bus.history("t", limit=10)] == [first, *ids]
+        stats = await bus.stats(["t"])
+        assert stats.connection.outbox_pending == 0 and stats.connection.reconnects >= 1
+
+
+async def test_half_done_flush_appends_nothing_twice(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.db"
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.1, outbox_path=path, **FAST) as bus:
+        await bus.publish("t", "registered")
+        proxy.set("reset")
+        ids = await bus.publish_many("t", list(range(10)))
+        outbox = bus.publisher.outbox
+        assert outbox is not None
+        # a flusher that sent the first four and died before it could delete them
+        proxy.set("pass")
+        bus.publisher.backlog = False  # keep this bus's own flusher out of the way
+        half = await outbox.entries(4)
+        async with Bus.from_url(server.url, prefix=prefix) as direct:
+            from relaybus.publisher import Write
+
+            await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], check_since_ms=1)
+        bus.publisher.backlog = True
+        await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 11, seconds=10)
+        await asyncio.sleep(0.6)  # another flush round would have appended duplicates by now
+        assert [m.id for m in await bus.history("t", limit=20)][1:] == ids
+
+
+WRITER = """
+import asyncio, sys
+from relaybus import Bus
+
+async def main():
+    async with Bus.from_url(sys.argv[1], prefix=sys.argv[2], outbox_path=sys.argv[3],
+                            publish_timeout_s=0.1, connect_timeout=0.5, socket_timeout=1.0,
+                            block_ms=100) as bus:
+        await bus.publish("t", "connected")
+        input()  # the test takes Redis away, then says go
+        for n in range(5):
+            print(await bus.publish("t", n), flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_later_bus_flushes_what_an_earlier_process_left(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.db"
+    async with FaultProxy("127.0.0.1", server.port) as proxy:
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, proxy.url, prefix, str(path),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        await wait_for(lambda: len(entries(server.url, f"{prefix}:{{t}}:stream")) == 1, seconds=15)
+        proxy.set("reset")
+        out, _ = await asyncio.wait_for(writer.communicate(b"go\n"), 30)
+        assert writer.returncode == 0
+        left = out.decode().split()
+        assert len(left) == 5 and len(entries(server.url, f"{prefix}:{{t}}:stream")) == 1
+    async with Bus.from_url(server.url, prefix=prefix, outbox_path=path, **FAST) as later:
+        assert [m.id for m in await later.history("t")][1:] == left  # flushed during connect
+
+
+async def test_kill_and_restart_loses_nothing(server: EmbeddedRedis, prefix: str, tmp_path: Path) -> None:
+    handled: list[str] = []
+    states: list[str] = []
+
+    class Watch:
+        @hookimpl
+        def on_connection_state(self, new: str) -> None:
+            states.append(new)
+
+    async with Bus.from_url(server.url, prefix=prefix, outbox_path=tmp_path / "outbox.db",
+                            publish_timeout_s=0.3, **FAST) as bus:
+        bus.plugins.register(Watch(), "watch")
+
+        @bus.subscribe("jobs", group="workers", concurrency=4)
+        async def work(msg: Message) -> None:
+            handled.append(msg.id)
+
+        published: list[str] = []
+        async with running(bus):
+            for round_ in range(3):
+                for n in range(40):
+                    published.append(await bus.publish("jobs", {"round": round_, "n": n}))
+                    if n == 20:
+                        server.kill()  # SIGKILL, mid-stream
+                        await asyncio.sleep(0.3)
+                        server.start()
+                        await asyncio.sleep(0.05)
+            await wait_for(lambda: set(published) <= set(handled), seconds=30)
+            # an ack batch lost in a crash leaves its entries pending: they come back after
+            # claim_idle_ms and are acked then (at-least-once: duplicates, never losses)
+            await wait_for(lambda: pending(server.url, bus.keys.stream("jobs"), "workers") == 0,
+                           seconds=10)
+        stream = bus.keys.stream("jobs")
+        assert len(entries(server.url, stream)) == len(published)  # nothing appended twice
+        assert "disconnected" in states or "degraded" in states
+        assert states[-1] == "connected"
+        assert (await bus.stats()).connection.reconnects >= 3
+
+
+async def test_consumers_back_off_and_resume(server: EmbeddedRedis, prefix: str) -> None:
+    seen: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix, **FAST) as bus:
+
+        @bus.subscribe("t", group="g")
+        async def handle(msg: Message) -> None:
+            seen.append(msg.payload)
+
+        async with running(bus):
+            await bus.publish("t", 1)
+            await wait_for(lambda: seen == [1])
+            server.kill()
+            await asyncio.sleep(1.0)  # readers fail, back off, keep trying
+            assert bus.health.state in ("degraded", "disconnected")
+            server.start()
+            await wait_for(lambda: bus.health.state == "connected", seconds=10)
+            await bus.publish("t", 2)
+            await wait_for(lambda: seen == [1, 2], seconds=10)
