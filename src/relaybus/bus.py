@@ -249,7 +249,8 @@ class Bus:
             for m in messages
         ]
         ids = await self.publisher.write(topic, writes)
-        await self.observe("on_published", topic=topic, messages=messages, ids=ids)
+        if self.plugins.impls("on_published"):
+            await self.observe("on_published", topic=topic, messages=messages, ids=ids)
         return ids
 
     async def _on_publish(self, message: Message) -> Message:

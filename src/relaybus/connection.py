@@ -44,7 +44,8 @@ def make_client(
         "socket_timeout": config.socket_timeout,
         "socket_connect_timeout": config.connect_timeout,
         # No transparent command retries: a resent XADD whose first reply was lost
-        # would append twice. Readers retry on their own; publish raises instead.
+        # would append twice. Readers retry on their own; publish retries checking
+        # by message id first (publisher.py).
         "retry": Retry(NoBackoff(), retries=0),
         "health_check_interval": 30,
         "decode_responses": False,

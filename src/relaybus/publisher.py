@@ -111,7 +111,8 @@ class Publisher:
         except BusUnavailableError as exc:
             await self.bus.health.failed(exc)
             return await self._retry(topic, writes, exc)
-        await self.bus.health.succeeded()
+        if self.bus.health.state != "connected":
+            await self.bus.health.succeeded()
         return ids
 
     async def _retry(self, topic: str, writes: list[Write], error: BusUnavailableError) -> list[str]:
