@@ -1,4 +1,4 @@
-"""The `relaybus` command."""
+"""The `relaybus` command. Operator commands live in the private `_cli_*` modules."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import time
 from collections.abc import Iterator
 
 import typer
-from rich.console import Console
 
-from .errors import RelayBusError
+from . import _cli_dlq, _cli_ops
+from ._cli_common import PREFIX, console, err, user_errors
 from .redact import redact_url
 
 app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
+for command in (_cli_ops.publish, _cli_ops.tail, _cli_ops.topics, _cli_ops.stats, _cli_ops.cleanup,
+                _cli_ops.metrics):
+    app.command()(command)
+app.add_typer(_cli_dlq.app, name="dlq")
 
-URL = typer.Option(None, "--redis-url", envvar="RELAYBUS_URL",
-                   help="Redis URL; default: env RELAYBUS_URL, else an embedded Redis (demo).")
-PREFIX = typer.Option("relaybus", "--prefix", help="Key prefix; nothing outside it is touched.")
+DEMO_URL = typer.Option(None, "--redis-url", envvar="RELAYBUS_URL",
+                        help="Redis URL; default: env RELAYBUS_URL, else an embedded Redis.")
 
 
 @contextlib.contextmanager
@@ -36,29 +37,19 @@ def _redis_url(url: str | None) -> Iterator[str]:
         yield server.url
 
 
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """User mistakes and unreachable Redis print one line and exit 1, no traceback."""
-    try:
-        yield
-    except (RelayBusError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)  # one line, however wide
-        raise typer.Exit(1) from None
-
-
 @app.callback()
 def main() -> None:
     """relaybus: a message bus for AI agents on Redis."""
 
 
 @app.command()
-def demo(redis_url: str | None = URL, prefix: str = typer.Option(
+def demo(redis_url: str | None = DEMO_URL, prefix: str = typer.Option(
         None, "--prefix", help="Key prefix; default: a fresh one per run.")) -> None:
     """A planner, two reviewers sharing a group and a monitor, on the bus."""
     from .demo import TASKS, run_demo
 
     prefix = prefix or f"relaybus-demo-{int(time.time())}"
-    with _user_errors(), _redis_url(redis_url) as url:
+    with user_errors(), _redis_url(redis_url) as url:
         console.print(f"[bold]relaybus demo[/] on {redact_url(url)} (prefix {prefix})")
         seen = asyncio.run(run_demo(url, prefix, console))
     if seen != len(TASKS):
@@ -80,5 +71,5 @@ def mcp(redis_url: str | None = MCP_URL, prefix: str = PREFIX,
 
     patterns = None if not allowed_topics else [
         p.strip() for arg in allowed_topics for p in arg.split(",") if p.strip()]
-    with _user_errors():
+    with user_errors():
         asyncio.run(serve_stdio(redis_url, prefix, patterns))

@@ -1,0 +1,296 @@
+"""The operator commands against a real Redis: what they print, what they change, and how
+they fail (one line on stderr, exit 1, no traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from relaybus import Bus, SyncBus
+from relaybus.cli import app
+from relaybus.embedded import free_port
+
+COMMAND = [sys.executable, "-c", "from relaybus.cli import app; app()"]
+
+
+def cli(redis_url: str, prefix: str, *args: str, input: str | None = None, **env: str) -> Result:
+    return CliRunner().invoke(app, [*args, "--redis-url", redis_url, "--prefix", prefix], input=input,
+                              env=env or None)
+
+
+def assert_one_line_error(result: Result, text: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def dead_letters(redis_url: str, prefix: str, topic: str, n: int) -> None:
+    """n dead letters of `topic`, made the way the core makes them (read, then dead-letter)."""
+
+    async def make() -> None:
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            await bus.publish_many(topic, [{"n": i} for i in range(n)])
+            for message in await bus.read(topic, "workers", count=n):
+                await bus.dead_letter(message, "broken on purpose", ValueError("boom"))
+
+    asyncio.run(make())
+
+
+# -- publish -------------------------------------------------------------------------
+
+
+def test_publish_prints_the_id_and_passes_every_option(redis_url: str, prefix: str) -> None:
+    result = cli(redis_url, prefix, "publish", "orders.new", '{"pr": 7}', "--priority", "3", "--ttl", "60",
+                 "--dedup-key", "k1", "--header", "source=cli", "--header", "team=ops")
+    assert result.exit_code == 0, result.output
+    mid = result.stdout.strip()
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        [message] = bus.history("orders.new")
+    assert message.id == mid and message.payload == {"pr": 7} and message.priority == 3
+    assert message.headers == {"source": "cli", "team": "ops"} and message.dedup_key == "k1"
+    assert message.expires_at is not None and 55 < message.expires_at - message.created_at <= 60
+    again = cli(redis_url, prefix, "publish", "orders.new", '{"pr": 8}', "--dedup-key", "k1")
+    assert again.stdout.strip() == mid  # a duplicate prints the original's id
+
+
+def test_publish_with_delay_and_from_stdin(redis_url: str, prefix: str) -> None:
+    result = cli(redis_url, prefix, "publish", "later", "-", "--delay", "60", input='["from", "stdin"]')
+    assert result.exit_code == 0, result.output
+    stats = json.loads(cli(redis_url, prefix, "stats", "--json").stdout)
+    [topic] = stats["topics"]
+    assert topic["topic"] == "later" and topic["delayed"] == 1 and topic["length"] == 0
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["publish", "t", "{not json"], "the payload is not valid JSON"),
+    (["publish", "bad topic!", "1"], "invalid topic 'bad topic!'"),
+    (["publish", "t", "1", "--header", "novalue"], "invalid --header 'novalue'"),
+    (["tail", "bad pattern!"], "invalid topic pattern"),
+    (["tail", "t", "--group", "bad group"], "invalid group"),
+    (["stats", "x y"], "invalid topic"),
+    (["stats", "never.published"], "unknown topic 'never.published'"),
+    (["dlq", "list", "never.published"], "unknown topic 'never.published'"),
+    (["tail", "nothing.*"], "matches 'nothing.*'"),
+])
+def test_user_mistakes_are_one_line_and_exit_1(redis_url: str, prefix: str, args: list[str],
+                                               text: str) -> None:
+    assert_one_line_error(cli(redis_url, prefix, *args), text)
+
+
+@pytest.mark.parametrize("args", [
+    ["publish", "t", "1"], ["tail", "t"], ["topics"], ["stats"], ["stats", "--json"], ["cleanup"],
+    ["dlq", "list", "t"], ["dlq", "replay", "t"], ["dlq", "purge", "t", "--yes"],
+])
+def test_unreachable_redis_is_one_line_and_exit_1(args: list[str]) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    assert_one_line_error(cli(closed, "p", *args), "cannot reach Redis")
+
+
+def test_default_url_comes_from_the_environment(redis_url: str, prefix: str) -> None:
+    result = CliRunner().invoke(app, ["publish", "envy", "1", "--prefix", prefix],
+                                env={"RELAYBUS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        assert bus.topics() == ["envy"]
+
+
+# -- topics, tail ----------------------------------------------------------------------
+
+
+def test_topics_one_per_line(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        for topic in ("b.two", "a.one"):
+            bus.publish(topic, 1)
+    result = cli(redis_url, prefix, "topics")
+    assert result.exit_code == 0 and result.stdout.splitlines() == ["a.one", "b.two"]
+
+
+def test_tail_without_group_shows_history_and_consumes_nothing(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish("agents.a", {"n": 1})
+        bus.publish("other", {"n": 2})
+        bus.publish("agents.b", {"n": 3}, priority=5)
+        bus.publish("agents.a", {"n": 4})
+    result = cli(redis_url, prefix, "tail", "agents.*", "--json")
+    assert result.exit_code == 0, result.output
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m["payload"]["n"] for m in shown] == [1, 3, 4]  # merged across topics, oldest first
+    last_two = cli(redis_url, prefix, "tail", "agents.*", "--count", "2", "--json")
+    assert [json.loads(line)["payload"]["n"] for line in last_two.stdout.splitlines()] == [3, 4]
+    human = cli(redis_url, prefix, "tail", "agents.b")
+    assert "agents.b" in human.stdout and "priority=5" in human.stdout and '{"n":3}' in human.stdout
+    stats = json.loads(cli(redis_url, prefix, "stats", "--json").stdout)
+    assert all(t["groups"] == [] for t in stats["topics"])  # no group was made, nothing consumed
+
+
+def test_tail_with_group_consumes_and_acks(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish_many("jobs", [{"n": i} for i in range(3)])
+    first = cli(redis_url, prefix, "tail", "jobs", "--group", "g", "--count", "2", "--json")
+    second = cli(redis_url, prefix, "tail", "jobs", "--group", "g", "--json")
+    third = cli(redis_url, prefix, "tail", "jobs", "--group", "g", "--json")
+    assert [json.loads(x)["payload"]["n"] for x in first.stdout.splitlines()] == [0, 1]
+    assert [json.loads(x)["payload"]["n"] for x in second.stdout.splitlines()] == [2]
+    assert third.exit_code == 0 and third.stdout == ""
+    [topic] = json.loads(cli(redis_url, prefix, "stats", "--json").stdout)["topics"]
+    [group] = topic["groups"]
+    assert group["name"] == "g" and group["pending"] == 0 and group["lag"] == 0  # all acked
+
+
+class Follower:
+    """`relaybus tail --follow` as a subprocess, read line by line, stopped with Ctrl-C."""
+
+    def __init__(self, redis_url: str, prefix: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*COMMAND, "tail", *args, "--follow", "--json", "--redis-url", redis_url, "--prefix", prefix],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's Ctrl-C
+        )
+        self.queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.queue.put(line)
+
+    def lines(self, n: int, seconds: float = 10.0) -> list[dict[str, object]]:
+        out, deadline = [], time.monotonic() + seconds
+        while len(out) < n:
+            try:
+                out.append(json.loads(self.queue.get(timeout=max(0.0, deadline - time.monotonic()))))
+            except queue.Empty:
+                raise AssertionError(f"only {len(out)} of {n} lines: {self.stop()}") from None
+        return out
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=10)
+        assert self.proc.stderr is not None
+        return self.proc.returncode, self.proc.stderr.read()
+
+
+def test_tail_follow_sees_new_messages_new_topics_and_lanes(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish("feed.old", "before")
+        follower = Follower(redis_url, prefix, "feed.*", "--count", "1")
+        assert [m["payload"] for m in follower.lines(1)] == ["before"]
+        bus.publish("feed.old", "after")
+        assert [m["payload"] for m in follower.lines(1)] == ["after"]
+        bus.publish("feed.new", "new topic")
+        bus.publish("feed.old", "urgent", priority=7)
+        assert sorted(str(m["payload"]) for m in follower.lines(2)) == ["new topic", "urgent"]
+        assert follower.stop() == (0, "")  # Ctrl-C ends a follow quietly
+        assert [m.payload for m in bus.read("feed.old", "late")] == ["urgent", "before", "after"]
+
+
+def test_tail_follow_with_group_acks_as_it_goes(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish("work", 1)
+        follower = Follower(redis_url, prefix, "work", "--group", "g")
+        bus.publish("work", 2)
+        assert [m["payload"] for m in follower.lines(2)] == [1, 2]
+        assert follower.stop()[0] == 0
+    [topic] = json.loads(cli(redis_url, prefix, "stats", "--json").stdout)["topics"]
+    assert topic["groups"][0]["pending"] == 0
+
+
+# -- stats -------------------------------------------------------------------------------
+
+
+def test_stats_json_is_valid_json_with_every_field(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish_many("s.one", [1, 2, 3])
+        bus.publish("s.two", 1)
+        bus.read("s.one", "readers", count=1)  # one pending, two ahead
+    result = cli(redis_url, prefix, "stats", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    stats = json.loads(result.stdout)
+    assert {"prefix", "topics", "server", "counters", "recommendations"} <= set(stats)
+    assert stats["prefix"] == prefix and stats["server"]["redis_version"]
+    one = next(t for t in stats["topics"] if t["topic"] == "s.one")
+    assert {"length", "lanes", "delayed", "dlq_length", "memory_bytes", "groups", "counts"} <= set(one)
+    assert one["length"] == 3
+    [group] = one["groups"]
+    assert group["name"] == "readers" and group["pending"] == 1 and group["lag"] == 2
+    only = json.loads(cli(redis_url, prefix, "stats", "--json", "s.two").stdout)
+    assert [t["topic"] for t in only["topics"]] == ["s.two"]
+
+
+def test_stats_tables(redis_url: str, prefix: str) -> None:
+    dead_letters(redis_url, prefix, "tables.topic", 2)
+    result = cli(redis_url, prefix, "stats")
+    assert result.exit_code == 0, result.output
+    assert "tables.topic" in result.stdout and "workers" in result.stdout
+    assert "has 2 dead letters" in result.stdout  # the recommendation
+
+
+# -- dead letters --------------------------------------------------------------------------
+
+
+def test_dlq_list(redis_url: str, prefix: str) -> None:
+    dead_letters(redis_url, prefix, "jobs", 3)
+    table = cli(redis_url, prefix, "dlq", "list", "jobs")
+    assert table.exit_code == 0, table.output
+    assert "broken on purpose: ValueError: boom" in " ".join(table.stdout.split()).replace("│", "")
+    lines = cli(redis_url, prefix, "dlq", "list", "jobs", "--json", "--limit", "2").stdout.splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["payload"] == {"n": 0} and first["headers"]["x-dead-reason"] == "broken on purpose"
+
+
+def test_dlq_replay_one_then_all(redis_url: str, prefix: str) -> None:
+    dead_letters(redis_url, prefix, "jobs", 3)
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        chosen = bus.dead_letters("jobs")[1].id
+        one = cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", chosen)
+        assert one.exit_code == 0 and "replayed 1 dead letters" in one.stderr
+        assert [m.id for m in bus.read("jobs", "workers")] == [chosen]
+        rest = cli(redis_url, prefix, "dlq", "replay", "jobs")
+        assert "replayed 2 dead letters" in rest.stderr
+        assert bus.dead_letters("jobs") == []
+        assert sorted(m.payload["n"] for m in bus.read("jobs", "workers")) == [0, 2]
+
+
+def test_dlq_purge_asks_first(redis_url: str, prefix: str) -> None:
+    dead_letters(redis_url, prefix, "jobs", 2)
+    declined = cli(redis_url, prefix, "dlq", "purge", "jobs", input="n\n")
+    assert declined.exit_code == 1 and "Delete all 2 dead letters of 'jobs'?" in declined.stderr
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        assert len(bus.dead_letters("jobs")) == 2
+        accepted = cli(redis_url, prefix, "dlq", "purge", "jobs", input="y\n")
+        assert accepted.exit_code == 0 and "purged 2 dead letters" in accepted.stderr
+        assert bus.dead_letters("jobs") == []
+        dead_letters(redis_url, prefix, "jobs", 1)
+        forced = cli(redis_url, prefix, "dlq", "purge", "jobs", "--yes")
+        assert forced.exit_code == 0 and "purged 1 dead letters" in forced.stderr
+        assert bus.dead_letters("jobs") == []
+
+
+# -- cleanup ---------------------------------------------------------------------------------
+
+
+def test_cleanup_runs_the_cleanup_hooks(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish_many("done", list(range(5)))
+        bus.ack(*bus.read("done", "g", count=5))
+        bus.publish("done", "unread")
+    # retention (a built-in on_cleanup plugin) keeps no consumed history with this setting
+    result = cli(redis_url, prefix, "cleanup", RELAYBUS_RETENTION_MAX_LEN="0")
+    assert result.exit_code == 0, result.output
+    assert "cleanup done over 1 topics" in result.stderr
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        assert [m.payload for m in bus.history("done")] == ["unread"]
+

@@ -1,0 +1,95 @@
+"""What every `relaybus` command shares: options, one-line errors, an open bus, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import orjson
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from .errors import RelayBusError
+
+T = TypeVar("T")
+DEFAULT_URL = "redis://localhost:6379/0"
+
+console = Console()  # results, on stdout
+err = Console(stderr=True)  # errors and progress, on stderr: stdout stays machine-readable
+
+URL = typer.Option(DEFAULT_URL, "--redis-url", envvar="RELAYBUS_URL",
+                   help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.")
+PREFIX = typer.Option("relaybus", "--prefix", help="Key prefix; nothing outside it is touched.")
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """User mistakes and Redis trouble print one line on stderr and exit 1, no traceback."""
+    try:
+        yield
+    except (RelayBusError, ValueError, RedisError, TimeoutError) as exc:
+        err.print(f"[red]error:[/] {escape(one_line(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def run(job: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine with one-line errors; Ctrl-C ends it quietly (exit 0)."""
+    with user_errors():
+        try:
+            return asyncio.run(job)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_headers(pairs: list[str] | None) -> dict[str, str]:
+    headers = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"invalid --header {pair!r}: use key=value")
+        headers[key] = value
+    return headers
+
+
+async def with_progress(label: str, job: Awaitable[T], total: int | None = None,
+                        done_so_far: Callable[[], Awaitable[int]] | None = None) -> T:
+    """Run `job` under a progress display on stderr: a bar polling `done_so_far` against
+    `total`, or a spinner with the elapsed time. The display is gone when the job ends;
+    with stderr not a terminal there is none."""
+    if not err.is_terminal:
+        return await job
+    columns = [SpinnerColumn(), TextColumn(label), TimeElapsedColumn()]
+    if done_so_far is not None:
+        columns[2:2] = [BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, console=err, transient=True) as progress:
+        task_id = progress.add_task(label, total=total)
+        work = asyncio.ensure_future(job)
+        while not work.done():
+            await asyncio.wait([work], timeout=0.2)
+            if done_so_far is not None and not work.done():
+                with contextlib.suppress(RedisError):
+                    progress.update(task_id, completed=await done_so_far())
+        return work.result()

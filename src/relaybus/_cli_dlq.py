@@ -1,0 +1,98 @@
+"""`relaybus dlq list|replay|purge TOPIC`: inspect and act on a topic's dead letters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import typer
+
+from ._cli_common import PREFIX, URL, err, run, with_progress
+from ._cli_common import console as out
+from ._cli_render import dead_letters_view
+from .bus import Bus
+from .keys import validate_topic
+from .message import Message
+
+app = typer.Typer(help="Dead letters of a topic: list, replay, purge.", no_args_is_help=True)
+TOPIC = typer.Argument(..., help="The topic whose dead letters to act on.")
+IDS = typer.Option(None, "--id", help="Only this message (or DLQ entry) id; repeatable. Default: all.")
+
+
+@contextlib.asynccontextmanager
+async def _bus_for(url: str, prefix: str, topic: str) -> AsyncIterator[Bus]:
+    """A connected bus, once the topic is known to exist under the prefix."""
+    validate_topic(topic)
+    async with Bus.from_url(url, prefix=prefix) as bus:
+        if topic not in await bus.topics():
+            raise ValueError(f"unknown topic {topic!r} under prefix {prefix!r}")
+        yield bus
+
+
+@app.command("list")
+def list_(
+    topic: str = TOPIC,
+    limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many, oldest first."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line, headers included."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Show dead letters with why each one died (x-dead-* headers)."""
+
+    async def job() -> list[Message]:
+        async with _bus_for(redis_url, prefix, topic) as bus:
+            return await bus.dead_letters(topic, limit=limit)
+
+    dead = run(job())
+    if as_json:
+        for message in dead:
+            print(message.model_dump_json())
+    elif dead:
+        out.print(dead_letters_view(topic, dead))
+    else:
+        err.print(f"no dead letters in {topic!r}")
+
+
+@app.command()
+def replay(
+    topic: str = TOPIC,
+    ids: list[str] | None = IDS,
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Put dead letters back for the group they died in, with a fresh attempt count."""
+
+    async def job() -> int:
+        async with _bus_for(redis_url, prefix, topic) as bus:
+            key = bus.keys.dlq(topic)
+            before = int(await bus.redis.xlen(key))
+            total = min(before, len(ids)) if ids else before
+
+            async def done() -> int:  # replay deletes each entry from the DLQ as it goes
+                return min(total, before - int(await bus.redis.xlen(key)))
+
+            return await with_progress(f"replaying {topic}", bus.replay_dead_letters(topic, ids),
+                                       total, done)
+
+    err.print(f"replayed {run(job())} dead letters of {topic!r}")
+
+
+@app.command()
+def purge(
+    topic: str = TOPIC,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Delete every dead letter of a topic (asks first unless --yes)."""
+
+    async def job() -> int:
+        async with _bus_for(redis_url, prefix, topic) as bus:
+            count = int(await bus.redis.xlen(bus.keys.dlq(topic)))
+            if not count:
+                return 0
+            if not yes:  # blocks the loop while asking: nothing else runs in this command
+                typer.confirm(f"Delete all {count} dead letters of {topic!r}?", abort=True, err=True)
+            return await bus.purge_dead_letters(topic)
+
+    err.print(f"purged {run(job())} dead letters of {topic!r}")

@@ -1,0 +1,177 @@
+"""The operator commands: publish, tail, topics, stats, cleanup, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import typer
+
+from ._cli_common import PREFIX, URL, err, parse_headers, parse_json, run, with_progress
+from ._cli_common import console as out
+from ._cli_render import message_line, stats_view
+from ._cli_tail import consume, watch
+from .bus import Bus
+from .errors import RelayBusError
+from .keys import validate_group, validate_pattern, validate_topic
+from .message import Message
+from .stats import BusStats
+
+HEADER = typer.Option(None, "--header", help="key=value; repeatable.")
+TOPICS = typer.Argument(None, help="Topics to report; default: all.")
+
+
+def publish(
+    topic: str = typer.Argument(..., help="Topic to publish to."),
+    payload: str = typer.Argument(..., help="The payload as JSON; '-' reads it from stdin."),
+    priority: int = typer.Option(0, "--priority", min=0, max=9, help="0-9, larger is more urgent."),
+    ttl: float | None = typer.Option(None, "--ttl", help="Seconds until the message expires."),
+    delay: float | None = typer.Option(None, "--delay", help="Seconds before it is delivered."),
+    dedup_key: str | None = typer.Option(None, "--dedup-key", help="Idempotency key (dedup window)."),
+    header: list[str] | None = HEADER,
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Publish one message and print its id (a duplicate prints the original's id)."""
+
+    async def job() -> str:
+        validate_topic(topic)  # user mistakes first, before any connection attempt
+        body = parse_json(sys.stdin.read() if payload == "-" else payload, "the payload")
+        headers = parse_headers(header)
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            return await bus.publish(topic, body, priority=priority, ttl=ttl, delay=delay,
+                                     dedup_key=dedup_key, headers=headers or None)
+
+    print(run(job()))
+
+
+def tail(
+    pattern: str = typer.Argument(..., help="A topic, or a glob pattern of topics ('agents.*')."),
+    group: str | None = typer.Option(None, "--group", "-g",
+                                     help="Consume as this consumer group and ack what is shown."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep going until Ctrl-C."),
+    count: int = typer.Option(10, "--count", "-n", min=1,
+                              help="Messages to show (with --group and --follow: per read)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Show messages of the topics matching PATTERN.
+
+    Without --group: the latest history, nothing consumed. With --group: read and
+    acknowledge as that consumer group.
+    """
+
+    def show(message: Message) -> None:
+        if as_json:
+            print(message.model_dump_json(), flush=True)
+        else:
+            out.print(message_line(message), soft_wrap=True)
+
+    async def job() -> None:
+        validate_pattern(pattern)
+        if group is not None:
+            validate_group(group)
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            if group is None:
+                await watch(bus, pattern, count, follow, show)
+            else:
+                await consume(bus, pattern, group, count, follow, show)
+
+    run(job())
+
+
+def topics(redis_url: str = URL, prefix: str = PREFIX) -> None:
+    """List every topic published to under the prefix, one per line."""
+
+    async def job() -> list[str]:
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            return await bus.topics()
+
+    for name in run(job()):
+        print(name)
+
+
+def stats(
+    topic: list[str] | None = TOPICS,
+    as_json: bool = typer.Option(False, "--json", help="Print BusStats as JSON, for machines."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Per topic and group: length, pending, lag, delayed, dead letters, memory; the server."""
+
+    async def job() -> BusStats:
+        for name in topic or []:
+            validate_topic(name)
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            if topic:
+                known = set(await bus.topics())
+                unknown = [t for t in topic if t not in known]
+                if unknown:
+                    raise ValueError(f"unknown topic {unknown[0]!r} under prefix {prefix!r}")
+            return await bus.stats(topic or None)
+
+    result = run(job())
+    if as_json:
+        print(result.model_dump_json())
+    else:
+        out.print(stats_view(result))
+
+
+def cleanup(redis_url: str = URL, prefix: str = PREFIX) -> None:
+    """Run every on_cleanup hook once: trim consumed history, expiry, retention."""
+
+    async def job() -> int:
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            n = len(await bus.topics())
+            await with_progress(f"cleanup over {n} topics", bus.cleanup())
+            return n
+
+    started = time.perf_counter()
+    n = run(job())
+    err.print(f"cleanup done over {n} topics in {time.perf_counter() - started:.1f}s")
+
+
+def metrics(
+    port: int = typer.Option(9751, "--port", help="Port of the /metrics endpoint."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every one)."),
+    interval: float = typer.Option(15.0, "--interval", min=0.1,
+                                   help="Seconds between queue-gauge refreshes from stats."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Serve Prometheus metrics on /metrics until Ctrl-C.
+
+    Queue gauges of every topic and group, refreshed from stats every --interval
+    seconds, and this process's own metrics.
+    """
+    try:
+        import prometheus_client
+    except ImportError:
+        err.print("[red]error:[/] 'relaybus metrics' needs prometheus-client: "
+                  "pip install 'relaybus[metrics]'")
+        raise typer.Exit(1) from None
+
+    async def job() -> None:
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            refresh = getattr(bus.plugins.pm.get_plugin("metrics"), "refresh", None)
+            if refresh is None:
+                raise RelayBusError("the metrics plugin is disabled (disabled_plugins)")
+            await refresh(bus)  # before serving: the first scrape has the numbers
+            try:
+                server, _ = prometheus_client.start_http_server(port, addr=host)
+            except OSError as exc:
+                raise ValueError(f"cannot serve on {host}:{port}: {exc}") from None
+            err.print(f"serving http://{host}:{port}/metrics (Ctrl-C to stop)")
+            try:
+                while True:
+                    await asyncio.sleep(interval)
+                    try:
+                        await refresh(bus)
+                    except Exception as exc:  # keep serving the last numbers; their timestamp ages
+                        err.print(f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: {exc}")
+            finally:
+                server.shutdown()
+
+    run(job())

@@ -1,0 +1,110 @@
+"""How the CLI shows things to people: rich tables and one-line messages. Pure functions."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from .message import Message
+from .stats import BusStats
+
+PAYLOAD_WIDTH = 120  # characters of payload shown in tables; `--json` has it all
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, length in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= length:
+            return f"{seconds / length:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def clock(timestamp: float) -> str:
+    """Local time with milliseconds: messages are often seconds apart, or less."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}"
+
+
+def payload_text(payload: object, width: int | None = None) -> str:
+    text = orjson.dumps(payload).decode()
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
+
+
+def message_line(message: Message) -> Text:
+    """One line per message for `tail`: time, topic, id, what is unusual, then the payload."""
+    extra = [f"priority={message.priority}"] if message.priority else []
+    extra += [f"attempt={message.attempt}"] if message.attempt > 1 else []
+    extra += [f"{k}={v}" for k, v in sorted(message.headers.items())]
+    line = Text.from_markup(
+        f"[dim]{clock(message.created_at)}[/] [cyan]{escape(message.topic)}[/] [dim]{message.id}[/]"
+    )
+    if extra:
+        line.append(" " + " ".join(extra), style="yellow")
+    line.append(" " + payload_text(message.payload))
+    return line
+
+
+def stats_view(stats: BusStats) -> RenderableType:
+    """Topics, groups, the server and recommendations, as `relaybus stats` prints them."""
+    topics = Table(title=f"topics under prefix {stats.prefix!r}", title_justify="left")
+    for column in ("topic", "length", "delayed", "dlq", "memory", "expired/filtered/dropped"):
+        topics.add_column(column, justify="left" if column == "topic" else "right",
+                          overflow="fold" if column == "topic" else "ellipsis", no_wrap=column != "topic")
+    widest = min(30, max((len(t.topic) for t in stats.topics), default=5))
+    topics.columns[0].min_width = widest
+    groups = Table(title="consumer groups", title_justify="left")
+    for column in ("topic", "group", "consumers", "pending", "lag", "oldest pending"):
+        text = column in ("topic", "group")
+        groups.add_column(column, justify="left" if text else "right",
+                          overflow="fold" if text else "ellipsis", no_wrap=not text,
+                          min_width=widest if column == "topic" else None)
+    for t in stats.topics:
+        dropped = t.counts.get("dropped", 0) + t.counts.get("dropped_overflow", 0)
+        topics.add_row(escape(t.topic), f"{t.length:,}", f"{t.delayed:,}",
+                       f"[red]{t.dlq_length:,}[/]" if t.dlq_length else "0", size(t.memory_bytes),
+                       f"{t.counts.get('expired', 0):,}/{t.counts.get('filtered', 0):,}/{dropped:,}")
+        for g in t.groups:
+            groups.add_row(escape(t.topic), escape(g.name), str(g.consumers), f"{g.pending:,}",
+                           "?" if g.lag is None else f"{g.lag:,}", age(g.oldest_pending_age_s))
+    memory = stats.server.memory
+    limit = f"of {size(memory.maxmemory)}" if memory.maxmemory else "(no maxmemory)"
+    parts: list[RenderableType] = [
+        topics if stats.topics else Text("no topics under this prefix", style="dim"),
+    ]
+    if groups.row_count:
+        parts.append(groups)
+    parts.append(Text(f"Redis {stats.server.redis_version}, {stats.server.connected_clients} clients, "
+                      f"{size(memory.used_memory)} used {limit}, maxmemory-policy "
+                      f"{memory.maxmemory_policy}", style="dim"))
+    parts += [Text(f"! {r}", style="yellow") for r in stats.recommendations]
+    return Group(*parts)
+
+
+def dead_letters_view(topic: str, dead: list[Message]) -> Table:
+    """Three columns, so it reads in 80: which message (id, group, tries, when), why, payload."""
+    table = Table(title=f"dead letters of {topic!r}", title_justify="left", show_lines=True)
+    table.add_column("message", no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=1)
+    table.add_column("payload", overflow="fold", ratio=1)
+    for m in dead:
+        h = m.headers
+        why = [h.get("x-dead-reason"), h.get("x-dead-error-type"), h.get("x-dead-error")]
+        dead_at = h.get("x-dead-dead-at")
+        where = f"group {escape(h.get('x-dead-group', '?'))}, attempt {h.get('x-dead-attempts', '?')}"
+        table.add_row(f"{m.id}\n[dim]{where}\n{clock(float(dead_at)) if dead_at else ''}[/]",
+                      escape(": ".join(w for w in why if w)), escape(payload_text(m.payload, PAYLOAD_WIDTH)))
+    return table

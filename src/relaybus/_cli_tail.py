@@ -1,0 +1,107 @@
+"""`relaybus tail`: watch topics without consuming, or consume them as a group."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Callable
+
+from .bus import Bus
+from .errors import DecodeError
+from .message import Message
+
+POLL_S = 0.25  # how often a follow looks for new entries
+DISCOVER_EVERY = 4  # polls between looks for new topics and priority lanes
+BATCH = 1000  # entries read per stream per poll
+
+Show = Callable[[Message], None]
+
+
+async def matching(bus: Bus, pattern: str) -> list[str]:
+    return [t for t in await bus.topics() if fnmatch.fnmatchcase(t, pattern)]
+
+
+def no_match(bus: Bus, pattern: str) -> ValueError:
+    return ValueError(f"no topic under prefix {bus.config.prefix!r} matches {pattern!r}")
+
+
+async def consume(bus: Bus, pattern: str, group: str, count: int, follow: bool, show: Show) -> None:
+    """Read as `group` and ack what was shown: `count` messages at most, or until Ctrl-C
+    with `follow` (then `count` is the batch size)."""
+    remaining = count
+    while True:
+        topics = await matching(bus, pattern)
+        if not topics and not follow:
+            raise no_match(bus, pattern)
+        got = 0
+        for topic in topics:
+            messages = await bus.read(topic, group, count=count if follow else remaining)
+            for message in messages:
+                show(message)
+            if messages:
+                await bus.ack(*messages)
+            got += len(messages)
+            remaining -= len(messages)
+            if remaining <= 0 and not follow:
+                return
+        if not follow and not got:
+            return
+        if not got:
+            await asyncio.sleep(POLL_S)
+
+
+async def watch(bus: Bus, pattern: str, count: int, follow: bool, show: Show) -> None:
+    """Show the latest `count` messages of the matching topics (merged, oldest first), then
+    with `follow` every new one as it is appended. Reads history only: no group, no acks."""
+    topics = await matching(bus, pattern)
+    if not topics and not follow:
+        raise no_match(bus, pattern)
+    cursors = await _positions(bus, topics, {}, first=True)  # before the history, so nothing falls between
+    latest = sorted([m for t in topics for m in await bus.history(t, limit=count)],
+                    key=lambda m: (m.created_at, m.id))[-count:]
+    for message in latest:
+        show(message)
+    if not follow:
+        return
+    shown = {m.id for m in latest}  # entries appended between the positions and the history
+    polls = 0
+    while True:
+        polls += 1
+        if polls % DISCOVER_EVERY == 0:
+            cursors = await _positions(bus, await matching(bus, pattern), cursors, first=False)
+        for message in await _appended(bus, cursors):
+            if message.id not in shown:
+                show(message)
+        shown.clear()
+        await asyncio.sleep(POLL_S)
+
+
+async def _positions(
+    bus: Bus, topics: list[str], known: dict[str, bytes], first: bool
+) -> dict[str, bytes]:
+    """Where to read on from in every stream (topic and priority lanes) of `topics`: on the
+    first look, after its last entry; a stream found later, from its beginning (all new)."""
+    out = dict(known)
+    for topic in topics:
+        lanes = [int(n) for n in await bus.redis.smembers(bus.keys.lanes(topic))]
+        for key in (bus.keys.lane(topic, n) for n in [0, *lanes]):
+            if key not in out:
+                last = await bus.redis.xrevrange(key, count=1) if first else []
+                out[key] = last[0][0] if last else b"0-0"
+    return out
+
+
+async def _appended(bus: Bus, cursors: dict[str, bytes]) -> list[Message]:
+    """Entries appended after each cursor (cursors advance), in entry-time order."""
+    found: list[tuple[int, str, Message]] = []
+    for key, cursor in cursors.items():
+        entries = await bus.redis.xrange(key, min=b"(" + cursor, count=BATCH)
+        for entry_id, fields in entries:
+            cursors[key] = entry_id
+            try:
+                message = bus.streams.to_message((entry_id, fields), None, key)
+            except DecodeError:
+                continue
+            found.append((int(entry_id.split(b"-")[0]), message.id, message))
+    found.sort(key=lambda f: (f[0], f[1]))
+    return [m for _, _, m in found]
