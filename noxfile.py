@@ -44,3 +44,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_policies.py")
     session.run("python", "bench/bench_streams.py")
+    session.install("-e", ".[metrics]")
+    session.run("python", "bench/bench_metrics.py")
