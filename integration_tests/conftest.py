@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import NoReturn
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
 STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if STRICT:
         pytest.fail(f"RELAYBUS_TEST_STRICT=1 and no Redis for the integration tests: {reason}")
     pytest.skip(f"no Redis for the integration tests: {reason}")

