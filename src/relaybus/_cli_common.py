@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -49,12 +50,35 @@ def user_errors() -> Iterator[None]:
 
 
 def run(job: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine with one-line errors; Ctrl-C ends it quietly (exit 0)."""
+    """Run one command's coroutine with one-line errors; a Ctrl-C that was not handled
+    by `ctrl_c` ends it quietly too (exit 0)."""
     with user_errors():
         try:
             return asyncio.run(job)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
+
+
+def ctrl_c() -> asyncio.Event:
+    """An event the first Ctrl-C sets, so a long-running command leaves its loop at a
+    clean point (after an ack, say) instead of being cancelled mid-command; a second
+    Ctrl-C interrupts at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt
+
+    with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
+        loop.add_signal_handler(signal.SIGINT, first)
+    return stop
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def parse_json(text: str, what: str) -> Any:

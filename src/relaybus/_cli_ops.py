@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 
 import typer
 
-from ._cli_common import PREFIX, URL, err, parse_headers, parse_json, run, with_progress
+from ._cli_common import PREFIX, URL, ctrl_c, err, parse_headers, parse_json, pause, run, with_progress
 from ._cli_common import console as out
 from ._cli_render import message_line, stats_view
 from ._cli_tail import consume, watch
@@ -73,11 +72,12 @@ def tail(
         validate_pattern(pattern)
         if group is not None:
             validate_group(group)
+        stop = ctrl_c() if follow else None
         async with Bus.from_url(redis_url, prefix=prefix) as bus:
             if group is None:
-                await watch(bus, pattern, count, follow, show)
+                await watch(bus, pattern, count, stop, show)
             else:
-                await consume(bus, pattern, group, count, follow, show)
+                await consume(bus, pattern, group, count, stop, show)
 
     run(job())
 
@@ -164,13 +164,15 @@ def metrics(
             except OSError as exc:
                 raise ValueError(f"cannot serve on {host}:{port}: {exc}") from None
             err.print(f"serving http://{host}:{port}/metrics (Ctrl-C to stop)")
+            stop = ctrl_c()
             try:
-                while True:
-                    await asyncio.sleep(interval)
+                await pause(stop, interval)
+                while not stop.is_set():
                     try:
                         await refresh(bus)
                     except Exception as exc:  # keep serving the last numbers; their timestamp ages
                         err.print(f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: {exc}")
+                    await pause(stop, interval)
             finally:
                 server.shutdown()
 

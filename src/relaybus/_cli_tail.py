@@ -6,6 +6,7 @@ import asyncio
 import fnmatch
 from collections.abc import Callable
 
+from ._cli_common import pause
 from .bus import Bus
 from .errors import DecodeError
 from .message import Message
@@ -25,11 +26,12 @@ def no_match(bus: Bus, pattern: str) -> ValueError:
     return ValueError(f"no topic under prefix {bus.config.prefix!r} matches {pattern!r}")
 
 
-async def consume(bus: Bus, pattern: str, group: str, count: int, follow: bool, show: Show) -> None:
-    """Read as `group` and ack what was shown: `count` messages at most, or until Ctrl-C
-    with `follow` (then `count` is the batch size)."""
+async def consume(bus: Bus, pattern: str, group: str, count: int, follow: asyncio.Event | None,
+                  show: Show) -> None:
+    """Read as `group` and ack what was shown: `count` messages at most, or with `follow`
+    until that event is set (then `count` is the batch size)."""
     remaining = count
-    while True:
+    while follow is None or not follow.is_set():
         topics = await matching(bus, pattern)
         if not topics and not follow:
             raise no_match(bus, pattern)
@@ -46,13 +48,14 @@ async def consume(bus: Bus, pattern: str, group: str, count: int, follow: bool, 
                 return
         if not follow and not got:
             return
-        if not got:
-            await asyncio.sleep(POLL_S)
+        if not got and follow is not None:
+            await pause(follow, POLL_S)
 
 
-async def watch(bus: Bus, pattern: str, count: int, follow: bool, show: Show) -> None:
+async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None, show: Show) -> None:
     """Show the latest `count` messages of the matching topics (merged, oldest first), then
-    with `follow` every new one as it is appended. Reads history only: no group, no acks."""
+    with `follow` every new one as it is appended, until that event is set. Reads history
+    only: no group, no acks."""
     topics = await matching(bus, pattern)
     if not topics and not follow:
         raise no_match(bus, pattern)
@@ -61,11 +64,11 @@ async def watch(bus: Bus, pattern: str, count: int, follow: bool, show: Show) ->
                     key=lambda m: (m.created_at, m.id))[-count:]
     for message in latest:
         show(message)
-    if not follow:
+    if follow is None:
         return
     shown = {m.id for m in latest}  # entries appended between the positions and the history
     polls = 0
-    while True:
+    while not follow.is_set():
         polls += 1
         if polls % DISCOVER_EVERY == 0:
             cursors = await _positions(bus, await matching(bus, pattern), cursors, first=False)
@@ -73,7 +76,7 @@ async def watch(bus: Bus, pattern: str, count: int, follow: bool, show: Show) ->
             if message.id not in shown:
                 show(message)
         shown.clear()
-        await asyncio.sleep(POLL_S)
+        await pause(follow, POLL_S)
 
 
 async def _positions(
