@@ -12,6 +12,7 @@ from .bus import Bus
 from .config import BusConfig
 from .delivery import Handler
 from .message import Message
+from .stats import BusStats, MemoryStats
 
 T = TypeVar("T")
 
@@ -109,3 +110,23 @@ class SyncBus:
 
     def cleanup(self) -> None:
         self._call(self.bus.cleanup())
+
+    def dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
+        return self._call(self.bus.dead_letter(message, reason, error))
+
+    def broadcast(self, topic: str, payload: Any, **fields: Any) -> int:
+        return self._call(self.bus.broadcast(topic, payload, **fields))
+
+    def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
+        return self._call(self.bus.trim(topic, keep_s=keep_s, keep_len=keep_len))
+
+    def trim_dead_letters(
+        self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None
+    ) -> int:
+        return self._call(self.bus.trim_dead_letters(topic, keep_s=keep_s, keep_len=keep_len))
+
+    def memory(self) -> MemoryStats:
+        return self._call(self.bus.memory())
+
+    def stats(self, topics: Iterable[str] | None = None) -> BusStats:
+        return self._call(self.bus.stats(topics))
