@@ -58,7 +58,6 @@ class Bus:
         self.consumer = self.config.consumer_name or default_consumer_name()
         self.counters: Counter[str] = Counter()
         self._subscriptions: list[Subscription] = []
-        self._registered: set[str] = set()
         self._redis: aioredis.Redis | None = None
         self._streams: Streams | None = None
         self._plugins_loaded = False
@@ -648,7 +647,3 @@ def _delivery(message: Message) -> tuple[str, str, str]:
 
 def _topic_of(key: str) -> str:
     return key[key.index("{") + 1 : key.index("}")]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
