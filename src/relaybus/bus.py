@@ -25,7 +25,7 @@ from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, decode, encode, new_id
 from .periodic import every
 from .plugins import PluginManager
-from .publisher import Publisher, Write, unavailable_as_error
+from .publisher import Publisher, Write, unavailable
 from .redact import redact_url
 from .stats import (
     BusStats,
@@ -437,7 +437,9 @@ class Bus:
         kwargs["bus"] = self
         for name, function, argnames in self.plugins.impls(hook):
             try:
-                await self.plugins.call_one(hook, name, function, [kwargs[a] for a in argnames])
+                result = function(*[kwargs[a] for a in argnames])
+                if inspect.isawaitable(result):  # awaited only when the observer is async
+                    await result
             except Exception:
                 log.exception("relaybus observer hook %s of plugin %r failed", hook, name)
 
@@ -519,8 +521,10 @@ class Bus:
         validate_topic(topic)
         message = Message(topic=topic, payload=payload, **fields)
         data = encode(message, self.config.max_message_bytes)
-        with unavailable_as_error(f"broadcast to {topic!r}"):
+        try:
             return int(await self.redis.publish(self.keys.channel(topic), data))
+        except UNAVAILABLE as exc:
+            raise unavailable(f"broadcast to {topic!r}", exc) from None
 
     async def listen(self, *patterns: str) -> AsyncIterator[Message]:
         """Yield broadcasts on topics matching any glob pattern (`*`, `?`, `[...]`)

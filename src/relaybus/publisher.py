@@ -51,14 +51,9 @@ class Write:
         return cls(entry.data, entry.message_id, **entry.options)
 
 
-@contextlib.contextmanager
-def unavailable_as_error(action: str) -> Iterator[None]:
-    try:
-        yield
-    except UNAVAILABLE as exc:
-        raise BusUnavailableError(
-            f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}"
-        ) from None
+def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
+    """The error for a command that could not reach Redis (raise it `from None`)."""
+    return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
 
 
 @contextlib.contextmanager
@@ -107,7 +102,11 @@ class Publisher:
         if self.backlog:
             return await self._to_outbox(topic, writes)
         try:
-            ids = await self._attempt(topic, writes, check_since_ms=0)
+            if self.config.max_queue_size is None and all(w.plain for w in writes):
+                await self._append(topic, writes)
+                ids = [w.id for w in writes]
+            else:
+                ids = await self._scripted(topic, writes, check_since_ms=0)
         except BusUnavailableError as exc:
             await self.bus.health.failed(exc)
             return await self._retry(topic, writes, exc)
@@ -122,7 +121,7 @@ class Publisher:
         while time.monotonic() + pause < deadline:
             await asyncio.sleep(random.uniform(pause / 2, pause))
             try:
-                ids = await self._attempt(topic, writes, check_since_ms=since)
+                ids = await self._scripted(topic, writes, check_since_ms=since)
             except BusUnavailableError as exc:
                 error, pause = exc, min(pause * 2, 1.0)
                 continue
@@ -167,17 +166,11 @@ class Publisher:
         """The server time from which an earlier attempt's entries would be found."""
         return max(1, min(id_time_ms(w.id) for w in writes) + self.skew_ms - CHECK_MARGIN_MS)
 
-    async def _attempt(self, topic: str, writes: list[Write], check_since_ms: int) -> list[str]:
-        if check_since_ms == 0 and self.config.max_queue_size is None and all(w.plain for w in writes):
-            await self._append(topic, writes)
-            return [w.id for w in writes]
-        return await self._scripted(topic, writes, check_since_ms)
-
     async def _append(self, topic: str, writes: list[Write]) -> None:
         """The fast path: plain XADDs, one round trip; the first publish of a topic
         from this Bus also records it in the topic registry."""
         stream, redis = self.bus.keys.stream(topic), self.bus.redis
-        with unavailable_as_error(f"publish to {topic!r}"):
+        try:
             if len(writes) == 1 and topic in self._registered:
                 await redis.execute_command("XADD", stream, "*", "v", "1", "m", writes[0].data)
                 return
@@ -187,6 +180,8 @@ class Publisher:
                 for w in writes:
                     pipe.execute_command("XADD", stream, "*", "v", "1", "m", w.data)
                 await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise unavailable(f"publish to {topic!r}", exc) from None
         self._registered.add(topic)
 
     async def _scripted(self, topic: str, writes: list[Write], check_since_ms: int) -> list[str]:
@@ -200,12 +195,14 @@ class Publisher:
             call_keys.append(keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0])
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane, check_since_ms]
         script = self.bus.streams.publish_script
-        with unavailable_as_error(f"publish to {topic!r}"), \
-                _queue_full_as_error(topic, self.config.max_queue_size):
-            if topic in self._registered:
-                replies = await script(keys=call_keys, args=args)
-            else:
-                replies = await self._register_and_run(script, call_keys, args, topic)
+        try:
+            with _queue_full_as_error(topic, self.config.max_queue_size):
+                if topic in self._registered:
+                    replies = await script(keys=call_keys, args=args)
+                else:
+                    replies = await self._register_and_run(script, call_keys, args, topic)
+        except UNAVAILABLE as exc:
+            raise unavailable(f"publish to {topic!r}", exc) from None
         self._registered.add(topic)
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
