@@ -226,3 +226,19 @@ async def test_on_settled_reports_each_outcome(bus: Bus) -> None:
         ("stale", "expired", False), ("ok", "handled", True), ("skip", "filtered", False),
         ("boom", "retried", True),
     ], key=str)
+
+
+async def test_on_settled_for_pull_reads_when_acked(bus: Bus) -> None:
+    settled: list[tuple[object, str, object]] = []
+
+    class Watch:
+        @hookimpl
+        def on_settled(self, message: Message, subscription: Subscription | None, outcome: str) -> None:
+            settled.append((message.payload, outcome, subscription))
+
+    bus.plugins.register(Watch(), "watch")
+    await bus.publish_many("pull", [1, 2])
+    got = await bus.read("pull", group="g", count=2)
+    assert settled == []  # read alone settles nothing
+    await bus.ack(*got)
+    assert settled == [(1, "handled", None), (2, "handled", None)]

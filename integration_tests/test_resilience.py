@@ -4,6 +4,7 @@ restart, connection state. Every test starts its own server (or a proxy in front
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -211,19 +212,49 @@ async def test_kill_and_restart_loses_nothing(server: EmbeddedRedis, prefix: str
 
 async def test_consumers_back_off_and_resume(server: EmbeddedRedis, prefix: str) -> None:
     seen: list[int] = []
+    by_pattern: list[int] = []
     async with Bus.from_url(server.url, prefix=prefix, **FAST) as bus:
 
         @bus.subscribe("t", group="g")
         async def handle(msg: Message) -> None:
             seen.append(msg.payload)
 
+        @bus.subscribe("t*", group="p")  # pattern discovery must survive the outage too
+        async def handle_pattern(msg: Message) -> None:
+            by_pattern.append(msg.payload)
+
         async with running(bus):
             await bus.publish("t", 1)
-            await wait_for(lambda: seen == [1])
+            await wait_for(lambda: seen == [1] and by_pattern == [1])
             server.kill()
             await asyncio.sleep(1.0)  # readers fail, back off, keep trying
             assert bus.health.state in ("degraded", "disconnected")
             server.start()
             await wait_for(lambda: bus.health.state == "connected", seconds=10)
             await bus.publish("t", 2)
-            await wait_for(lambda: seen == [1, 2], seconds=10)
+            await bus.publish("t2", 3)  # a topic created after the restart
+            await wait_for(lambda: seen == [1, 2] and sorted(by_pattern) == [1, 2, 3], seconds=10)
+
+
+async def test_every_call_reports_an_unreachable_redis_as_bus_unavailable(
+    server: EmbeddedRedis, prefix: str
+) -> None:
+    async with Bus.from_url(server.url, prefix=prefix, publish_timeout_s=0, **FAST) as bus:
+        await bus.publish("t", 1)
+        [message] = await bus.read("t", group="g")
+        server.kill()
+        calls = {
+            "read()": bus.read("t", group="g"), "ack()": bus.ack(message), "history()": bus.history("t"),
+            "dead_letters()": bus.dead_letters("t"), "replay_dead_letters()": bus.replay_dead_letters("t"),
+            "purge_dead_letters()": bus.purge_dead_letters("t"), "topics()": bus.topics(),
+            "trim()": bus.trim("t", keep_len=0), "stats()": bus.stats(), "memory()": bus.memory(),
+            "dead_letter()": bus.dead_letter(message, "x"), "publish to 't'": bus.publish("t", 2),
+            "broadcast to 't'": bus.broadcast("t", 3),
+        }
+        for name, call in calls.items():
+            with pytest.raises(BusUnavailableError, match=rf"^{re.escape(name)} failed, Redis unreachable"):
+                await call
+        with pytest.raises(BusUnavailableError, match=r"^listen\(\) failed"):
+            async for _ in bus.listen("t"):
+                pass
+        assert bus.health.state != "connected" and bus.health.failures >= len(calls)

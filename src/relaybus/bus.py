@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -39,7 +40,26 @@ from .stats import (
 from .streams import Entry, Streams, group_lost
 
 log = logging.getLogger("relaybus")
+P = ParamSpec("P")
+T = TypeVar("T")
 OUTBOX_FLUSH_INTERVAL_S = 0.5
+
+
+def _reports_unavailable(
+    method: Callable[Concatenate[Bus, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Bus, P], Coroutine[Any, Any, T]]:
+    """Redis unreachable inside a public method: a BusUnavailableError naming the
+    method (never redis-py's own exception), and the connection state updated."""
+
+    @functools.wraps(method)
+    async def guarded(bus: Bus, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(bus, *args, **kwargs)
+        except UNAVAILABLE as exc:
+            await bus.health.failed(exc)
+            raise unavailable(f"{method.__name__}()", exc) from None
+
+    return guarded
 
 
 def default_consumer_name() -> str:
@@ -327,6 +347,7 @@ class Bus:
 
     # -- consuming: pull -------------------------------------------------------
 
+    @_reports_unavailable
     async def read(
         self,
         topic: str,
@@ -404,6 +425,7 @@ class Bus:
             return None
         return message
 
+    @_reports_unavailable
     async def ack(self, *messages: Message) -> int:
         """Acknowledge messages handed out by `read`; returns how many were still pending."""
         by_source: dict[tuple[str, str], list[str]] = {}
@@ -414,8 +436,13 @@ class Bus:
             for (source, group), ids in by_source.items():
                 pipe.xack(source, group, *ids)
             replies = await pipe.execute()
+        if self.plugins.impls("on_settled"):
+            for m in messages:
+                await self.observe("on_settled", message=m, subscription=None, outcome="handled",
+                                   duration_s=None)
         return sum(int(r) for r in replies)
 
+    @_reports_unavailable
     async def dead_letter(
         self, message: Message, reason: str, error: BaseException | None = None
     ) -> bool:
@@ -443,6 +470,7 @@ class Bus:
             except Exception:
                 log.exception("relaybus observer hook %s of plugin %r failed", hook, name)
 
+    @_reports_unavailable
     async def settle(self, message: Message, counter: str) -> None:
         """Ack a message that will not reach a handler, and count why (per topic)."""
         source, group, entry_id = _delivery(message)
@@ -454,6 +482,7 @@ class Bus:
 
     # -- history and dead letters -----------------------------------------------
 
+    @_reports_unavailable
     async def history(self, topic: str, limit: int = 100) -> list[Message]:
         """The latest `limit` retained messages of a topic, every lane, oldest first
         (by entry time; within one millisecond by message id)."""
@@ -470,12 +499,14 @@ class Bus:
         found.sort(key=lambda f: (f[0], f[1]))
         return [message for _, _, message in found[-limit:]]
 
+    @_reports_unavailable
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
         """Dead letters of a topic, oldest first; `headers` carry why each one died."""
         validate_topic(topic)
         entries = await self.redis.xrange(self.keys.dlq(topic), count=limit)
         return [_dead_letter_message(topic, eid, fields) for eid, fields in entries]
 
+    @_reports_unavailable
     async def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
         """Put dead letters back (all, or those whose message or DLQ entry id is given)
         for the group they died in, with a fresh attempt count; returns how many."""
@@ -503,6 +534,7 @@ class Bus:
                 return replayed
             cursor = "(" + entries[-1][0].decode()
 
+    @_reports_unavailable
     async def purge_dead_letters(self, topic: str) -> int:
         """Delete a topic's dead letters; returns how many there were."""
         validate_topic(topic)
@@ -533,10 +565,15 @@ class Bus:
             raise ValueError("listen needs at least one topic or pattern")
         channels = [self.keys.channel(validate_pattern(p)) for p in patterns]
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.psubscribe(*channels)
         try:
             while True:
-                item = await pubsub.get_message(timeout=1.0)
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.psubscribe(*channels)
+                    item = await pubsub.get_message(timeout=1.0)
+                except UNAVAILABLE as exc:  # a broadcast sent meanwhile is lost: say so
+                    await self.health.failed(exc)
+                    raise unavailable("listen()", exc) from None
                 if item is None or item["type"] != "pmessage":
                     continue
                 try:
@@ -546,8 +583,12 @@ class Bus:
         finally:
             await pubsub.aclose()
 
+    @_reports_unavailable
     async def topics(self) -> list[str]:
         """Every topic published to under this prefix."""
+        return await self._topics()
+
+    async def _topics(self) -> list[str]:
         return sorted(t.decode() for t in await self.redis.smembers(self.keys.registry))
 
     # -- stream management -----------------------------------------------------
@@ -557,6 +598,7 @@ class Bus:
         await self.connect()
         await self.plugins.call_each("on_cleanup", bus=self)
 
+    @_reports_unavailable
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
         """Remove a topic's consumed history: entries older than `keep_s` or beyond the newest
         `keep_len` of each of its streams (topic, lanes, retry streams) - but only entries every
@@ -568,6 +610,7 @@ class Bus:
         streams += [self.keys.retry(topic, g) for g in groups]
         return await self._trim(streams, keep_s, keep_len, consumed_only=True)
 
+    @_reports_unavailable
     async def trim_dead_letters(
         self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None
     ) -> int:
@@ -593,14 +636,16 @@ class Bus:
                 return []
             raise
 
+    @_reports_unavailable
     async def memory(self) -> MemoryStats:
         """Redis's memory use, limit and eviction policy (INFO memory)."""
         return memory_from_info(await self.redis.info("memory"))
 
+    @_reports_unavailable
     async def stats(self, topics: Iterable[str] | None = None) -> BusStats:
         """Per topic and group: lengths, pending, lag, oldest pending age, delayed, DLQ, memory,
         expired/filtered/dropped counts; the server's memory and clients; recommendations."""
-        names = sorted(topics) if topics is not None else await self.topics()
+        names = sorted(topics) if topics is not None else await self._topics()
         for name in names:
             validate_topic(name)
         per_topic = [await topic_stats(self.redis, self.keys, name) for name in names]

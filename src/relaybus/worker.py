@@ -80,7 +80,12 @@ class Worker:
         readers: dict[str, asyncio.Task[None]] = {}
         try:
             while True:
-                for topic in await self._topics_for(sub):
+                try:
+                    topics = await self._topics_for(sub)
+                except UNAVAILABLE as exc:  # the readers already running carry on
+                    await self.bus.health.failed(exc)
+                    topics = []
+                for topic in topics:
                     if topic not in readers:
                         readers[topic] = asyncio.create_task(self._reader(sub, topic, slots))
                 if not sub.patterns:
@@ -99,7 +104,7 @@ class Worker:
     async def _topics_for(self, sub: Subscription) -> list[str]:
         topics = [t for t in sub.topics if t not in sub.patterns]
         if sub.patterns:
-            topics += [t for t in await self.bus.topics() if t not in topics and sub.matches(t)]
+            topics += [t for t in await self.bus._topics() if t not in topics and sub.matches(t)]
         return topics
 
     async def _reader(self, sub: Subscription, topic: str, slots: asyncio.Semaphore) -> None:
