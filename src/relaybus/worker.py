@@ -258,16 +258,32 @@ class Worker:
             for source, group, entry_id in batch:
                 by_source.setdefault((source, group), []).append(entry_id)
             try:
+                await self._send_acks(by_source, len(batch))
+            finally:
+                for _ in batch:
+                    self._acks.task_done()
+
+    async def _send_acks(self, by_source: dict[tuple[str, str], list[bytes]], count: int) -> None:
+        """One pipelined XACK per stream and group. While Redis is away, retried with
+        backoff for up to half of claim_idle_ms - an ack that arrives later than that
+        may race a reclaim, and the message is delivered again anyway."""
+        give_up = time.monotonic() + self.bus.config.claim_idle_ms / 2000
+        pause = MIN_BACKOFF_S
+        while True:
+            try:
                 async with self.bus.redis.pipeline(transaction=False) as pipe:
                     for (source, group), ids in by_source.items():
                         pipe.xack(source, group, *ids)
                     await pipe.execute(raise_on_error=False)
+                return
             except UNAVAILABLE as exc:
-                log.warning("relaybus could not send %d acks (%s); those messages will be "
-                            "delivered again", len(batch), type(exc).__name__)
-            finally:
-                for _ in batch:
-                    self._acks.task_done()
+                await self.bus.health.failed(exc)
+                if time.monotonic() + pause > give_up:
+                    log.warning("relaybus could not send %d acks (%s); those messages will be "
+                                "delivered again", count, type(exc).__name__)
+                    return
+                await asyncio.sleep(random.uniform(pause / 2, pause))
+                pause = min(pause * 2, MAX_BACKOFF_S)
 
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
