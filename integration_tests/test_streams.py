@@ -171,6 +171,18 @@ async def test_trim_covers_lanes_and_retry_streams(bus: Bus, raw: redis.Redis) -
     assert raw.xlen(bus.keys.lane("t", 7)) == 0 and raw.xlen(bus.keys.stream("t")) == 0
 
 
+async def test_trim_keeps_lane_entries_a_group_has_not_read_yet(bus: Bus) -> None:
+    """Groups get a priority lane on their first read after it appeared: until then the
+    lane's entries are unconsumed for them, and neither cleanup nor drop_oldest may count
+    them as consumed."""
+    await bus.read("t", group="a", count=1)
+    await bus.read("t", group="b", count=1)  # both groups exist, before any lane does
+    await bus.publish_many("t", list(range(5)), priority=5)
+    await bus.ack(*(await bus.read("t", group="a", count=5)))
+    assert await bus.trim("t", keep_s=0, keep_len=0) == 0
+    assert [m.payload for m in await bus.read("t", group="b", count=10)] == list(range(5))
+
+
 async def test_stream_without_groups_is_never_trimmed(bus: Bus, raw: redis.Redis) -> None:
     await bus.publish_many("nobody", list(range(3)))
     assert await bus.trim("nobody", keep_s=0, keep_len=0) == 0

@@ -604,10 +604,12 @@ class Bus:
         `keep_len` of each of its streams (topic, lanes, retry streams) - but only entries every
         consumer group has acknowledged. Never removes anything unconsumed; None keeps all."""
         validate_topic(topic)
-        groups = [g["name"].decode() for g in await self._groups_of(self.keys.stream(topic))]
+        main = self.keys.stream(topic)
+        groups = [g["name"].decode() for g in await self._groups_of(main)]
         lanes = [int(n) for n in await self.redis.smembers(self.keys.lanes(topic))]
-        streams = [self.keys.lane(topic, n) for n in [0, *lanes]]
-        streams += [self.keys.retry(topic, g) for g in groups]
+        # a lane's entries also wait for topic-stream groups that have not read the lane yet
+        streams = [(self.keys.lane(topic, n), main) for n in [0, *lanes]]
+        streams += [(self.keys.retry(topic, g), self.keys.retry(topic, g)) for g in groups]
         return await self._trim(streams, keep_s, keep_len, consumed_only=True)
 
     @_reports_unavailable
@@ -616,16 +618,19 @@ class Bus:
     ) -> int:
         """Remove dead letters older than `keep_s` or beyond the newest `keep_len`."""
         validate_topic(topic)
-        return await self._trim([self.keys.dlq(topic)], keep_s, keep_len, consumed_only=False)
+        dlq = self.keys.dlq(topic)
+        return await self._trim([(dlq, dlq)], keep_s, keep_len, consumed_only=False)
 
     async def _trim(
-        self, streams: list[str], keep_s: float | None, keep_len: int | None, consumed_only: bool
+        self, streams: list[tuple[str, str]], keep_s: float | None, keep_len: int | None,
+        consumed_only: bool,
     ) -> int:
+        """Trim each (stream, stream whose groups must also have consumed it)."""
         args = [-1 if keep_s is None else int(keep_s * 1000), -1 if keep_len is None else keep_len,
                 "1" if consumed_only else "0"]
         removed = 0
-        for key in streams:
-            removed += int(await self.streams.trim_script(keys=[key], args=args))
+        for key, required in streams:
+            removed += int(await self.streams.trim_script(keys=[key, required], args=args))
         return removed
 
     async def _groups_of(self, stream: str) -> list[dict[str, Any]]:

@@ -18,10 +18,24 @@ end
 
 -- The oldest entry some group has not consumed (its oldest pending entry, or the first
 -- after its last-delivered id); '-' with no groups, nil when every group consumed all.
--- Every entry before it has been delivered to and acked by every group.
-local function safe_point(key, groups)
+-- Every entry before it has been delivered to and acked by every group. `required`
+-- (optional) are the groups of the topic stream: a priority lane gets a group only when
+-- that group first reads after the lane appeared, so one missing there has read
+-- nothing of it yet - then nothing is consumed ('-').
+local function safe_point(key, groups, required)
   if #groups == 0 then
     return '-'
+  end
+  if required then
+    local here = {}
+    for _, flat in ipairs(groups) do
+      here[group_fields(flat)['name']] = true
+    end
+    for _, flat in ipairs(required) do
+      if not here[group_fields(flat)['name']] then
+        return '-'
+      end
+    end
   end
   local point = nil
   for _, flat in ipairs(groups) do

@@ -131,7 +131,11 @@ end
 -- them. Returns how many not-yet-consumed entries went.
 local function drop_front(key, count)
   local groups = redis.call('XINFO', 'GROUPS', key)
-  local point = safe_point(key, groups)
+  local required = nil
+  if key ~= KEYS[1] and redis.call('EXISTS', KEYS[1]) == 1 then
+    required = redis.call('XINFO', 'GROUPS', KEYS[1])
+  end
+  local point = safe_point(key, groups, required)
   if not point then
     return 0
   end

@@ -1,6 +1,7 @@
 -- (groups.lua is prepended)
 -- Trim one stream's retained history, never past what every group has consumed.
--- KEYS[1] the stream
+-- KEYS[1] the stream, KEYS[2] the topic stream when KEYS[1] is a priority lane (its
+-- groups must all have consumed an entry of the lane), else KEYS[1] again
 -- ARGV[1] keep entries younger than this many ms (-1: no age limit),
 -- ARGV[2] keep at most this many entries (-1: no length limit),
 -- ARGV[3] '1': only entries every consumer group consumed (topic, lane and retry
@@ -36,7 +37,11 @@ if keep_len >= 0 then
 end
 
 if ARGV[3] == '1' then
-  local point = safe_point(key, redis.call('XINFO', 'GROUPS', key)) or beyond_last
+  local required = nil
+  if KEYS[2] ~= key and redis.call('EXISTS', KEYS[2]) == 1 then
+    required = redis.call('XINFO', 'GROUPS', KEYS[2])
+  end
+  local point = safe_point(key, redis.call('XINFO', 'GROUPS', key), required) or beyond_last
   if point == '-' then
     return 0  -- no group: nothing has been consumed
   end
