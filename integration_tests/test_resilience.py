@@ -110,6 +110,25 @@ async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
         assert stats.connection.outbox_pending == 0 and stats.connection.reconnects >= 1
 
 
+async def test_outbox_flush_of_a_publish_whose_lost_attempt_was_applied_appends_once(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.3,
+                         outbox_path=tmp_path / "outbox.db", **FAST) as bus:
+        await bus.publish("t", "warm-up")
+        proxy.set("forward_then_drop_reply")  # the first attempt is applied, its reply lost
+        publishing = asyncio.create_task(bus.publish("t", "once"))
+        await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 2)
+        proxy.set("reset")  # the retries fail: the message goes to the outbox
+        mid = await asyncio.wait_for(publishing, 10)
+        assert (await bus.publisher.outbox.count()) == 1  # type: ignore[union-attr]
+        proxy.set("pass")
+        await wait_for(lambda: bus.publisher.outbox is not None and not bus.publisher.backlog, seconds=10)
+        got = entries(server.url, bus.keys.stream("t"))
+        assert len(got) == 2 and mid.encode() in got[1]
+
+
 async def test_half_done_flush_appends_nothing_twice(
     server: EmbeddedRedis, prefix: str, tmp_path: Path
 ) -> None:
@@ -128,7 +147,7 @@ async def test_half_done_flush_appends_nothing_twice(
         async with Bus.from_url(server.url, prefix=prefix) as direct:
             from relaybus.publisher import Write
 
-            await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], check_since_ms=1)
+            await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], mark=True)
         bus.publisher.backlog = True
         await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 11, seconds=10)
         await asyncio.sleep(0.6)  # another flush round would have appended duplicates by now
@@ -206,7 +225,7 @@ async def test_kill_and_restart_loses_nothing(server: EmbeddedRedis, prefix: str
         stream = bus.keys.stream("jobs")
         assert len(entries(server.url, stream)) == len(published)  # nothing appended twice
         assert "disconnected" in states or "degraded" in states
-        assert states[-1] == "connected"
+        await wait_for(lambda: states[-1] == "connected", seconds=10)  # the health check's next PING
         assert (await bus.stats()).connection.reconnects >= 3
 
 

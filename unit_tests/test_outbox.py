@@ -179,3 +179,14 @@ def test_a_dead_flusher_releases_the_lock(tmp_path: Path) -> None:
         if holder.stdout:
             holder.stdout.close()
         box.close()
+
+
+async def test_a_batch_is_stored_all_or_none(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_entries=3, max_bytes=1 << 20)
+    await box.put("t", "a", b"1")
+    with pytest.raises(OutboxFullError, match="3 message\\(s\\) not stored"):
+        await box.put_many("t", [("b", b"2", None), ("c", b"3", None), ("d", b"4", None)])
+    assert [e.message_id for e in await box.entries()] == ["a"]
+    await box.put_many("t", [("a", b"1", None), ("b", b"2", None), ("c", b"3", None)])  # a: stored already
+    assert [e.message_id for e in await box.entries()] == ["a", "b", "c"]
+    box.close()

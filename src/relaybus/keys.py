@@ -77,6 +77,10 @@ class Keys:
     def dedup(self, topic: str, key: str) -> str:
         return self._topic(topic, f"dedup:{key}")
 
+    def sent(self, topic: str, message_id: str) -> str:
+        """Set when an outbox flush appended this message: a resumed flush skips it."""
+        return self._topic(topic, f"sent:{message_id}")
+
     def counters(self, topic: str) -> str:
         return self._topic(topic, "counters")
 

@@ -90,26 +90,36 @@ class Outbox:
     async def put(
         self, topic: str, message_id: str, data: bytes, options: dict[str, Any] | None = None
     ) -> None:
-        """Store one publish durably; returns once it is on disk. Raises OutboxFullError
-        when it would exceed `max_entries` or `max_bytes`."""
-        encoded = orjson.dumps(options or {})
-        await self._run(lambda: self._put(topic, message_id, data, encoded))
+        """Store one publish durably; see `put_many`."""
+        await self.put_many(topic, [(message_id, data, options)])
 
-    def _put(self, topic: str, message_id: str, data: bytes, options: bytes) -> None:
+    async def put_many(
+        self, topic: str, items: list[tuple[str, bytes, dict[str, Any] | None]]
+    ) -> None:
+        """Store publishes (message id, encoded envelope, options) durably, all or none, in
+        one transaction; returns once they are on disk. Raises OutboxFullError when they
+        would exceed `max_entries` or `max_bytes`; an id already stored is skipped."""
+        rows = [(message_id, data, orjson.dumps(options or {}).decode())
+                for message_id, data, options in items]
+        await self._run(lambda: self._put(topic, rows))
+
+    def _put(self, topic: str, rows: list[tuple[str, bytes, str]]) -> None:
         db = self._db
         with db:  # commits on return, rolls back on an exception
             db.execute("BEGIN IMMEDIATE")  # the write lock: no other writer between check and insert
-            if db.execute("SELECT 1 FROM entries WHERE message_id = ?", (message_id,)).fetchone():
-                return  # already accepted
+            new = [r for r in rows
+                   if not db.execute("SELECT 1 FROM entries WHERE message_id = ?", (r[0],)).fetchone()]
             count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
-            if count + 1 > self.max_entries or size + len(data) > self.max_bytes:
+            added = sum(len(data) for _, data, _ in new)
+            if count + len(new) > self.max_entries or size + added > self.max_bytes:
                 raise OutboxFullError(
                     f"the outbox {self.path} is full ({count} messages, {size} bytes; limits "
-                    f"outbox_max_entries={self.max_entries}, outbox_max_bytes={self.max_bytes})"
+                    f"outbox_max_entries={self.max_entries}, outbox_max_bytes={self.max_bytes}): "
+                    f"{len(new)} message(s) not stored"
                 )
-            db.execute(
+            db.executemany(
                 "INSERT INTO entries (topic, message_id, data, size, options) VALUES (?, ?, ?, ?, ?)",
-                (topic, message_id, data, len(data), options.decode()),
+                [(topic, message_id, data, len(data), options) for message_id, data, options in new],
             )
 
     async def entries(self, limit: int = 100) -> list[OutboxEntry]:

@@ -25,6 +25,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("relaybus")
 CHECK_MARGIN_MS = 2_000  # entry ids are server time; a message id is client time, skew-corrected
 FLUSH_BATCH = 100
+FLUSH_RUN_SPAN_MS = 60_000  # one flush script checks one window: entries made within a minute
+MARK_TTL_MS = 7 * 86_400_000  # how long a flushed message is remembered as sent
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _run(entries: list[OutboxEntry]) -> list[OutboxEntry]:
+    """The oldest entries that can go in one script call: one topic, made within a minute."""
+    first = entries[0]
+    limit = id_time_ms(first.message_id) + FLUSH_RUN_SPAN_MS
+    run = [first]
+    for e in entries[1:]:
+        if e.topic != first.topic or id_time_ms(e.message_id) > limit:
+            break
+        run.append(e)
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,27 +119,31 @@ class Publisher:
     async def write(self, topic: str, writes: list[Write]) -> list[str]:
         if self.backlog:
             return await self._to_outbox(topic, writes)
+        started_ms = _now_ms()
         try:
             if self.config.max_queue_size is None and all(w.plain for w in writes):
                 await self._append(topic, writes)
                 ids = [w.id for w in writes]
             else:
-                ids = await self._scripted(topic, writes, check_since_ms=0)
+                ids = await self._scripted(topic, writes)
         except BusUnavailableError as exc:
             await self.bus.health.failed(exc)
-            return await self._retry(topic, writes, exc)
+            return await self._retry(topic, writes, exc, started_ms)
         if self.bus.health.state != "connected":
             await self.bus.health.succeeded()
         return ids
 
-    async def _retry(self, topic: str, writes: list[Write], error: BusUnavailableError) -> list[str]:
-        since = self._check_since(writes)
+    async def _retry(
+        self, topic: str, writes: list[Write], error: BusUnavailableError, started_ms: int
+    ) -> list[str]:
         deadline = time.monotonic() + self.config.publish_timeout_s
         pause = 0.05
         while time.monotonic() + pause < deadline:
             await asyncio.sleep(random.uniform(pause / 2, pause))
+            # every earlier attempt began after started_ms and was applied, if at all, by now
+            window = (started_ms + self.skew_ms - CHECK_MARGIN_MS, _now_ms() + self.skew_ms + CHECK_MARGIN_MS)
             try:
-                ids = await self._scripted(topic, writes, check_since_ms=since)
+                ids = await self._scripted(topic, writes, check=window)
             except BusUnavailableError as exc:
                 error, pause = exc, min(pause * 2, 1.0)
                 continue
@@ -133,8 +155,7 @@ class Publisher:
 
     async def _to_outbox(self, topic: str, writes: list[Write]) -> list[str]:
         assert self.outbox is not None
-        for w in writes:
-            await self.outbox.put(topic, w.id, w.data, w.options())
+        await self.outbox.put_many(topic, [(w.id, w.data, w.options()) for w in writes])  # all or none
         self.backlog = True
         log.warning("relaybus: Redis unreachable, %d message(s) for %r kept in the outbox %s",
                     len(writes), topic, self.outbox.path)
@@ -150,21 +171,21 @@ class Publisher:
             if not mine:
                 return 0  # another Bus (maybe another process) is flushing this outbox
             while entries := await self.outbox.entries(FLUSH_BATCH):
-                topic = entries[0].topic
-                run = [e for e in entries[: next((n for n, e in enumerate(entries) if e.topic != topic),
-                                                 len(entries))]]
+                run = _run(entries)
                 writes = [Write.from_outbox(e) for e in run]
-                await self._scripted(topic, writes, check_since_ms=self._check_since(writes))
+                # the publish attempts before an entry reached the outbox ended within
+                # publish_timeout_s + socket_timeout of its creation; earlier flush
+                # attempts left sent markers (MARK_TTL_MS), as they may be resumed much later
+                span_ms = int((self.config.publish_timeout_s + self.config.socket_timeout) * 1000)
+                window = (id_time_ms(run[0].message_id) + self.skew_ms - CHECK_MARGIN_MS,
+                          id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
+                await self._scripted(run[0].topic, writes, check=window, mark=True)
                 await self.outbox.delete(run)
                 sent += len(run)
             self.backlog = False
         if sent:
             log.info("relaybus: flushed %d message(s) from the outbox", sent)
         return sent
-
-    def _check_since(self, writes: list[Write]) -> int:
-        """The server time from which an earlier attempt's entries would be found."""
-        return max(1, min(id_time_ms(w.id) for w in writes) + self.skew_ms - CHECK_MARGIN_MS)
 
     async def _append(self, topic: str, writes: list[Write]) -> None:
         """The fast path: plain XADDs, one round trip; the first publish of a topic
@@ -184,16 +205,21 @@ class Publisher:
             raise unavailable(f"publish to {topic!r}", exc) from None
         self._registered.add(topic)
 
-    async def _scripted(self, topic: str, writes: list[Write], check_since_ms: int) -> list[str]:
-        """Dedup, lanes, delay, max_queue_size and the written-already check: one script
-        call for the whole batch."""
+    async def _scripted(
+        self, topic: str, writes: list[Write], check: tuple[int, int] | None = None, mark: bool = False
+    ) -> list[str]:
+        """Dedup, lanes, delay, max_queue_size and the written-already check (in the window
+        `check` of entry-id times, with sent markers set when `mark`): one script call."""
         keys = self.bus.keys
         call_keys = [keys.stream(topic), keys.delayed(topic), keys.lanes(topic), keys.counters(topic),
                      keys.lane(topic)]
-        args: list[Any] = [self.config.max_queue_size or 0, self.config.overflow]
+        check_from, check_to = (max(1, check[0]), check[1]) if check else (0, 0)
+        args: list[Any] = [self.config.max_queue_size or 0, self.config.overflow, check_from, check_to,
+                           MARK_TTL_MS if mark else 0]
         for w in writes:
-            call_keys.append(keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0])
-            args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane, check_since_ms]
+            call_keys += [keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0],
+                          keys.sent(topic, w.id) if check or mark else call_keys[0]]
+            args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
         script = self.bus.streams.publish_script
         try:
             with _queue_full_as_error(topic, self.config.max_queue_size):

@@ -2,16 +2,20 @@
 -- Append a batch of messages to one topic, atomically with their dedup checks, their
 -- priority lanes, their delays and the topic's max_queue_size.
 -- KEYS[1] topic stream (lane 0), KEYS[2] delayed set, KEYS[3] set of lanes in use,
--- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, KEYS[5 + i] message i's dedup
--- key (any key of the topic when it has none; all keys share the topic's hash tag)
+-- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, then two per message: its
+-- dedup key and its sent-marker key (KEYS[1] where unused; all keys share the topic's
+-- hash tag)
 -- ARGV[1] max_queue_size (0: none), ARGV[2] overflow ('reject' | 'drop_oldest'),
--- then six per message: envelope, id, dedup window ms (0: no dedup), due ms (0: now),
--- lane, and check: 0, or the entry-id time (ms) from which to look for this message
--- id already written (a retry after a lost reply, an outbox flush) - then it is not
--- written again
+-- ARGV[3], ARGV[4]: a window of entry-id times (ms; 0 0: no check) in which an earlier
+-- attempt of this batch would have appended - a retry after a lost reply, an outbox
+-- flush: a message found there, in the delayed set at its due time, or with its sent
+-- marker set, is not written again; ARGV[5] sent-marker TTL ms (0: set none; outbox
+-- flushes set them, since a flush can be resumed much later),
+-- then five per message: envelope, id, dedup window ms (0: no dedup), due ms (0: now), lane
 -- Returns the ids in order (the original's for a duplicate inside its window), or the
 -- error 'QUEUEFULL <unconsumed> <incoming>' having written nothing.
-local n = (#ARGV - 2) / 6
+local n = (#ARGV - 5) / 5
+local check_from, check_to, mark_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local function lane_key(lane)
   if lane == '0' then
@@ -20,53 +24,71 @@ local function lane_key(lane)
   return KEYS[5] .. lane
 end
 
--- Was the envelope starting with this id written already? Our encoder puts the id first.
-local function written(id, lane, since)
-  local head = '{"id":"' .. id .. '"'
-  local cursor = since .. '-0'
-  while true do
-    local page = redis.call('XRANGE', lane_key(lane), cursor, '+', 'COUNT', 200)
-    for _, entry in ipairs(page) do
-      local f = entry[2]
-      for j = 1, #f, 2 do
-        if f[j] == 'm' and string.sub(f[j + 1], 1, #head) == head then
-          return true
+local function arg(i, k)  -- message i's k-th argument
+  return ARGV[5 + (i - 1) * 5 + k]
+end
+
+-- The ids of this batch an earlier attempt wrote: one pass over each lane's window
+-- (our encoder puts the id first in the envelope), and the delayed set at each due time.
+local function already_written()
+  local wanted, lanes, found = {}, {}, {}
+  for i = 1, n do
+    local id = arg(i, 2)
+    if redis.call('GET', KEYS[5 + 2 * i]) then
+      found[id] = true
+    elseif tonumber(arg(i, 4)) > 0 then
+      local member = '*' .. arg(i, 5) .. '|{"id":"' .. id .. '"'
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], arg(i, 4), arg(i, 4))) do
+        if string.sub(m, 1, #member) == member then
+          found[id] = true
         end
       end
+    else
+      wanted[id] = true
+      lanes[arg(i, 5)] = true
     end
-    if #page < 200 then
-      break
-    end
-    cursor = '(' .. page[#page][1]
   end
-  local scan = '0'
-  repeat
-    local got = redis.call('ZSCAN', KEYS[2], scan, 'MATCH', '*|' .. head .. '*', 'COUNT', 500)
-    if #got[2] > 0 then
-      return true
+  for lane in pairs(lanes) do
+    local cursor = check_from .. '-0'
+    while true do
+      local page = redis.call('XRANGE', lane_key(lane), cursor, tostring(check_to), 'COUNT', 500)
+      for _, entry in ipairs(page) do
+        local f = entry[2]
+        for j = 1, #f, 2 do
+          if f[j] == 'm' and string.sub(f[j + 1], 1, 7) == '{"id":"' then
+            local id = string.sub(f[j + 1], 8, (string.find(f[j + 1], '"', 8, true) or 8) - 1)
+            if wanted[id] then
+              found[id] = true
+            end
+          end
+        end
+      end
+      if #page < 500 then
+        break
+      end
+      cursor = '(' .. page[#page][1]
     end
-    scan = got[1]
-  until scan == '0'
-  return false
+  end
+  return found
 end
 
 -- 1. which messages are duplicates (of a remembered key, of one earlier in the batch, or
 -- already written by an attempt whose reply was lost)
+local written = check_from > 0 and already_written() or {}
 local ids, append, seen, incoming = {}, {}, {}, 0
 for i = 1, n do
-  local base = 2 + (i - 1) * 6
-  local id, window, check = ARGV[base + 2], tonumber(ARGV[base + 3]), tonumber(ARGV[base + 6])
+  local id, window, dedup = arg(i, 2), tonumber(arg(i, 3)), KEYS[4 + 2 * i]
   local original = nil
   if window > 0 then
-    original = seen[KEYS[5 + i]] or redis.call('GET', KEYS[5 + i])
-    seen[KEYS[5 + i]] = original or id
+    original = seen[dedup] or redis.call('GET', dedup)
+    seen[dedup] = original or id
   end
-  if not original and check > 0 and written(id, ARGV[base + 5], check) then
+  if not original and written[id] then
     original = id
   end
   ids[i] = original or id
   append[i] = not original
-  if append[i] and tonumber(ARGV[base + 4]) == 0 then
+  if append[i] and tonumber(arg(i, 4)) == 0 then
     incoming = incoming + 1
   end
 end
@@ -184,11 +206,12 @@ end
 -- 3. write
 for i = 1, n do
   if append[i] then
-    local base = 2 + (i - 1) * 6
-    local data, id, window, due, lane = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3],
-      tonumber(ARGV[base + 4]), ARGV[base + 5]
+    local data, id, window, due, lane = arg(i, 1), arg(i, 2), arg(i, 3), tonumber(arg(i, 4)), arg(i, 5)
     if tonumber(window) > 0 then
-      redis.call('SET', KEYS[5 + i], id, 'PX', window)
+      redis.call('SET', KEYS[4 + 2 * i], id, 'PX', window)
+    end
+    if mark_ms > 0 then
+      redis.call('SET', KEYS[5 + 2 * i], '1', 'PX', mark_ms)
     end
     if lane ~= '0' then
       redis.call('SADD', KEYS[3], lane)
