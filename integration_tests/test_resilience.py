@@ -277,3 +277,27 @@ async def test_every_call_reports_an_unreachable_redis_as_bus_unavailable(
             async for _ in bus.listen("t"):
                 pass
         assert bus.health.state != "connected" and bus.health.failures >= len(calls)
+
+
+async def test_a_refused_outbox_entry_does_not_break_connect(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    """An entry the topic refuses (queue full) stays first in the outbox and is retried;
+    connect() still succeeds and the bus works."""
+    path = tmp_path / "outbox.db"
+    async with Bus.from_url(server.url, prefix=prefix, max_queue_size=1, **FAST) as first:
+        await first.publish("full", "the one allowed")
+    from relaybus.message import Message, encode
+    from relaybus.outbox import Outbox
+    from relaybus.publisher import Write
+
+    waiting = Message(topic="full", payload="left in the outbox")
+    box = Outbox(path, max_entries=10, max_bytes=1 << 20)
+    await box.put("full", waiting.id, encode(waiting), Write(b"", waiting.id).options())
+    box.close()
+    async with Bus.from_url(server.url, prefix=prefix, max_queue_size=1, outbox_path=path, **FAST) as bus:
+        assert bus.health.state == "connected"
+        assert await bus.publisher.outbox.count() == 1  # type: ignore[union-attr]
+        await bus.ack(*(await bus.read("full", group="g")))  # room again
+        await wait_for(lambda: not bus.publisher.backlog, seconds=10)
+        assert [m.payload for m in await bus.history("full")][-1] == "left in the outbox"

@@ -105,22 +105,28 @@ class Bus:
         client = make_client(self.config, options)
         try:
             await asyncio.wait_for(client.ping(), self.config.connect_timeout)
-        except (TimeoutError, *UNAVAILABLE) as exc:
+            self._redis = client
+            self._streams = Streams(client, self.keys)
+            self._publisher = Publisher(self)
+            await self._publisher.start()
+            if self._publisher.outbox is not None:
+                await self._flush_outbox()  # what an earlier process left, before anything new
+        except BaseException as exc:  # a half-connected bus would look connected: undo it all
+            if self._publisher is not None:
+                self._publisher.close()
+            self._redis = self._streams = self._publisher = None
             await client.aclose()
-            raise BusUnavailableError(
-                f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}"
-            ) from None
-        self._redis = client
-        self._streams = Streams(client, self.keys)
-        self._publisher = Publisher(self)
-        await self._publisher.start()
+            if isinstance(exc, TimeoutError | UNAVAILABLE):
+                raise BusUnavailableError(
+                    f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}"
+                ) from None
+            raise
         await self.health.succeeded()
         self._closing = asyncio.Event()
         jobs = [(self.config.cleanup_interval_s, self.cleanup),
                 (self.config.health_check_interval_s, self._check_health)]
         if self._publisher.outbox is not None:
             jobs.append((OUTBOX_FLUSH_INTERVAL_S, self._flush_outbox))
-            await self._flush_outbox()  # what an earlier process left, before anything new
         self._background = [asyncio.create_task(every(s, job, self._closing)) for s, job in jobs]
         return self
 
@@ -133,10 +139,14 @@ class Bus:
         await self.health.succeeded()
 
     async def _flush_outbox(self) -> None:
+        """Never raises for Redis being away or refusing an entry: the flush is retried
+        every OUTBOX_FLUSH_INTERVAL_S, and the entry stays first in the outbox."""
         try:
             await self.publisher.flush()
         except BusUnavailableError as exc:
             await self.health.failed(exc)
+        except (RelayBusError, ResponseError) as exc:
+            log.warning("relaybus: outbox flush refused (%s: %s); retrying", type(exc).__name__, exc)
 
     async def _connection_changed(self, old: str, new: str, error: str | None) -> None:
         level = logging.INFO if new == "connected" else logging.WARNING
