@@ -116,7 +116,7 @@ class Bus:
                 self._publisher.close()
             self._redis = self._streams = self._publisher = None
             await client.aclose()
-            if isinstance(exc, TimeoutError | UNAVAILABLE):
+            if isinstance(exc, (TimeoutError, *UNAVAILABLE)):
                 raise BusUnavailableError(
                     f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}"
                 ) from None
