@@ -144,3 +144,21 @@ def test_sync_invoke_with_an_async_bus_says_to_use_ainvoke(redis_url: str, prefi
     publish = tools_of(Bus.from_url(redis_url, prefix=prefix))["relaybus_publish"]
     with pytest.raises(RuntimeError, match="call it with ainvoke, or build the toolkit with a SyncBus"):
         publish.invoke({"topic": "tasks.x", "payload": 1})
+
+
+async def test_a_server_refusal_is_a_tool_error(server_factory: type, prefix: str) -> None:
+    """A full Redis (noeviction) refuses writes with redis-py's OOM error: the agent reads it."""
+    with server_factory(args=["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]) as server:
+        async with Bus.from_url(server.url, prefix=prefix, publish_timeout_s=0) as full:
+            tools = tools_of(full)
+            filler = "x" * 200_000
+            refused = None
+            for _ in range(40):
+                result = await tools["relaybus_publish"].ainvoke(
+                    call("relaybus_publish", topic="big", payload=filler)
+                )
+                if result.status == "error":
+                    refused = result
+                    break
+            assert refused is not None, "Redis never refused a write"
+            assert "OOM" in refused.content or "maxmemory" in refused.content

@@ -15,11 +15,17 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from ..bus import Bus
 from ..errors import RelayBusError
 from ..keys import is_pattern, validate_pattern, validate_topic
 from ..message import Message
+
+# What an agent gets back as a readable tool error instead of a failed run: the bus's
+# own errors, bad names and arguments, and a server refusal (full memory, READONLY,
+# NOPERM) that reaches us as redis-py's error.
+AGENT_ERRORS = (RelayBusError, ValueError, RedisError)
 
 Topic = Annotated[str, Field(
     description="Topic name, e.g. 'tasks.review': letters, digits and '. _ - :', no wildcards."

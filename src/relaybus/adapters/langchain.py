@@ -20,7 +20,6 @@ from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..bus import Bus
-from ..errors import RelayBusError
 from ..sync import SyncBus
 from . import _tools
 from ._langchain_callbacks import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
@@ -90,7 +89,7 @@ class RelayBusTool(BaseTool):
     async def _answer(self, bus: Bus, args: dict[str, Any]) -> str:
         try:
             result = await self._execute(bus, Allowlist(self.allowed_topics), args)
-        except (RelayBusError, ValueError) as exc:
+        except _tools.AGENT_ERRORS as exc:
             raise ToolException(f"{self.name} failed: {exc}") from exc
         if isinstance(result, BaseModel):
             return result.model_dump_json(exclude_defaults=True)

@@ -18,7 +18,6 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from ..bus import Bus
-from ..errors import RelayBusError
 from . import _tools
 from ._tools import Allowlist, Count, Group, Limit, Messages, Payload, Priority, Published, Topic, WaitSeconds
 
@@ -34,7 +33,7 @@ def _as(error: type[Exception]) -> Iterator[None]:
     """Bus errors and bad names become the SDK's error whose message the client sees."""
     try:
         yield
-    except (RelayBusError, ValueError) as exc:
+    except _tools.AGENT_ERRORS as exc:
         raise error(str(exc)) from exc
 
 
