@@ -294,3 +294,22 @@ def test_cleanup_runs_the_cleanup_hooks(redis_url: str, prefix: str) -> None:
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         assert [m.payload for m in bus.history("done")] == ["unread"]
 
+
+
+
+def test_ctrl_c_during_a_command_exits_130() -> None:
+    """An interrupted one-shot command must not look finished: here `topics` waits on a
+    server that accepted the connection and never answers."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        proc = subprocess.Popen([sys.executable, "-c", "from relaybus.cli import app; app()", "topics",
+                                 "--redis-url", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        time.sleep(1.5)  # connected, waiting for the PING's answer
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and "interrupted" in err and out == ""

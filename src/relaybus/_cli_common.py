@@ -50,13 +50,15 @@ def user_errors() -> Iterator[None]:
 
 
 def run(job: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine with one-line errors; a Ctrl-C that was not handled
-    by `ctrl_c` ends it quietly too (exit 0)."""
+    """Run one command's coroutine with one-line errors. A Ctrl-C that `ctrl_c` did not
+    turn into a clean stop interrupted the work: say so and exit 130, as shells do, so
+    `relaybus dlq replay x && next` does not go on after a half-done replay."""
     with user_errors():
         try:
             return asyncio.run(job)
         except KeyboardInterrupt:
-            raise typer.Exit(0) from None
+            err.print("[red]interrupted[/]", soft_wrap=True)
+            raise typer.Exit(130) from None
 
 
 def ctrl_c() -> asyncio.Event:
