@@ -67,6 +67,8 @@ HISTOGRAMS = {
 }
 
 
+SERIES_CACHE = 10_000  # (topic, group) pairs remembered before topic_label is asked again
+
 class _Histogram:
     """Bucket counts and a sum: plain numbers, made cumulative only when scraped."""
 
@@ -119,6 +121,8 @@ class MetricsPlugin:
     def series(self, topic: str, group: str | None) -> _Series:
         found = self._series.get((topic, group))
         if found is None:
+            if len(self._series) >= SERIES_CACHE:  # many raw topics folded by topic_label
+                self._series.clear()
             labels = (self.topic_label(topic), group or "")
             found = self._series[(topic, group)] = self._labelled.setdefault(labels, _Series())
         return found
