@@ -162,7 +162,7 @@ async def test_retention_by_length_and_by_age(bus: Bus) -> None:
     assert await bus.trim("t") == 0  # no limit given: keep everything consumed
 
 
-async def test_trim_covers_lanes_and_retry_streams(bus: Bus, raw: redis.Redis) -> None:
+async def test_trim_covers_priority_lanes(bus: Bus, raw: redis.Redis) -> None:
     await bus.publish("t", "low")
     await bus.publish("t", "high", priority=7)
     await bus.ack(*(await bus.read("t", group="g", count=5)))

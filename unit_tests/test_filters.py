@@ -60,6 +60,8 @@ def matches(spec: dict[str, Any], payload: Any = None, **fields: Any) -> bool:
     ({"payload.tags": {"$all": ["ml", "urgent"]}}, True),
     ({"payload.tags": {"$all": ["ml", "x"]}}, False),
     ({"payload.n": {"$all": [5]}}, False),  # not an array
+    ({"payload.tags": {"$all": []}}, False),  # empty $all matches nothing, as in MongoDB
+    ({"payload.items.²": 1}, False),  # not an index: a missing key
     ({"payload.tags": {"$size": 2}}, True),
     ({"payload.tags": {"$size": 3}}, False),
     ({"payload.none": {"$exists": True}}, True),
@@ -249,7 +251,8 @@ def ref_operator(op: str, arg: Any, found: bool, value: Any, cond: dict[str, Any
     if op == "$nin":
         return not ref_operator("$in", arg, found, value, cond)
     if op == "$all":
-        return found and isinstance(value, list) and all(any(ref_equal(e, x) for e in value) for x in arg)
+        return found and isinstance(value, list) and len(arg) > 0 and all(
+            any(ref_equal(e, x) for e in value) for x in arg)
     if op == "$exists":
         return found == arg
     if op == "$size":

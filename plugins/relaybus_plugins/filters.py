@@ -132,7 +132,7 @@ def _path(path: str, where: str) -> Callable[[Message], tuple[bool, Any]]:
         raise _fail(where, f"empty segment in field path {path!r}")
     if parts[0] not in ROOTS:
         raise _fail(where, f"unknown field {parts[0]!r} in {path!r} (one of {', '.join(sorted(ROOTS))})")
-    root, rest = parts[0], [(p, int(p) if p.isdigit() else None) for p in parts[1:]]
+    root, rest = parts[0], [(p, int(p) if p.isascii() and p.isdigit() else None) for p in parts[1:]]
 
     def get(message: Message) -> tuple[bool, Any]:
         value = getattr(message, root)
@@ -186,8 +186,8 @@ def _operator(op: str, arg: Any, path: str, siblings: dict[str, Any], depth: int
         if not isinstance(arg, list):
             raise _fail(where, f"expected a list, got {_kind(arg)}")
         _json(arg, where)
-        if op == "$all":
-            return lambda found, value: found and isinstance(value, list) and all(
+        if op == "$all":  # as in MongoDB, an empty $all matches nothing
+            return lambda found, value: found and isinstance(value, list) and bool(arg) and all(
                 any(equal(e, x) for e in value) for x in arg
             )
 

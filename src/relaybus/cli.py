@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import typer
 
 from . import _cli_dlq, _cli_ops
-from ._cli_common import PREFIX, console, err, user_errors
+from ._cli_common import PREFIX, console, err, run, user_errors
 from .redact import redact_url
 
 app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
@@ -71,5 +71,4 @@ def mcp(redis_url: str | None = MCP_URL, prefix: str = PREFIX,
 
     patterns = None if not allowed_topics else [
         p.strip() for arg in allowed_topics for p in arg.split(",") if p.strip()]
-    with user_errors():
-        asyncio.run(serve_stdio(redis_url, prefix, patterns))
+    run(serve_stdio(redis_url, prefix, patterns))  # Ctrl-C: "interrupted", exit 130
