@@ -99,6 +99,8 @@ async def test_no_client_certificate_is_refused(tls_server: TLSServer) -> None:
     with pytest.raises(BusUnavailableError) as info:
         await bus.connect()
     assert isinstance(info.value, RelayBusError)
+    async with tls_server.bus() as with_cert:  # the same server takes a client with a certificate
+        assert await with_cert.publish("t", "ok")
 
 
 async def test_untrusted_server_is_refused(tls_server: TLSServer) -> None:
