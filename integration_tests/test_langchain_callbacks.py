@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,9 @@ from pydantic import ConfigDict
 
 from relaybus import Bus, SyncBus
 from relaybus.adapters.langchain import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
+from relaybus.embedded import EmbeddedRedis, free_port
+
+from .helpers import wait_for
 
 TOPIC = "langchain.events"
 
@@ -170,3 +174,25 @@ async def test_raise_errors_lets_a_bus_error_end_the_run(redis_url: str, prefix:
     handler = RelayBusCallbackHandler(bus=closed, topic=TOPIC, raise_errors=True)
     with pytest.raises(Exception, match="not connected"):
         await model().ainvoke("hi", config={"callbacks": [handler]})
+
+
+
+async def test_events_are_dropped_not_waited_for_while_redis_is_down(
+    server_factory: type[EmbeddedRedis], prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the health check finds Redis down, a run does not wait publish_timeout_s per
+    event: the events are dropped, counted and logged, and the run goes on."""
+    with server_factory(port=free_port()) as server:
+        async with Bus.from_url(server.url, prefix=prefix, publish_timeout_s=1.0,
+                                health_check_interval_s=0.1, socket_timeout=1.0, block_ms=100) as bus:
+            handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+            server.kill()
+            await wait_for(lambda: bus.health.state == "disconnected")
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="relaybus.adapters.langchain"):
+                for _ in range(3):  # six events: start and end of three runs
+                    reply = await model("fine").ainvoke("hi", config={"callbacks": [handler]})
+                    assert reply.content == "fine"
+            assert time.monotonic() - started < 2.0  # waiting would take >= 6 x publish_timeout_s
+            assert handler.options.dropped == 6
+            assert any("Redis unreachable" in r.message for r in caplog.records)

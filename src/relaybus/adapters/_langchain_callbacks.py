@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from ..bus import Bus
+from ..errors import BusUnavailableError
 from ..keys import validate_topic
 from ..sync import SyncBus
 
@@ -216,6 +217,7 @@ class _Options:
         self.publish_tokens = publish_tokens
         self.raise_errors = raise_errors
         self.events = _RunEvents()
+        self.dropped = 0
 
     def event(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
         if name == "on_llm_new_token" and not self.publish_tokens:
@@ -228,6 +230,20 @@ class _Options:
             raise exc
         log.warning("relaybus callback %s: event not published to %r: %s: %s",
                     name, self.topic, type(exc).__name__, exc)
+
+    def unreachable(self, bus: Bus, name: str) -> bool:
+        """True while the bus's health check finds Redis down: the event is dropped (and
+        counted in `dropped`) rather than stalling the observed run for publish_timeout_s
+        per event. The first event of an outage still tries, and waits, once."""
+        if bus.health.state != "disconnected" or bus.health.connected_since is None:
+            return False  # up, or never connected (publish says so clearly)
+        self.dropped += 1
+        if self.raise_errors:
+            raise BusUnavailableError(f"event {name} not published to {self.topic!r}: Redis is unreachable")
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning("relaybus callbacks: Redis unreachable, %d event(s) for %r dropped so far",
+                        self.dropped, self.topic)
+        return True
 
 
 class RelayBusCallbackHandler(AsyncCallbackHandler):
@@ -248,7 +264,8 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
 
     async def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            if (payload := self.options.event(name, args, kwargs)) is not None:
+            payload = self.options.event(name, args, kwargs)
+            if payload is not None and not self.options.unreachable(self.bus, name):
                 await self.bus.publish(self.options.topic, payload)
         except Exception as exc:
             self.options.failed(name, exc)
@@ -268,7 +285,8 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
 
     def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            if (payload := self.options.event(name, args, kwargs)) is not None:
+            payload = self.options.event(name, args, kwargs)
+            if payload is not None and not self.options.unreachable(self.bus.bus, name):
                 self.bus.publish(self.options.topic, payload)
         except Exception as exc:
             self.options.failed(name, exc)
