@@ -232,11 +232,14 @@ class _Options:
                     name, self.topic, type(exc).__name__, exc)
 
     def unreachable(self, bus: Bus, name: str) -> bool:
-        """True while the bus's health check finds Redis down: the event is dropped (and
-        counted in `dropped`) rather than stalling the observed run for publish_timeout_s
-        per event. The first event of an outage still tries, and waits, once."""
+        """True while the bus's health check finds Redis down and there is no outbox: the
+        event is dropped (and counted in `dropped`) rather than stalling the observed run
+        for publish_timeout_s per event. The first event of an outage still tries, and
+        waits, once."""
         if bus.health.state != "disconnected" or bus.health.connected_since is None:
             return False  # up, or never connected (publish says so clearly)
+        if bus.config.outbox_path is not None:
+            return False  # kept in the outbox, which answers at once once it holds a backlog
         self.dropped += 1
         if self.raise_errors:
             raise BusUnavailableError(f"event {name} not published to {self.topic!r}: Redis is unreachable")
