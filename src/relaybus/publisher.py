@@ -174,9 +174,10 @@ class Publisher:
                 run = _run(entries)
                 writes = [Write.from_outbox(e) for e in run]
                 # the publish attempts before an entry reached the outbox ended within
-                # publish_timeout_s + socket_timeout of its creation; earlier flush
-                # attempts left sent markers (MARK_TTL_MS), as they may be resumed much later
-                span_ms = int((self.config.publish_timeout_s + self.config.socket_timeout) * 1000)
+                # publish_timeout_s + one attempt (connect + command) of its creation; earlier
+                # flush attempts left sent markers (MARK_TTL_MS), as they may be resumed much later
+                cfg = self.config
+                span_ms = int((cfg.publish_timeout_s + cfg.connect_timeout + cfg.socket_timeout) * 1000)
                 window = (id_time_ms(run[0].message_id) + self.skew_ms - CHECK_MARGIN_MS,
                           id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
                 await self._scripted(run[0].topic, writes, check=window, mark=True)
