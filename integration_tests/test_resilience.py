@@ -282,8 +282,8 @@ async def test_every_call_reports_an_unreachable_redis_as_bus_unavailable(
 async def test_a_refused_outbox_entry_does_not_break_connect(
     server: EmbeddedRedis, prefix: str, tmp_path: Path
 ) -> None:
-    """An entry the topic refuses (queue full) stays first in the outbox and is retried;
-    connect() still succeeds and the bus works."""
+    """An entry the topic refuses (queue full) stays in the outbox and is retried; connect()
+    still succeeds, and other topics' entries behind it are flushed meanwhile."""
     path = tmp_path / "outbox.db"
     async with Bus.from_url(server.url, prefix=prefix, max_queue_size=1, **FAST) as first:
         await first.publish("full", "the one allowed")
@@ -292,11 +292,14 @@ async def test_a_refused_outbox_entry_does_not_break_connect(
     from relaybus.publisher import Write
 
     waiting = Message(topic="full", payload="left in the outbox")
+    behind = Message(topic="other", payload="not held up")
     box = Outbox(path, max_entries=10, max_bytes=1 << 20)
-    await box.put("full", waiting.id, encode(waiting), Write(b"", waiting.id).options())
+    for m in (waiting, behind):
+        await box.put(m.topic, m.id, encode(m), Write(b"", m.id).options())
     box.close()
     async with Bus.from_url(server.url, prefix=prefix, max_queue_size=1, outbox_path=path, **FAST) as bus:
         assert bus.health.state == "connected"
+        assert [m.payload for m in await bus.history("other")] == ["not held up"]
         assert await bus.publisher.outbox.count() == 1  # type: ignore[union-attr]
         await bus.ack(*(await bus.read("full", group="g")))  # room again
         await wait_for(lambda: not bus.publisher.backlog, seconds=10)

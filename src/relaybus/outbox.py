@@ -122,11 +122,13 @@ class Outbox:
                 [(topic, message_id, data, len(data), options) for message_id, data, options in new],
             )
 
-    async def entries(self, limit: int = 100) -> list[OutboxEntry]:
-        """The oldest `limit` entries, in the order they were accepted."""
-        rows = await self._run(lambda: self._db.execute(
-            "SELECT seq, topic, message_id, data, options FROM entries ORDER BY seq LIMIT ?", (limit,)
-        ).fetchall())
+    async def entries(self, limit: int = 100, skip_topics: Iterable[str] = ()) -> list[OutboxEntry]:
+        """The oldest `limit` entries, in the order they were accepted, leaving out the
+        topics in `skip_topics`."""
+        skip = sorted(skip_topics)
+        query = ("SELECT seq, topic, message_id, data, options FROM entries "
+                 f"WHERE topic NOT IN ({', '.join('?' * len(skip))}) ORDER BY seq LIMIT ?")
+        rows = await self._run(lambda: self._db.execute(query, (*skip, limit)).fetchall())
         return [OutboxEntry(seq, topic, mid, data, orjson.loads(options))
                 for seq, topic, mid, data, options in rows]
 

@@ -166,11 +166,11 @@ class Publisher:
         an entry whose earlier send was applied is not appended again."""
         if self.outbox is None or not self.backlog:
             return 0
-        sent = 0
+        sent, refused = 0, set[str]()
         with self.outbox.flushing() as mine:
             if not mine:
                 return 0  # another Bus (maybe another process) is flushing this outbox
-            while entries := await self.outbox.entries(FLUSH_BATCH):
+            while entries := await self.outbox.entries(FLUSH_BATCH, skip_topics=refused):
                 run = _run(entries)
                 writes = [Write.from_outbox(e) for e in run]
                 # the publish attempts before an entry reached the outbox ended within
@@ -180,10 +180,17 @@ class Publisher:
                 span_ms = int((cfg.publish_timeout_s + cfg.connect_timeout + cfg.socket_timeout) * 1000)
                 window = (id_time_ms(run[0].message_id) + self.skew_ms - CHECK_MARGIN_MS,
                           id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
-                await self._scripted(run[0].topic, writes, check=window, mark=True)
+                try:
+                    await self._scripted(run[0].topic, writes, check=window, mark=True)
+                except (QueueFullError, ResponseError) as exc:
+                    # this topic waits (its order kept) for the next flush; the others go on
+                    log.warning("relaybus: outbox entries for %r refused (%s: %s); retrying later",
+                                run[0].topic, type(exc).__name__, exc)
+                    refused.add(run[0].topic)
+                    continue
                 await self.outbox.delete(run)
                 sent += len(run)
-            self.backlog = False
+            self.backlog = bool(refused)
         if sent:
             log.info("relaybus: flushed %d message(s) from the outbox", sent)
         return sent
