@@ -304,3 +304,17 @@ async def test_a_refused_outbox_entry_does_not_break_connect(
         await bus.ack(*(await bus.read("full", group="g")))  # room again
         await wait_for(lambda: not bus.publisher.backlog, seconds=10)
         assert [m.payload for m in await bus.history("full")][-1] == "left in the outbox"
+
+
+async def test_closing_the_bus_ends_a_publish_still_retrying(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    async with FaultProxy("127.0.0.1", server.port) as proxy:
+        bus = await Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=30,
+                                 outbox_path=tmp_path / "outbox.db", **FAST).connect()
+        proxy.set("reset")
+        publishing = asyncio.create_task(bus.publish("t", "in flight"))
+        await asyncio.sleep(0.3)  # retrying
+        await bus.close()
+        with pytest.raises(BusUnavailableError, match="closed while Redis was unreachable"):
+            await asyncio.wait_for(publishing, 5)

@@ -105,6 +105,7 @@ class Publisher:
         self.backlog = False  # the outbox holds entries: new publishes queue behind them
         self.skew_ms = 0  # server clock minus ours, measured at connect
         self._registered: set[str] = set()
+        self.closed = False  # a publish still retrying when the bus closes gives up cleanly
 
     async def start(self) -> None:
         seconds, micros = await self.bus.redis.time()
@@ -113,6 +114,7 @@ class Publisher:
             self.backlog = await self.outbox.count() > 0
 
     def close(self) -> None:
+        self.closed = True
         if self.outbox is not None:
             self.outbox.close()
 
@@ -138,8 +140,10 @@ class Publisher:
     ) -> list[str]:
         deadline = time.monotonic() + self.config.publish_timeout_s
         pause = 0.05
-        while time.monotonic() + pause < deadline:
+        while time.monotonic() + pause < deadline and not self.closed:
             await asyncio.sleep(random.uniform(pause / 2, pause))
+            if self.closed:
+                break
             # every earlier attempt began after started_ms and was applied, if at all, by now
             window = (started_ms + self.skew_ms - CHECK_MARGIN_MS, _now_ms() + self.skew_ms + CHECK_MARGIN_MS)
             try:
@@ -155,6 +159,9 @@ class Publisher:
 
     async def _to_outbox(self, topic: str, writes: list[Write]) -> list[str]:
         assert self.outbox is not None
+        if self.closed:
+            raise BusUnavailableError(f"publish to {topic!r}: the bus was closed while Redis was "
+                                      "unreachable; nothing was stored")
         await self.outbox.put_many(topic, [(w.id, w.data, w.options()) for w in writes])  # all or none
         self.backlog = True
         log.warning("relaybus: Redis unreachable, %d message(s) for %r kept in the outbox %s",
