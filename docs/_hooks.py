@@ -174,17 +174,24 @@ def undescribed_fields() -> list[str]:
     return [name for name, field in BusConfig.model_fields.items() if not field.description]
 
 
+def check_markers(page: str, found: list[str], known: list[str], what: str, missing: str) -> None:
+    """Each known name marked exactly once on `page`, and no marker for anything else;
+    `missing` is the error for unmarked names, with `{names}` in it."""
+    for name in found:
+        if name not in known:
+            raise DocsError(f"{page} has a marker for {name!r}, which is not {what}")
+        if found.count(name) > 1:
+            raise DocsError(f"{page} has the marker for {name!r} twice")
+    absent = [n for n in known if n not in found]
+    if absent:
+        raise DocsError(missing.format(names=", ".join(absent)))
+
+
 def render_configuration(markdown: str) -> str:
     check_sections()
-    found = CONFIG_MARKER.findall(markdown)
-    for section in found:
-        if section not in SECTIONS:
-            raise DocsError(f"docs/configuration.md has a marker for unknown section {section!r}")
-        if found.count(section) > 1:
-            raise DocsError(f"docs/configuration.md has the marker for section {section!r} twice")
-    absent = [s for s in SECTIONS if s not in found]
-    if absent:
-        raise DocsError(f"docs/configuration.md lacks <!-- config-fields: ... --> for: {', '.join(absent)}")
+    check_markers("docs/configuration.md", CONFIG_MARKER.findall(markdown), list(SECTIONS),
+                  "a configuration section",
+                  "docs/configuration.md lacks <!-- config-fields: ... --> for: {names}")
     return CONFIG_MARKER.sub(lambda m: config_table(m.group(1)), markdown)
 
 
@@ -224,17 +231,8 @@ def hook_section(name: str) -> str:
 
 
 def render_hooks(markdown: str) -> str:
-    names = hook_names()
-    found = HOOK_MARKER.findall(markdown)
-    for name in found:
-        if name not in names:
-            raise DocsError(f"docs/hooks.md has a marker for {name!r}, which is not a hook in hookspecs.py")
-        if found.count(name) > 1:
-            raise DocsError(f"docs/hooks.md has the marker for hook {name!r} twice")
-    absent = [n for n in names if n not in found]
-    if absent:
-        raise DocsError(f"hooks missing from docs/hooks.md (add <!-- hook: NAME --> and notes): "
-                        f"{', '.join(absent)}")
+    check_markers("docs/hooks.md", HOOK_MARKER.findall(markdown), hook_names(), "a hook in hookspecs.py",
+                  "hooks missing from docs/hooks.md (add <!-- hook: NAME --> and notes): {names}")
     return HOOK_MARKER.sub(lambda m: hook_section(m.group(1)), markdown)
 
 
