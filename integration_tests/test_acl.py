@@ -17,7 +17,7 @@ import redis
 from relaybus import Bus, BusUnavailableError, Message
 from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
 from relaybus.message import encode
-from relaybus.publisher import Write
+from relaybus.engine.publisher import Write
 
 from .helpers import run_until, wait_for
 

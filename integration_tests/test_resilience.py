@@ -145,7 +145,7 @@ async def test_half_done_flush_appends_nothing_twice(
         bus.publisher.backlog = False  # keep this bus's own flusher out of the way
         half = await outbox.entries(4)
         async with Bus.from_url(server.url, prefix=prefix) as direct:
-            from relaybus.publisher import Write
+            from relaybus.engine.publisher import Write
 
             await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], mark=True)
         bus.publisher.backlog = True
@@ -289,7 +289,7 @@ async def test_a_refused_outbox_entry_does_not_break_connect(
         await first.publish("full", "the one allowed")
     from relaybus.message import Message, encode
     from relaybus.outbox import Outbox
-    from relaybus.publisher import Write
+    from relaybus.engine.publisher import Write
 
     waiting = Message(topic="full", payload="left in the outbox")
     behind = Message(topic="other", payload="not held up")

@@ -102,7 +102,7 @@ async def _appended(bus: Bus, cursors: dict[str, bytes]) -> list[Message]:
         for entry_id, fields in entries:
             cursors[key] = entry_id
             try:
-                message = bus.streams.to_message((entry_id, fields), None, key)
+                message = bus.groups.to_message((entry_id, fields), None, key)
             except DecodeError:
                 continue
             found.append((int(entry_id.split(b"-")[0]), message.id, message))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import os
 import socket
@@ -15,18 +14,24 @@ from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .config import BusConfig
-from .connection import UNAVAILABLE, Health, make_client
+from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
+from .engine import pull
+from .engine.consumer import Consumer
+from .engine.context import Context
+from .engine.doorbell import Doorbell
+from .engine.groups import Groups, group_lost
+from .engine.publisher import Publisher
+from .engine.scripts import Scripts
+from .engine.settlement import Settlement
 from .errors import BusUnavailableError, DecodeError, FilterError, RelayBusError
 from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, decode, encode, new_id
 from .periodic import every
 from .plugins import PluginManager
-from .publisher import Publisher, Write, unavailable
 from .redact import redact_url
 from .stats import (
     BusStats,
@@ -37,7 +42,6 @@ from .stats import (
     recommendations,
     topic_stats,
 )
-from .streams import Entry, Streams, group_lost
 
 log = logging.getLogger("relaybus")
 P = ParamSpec("P")
@@ -67,7 +71,11 @@ def default_consumer_name() -> str:
 
 
 class Bus:
-    """A message bus over one Redis; use `async with bus:` or `connect()`/`close()`."""
+    """A message bus over one Redis; use `async with bus:` or `connect()`/`close()`.
+
+    The facade: it checks arguments and hands the work to the engine (engine/), which
+    is given an explicit Context at connect and never sees this class.
+    """
 
     def __init__(self, config: BusConfig | None = None, **fields: Any) -> None:
         if config is not None and fields:
@@ -77,15 +85,17 @@ class Bus:
         self.plugins = PluginManager(self.config.disabled_plugins)
         self.consumer = self.config.consumer_name or default_consumer_name()
         self.counters: Counter[str] = Counter()
+        self.health = Health(self._connection_changed, self.config.password)
         self._subscriptions: list[Subscription] = []
-        self._redis: aioredis.Redis | None = None
-        self._streams: Streams | None = None
         self._plugins_loaded = False
-        self._worker: Any = None
+        self._ctx: Context | None = None
+        self._groups: Groups | None = None
+        self._settlement: Settlement | None = None
+        self._publisher: Publisher | None = None
+        self._consumer: Consumer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
-        self._publisher: Publisher | None = None
-        self.health = Health(self._connection_changed, self.config.password)
+        self._options: list[Any] = []  # the plugins' redis_connection_options answers
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -98,24 +108,30 @@ class Bus:
 
     async def connect(self) -> Bus:
         """Load plugins, open the pool and check Redis answers; idempotent."""
-        if self._redis is not None:
+        if self._ctx is not None:
             return self
         self._load_plugins()
-        options = self.plugins.call_sync("redis_connection_options", config=self.config)
+        options = self._options = self.plugins.call_sync("redis_connection_options", config=self.config)
         client = make_client(self.config, options)
+        wake_client = make_client(self.config, options, max_connections=2)  # the doorbell's own
+        ctx = Context(bus=self, config=self.config, keys=self.keys, redis=client,
+                      scripts=Scripts(client), health=self.health, plugins=self.plugins,
+                      doorbell=Doorbell(wake_client, self.keys, self.health),
+                      consumer=self.consumer, counters=self.counters)
+        publisher = Publisher(ctx)
         try:
             await asyncio.wait_for(client.ping(), self.config.connect_timeout)
-            self._redis = client
-            self._streams = Streams(client, self.keys)
-            self._publisher = Publisher(self)
-            await self._publisher.start()
-            if self._publisher.outbox is not None:
+            await publisher.start()
+            self._ctx, self._publisher = ctx, publisher
+            self._groups = Groups(client, self.keys, ctx.scripts)
+            self._settlement = Settlement(ctx, self._groups)
+            if publisher.outbox is not None:
                 await self._flush_outbox()  # what an earlier process left, before anything new
         except BaseException as exc:  # a half-connected bus would look connected: undo it all
-            if self._publisher is not None:
-                self._publisher.close()
-            self._redis = self._streams = self._publisher = None
+            publisher.close()
+            self._ctx = self._publisher = self._groups = self._settlement = None
             await client.aclose()
+            await wake_client.aclose()
             if isinstance(exc, (TimeoutError, *UNAVAILABLE)):
                 raise BusUnavailableError(
                     f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}"
@@ -125,7 +141,7 @@ class Bus:
         self._closing = asyncio.Event()
         jobs = [(self.config.cleanup_interval_s, self.cleanup),
                 (self.config.health_check_interval_s, self._check_health)]
-        if self._publisher.outbox is not None:
+        if publisher.outbox is not None:
             jobs.append((OUTBOX_FLUSH_INTERVAL_S, self._flush_outbox))
         self._background = [asyncio.create_task(every(s, job, self._closing)) for s, job in jobs]
         return self
@@ -152,7 +168,8 @@ class Bus:
         level = logging.INFO if new == "connected" else logging.WARNING
         log.log(level, "relaybus connection to %s: %s -> %s%s", redact_url(self.config.url), old, new,
                 f" ({error})" if error else "")
-        await self.observe("on_connection_state", old=old, new=new, error=error)
+        if self._ctx is not None:
+            await self._ctx.observe("on_connection_state", old=old, new=new, error=error)
 
     def _load_plugins(self) -> None:
         """Once per Bus, on first need (connect, or a subscribe that a plugin validates)."""
@@ -161,18 +178,21 @@ class Bus:
             self._plugins_loaded = True
 
     async def close(self) -> None:
-        if self._worker is not None:
+        if self._consumer is not None:
             await self.stop()
         self._closing.set()
         for task in self._background:  # a job under way finishes (each command within socket_timeout)
             await task
         self._background = []
+        ctx, self._ctx = self._ctx, None
         if self._publisher is not None:
             self._publisher.close()
             self._publisher = None
-        if self._redis is not None:
-            await self._redis.aclose()
-        self._redis = self._streams = None
+        self._groups = self._settlement = None
+        if ctx is not None:
+            await ctx.doorbell.close()
+            await ctx.doorbell.client.aclose()
+            await ctx.redis.aclose()
 
     async def __aenter__(self) -> Bus:
         return await self.connect()
@@ -183,22 +203,33 @@ class Bus:
         await self.close()
 
     @property
-    def redis(self) -> aioredis.Redis:
-        if self._redis is None:
+    def _engine(self) -> Context:
+        if self._ctx is None:
             raise RelayBusError("the bus is not connected: use 'async with bus:' or 'await bus.connect()'")
-        return self._redis
+        return self._ctx
+
+    @property
+    def redis(self) -> Any:
+        """The pooled redis-py client (for tools and tests that look at keys directly)."""
+        return self._engine.redis
 
     @property
     def publisher(self) -> Publisher:
-        self.redis  # noqa: B018 - raises the clear error when not connected
+        self._engine  # noqa: B018 - raises the clear error when not connected
         assert self._publisher is not None
         return self._publisher
 
     @property
-    def streams(self) -> Streams:
-        self.redis  # noqa: B018 - raises the clear error when not connected
-        assert self._streams is not None
-        return self._streams
+    def groups(self) -> Groups:
+        self._engine  # noqa: B018 - raises the clear error when not connected
+        assert self._groups is not None
+        return self._groups
+
+    @property
+    def settlement(self) -> Settlement:
+        self._engine  # noqa: B018 - raises the clear error when not connected
+        assert self._settlement is not None
+        return self._settlement
 
     # -- publishing ------------------------------------------------------------
 
@@ -222,10 +253,11 @@ class Bus:
         With a `dedup_key` seen inside its window (`dedup_window` seconds, default
         `dedup_window_s`), nothing is appended and the original message's id returns.
         """
-        ids = await self._publish(topic, [payload], priority=priority, ttl=ttl, delay=delay,
-                                  dedup_key=dedup_key, headers=headers, sender=sender,
-                                  correlation_id=correlation_id, reply_to=reply_to,
-                                  dedup_window=dedup_window)
+        ids = await self.publisher.publish(
+            topic, [payload], priority=priority, ttl=ttl, delay=delay, dedup_key=dedup_key,
+            headers=headers, sender=sender, correlation_id=correlation_id, reply_to=reply_to,
+            dedup_window=dedup_window,
+        )
         return ids[0]
 
     async def publish_many(
@@ -233,67 +265,7 @@ class Bus:
     ) -> list[str]:
         """Append several messages in one round trip; ids in the order given (for a
         duplicate, the original's id). Takes the keywords of `publish`."""
-        return await self._publish(topic, list(payloads), **options)
-
-    async def _publish(
-        self,
-        topic: str,
-        payloads: Sequence[Any],
-        *,
-        priority: int = 0,
-        ttl: float | None = None,
-        delay: float | None = None,
-        dedup_key: str | None = None,
-        headers: dict[str, str] | None = None,
-        sender: str | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        dedup_window: float | None = None,
-    ) -> list[str]:
-        validate_topic(topic)
-        if dedup_window is not None and dedup_window <= 0:
-            raise ValueError(f"dedup_window must be > 0 seconds, got {dedup_window}")
-        if delay is not None and delay < 0:
-            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
-        ttl = ttl if ttl is not None else self.config.default_ttl
-        now = time.time()
-        messages = [
-            Message(
-                topic=topic, payload=payload, priority=priority, created_at=now,
-                expires_at=now + ttl if ttl is not None else None, dedup_key=dedup_key,
-                headers=headers or {}, sender=sender, correlation_id=correlation_id,
-                reply_to=reply_to,
-            )
-            for payload in payloads
-        ]
-        if self.plugins.impls("on_publish"):
-            messages = [await self._on_publish(m) for m in messages]
-        due_ms = int((time.time() + delay) * 1000) if delay is not None else 0
-        window_ms = max(1, int((dedup_window or self.config.dedup_window_s) * 1000))
-        writes = [
-            Write(encode(m, self.config.max_message_bytes), m.id, m.lane, due_ms, m.dedup_key,
-                  window_ms if m.dedup_key else 0)
-            for m in messages
-        ]
-        ids = await self.publisher.write(topic, writes)
-        if self.plugins.impls("on_published"):
-            await self.observe("on_published", topic=topic, messages=messages, ids=ids)
-        return ids
-
-    async def _on_publish(self, message: Message) -> Message:
-        for name, function, argnames in self.plugins.impls("on_publish"):
-            args = {"bus": self, "message": message}
-            try:
-                changed = function(*[args[a] for a in argnames])
-                if inspect.isawaitable(changed):  # awaited only when a plugin is async
-                    changed = await changed
-            except Exception as exc:
-                self.plugins.raise_for("on_publish", name, exc)
-            if changed is not None:
-                message = changed
-        return message
+        return await self.publisher.publish(topic, list(payloads), **options)
 
     # -- consuming: push -------------------------------------------------------
 
@@ -337,23 +309,23 @@ class Bus:
         return list(self._subscriptions)
 
     async def run(self) -> None:
-        """Deliver to every subscription until `stop()` or cancellation."""
-        from .worker import Worker
-
-        if self._worker is not None:
+        """Deliver to every subscription until `stop()` (which drains) or cancellation
+        (which ends it at once: running handlers are cancelled, their messages stay
+        pending and are delivered again after `claim_idle_ms`)."""
+        if self._consumer is not None:
             raise RelayBusError("run() is already going on this bus")
         await self.connect()
-        self._worker = Worker(self)
+        self._consumer = Consumer(self._engine, self.groups, self.settlement, self._subscriptions)
         try:
-            await self._worker.run()
+            await self._consumer.run()
         finally:
-            self._worker = None
+            self._consumer = None
 
     async def stop(self) -> None:
         """Stop reading; returns when in-flight handlers have finished and acks are sent."""
-        worker = self._worker
-        if worker is not None:
-            await worker.stop()
+        consumer = self._consumer
+        if consumer is not None:
+            await consumer.stop()
 
     # -- consuming: pull -------------------------------------------------------
 
@@ -373,122 +345,26 @@ class Bus:
         validate_group(group)
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        consumer = consumer or self.consumer
+        args = (self._engine, self.groups, self.settlement, topic, group, consumer or self.consumer,
+                count, block_ms or 0, start)
         try:
-            return await self._read(topic, group, consumer, count, block_ms or 0, start)
+            return await pull.read(*args)
         except ResponseError as exc:
             if not group_lost(exc):
                 raise
-            self.streams.forget_group(topic, group)  # deleted under us: recreate, once
-            return await self._read(topic, group, consumer, count, block_ms or 0, start)
-
-    async def _read(
-        self, topic: str, group: str, consumer: str, count: int, block_ms: int, start: str
-    ) -> list[Message]:
-        streams = self.streams
-        await streams.ensure_group(topic, group, start)
-        claimed, counts = await streams.claim_from_others(
-            topic, group, consumer, self.config.claim_idle_ms, count
-        )
-        fresh: list[tuple[str, Entry]] = []
-        if len(claimed) < count:
-            fresh = await streams.read_new(
-                topic, group, consumer, count - len(claimed), 0 if claimed else block_ms
-            )
-        out = []
-        for source, entry in [*claimed, *fresh]:
-            message = await self.admit(source, entry, group, counts.get(entry[0]))
-            if message is not None:
-                out.append(message)
-        return out
-
-    async def admit(
-        self, source: str, entry: Entry, group: str, delivered: int | None
-    ) -> Message | None:
-        """Decode an entry handed to this consumer. Entries that cannot be delivered are
-        settled here: undecodable ones go to the DLQ, expired ones are acked and counted.
-        `delivered` is the XPENDING delivery count of a reclaimed entry."""
-        entry_id, fields = entry
-        if fields is None:  # deleted or trimmed while pending: nothing left to deliver
-            await self.redis.xack(source, group, entry_id)
-            return None
-        try:
-            message = self.streams.to_message(entry, group, source)
-        except DecodeError as exc:
-            raw = orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
-                                for k, v in fields.items()})
-            await self.streams.dead_letter(source, entry_id, group, _topic_of(source),
-                                           ["raw", raw], "undecodable", exc, 1)
-            self.counters["undecodable"] += 1
-            return None
-        if delivered is not None:
-            message.attempt += max(delivered - 1, 0)
-        if message.expired():
-            if self.config.dead_letter_expired:
-                await self.dead_letter(message, "expired")
-                await self.redis.hincrby(self.keys.counters(message.topic), "expired", 1)
-                self.counters["expired"] += 1
-            else:
-                await self.settle(message, "expired")
-            await self.observe("on_settled", message=message, subscription=None, outcome="expired",
-                               duration_s=None)
-            return None
-        return message
+            return await pull.read(*args)  # deleted under us: made again by this read, once
 
     @_reports_unavailable
     async def ack(self, *messages: Message) -> int:
         """Acknowledge messages handed out by `read`; returns how many were still pending."""
-        by_source: dict[tuple[str, str], list[str]] = {}
-        for m in messages:
-            source, group, entry_id = _delivery(m)
-            by_source.setdefault((source, group), []).append(entry_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (source, group), ids in by_source.items():
-                pipe.xack(source, group, *ids)
-            replies = await pipe.execute()
-        if self.plugins.impls("on_settled"):
-            for m in messages:
-                await self.observe("on_settled", message=m, subscription=None, outcome="handled",
-                                   duration_s=None)
-        return sum(int(r) for r in replies)
+        return await self.settlement.acked(messages)
 
     @_reports_unavailable
     async def dead_letter(
         self, message: Message, reason: str, error: BaseException | None = None
     ) -> bool:
         """Move a delivered message to its topic's DLQ (append + ack in one script)."""
-        source, group, entry_id = _delivery(message)
-        moved = await self.streams.dead_letter(
-            source, entry_id, group, message.topic, ["m", encode(message)], reason, error,
-            message.attempt,
-        )
-        if moved:
-            self.counters["dead_lettered"] += 1
-            await self.plugins.call_each("on_dead_letter", message=message, reason=reason,
-                                         error=error)
-        return moved
-
-    async def observe(self, hook: str, **kwargs: Any) -> None:
-        """Call an observer hook (on_published, on_settled) if any plugin has it; a
-        failing observer is logged and never affects publishing or delivery."""
-        kwargs["bus"] = self
-        for name, function, argnames in self.plugins.impls(hook):
-            try:
-                result = function(*[kwargs[a] for a in argnames])
-                if inspect.isawaitable(result):  # awaited only when the observer is async
-                    await result
-            except Exception:
-                log.exception("relaybus observer hook %s of plugin %r failed", hook, name)
-
-    @_reports_unavailable
-    async def settle(self, message: Message, counter: str) -> None:
-        """Ack a message that will not reach a handler, and count why (per topic)."""
-        source, group, entry_id = _delivery(message)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(source, group, entry_id)
-            pipe.hincrby(self.keys.counters(message.topic), counter, 1)
-            await pipe.execute()
-        self.counters[counter] += 1
+        return await self.settlement.dead_lettered(message, reason, error)
 
     # -- history and dead letters -----------------------------------------------
 
@@ -502,7 +378,7 @@ class Bus:
         for key in [self.keys.lane(topic, n) for n in [0, *lanes]]:
             for entry_id, fields in await self.redis.xrevrange(key, count=limit):
                 try:
-                    message = self.streams.to_message((entry_id, fields), None, key)
+                    message = self.groups.to_message((entry_id, fields), None, key)
                 except DecodeError:
                     continue
                 found.append((int(entry_id.split(b"-")[0]), message.id, message))
@@ -537,9 +413,9 @@ class Bus:
                 group = fields.get(b"group", b"").decode()
                 batch += [eid, group, encode(message)]
             if batch:
-                replayed += await self.streams.replay_script(
-                    keys=[dlq, self.keys.retry(topic)], args=batch
-                )
+                scripts = self._engine.scripts
+                replayed += await scripts.call(scripts.replay, [dlq, self.keys.retry(topic),
+                                                                self.keys.wake(topic)], batch)
             if len(entries) < 200:
                 return replayed
             cursor = "(" + entries[-1][0].decode()
@@ -574,7 +450,10 @@ class Bus:
         if not patterns:
             raise ValueError("listen needs at least one topic or pattern")
         channels = [self.keys.channel(validate_pattern(p)) for p in patterns]
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self._engine  # noqa: B018 - raises the clear error when not connected
+        # a connection of its own for as long as it listens: never one of the command pool
+        client = make_client(self.config, self._options, max_connections=1)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             while True:
                 try:
@@ -592,6 +471,7 @@ class Bus:
                     self.counters["undecodable"] += 1
         finally:
             await pubsub.aclose()
+            await client.aclose()
 
     @_reports_unavailable
     async def topics(self) -> list[str]:
@@ -640,7 +520,8 @@ class Bus:
                 "1" if consumed_only else "0"]
         removed = 0
         for key, required in streams:
-            removed += int(await self.streams.trim_script(keys=[key, required], args=args))
+            scripts = self._engine.scripts
+            removed += int(await scripts.call(scripts.trim, [key, required], args))
         return removed
 
     async def _groups_of(self, stream: str) -> list[dict[str, Any]]:
@@ -700,14 +581,3 @@ def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]
                           headers=headers)
     message.entry_id = entry_id.decode()
     return message
-
-
-def _delivery(message: Message) -> tuple[str, str, str]:
-    """Stream, group and entry id of a delivered message: what ack and settle need."""
-    if message.stream_key is None or message.group is None or message.entry_id is None:
-        raise RelayBusError(f"message {message.id} was not delivered by read() or a handler")
-    return message.stream_key, message.group, message.entry_id
-
-
-def _topic_of(key: str) -> str:
-    return key[key.index("{") + 1 : key.index("}")]

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import BusConfig
-from .errors import PluginError
+from .errors import BusUnavailableError, PluginError
 from .redact import redact_url
 
 # No CLIENT SETINFO on each new connection: one round trip less, and one command less
@@ -30,17 +30,26 @@ except ImportError:
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
+def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
+    """The error for a command that could not reach Redis (raise it `from None`)."""
+    return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
+
+
 def make_client(
-    config: BusConfig, plugin_options: Iterable[Mapping[str, Any] | None] = ()
+    config: BusConfig, plugin_options: Iterable[Mapping[str, Any] | None] = (),
+    max_connections: int | None = None,
 ) -> aioredis.Redis:
-    """A pooled client that never resends a command by itself (see the comment below).
+    """A pooled client that never resends a command by itself (see the comment below),
+    of `max_connections` (default: the config's). A command finding every connection
+    busy waits for one (never an error): each holder returns its connection within a
+    socket_timeout, as nothing the bus sends blocks in Redis.
 
     `plugin_options` are the `redis_connection_options` answers (TLS, ACL, ...): the
     core adds no credentials or TLS settings of its own, so with no plugin only what
     the URL says (`rediss://`, `user:password@`) reaches redis-py.
     """
     options: dict[str, Any] = {
-        "max_connections": config.max_connections,
+        "max_connections": max_connections or config.max_connections,
         "socket_timeout": config.socket_timeout,
         "socket_connect_timeout": config.connect_timeout,
         # No transparent command retries: a resent XADD whose first reply was lost
@@ -60,7 +69,8 @@ def make_client(
             if name in added and added[name] != value:
                 raise PluginError(f"redis_connection_options: plugins disagree on {name!r}")
             added[name] = value
-    return aioredis.Redis.from_url(config.url, **options, **added)
+    pool = aioredis.BlockingConnectionPool.from_url(config.url, timeout=None, **options, **added)
+    return aioredis.Redis.from_pool(pool)
 
 
 ConnectionState = Literal["connected", "degraded", "disconnected"]

@@ -81,6 +81,15 @@ class Keys:
         """Set when an outbox flush appended this message: a resumed flush skips it."""
         return self._topic(topic, f"sent:{message_id}")
 
+    def wake(self, topic: str) -> str:
+        """The topic's wake key, and the pub/sub channel of the same name (scripts/wake.lua)."""
+        return self._topic(topic, "wake")
+
+    @staticmethod
+    def topic_of(key: str) -> str:
+        """The topic of one of its keys (or channels): what is inside the hash tag."""
+        return key[key.index("{") + 1 : key.index("}")]
+
     def counters(self, topic: str) -> str:
         return self._topic(topic, "counters")
 

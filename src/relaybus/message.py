@@ -126,9 +126,10 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
     return data
 
 
-def decode(fields: dict[bytes, bytes] | None, entry_id: str | None) -> Message:
-    """A stream entry (or, with no entry id, a broadcast) back into a Message; raises
-    DecodeError on anything foreign."""
+def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str | None = None) -> Message:
+    """A stream entry (or, with no entry id, a broadcast) back into a Message, validated
+    once, here; raises DecodeError on anything foreign - including an entry of the
+    stream of `topic` whose envelope names another topic."""
     where = f"entry {entry_id}" if entry_id else "broadcast"
     if not fields:
         raise DecodeError(f"{where} has no fields (deleted or empty)")
@@ -143,7 +144,10 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None) -> Message:
         if not isinstance(body, dict):
             raise DecodeError(f"{where} envelope is not a JSON object")
         message = Message.model_validate(body)
-        validate_topic(message.topic)
+        if topic is None:
+            validate_topic(message.topic)
+        elif message.topic != topic:
+            raise DecodeError(f"{where} in a stream of topic {topic!r} names topic {message.topic!r}")
     except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
         raise DecodeError(f"{where} does not decode: {exc}") from None
     message.entry_id = entry_id

@@ -1,10 +1,11 @@
--- (groups.lua is prepended: group_fields, id_less, safe_point)
+-- include: groups.lua
+-- include: wake.lua
 -- Append a batch of messages to one topic, atomically with their dedup checks, their
 -- priority lanes, their delays and the topic's max_queue_size.
 -- KEYS[1] topic stream (lane 0), KEYS[2] delayed set, KEYS[3] set of lanes in use,
 -- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, then two per message: its
 -- dedup key and its sent-marker key (KEYS[1] where unused; all keys share the topic's
--- hash tag)
+-- hash tag), and last the topic's wake key
 -- ARGV[1] max_queue_size (0: none), ARGV[2] overflow ('reject' | 'drop_oldest'),
 -- ARGV[3], ARGV[4]: a window of entry-id times (ms; 0 0: no check) in which an earlier
 -- attempt of this batch would have appended - a retry after a lost reply, an outbox
@@ -15,6 +16,7 @@
 -- Returns the ids in order (the original's for a duplicate inside its window), or the
 -- error 'QUEUEFULL <unconsumed> <incoming>' having written nothing.
 local n = (#ARGV - 5) / 5
+local wake = KEYS[#KEYS]
 local check_from, check_to, mark_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local function lane_key(lane)
@@ -223,4 +225,5 @@ for i = 1, n do
     end
   end
 end
+ring(wake)  -- a delayed entry too: consumers learn when it falls due
 return ids

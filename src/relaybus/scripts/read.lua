@@ -1,18 +1,34 @@
--- One round trip per consumer read: first move due members of the topic's delayed
--- set into their streams, then read new entries from the group's streams, most
--- urgent first, up to ARGV[3] in all, so a caller never gets more than it asked.
+-- include: groups.lua
+-- include: wake.lua
+-- One fetch for one (group, topic): move the topic's due delayed members into their
+-- streams, then read new entries from the group's streams, most urgent first, up to
+-- ARGV[3] in all, so a caller never gets more than it asked. With ARGV[3] = 0 it only
+-- probes: is anything new there for the group? Whenever the group's streams turn out
+-- to be drained, the topic's wake key is set in the same step (wake.lua).
 -- KEYS[1] delayed set, KEYS[2] topic stream (lane 0), KEYS[3] retry-stream key
 -- prefix, KEYS[4] lane-stream key prefix, KEYS[5] set of lanes in use, KEYS[6] this
--- group's retry stream (all share the topic's hash tag)
--- ARGV[1] group, ARGV[2] consumer, ARGV[3] count, ARGV[4] now (ms), ARGV[5] max to move
+-- group's retry stream, KEYS[7] the topic's wake key (all share the topic's hash tag)
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] count (0: probe), ARGV[4] now (ms),
+-- ARGV[5] max to move, ARGV[6] '' or where to create the group ('0' oldest, '$' new
+-- entries only) when it may not exist yet; a probe also takes ARGV[7] an idle time (ms;
+-- 0: do not look) and ARGV[8] '1' to look for this consumer's own pending entries
 -- A delayed member is "<target>|<envelope>": target "*<lane>" is the topic's lane
 -- stream, anything else the group whose retry stream gets it.
--- Returns key, {entries}, key, {entries}, ...
+-- Returns {next due (ms) or false, drained 1|0, key, {entries}, key, {entries}, ...};
+-- a probe returns {next due, drained 1|0, idle 1|0, own 1|0}: drained 0 when there is
+-- something new to read, idle 1 when an entry is pending longer than ARGV[7] in some
+-- consumer, own 1 when this consumer has entries pending.
 local function lane_key(lane)
   if lane == '0' or lane == '' then
     return KEYS[2]
   end
   return KEYS[4] .. lane
+end
+
+if ARGV[6] ~= '' then
+  redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], ARGV[6], 'MKSTREAM')
+  -- a retry stream only ever holds this group's entries: always from its start
+  redis.pcall('XGROUP', 'CREATE', KEYS[6], ARGV[1], '0', 'MKSTREAM')
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
@@ -28,6 +44,10 @@ for _, member in ipairs(due) do
   redis.call('XADD', stream, '*', 'v', '1', 'm', string.sub(member, bar + 1))
   redis.call('ZREM', KEYS[1], member)
 end
+if #due > 0 then
+  ring(KEYS[7])  -- other groups' consumers may be waiting for what just fell due
+end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
 
 local sources = {KEYS[6]}
 local lanes = redis.call('SMEMBERS', KEYS[5])
@@ -40,8 +60,47 @@ for _, lane in ipairs(lanes) do
 end
 sources[#sources + 1] = KEYS[2]
 
-local left = tonumber(ARGV[3])
-local out = {}
+local function undelivered(key)
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  if groups['err'] then  -- no such stream: nothing there
+    return false
+  end
+  for _, flat in ipairs(groups) do
+    local g = group_fields(flat)
+    if g['name'] == ARGV[1] then
+      return #redis.call('XRANGE', key, '(' .. g['last-delivered-id'], '+', 'COUNT', 1) > 0
+    end
+  end
+  return false
+end
+
+local function pending(key, ...)
+  local reply = redis.pcall('XPENDING', key, ARGV[1], ...)
+  return not reply['err'] and #reply > 0
+end
+
+local wanted = tonumber(ARGV[3])
+if wanted == 0 then
+  local drained, idle, own = 1, 0, 0
+  for _, key in ipairs(sources) do
+    if drained == 1 and undelivered(key) then
+      drained = 0
+    end
+    if idle == 0 and ARGV[7] ~= '0' and pending(key, 'IDLE', ARGV[7], '-', '+', 1) then
+      idle = 1
+    end
+    if own == 0 and ARGV[8] == '1' and pending(key, '-', '+', 1, ARGV[2]) then
+      own = 1
+    end
+  end
+  if drained == 1 then
+    redis.call('SET', KEYS[7], '1')
+  end
+  return {next_due, drained, idle, own}
+end
+
+local left = wanted
+local out = {next_due, 0}
 for _, key in ipairs(sources) do
   if left <= 0 then
     break
@@ -53,5 +112,9 @@ for _, key in ipairs(sources) do
     out[#out + 1] = key
     out[#out + 1] = entries
   end
+end
+if left > 0 then
+  redis.call('SET', KEYS[7], '1')
+  out[2] = 1
 end
 return out

@@ -1,4 +1,4 @@
--- (groups.lua is prepended)
+-- include: groups.lua
 -- Trim one stream's retained history, never past what every group has consumed.
 -- KEYS[1] the stream, KEYS[2] the topic stream when KEYS[1] is a priority lane (its
 -- groups must all have consumed an entry of the lane), else KEYS[1] again

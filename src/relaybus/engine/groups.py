@@ -1,30 +1,22 @@
-"""Consumer-group operations shared by pull reads (`Bus.read`) and the run loop."""
+"""Consumer-group operations on a topic's streams, shared by pull reads and the run loop."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Iterable, Sequence
-from importlib.resources import files
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from .keys import Keys
-from .message import Message, decode, encode
+from ..keys import Keys
+from ..message import Message, decode, encode
+from .scripts import Call, Scripts
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+Fetched = tuple[str, Entry]  # (the stream it came from, the entry)
 PROMOTE_LIMIT = 100  # due delayed members moved per read, so one read stays short
-
-
-def load_script(redis: aioredis.Redis, name: str) -> AsyncScript:
-    """A script from scripts/; those that look at consumer groups get groups.lua first."""
-    folder = files("relaybus") / "scripts"
-    text = (folder / f"{name}.lua").read_text()
-    if "(groups.lua is prepended" in text:
-        text = (folder / "groups.lua").read_text() + text
-    return redis.register_script(text)
 
 
 def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
@@ -33,10 +25,10 @@ def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def group_lost(exc: ResponseError) -> bool:
+def group_lost(exc: BaseException) -> bool:
     """The stream or group was deleted under a reader (NOGROUP, or Redis 7's UNBLOCKED)."""
     text = str(exc)
-    return "NOGROUP" in text or "no longer exists" in text
+    return isinstance(exc, ResponseError) and ("NOGROUP" in text or "no longer exists" in text)
 
 
 def _counts_after_claim(pending: Iterable[dict[str, Any]]) -> dict[bytes, int]:
@@ -59,7 +51,20 @@ def _sid(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Streams:
+@dataclass(slots=True)
+class Fetch:
+    """What one read.lua call found: entries, when the topic's next delayed entry falls
+    due (epoch seconds), and whether the group's streams were drained (the topic's
+    wake key is then set: a ring follows anything new)."""
+
+    entries: list[Fetched]
+    next_due: float | None
+    drained: bool
+    idle: bool = False  # a probe found entries idle in some consumer (claim them)
+    own: bool = False  # a probe found entries pending for this very consumer
+
+
+class Groups:
     """Reads, claims and settles entries of a topic's streams for one consumer group.
 
     A topic has a main stream (lane 0), a stream per priority lane in use, and per
@@ -67,16 +72,11 @@ class Streams:
     one script can read them in order.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts) -> None:
         self.redis = redis
         self.keys = keys
-        self._groups: set[tuple[str, str]] = set()
-        self._read = load_script(redis, "read")
-        self.dead_letter_script = load_script(redis, "dead_letter")
-        self.retry_script = load_script(redis, "retry")
-        self.replay_script = load_script(redis, "replay")
-        self.publish_script = load_script(redis, "publish")
-        self.trim_script = load_script(redis, "trim")
+        self.scripts = scripts
+        self._groups: set[tuple[str, str]] = set()  # (topic, group) known to exist
 
     async def sources(self, topic: str, group: str) -> list[str]:
         """The streams a group reads for a topic, most urgent first: its retry stream,
@@ -85,54 +85,47 @@ class Streams:
         return [self.keys.retry(topic, group), *(self.keys.lane(topic, n) for n in lanes),
                 self.keys.stream(topic)]
 
-    async def ensure_group(self, topic: str, group: str, start: str = "earliest") -> None:
-        """Create the group on first use; `earliest` starts at the oldest retained entry."""
-        if (topic, group) in self._groups:
-            return
-        for key in (self.keys.retry(topic, group), self.keys.stream(topic)):
-            # a retry stream only ever holds this group's entries: always from the start
-            # (lanes get the group from read.lua when they first appear)
-            first = "0" if start == "earliest" or key != self.keys.stream(topic) else "$"
-            try:
-                await self.redis.xgroup_create(key, group, id=first, mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self._groups.add((topic, group))
-
     def forget_group(self, topic: str, group: str) -> None:
-        """After NOGROUP: the stream or group was deleted under us; recreate on next use."""
+        """After NOGROUP: the stream or group was deleted under us; recreate on next read."""
         self._groups.discard((topic, group))
 
-    async def read_new(
-        self, topic: str, group: str, consumer: str, count: int, block_ms: int
-    ) -> list[tuple[str, Entry]]:
-        """Up to `count` new entries: retry stream, lanes 9..1, then the topic stream.
+    def read_call(
+        self, topic: str, group: str, consumer: str, count: int, start: str, idle_ms: int = 0,
+        own: bool = False,
+    ) -> Call:
+        """One read.lua call (count 0: only probe, also for entries idle past `idle_ms`
+        and, with `own`, for this consumer's own pending ones), creating the group on its
+        first use from this bus: `earliest` starts at the oldest retained entry, `latest`
+        after the newest."""
+        keys = self.keys
+        create = "" if (topic, group) in self._groups else ("0" if start == "earliest" else "$")
+        return (self.scripts.read,
+                [keys.delayed(topic), keys.stream(topic), keys.retry(topic), keys.lane(topic),
+                 keys.lanes(topic), keys.retry(topic, group), keys.wake(topic)],
+                [group, consumer, count, int(time.time() * 1000), PROMOTE_LIMIT, create, idle_ms,
+                 "1" if own else ""])
 
-        The scripted read never over-delivers; only when it finds nothing does a
-        blocking XREADGROUP wait on the topic stream.
-        """
-        stream = self.keys.stream(topic)
-        keys = [self.keys.delayed(topic), stream, self.keys.retry(topic), self.keys.lane(topic),
-                self.keys.lanes(topic), self.keys.retry(topic, group)]
-        try:
-            now_ms = int(time.time() * 1000)
-            flat = await self._read(keys=keys, args=[group, consumer, count, now_ms, PROMOTE_LIMIT])
-            out = [
-                (_sid(key), (entry[0], _fields(entry[1])))
-                for key, entries in zip(flat[::2], flat[1::2], strict=True)
-                for entry in entries
-            ]
-            if out or block_ms <= 0:
-                return out
-            got = await self.redis.xreadgroup(
-                group, consumer, {stream: ">"}, count=count, block=block_ms
-            )
-        except ResponseError as exc:
-            if group_lost(exc):
+    def read_reply(self, topic: str, group: str, reply: Any) -> Fetch:
+        """A read.lua reply; raises the error it carries (NOGROUP forgets the group)."""
+        if isinstance(reply, BaseException):
+            if group_lost(reply):
                 self.forget_group(topic, group)
-            raise
-        return [(stream, entry) for _, entries in got or () for entry in entries]
+            raise reply
+        self._groups.add((topic, group))
+        due, drained, flat = reply[0], reply[1], reply[2:]
+        next_due = float(due) / 1000 if due else None
+        if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own}
+            return Fetch([], next_due, bool(drained), bool(flat[0]), bool(flat[1]))
+        entries = [
+            (_sid(key), (entry[0], _fields(entry[1])))
+            for key, batch in zip(flat[::2], flat[1::2], strict=True)
+            for entry in batch
+        ]
+        return Fetch(entries, next_due, bool(drained))
+
+    async def read(self, topic: str, group: str, consumer: str, count: int, start: str) -> Fetch:
+        (reply,) = await self.scripts.run([self.read_call(topic, group, consumer, count, start)])
+        return self.read_reply(topic, group, reply)
 
     async def claim_idle(
         self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int,
@@ -216,18 +209,15 @@ class Streams:
             counts.update((p["message_id"], int(p["times_delivered"])) for p in pending)
         return counts
 
-    async def heartbeat(self, group: str, consumer: str, held: Iterable[tuple[str, bytes]]) -> None:
-        """Reset the idle time of entries this consumer still works on (XCLAIM JUSTID),
-        so a slow handler is not reclaimed by another consumer under its feet."""
-        by_key: dict[str, list[bytes]] = {}
-        for key, entry_id in held:
-            by_key.setdefault(key, []).append(entry_id)
-        if not by_key:
+    async def heartbeat(self, consumer: str, held: dict[tuple[str, str], list[bytes]]) -> None:
+        """Reset the idle time of entries this consumer still works on, per (stream,
+        group) (XCLAIM JUSTID: not a delivery), so a slow handler is not reclaimed."""
+        if not held:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key, ids in by_key.items():
+            for (key, group), ids in held.items():
                 pipe.xclaim(key, group, consumer, 0, ids, justid=True)
-            await pipe.execute()
+            await pipe.execute(raise_on_error=False)  # a group deleted meanwhile: nothing to keep
 
     async def dead_letter(
         self, source: str, entry_id: bytes | str, group: str, topic: str, body: list[Any],
@@ -246,7 +236,7 @@ class Streams:
             "group", group,
             "dead_at", f"{time.time():.6f}",
         ]
-        moved = await self.dead_letter_script(
+        moved = await self.scripts.dead_letter(
             keys=[source, self.keys.dlq(topic)], args=[group, entry_id, *fields]
         )
         return moved is not None
@@ -257,16 +247,17 @@ class Streams:
         nxt = message.model_copy(update={"attempt": message.attempt + 1})
         member = group.encode() + b"|" + encode(nxt)
         due_ms = int((time.time() + delay) * 1000)
-        done = await self.retry_script(
-            keys=[message.stream_key, self.keys.delayed(message.topic)],
+        done = await self.scripts.retry(
+            keys=[message.stream_key, self.keys.delayed(message.topic), self.keys.wake(message.topic)],
             args=[group, message.entry_id, due_ms, member],
         )
         return bool(done)
 
     def to_message(self, entry: Entry, group: str | None, source: str) -> Message:
-        """Decode one entry; raises DecodeError for anything that is not an envelope."""
+        """Decode one entry of `source`; raises DecodeError for anything that is not an
+        envelope of that stream's topic."""
         entry_id, fields = entry
-        message = decode(fields, _sid(entry_id))
+        message = decode(fields, _sid(entry_id), self.keys.topic_of(source))
         message.group = group
         message.stream_key = source
         return message

@@ -1,5 +1,6 @@
-"""Writing messages to Redis: the plain XADD path, the script path, idempotent retries
-after a lost reply, and the durable outbox while Redis is unreachable."""
+"""Publishing: messages made and passed through `on_publish`, then written - the plain
+append, the script path, idempotent retries after a lost reply, and the durable outbox
+while Redis is unreachable."""
 
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
-from .connection import UNAVAILABLE
-from .errors import BusUnavailableError, QueueFullError
-from .message import id_time_ms
-from .outbox import Outbox, OutboxEntry
-
-if TYPE_CHECKING:
-    from .bus import Bus
+from ..connection import UNAVAILABLE, unavailable
+from ..errors import BusUnavailableError, QueueFullError
+from ..keys import validate_topic
+from ..message import Message, encode, id_time_ms
+from ..outbox import Outbox, OutboxEntry
+from .context import Context
 
 log = logging.getLogger("relaybus")
 CHECK_MARGIN_MS = 2_000  # entry ids are server time; a message id is client time, skew-corrected
@@ -69,11 +69,6 @@ class Write:
         return cls(entry.data, entry.message_id, **entry.options)
 
 
-def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
-    """The error for a command that could not reach Redis (raise it `from None`)."""
-    return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
-
-
 @contextlib.contextmanager
 def _queue_full_as_error(topic: str, limit: int | None) -> Iterator[None]:
     try:
@@ -94,9 +89,9 @@ class Publisher:
     (by message id), so nothing is appended twice; then the outbox, if configured, takes
     the messages, and holds every later publish too until it is flushed, in order."""
 
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.config = bus.config
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
         self.outbox = (
             Outbox(self.config.outbox_path, max_entries=self.config.outbox_max_entries,
                    max_bytes=self.config.outbox_max_bytes)
@@ -108,7 +103,7 @@ class Publisher:
         self.closed = False  # a publish still retrying when the bus closes gives up cleanly
 
     async def start(self) -> None:
-        seconds, micros = await self.bus.redis.time()
+        seconds, micros = await self.ctx.redis.time()
         self.skew_ms = int(seconds) * 1000 + int(micros) // 1000 - int(time.time() * 1000)
         if self.outbox is not None:
             self.backlog = await self.outbox.count() > 0
@@ -117,6 +112,63 @@ class Publisher:
         self.closed = True
         if self.outbox is not None:
             self.outbox.close()
+
+    async def publish(
+        self,
+        topic: str,
+        payloads: Sequence[Any],
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        sender: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        dedup_window: float | None = None,
+    ) -> list[str]:
+        """Make the messages, let `on_publish` change them, write them; their ids."""
+        validate_topic(topic)
+        if dedup_window is not None and dedup_window <= 0:
+            raise ValueError(f"dedup_window must be > 0 seconds, got {dedup_window}")
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        ttl = ttl if ttl is not None else self.config.default_ttl
+        now = time.time()
+        messages = [
+            Message(
+                topic=topic, payload=payload, priority=priority, created_at=now,
+                expires_at=now + ttl if ttl is not None else None, dedup_key=dedup_key,
+                headers=headers or {}, sender=sender, correlation_id=correlation_id,
+                reply_to=reply_to,
+            )
+            for payload in payloads
+        ]
+        if self.ctx.plugins.impls("on_publish"):
+            messages = [await self._on_publish(m) for m in messages]
+        due_ms = int((time.time() + delay) * 1000) if delay is not None else 0
+        window_ms = max(1, int((dedup_window or self.config.dedup_window_s) * 1000))
+        writes = [
+            Write(encode(m, self.config.max_message_bytes), m.id, m.lane, due_ms, m.dedup_key,
+                  window_ms if m.dedup_key else 0)
+            for m in messages
+        ]
+        ids = await self.write(topic, writes)
+        await self.ctx.observe("on_published", topic=topic, messages=messages, ids=ids)
+        return ids
+
+    async def _on_publish(self, message: Message) -> Message:
+        """Each implementation sees the previous one's result; raising rejects the publish."""
+        plugins = self.ctx.plugins
+        for name, function, argnames in plugins.impls("on_publish"):
+            args = {"bus": self.ctx.bus, "message": message}
+            changed = await plugins.call_one("on_publish", name, function, [args[a] for a in argnames])
+            if changed is not None:
+                message = changed
+        return message
 
     async def write(self, topic: str, writes: list[Write]) -> list[str]:
         if self.backlog:
@@ -129,10 +181,10 @@ class Publisher:
             else:
                 ids = await self._scripted(topic, writes)
         except BusUnavailableError as exc:
-            await self.bus.health.failed(exc)
+            await self.ctx.health.failed(exc)
             return await self._retry(topic, writes, exc, started_ms)
-        if self.bus.health.state != "connected":
-            await self.bus.health.succeeded()
+        if self.ctx.health.state != "connected":
+            await self.ctx.health.succeeded()
         return ids
 
     async def _retry(
@@ -151,7 +203,7 @@ class Publisher:
             except BusUnavailableError as exc:
                 error, pause = exc, min(pause * 2, 1.0)
                 continue
-            await self.bus.health.succeeded()
+            await self.ctx.health.succeeded()
             return ids
         if self.outbox is None:
             raise error
@@ -203,19 +255,17 @@ class Publisher:
         return sent
 
     async def _append(self, topic: str, writes: list[Write]) -> None:
-        """The fast path: plain XADDs, one round trip; the first publish of a topic
-        from this Bus also records it in the topic registry."""
-        stream, redis = self.bus.keys.stream(topic), self.bus.redis
+        """The fast path: one append.lua call; the first publish of a topic from this
+        Bus also records it in the topic registry, in the same round trip."""
+        keys, scripts = self.ctx.keys, self.ctx.scripts
+        call = (scripts.append, [keys.stream(topic), keys.wake(topic)], [w.data for w in writes])
         try:
-            if len(writes) == 1 and topic in self._registered:
-                await redis.execute_command("XADD", stream, "*", "v", "1", "m", writes[0].data)
+            if topic in self._registered:
+                await scripts.call(*call)
                 return
-            async with redis.pipeline(transaction=False) as pipe:
-                if topic not in self._registered:
-                    pipe.sadd(self.bus.keys.registry, topic)
-                for w in writes:
-                    pipe.execute_command("XADD", stream, "*", "v", "1", "m", w.data)
-                await pipe.execute()
+            for reply in await scripts.run([("SADD", [keys.registry], [topic]), call]):
+                if isinstance(reply, Exception):
+                    raise reply
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
         self._registered.add(topic)
@@ -225,7 +275,7 @@ class Publisher:
     ) -> list[str]:
         """Dedup, lanes, delay, max_queue_size and the written-already check (in the window
         `check` of entry-id times, with sent markers set when `mark`): one script call."""
-        keys = self.bus.keys
+        keys = self.ctx.keys
         call_keys = [keys.stream(topic), keys.delayed(topic), keys.lanes(topic), keys.counters(topic),
                      keys.lane(topic)]
         check_from, check_to = (max(1, check[0]), check[1]) if check else (0, 0)
@@ -235,29 +285,18 @@ class Publisher:
             call_keys += [keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0],
                           keys.sent(topic, w.id) if check or mark else call_keys[0]]
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
-        script = self.bus.streams.publish_script
+        call_keys.append(keys.wake(topic))
+        scripts = self.ctx.scripts
         try:
             with _queue_full_as_error(topic, self.config.max_queue_size):
                 if topic in self._registered:
-                    replies = await script(keys=call_keys, args=args)
+                    replies = await scripts.call(scripts.publish, call_keys, args)
                 else:
-                    replies = await self._register_and_run(script, call_keys, args, topic)
+                    _, replies = await scripts.run([("SADD", [keys.registry], [topic]),
+                                                    (scripts.publish, call_keys, args)])
+                    if isinstance(replies, Exception):
+                        raise replies
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
         self._registered.add(topic)
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
-
-    async def _register_and_run(self, script: Any, keys: list[str], args: list[Any], topic: str) -> Any:
-        """SADD to the registry and EVALSHA in one round trip; loads the script and runs
-        it again if the server did not have it (NOSCRIPT: a restarted or new server)."""
-        for _ in range(2):
-            async with self.bus.redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(self.bus.keys.registry, topic)
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                _, reply = await pipe.execute(raise_on_error=False)
-            if not isinstance(reply, NoScriptError):
-                break
-            await self.bus.redis.script_load(script.script)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply

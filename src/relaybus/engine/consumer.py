@@ -1,0 +1,176 @@
+"""`run()`: every subscription of one bus - topic discovery, the reader, the runners,
+heartbeats and sweeps - and how it ends (stop drains; cancellation ends it at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from ..connection import UNAVAILABLE
+from ..delivery import Subscription
+from ..periodic import every
+from .context import Context
+from .groups import Groups
+from .reader import Feed, Reader
+from .runners import Held, Runners
+from .settlement import Acks, Settlement
+
+log = logging.getLogger("relaybus")
+DISCOVERY_INTERVAL_S = 0.5  # pattern subscriptions see a new topic within this
+FULL_DISCOVERY_EVERY = 60  # discovery rounds between full registry reads when its size is unchanged
+
+
+class Consumer:
+    """Runs a bus's subscriptions until `stop()` (drain) or cancellation (prompt)."""
+
+    def __init__(self, ctx: Context, groups: Groups, settlement: Settlement,
+                 subscriptions: Sequence[Subscription]) -> None:
+        if not subscriptions:
+            raise ValueError("run() needs at least one bus.subscribe(...) handler")
+        self.ctx = ctx
+        self._subscriptions = list(subscriptions)
+        self._held = Held()
+        self._acks = Acks(self._kick)
+        self._reader = Reader(ctx, groups, self._acks, self._held)
+        self._groups = groups
+        self._settlement = settlement
+        self._runners: list[Runners] = []
+        self._stopping = asyncio.Event()
+        self._done = asyncio.Event()
+        self._fed: set[tuple[Runners, str]] = set()
+        self._registry_size = -1
+        self._discoveries = 0
+
+    def _kick(self) -> None:
+        self._reader.kick()
+
+    async def run(self) -> None:
+        ctx, reader = self.ctx, self._reader
+        self._runners = [Runners(s, self._settlement, self._acks, self._held, self._kick)
+                         for s in self._subscriptions]
+        reading = asyncio.create_task(reader.run(), name="relaybus-reader")
+        claim_every = ctx.config.claim_idle_ms / 1000
+        jobs = [asyncio.create_task(every(claim_every / 3, self._heartbeat, self._stopping)),
+                asyncio.create_task(every(claim_every / 2, self._sweep, self._stopping)),
+                asyncio.create_task(self._discover_until_stopped())]
+        stopped = asyncio.create_task(self._stopping.wait())
+        cancelled = False
+        try:
+            await asyncio.wait([reading, stopped], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            cancelled = True
+        finally:
+            cancelled = await self._finish(reading, [*jobs, stopped], cancelled)
+        if reading.done() and not reading.cancelled() and reading.exception() is not None:
+            raise reading.exception()  # type: ignore[misc]
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _finish(
+        self, reading: asyncio.Task[None], jobs: list[asyncio.Task[Any]], cancelled: bool
+    ) -> bool:
+        """Stop fetching; let handlers finish - or, when cancelled (also during that wait),
+        end them: their entries stay pending; send the acks; end. Returns whether run()
+        was cancelled. No Redis command is cancelled midway."""
+        self._stopping.set()
+        self._reader.stop_fetching()
+        for runners in self._runners:
+            if not (cancelled or reading.done()):
+                try:
+                    await runners.drain()
+                except asyncio.CancelledError:
+                    cancelled = True
+            await runners.cancel()
+        self._reader.close()
+        await _uncancelled(asyncio.gather(reading, *jobs, return_exceptions=True))
+        self.ctx.doorbell.unwatch(sorted(self._reader.topics()), self._reader.wake)
+        self._done.set()
+        return cancelled
+
+    async def stop(self) -> None:
+        """Ask run() to drain and end; returns when it has (at once from a handler)."""
+        self._stopping.set()
+        if any(r.owns(asyncio.current_task()) for r in self._runners):
+            return  # called from a handler: waiting for ourselves would never end
+        await self._done.wait()
+
+    async def _heartbeat(self) -> None:
+        await self._held.heartbeat(self._groups, self.ctx.consumer)
+
+    async def _sweep(self) -> None:
+        self._reader.sweep()
+
+    # -- topics --------------------------------------------------------------------------
+
+    async def _discover_until_stopped(self) -> None:
+        patterns = any(r.sub.patterns for r in self._runners)
+        while not self._stopping.is_set():
+            try:
+                await self._discover()
+            except UNAVAILABLE as exc:  # the feeds already running carry on
+                await self.ctx.health.failed(exc)
+            if not patterns:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), DISCOVERY_INTERVAL_S)
+
+    async def _discover(self) -> None:
+        """Feeds for every named topic, and for registry topics matching a pattern; each
+        topic's wake channel is subscribed before its first read."""
+        registry: list[str] = []
+        if any(r.sub.patterns for r in self._runners) and await self._registry_changed():
+            registry = sorted(t.decode() for t in await self.ctx.redis.smembers(self.ctx.keys.registry))
+        feeds = []
+        for runners in self._runners:
+            sub = runners.sub
+            named = [t for t in sub.topics if t not in sub.patterns]
+            for topic in dict.fromkeys([*named, *(t for t in registry if sub.matches(t))]):
+                if (runners, topic) not in self._fed:
+                    feeds.append(Feed(runners, topic))
+        if not feeds:
+            return
+        topics = sorted({f.topic for f in feeds})
+        await _until(self.ctx.doorbell.watch(topics, self._reader.wake), self._stopping)
+        if not self._stopping.is_set():
+            self._fed.update((f.runners, f.topic) for f in feeds)
+            self._reader.add(feeds)
+
+    async def _registry_changed(self) -> bool:
+        """SCARD each time (cheap), the full registry when its size changed or now and then."""
+        size = int(await self.ctx.redis.scard(self.ctx.keys.registry))
+        self._discoveries += 1
+        if size != self._registry_size or self._discoveries % FULL_DISCOVERY_EVERY == 0:
+            self._registry_size = size
+            return True
+        return False
+
+
+async def _uncancelled(awaitable: Awaitable[Any]) -> Any:
+    """Await to the end even if the awaiting task is cancelled meanwhile (the cancel is
+    taken up by the caller's own `raise CancelledError`)."""
+    task = asyncio.ensure_future(awaitable)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()
+
+
+async def _until(awaitable: Awaitable[Any], stopping: asyncio.Event) -> None:
+    """Wait for `awaitable` or for a stop, whichever comes first (a wait on futures only:
+    safe to abandon)."""
+    task = asyncio.ensure_future(awaitable)
+    stop = asyncio.create_task(stopping.wait())
+    await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+

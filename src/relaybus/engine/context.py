@@ -1,0 +1,55 @@
+"""What the engine needs, built once at connect: the engine is handed this, never the Bus."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from ..config import BusConfig
+from ..connection import Health
+from ..keys import Keys
+from ..plugins import PluginManager
+from .doorbell import Doorbell
+from .scripts import Scripts
+
+log = logging.getLogger("relaybus")
+
+
+class BusHandle(Protocol):
+    """What the engine knows of the facade: only that hooks are handed it as `bus`."""
+
+    @property
+    def config(self) -> BusConfig: ...
+
+
+@dataclass(eq=False)
+class Context:
+    """One connected bus as the engine sees it."""
+
+    bus: BusHandle  # handed to hooks as `bus`; the engine calls nothing on it
+    config: BusConfig
+    keys: Keys
+    redis: aioredis.Redis  # the command pool: every command that returns promptly
+    scripts: Scripts
+    health: Health
+    plugins: PluginManager
+    doorbell: Doorbell
+    consumer: str  # this bus's consumer name in groups
+    counters: Counter[str] = field(default_factory=Counter)
+
+    async def observe(self, hook: str, **kwargs: Any) -> None:
+        """Call an observer hook (on_published, on_settled, ...) if any plugin has it; a
+        failing observer is logged and never affects publishing or delivery."""
+        impls = self.plugins.impls(hook)
+        if not impls:
+            return
+        kwargs["bus"] = self.bus
+        for name, function, argnames in impls:
+            try:
+                await self.plugins.call_one(hook, name, function, [kwargs[a] for a in argnames])
+            except Exception:
+                log.exception("relaybus observer hook %s of plugin %r failed", hook, name)

@@ -1,0 +1,68 @@
+"""Pull reads (`Bus.read`): claimed and new entries for a caller, and waiting for the
+topic to ring without holding a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from ..message import Message
+from .context import Context
+from .groups import Fetched, Groups
+from .settlement import Settlement
+
+
+async def read(
+    ctx: Context, groups: Groups, settlement: Settlement, topic: str, group: str, consumer: str,
+    count: int, block_ms: int, start: str,
+) -> list[Message]:
+    """Up to `count` messages: entries other consumers left idle past claim_idle_ms, then
+    new ones; if there are none and `block_ms`, whatever arrives within it."""
+    claimed, counts = await groups.claim_from_others(topic, group, consumer, ctx.config.claim_idle_ms,
+                                                     count)
+    fresh: list[Fetched] = []
+    if len(claimed) < count:
+        want = count - len(claimed)
+        fresh = (await groups.read(topic, group, consumer, want, start)).entries
+        if not fresh and not claimed and block_ms > 0:
+            fresh = await _wait_and_read(ctx, groups, topic, group, consumer, want, start, block_ms)
+    out = []
+    for source, entry in [*claimed, *fresh]:
+        message = await settlement.admit(source, entry, group, counts.get(entry[0]))
+        if message is not None:
+            out.append(message)
+    return out
+
+
+async def _wait_and_read(
+    ctx: Context, groups: Groups, topic: str, group: str, consumer: str, count: int, start: str,
+    block_ms: int,
+) -> list[Fetched]:
+    """Subscribe to the topic's wake channel, then read - a read that finds nothing arms
+    the wake-up in the same step - and wait for a ring, until `block_ms` has passed.
+    Only waits on futures are ever timed out, never a Redis command."""
+    deadline = time.monotonic() + block_ms / 1000
+    rung = asyncio.Event()
+
+    def watcher(_topic: str, _certain: bool) -> None:
+        rung.set()
+
+    try:
+        await asyncio.wait_for(ctx.doorbell.watch([topic], watcher), block_ms / 1000)
+    except TimeoutError:  # not subscribed in time (Redis away?): nothing arrived that we know of
+        ctx.doorbell.unwatch([topic], watcher)
+        return []
+    try:
+        while True:
+            rung.clear()
+            fetch = await groups.read(topic, group, consumer, count, start)
+            left = deadline - time.monotonic()
+            if fetch.entries or left <= 0:
+                return fetch.entries
+            if fetch.next_due is not None:  # a delayed entry falls due before the deadline
+                left = min(left, max(0.0, fetch.next_due - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rung.wait(), left)
+    finally:
+        ctx.doorbell.unwatch([topic], watcher)

@@ -1,0 +1,280 @@
+"""Fetching for any number of topics on one pooled connection at a time (docs/consuming.md).
+
+Nothing blocks in Redis: a topic is read only when it may hold something - it rang
+(doorbell.py), its last read came back full, a delayed entry falls due, or a sweep
+probes it - and every read, probe and queued ack of a moment goes out in one pipelined
+round trip. Each read is one script call on one topic's keys (one hash slot), so a
+Redis Cluster only changes how the calls of a round are grouped by node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..connection import UNAVAILABLE
+from .context import Context
+from .groups import Fetch, Groups, group_lost
+from .runners import Delivery, Held, Runners
+from .scripts import Call
+from .settlement import Acks
+
+log = logging.getLogger("relaybus")
+PROBES_PER_ROUND = 256  # a sweep of thousands of topics never holds up the reads of a round
+CLAIMS_PER_ROUND = 16  # claims take a few round trips each; they are rare
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 5.0
+
+
+@dataclass(eq=False)
+class Feed:
+    """One topic of one subscription, and what the reader knows about it."""
+
+    runners: Runners
+    topic: str
+    own_check: bool = True  # the first probe also looks for this consumer's own pending entries
+    own: bool = False  # own pending entries to take back before anything new
+    own_after: dict[str, str] = field(default_factory=dict)
+    idle: bool = False  # entries idle in some consumer, to claim
+    idle_cursors: dict[str, str] = field(default_factory=dict)
+    due_at: float | None = None  # a timer is set for the topic's next delayed entry
+
+
+class Reader:
+    """Fetches for every feed of one run loop and hands entries to their runners; sends
+    the handlers' acks in the same round trips."""
+
+    def __init__(self, ctx: Context, groups: Groups, acks: Acks, held: Held) -> None:
+        self.ctx = ctx
+        self._groups = groups
+        self._acks = acks
+        self._held = held
+        self._by_topic: dict[str, list[Feed]] = {}
+        # feeds that may hold new entries, per subscription; insertion order is turn order
+        self._ready: dict[Runners, dict[Feed, None]] = {}
+        self._probes: dict[Feed, None] = {}
+        self._claims: dict[Feed, None] = {}
+        self._timers: list[tuple[float, int, Feed]] = []
+        self._seq = itertools.count()
+        self._kick = asyncio.Event()
+        self._fetching = True
+        self._closing = False
+        self._ack_deadline: float | None = None  # failing acks are given up after this
+        self._failing = False
+
+    # -- what to fetch ---------------------------------------------------------------
+
+    def add(self, feeds: list[Feed]) -> None:
+        """New feeds (their topics' wake channels already subscribed): probe each first."""
+        for feed in feeds:
+            self._by_topic.setdefault(feed.topic, []).append(feed)
+            self._ready.setdefault(feed.runners, {})
+            self._probes[feed] = None
+        self.kick()
+
+    def topics(self) -> set[str]:
+        return set(self._by_topic)
+
+    def wake(self, topic: str, certain: bool) -> None:
+        """A doorbell watcher: the topic rang (certain), or rings may have been missed."""
+        for feed in self._by_topic.get(topic, ()):
+            if certain:
+                self._mark_ready(feed)
+            else:
+                self._probes[feed] = None
+        self.kick()
+
+    def sweep(self) -> None:
+        """Probe every feed: for idle entries to claim, and for anything a ring missed
+        (a publisher that does not ring, such as an older relaybus)."""
+        for feeds in self._by_topic.values():
+            for feed in feeds:
+                self._probes[feed] = None
+        self.kick()
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def _mark_ready(self, feed: Feed) -> None:
+        if not feed.own:
+            ready = self._ready[feed.runners]
+            ready.pop(feed, None)  # to the back of the line
+            ready[feed] = None
+
+    def _schedule(self, feed: Feed, due: float | None) -> None:
+        if due is None or (feed.due_at is not None and feed.due_at <= due):
+            return
+        feed.due_at = due
+        heapq.heappush(self._timers, (due, next(self._seq), feed))
+
+    def _fire_timers(self) -> float | None:
+        """Make feeds whose delayed entries fell due ready; seconds until the next timer."""
+        now = time.time()
+        while self._timers and self._timers[0][0] <= now:
+            due, _, feed = heapq.heappop(self._timers)
+            if feed.due_at == due:
+                feed.due_at = None
+                self._mark_ready(feed)
+        return self._timers[0][0] - now if self._timers else None
+
+    def _has_work(self) -> bool:
+        if self._acks.count:
+            return True
+        if not self._fetching:
+            return False
+        return bool(
+            self._probes
+            or any(f.runners.room > 0 for f in self._claims)
+            or any(ready and runners.hungry for runners, ready in self._ready.items())
+        )
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until close(): rounds while there is work, else wait for a kick or a timer."""
+        pause = MIN_BACKOFF_S
+        while True:
+            wait = self._fire_timers()
+            if not self._has_work():
+                if self._closing:
+                    return
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), wait)
+                continue
+            try:
+                await self._round()
+            except UNAVAILABLE as exc:
+                self._failing = True
+                await self.ctx.health.failed(exc)
+                self._give_up_acks_after_deadline(exc)
+                log.warning("relaybus reader: Redis unavailable (%s); retrying in %.2fs",
+                            type(exc).__name__, pause)
+                await asyncio.sleep(random.uniform(pause / 2, pause))
+                pause = min(pause * 2, MAX_BACKOFF_S)
+                continue
+            pause = MIN_BACKOFF_S
+            self._ack_deadline = None
+            if self._failing:
+                self._failing = False
+                await self.ctx.health.succeeded()
+
+    def stop_fetching(self) -> None:
+        self._fetching = False
+        self.kick()
+
+    def close(self) -> None:
+        """run() sends what acks are queued, then returns."""
+        self._fetching, self._closing = False, True
+        self.kick()
+
+    def _give_up_acks_after_deadline(self, exc: BaseException) -> None:
+        """Acks are retried for half of claim_idle_ms: later, a reclaim may have handed
+        the message out again anyway."""
+        now = time.monotonic()
+        if self._ack_deadline is None:
+            self._ack_deadline = now + self.ctx.config.claim_idle_ms / 2000
+        elif now > self._ack_deadline and self._acks.count:
+            count = len(self._acks.take())
+            log.warning("relaybus could not send acks for %d stream(s) (%s); those messages will be "
+                        "delivered again", count, type(exc).__name__)
+
+    async def _round(self) -> None:
+        acks = self._acks.take()
+        calls: list[Call] = [("XACK", [stream], [group, *ids]) for (stream, group), ids in acks.items()]
+        plan = self._plan(calls) if self._fetching else []
+        try:
+            replies = await self.ctx.scripts.run(calls)
+        except BaseException:
+            self._acks.put_back(acks)
+            for feed, count in plan:
+                if count:
+                    self._mark_ready(feed)
+                else:
+                    self._probes[feed] = None
+            raise
+        for (feed, count), reply in zip(plan, replies[len(acks):], strict=True):
+            self._fetched(feed, count, reply)
+        if self._fetching and self._claims:
+            await self._claim()
+
+    def _plan(self, calls: list[Call]) -> list[tuple[Feed, int]]:
+        """Add this round's probes and reads to `calls`: every hungry subscription's room
+        shared among its ready feeds, in turn."""
+        groups, consumer, plan = self._groups, self.ctx.consumer, []
+        idle_ms = self.ctx.config.claim_idle_ms
+        for feed in itertools.islice(list(self._probes), PROBES_PER_ROUND):
+            del self._probes[feed]
+            sub = feed.runners.sub
+            calls.append(groups.read_call(feed.topic, sub.group, consumer, 0, sub.start, idle_ms,
+                                          feed.own_check))
+            plan.append((feed, 0))
+        for runners, ready in self._ready.items():
+            if not ready or not runners.hungry:
+                continue
+            room = runners.room
+            share = max(1, room // len(ready))
+            while ready and room > 0:
+                feed = next(iter(ready))
+                del ready[feed]
+                count = min(share, room)
+                room -= count
+                calls.append(groups.read_call(feed.topic, runners.sub.group, consumer, count,
+                                              runners.sub.start))
+                plan.append((feed, count))
+        return plan
+
+    def _fetched(self, feed: Feed, count: int, reply: Any) -> None:
+        group = feed.runners.sub.group
+        try:
+            fetch: Fetch = self._groups.read_reply(feed.topic, group, reply)
+        except Exception as exc:
+            if not group_lost(exc):
+                raise
+            self._mark_ready(feed)  # deleted under us: the next read makes the group again
+            return
+        self._schedule(feed, fetch.next_due)
+        if count == 0:  # a probe
+            feed.own_check = False
+            feed.own, feed.idle = feed.own or fetch.own, feed.idle or fetch.idle
+            if feed.own or feed.idle:
+                self._claims[feed] = None
+            if not fetch.drained:
+                self._mark_ready(feed)
+            return
+        for source, entry in fetch.entries:
+            feed.runners.put(Delivery(source, entry, None))
+        if not fetch.drained:
+            self._mark_ready(feed)
+
+    async def _claim(self) -> None:
+        """Own pending entries first (a restart with a stable consumer name), then entries
+        idle in other consumers; each bounded by the subscription's room."""
+        groups, consumer = self._groups, self.ctx.consumer
+        for feed in [f for f in self._claims if f.runners.room > 0][:CLAIMS_PER_ROUND]:
+            del self._claims[feed]
+            runners, group = feed.runners, feed.runners.sub.group
+            if feed.own:
+                got, counts = await groups.claim_own(feed.topic, group, consumer, runners.room,
+                                                     feed.own_after)
+                if not got:
+                    feed.own = False
+                    self._probes[feed] = None  # now read what is new
+            else:
+                feed.idle_cursors, got = await groups.claim_idle(
+                    feed.topic, group, consumer, self.ctx.config.claim_idle_ms, runners.room,
+                    feed.idle_cursors,
+                )
+                got = [g for g in got if (group, g[0], g[1][0]) not in self._held]
+                counts = await groups.delivery_counts(group, consumer, got) if got else {}
+                feed.idle = bool(feed.idle_cursors)
+            if feed.own or feed.idle:
+                self._claims[feed] = None
+            for source, entry in got:
+                runners.put(Delivery(source, entry, counts.get(entry[0])))

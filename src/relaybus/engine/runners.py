@@ -1,0 +1,117 @@
+"""Handler runners: a fixed set of tasks per subscription, and what they hold per group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..delivery import Subscription
+from .groups import Entry, Groups
+from .settlement import Acks, Settlement
+
+log = logging.getLogger("relaybus")
+HeldKey = tuple[str, str, bytes]  # (group, stream, entry id): two groups never share one
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A fetched entry on its way to a handler."""
+
+    source: str
+    entry: Entry
+    delivered: int | None  # delivery count, where a claim told it
+
+
+class Held:
+    """Entries this bus fetched and has not settled yet, per group: heartbeats keep them
+    from being reclaimed by another consumer (or by this one) while handlers work."""
+
+    def __init__(self) -> None:
+        self._keys: set[HeldKey] = set()
+
+    def add(self, group: str, source: str, entry_id: bytes) -> None:
+        self._keys.add((group, source, entry_id))
+
+    def discard(self, group: str, source: str, entry_id: bytes) -> None:
+        self._keys.discard((group, source, entry_id))
+
+    def __contains__(self, key: HeldKey) -> bool:
+        return key in self._keys
+
+    async def heartbeat(self, groups: Groups, consumer: str) -> None:
+        """Reset the idle time of every held entry (XCLAIM JUSTID), one round trip."""
+        by_stream: dict[tuple[str, str], list[bytes]] = {}
+        for group, source, entry_id in list(self._keys):
+            by_stream.setdefault((source, group), []).append(entry_id)
+        await groups.heartbeat(consumer, by_stream)
+
+
+class Runners:
+    """`concurrency` tasks running one subscription's handlers, fed by the reader through
+    a queue; `room` is how many more entries the subscription may hold (`prefetch`)."""
+
+    def __init__(
+        self, sub: Subscription, settlement: Settlement, acks: Acks, held: Held,
+        on_free: Callable[[], None],
+    ) -> None:
+        self.sub = sub
+        self._settlement = settlement
+        self._acks = acks
+        self._held = held
+        self._on_free = on_free
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.inflight = 0  # fetched and not settled: queued or running
+        self._tasks = [asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
+                       for _ in range(sub.concurrency)]
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def room(self) -> int:
+        return self.sub.prefetch - self.inflight
+
+    @property
+    def hungry(self) -> bool:
+        """Worth a fetch: at least half of prefetch free, or nothing left queued."""
+        return self.room > 0 and (self.room * 2 >= self.sub.prefetch or self._queue.empty())
+
+    def owns(self, task: asyncio.Task[object] | None) -> bool:
+        return task in self._tasks
+
+    def put(self, delivery: Delivery) -> None:
+        self._held.add(self.sub.group, delivery.source, delivery.entry[0])
+        self.inflight += 1
+        self._idle.clear()
+        self._queue.put_nowait(delivery)
+
+    async def _run(self) -> None:
+        settlement, sub = self._settlement, self.sub
+        while True:
+            delivery = await self._queue.get()
+            try:
+                message = await settlement.admit(delivery.source, delivery.entry, sub.group,
+                                                 delivery.delivered)
+                if message is not None:
+                    await settlement.handle(sub, message, self._acks)
+            except Exception:
+                log.exception("relaybus could not settle entry %r of %s; it stays pending",
+                              delivery.entry[0], delivery.source)
+            finally:
+                self._held.discard(sub.group, delivery.source, delivery.entry[0])
+                self.inflight -= 1
+                if not self.inflight:
+                    self._idle.set()
+                self._on_free()
+
+    async def drain(self) -> None:
+        """Wait until everything fetched is settled, then end the runners."""
+        await self._idle.wait()
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        """End the runners now; entries they held stay pending (delivered again later)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,86 @@
+"""The Lua scripts: one registry, loaded once per client. A line `-- include: x.lua`
+at the top of a script pulls in the shared code of scripts/x.lua, once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
+Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
+_INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
+
+
+@cache
+def source(name: str) -> str:
+    """The text Redis runs for scripts/<name>.lua, includes expanded (each once)."""
+    text = (files("relaybus") / "scripts" / f"{name}.lua").read_text()
+    seen: list[str] = []
+
+    def expand(match: re.Match[str]) -> str:
+        included = match.group(1)
+        if included in seen:
+            return ""
+        seen.append(included)
+        return _INCLUDE.sub(expand, (files("relaybus") / "scripts" / f"{included}.lua").read_text())
+
+    return _INCLUDE.sub(expand, text)
+
+
+class Scripts:
+    """Every script, registered on one client. Calling one directly (`await
+    scripts.read(keys=..., args=...)`) loads it when the server lacks it; inside a
+    pipeline use `pipelined`, whose replies `run` checks for NOSCRIPT."""
+
+    append: AsyncScript
+    publish: AsyncScript
+    read: AsyncScript
+    retry: AsyncScript
+    dead_letter: AsyncScript
+    replay: AsyncScript
+    trim: AsyncScript
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        for name in NAMES:
+            setattr(self, name, client.register_script(source(name)))
+
+    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One script call, loading the script first where the server lacks it."""
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = await self.client.script_load(script.script)
+            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run calls - a script, or a plain command named by a string - in one pipelined
+        round trip; replies in order, an error as its exception. Script calls refused
+        with NOSCRIPT (a restarted or new server) are loaded and run once more: they
+        did not run at all the first time."""
+        replies = await self._pipelined(calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+                assert isinstance(script, AsyncScript)
+                script.sha = await self.client.script_load(script.script)
+            again = await self._pipelined([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipelined(self, calls: Sequence[Call]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for what, keys, args in calls:
+                if isinstance(what, str):
+                    pipe.execute_command(what, *keys, *args)
+                else:
+                    pipe.evalsha(what.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))

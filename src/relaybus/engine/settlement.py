@@ -1,0 +1,213 @@
+"""A delivery's fate, decided in one place for the run loop and pull reads alike:
+admit (decode, expiry), filter, handler, then ack / retry / dead-letter / drop - and
+exactly one `on_settled` per delivery that became a Message."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from ..delivery import FailureDecision, Subscription
+from ..errors import DecodeError, PluginError, Reject, RelayBusError
+from ..message import Message, encode
+from .context import Context
+from .groups import Entry, Groups
+
+log = logging.getLogger("relaybus")
+AckKey = tuple[str, str]  # (stream, group)
+
+
+def delivery_of(message: Message) -> tuple[str, str, str]:
+    """Stream, group and entry id of a delivered message: what ack and settle need."""
+    if message.stream_key is None or message.group is None or message.entry_id is None:
+        raise RelayBusError(f"message {message.id} was not delivered by read() or a handler")
+    return message.stream_key, message.group, message.entry_id
+
+
+class Acks:
+    """Acks of handled messages, waiting to go out with the reader's next round trip."""
+
+    def __init__(self, on_added: Callable[[], None]) -> None:
+        self._pending: dict[AckKey, list[bytes | str]] = {}
+        self._on_added = on_added
+        self.count = 0
+
+    def add(self, stream: str, group: str, entry_id: bytes | str) -> None:
+        self._pending.setdefault((stream, group), []).append(entry_id)
+        self.count += 1
+        self._on_added()
+
+    def take(self) -> dict[AckKey, list[bytes | str]]:
+        pending, self._pending, self.count = self._pending, {}, 0
+        return pending
+
+    def put_back(self, pending: dict[AckKey, list[bytes | str]]) -> None:
+        for key, ids in pending.items():
+            self._pending.setdefault(key, []).extend(ids)
+            self.count += len(ids)
+
+
+class Settlement:
+    """Decides and carries out what happens to each delivered entry."""
+
+    def __init__(self, ctx: Context, groups: Groups) -> None:
+        self.ctx = ctx
+        self.groups = groups
+
+    # -- admission: entries that never become a handler's Message ---------------------
+
+    async def admit(self, source: str, entry: Entry, group: str, delivered: int | None) -> Message | None:
+        """The Message for a fetched entry, or None when it was settled here: deleted
+        while pending (acked), undecodable (dead-lettered raw), expired (acked and
+        counted, or dead-lettered). `delivered` is the delivery count of a reclaimed entry."""
+        entry_id, fields = entry
+        if fields is None:  # deleted or trimmed while pending: nothing left to deliver
+            await self.ctx.redis.xack(source, group, entry_id)
+            return None
+        try:
+            message = self.groups.to_message(entry, group, source)
+        except DecodeError as exc:
+            raw = orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                                for k, v in fields.items()})
+            await self.groups.dead_letter(source, entry_id, group, self.ctx.keys.topic_of(source),
+                                          ["raw", raw], "undecodable", exc, 1)
+            self.ctx.counters["undecodable"] += 1
+            return None
+        if delivered is not None:
+            message.attempt += max(delivered - 1, 0)
+        if message.expired():
+            if self.ctx.config.dead_letter_expired:
+                await self._dead_letter(message, "expired")
+                await self.ctx.redis.hincrby(self.ctx.keys.counters(message.topic), "expired", 1)
+                self.ctx.counters["expired"] += 1
+            else:
+                await self._ack_counted(message, "expired")
+            await self._settled(message, None, "expired", None)
+            return None
+        return message
+
+    # -- the run loop: filter, handler, outcome ----------------------------------------
+
+    async def handle(self, sub: Subscription, message: Message, acks: Acks) -> None:
+        """Run one admitted message through the filters and the handler and settle it."""
+        plugins = self.ctx.plugins
+        for name, function, argnames in plugins.impls("filter"):
+            args = {"message": message, "subscription": sub}
+            if not await plugins.call_one("filter", name, function, [args[a] for a in argnames]):
+                await self._ack_counted(message, "filtered")
+                await self._settled(message, sub, "filtered", None)
+                return
+        payload = message.payload
+        started = time.perf_counter()
+        try:
+            if sub.model is not None:
+                message.payload = _adapter(sub.model).validate_python(payload)
+            if inspect.iscoroutinefunction(sub.handler):
+                await sub.handler(message)
+            else:  # a plain function must not block the loop other handlers share
+                await asyncio.to_thread(sub.handler, message)
+        except Exception as exc:
+            message.payload = payload  # the wire form, for the retry or the DLQ
+            outcome = await self._failed(sub, message, exc)
+            await self._settled(message, sub, outcome, time.perf_counter() - started)
+            return
+        stream, group, entry_id = delivery_of(message)
+        acks.add(stream, group, entry_id)
+        await self._settled(message, sub, "handled", time.perf_counter() - started)
+
+    async def _failed(self, sub: Subscription, message: Message, error: Exception) -> str:
+        """Carry out the failure decision; returns the outcome for on_settled."""
+        if isinstance(error, Reject | ValidationError):
+            decision: FailureDecision | None = FailureDecision.dead_letter(
+                "rejected" if isinstance(error, Reject) else "invalid payload"
+            )
+        else:
+            try:
+                decision = await self.ctx.plugins.first(
+                    "on_failure", bus=self.ctx.bus, message=message, error=error, subscription=sub
+                )
+            except PluginError:
+                log.exception("on_failure failed for message %s; it stays pending", message.id)
+                return "pending"
+        log.info("handler %s failed on %s (%s: %s); decision: %s", sub.name, message.id,
+                 type(error).__name__, error, decision)
+        if decision is None:
+            return "pending"  # redelivered after claim_idle_ms
+        if decision.action == "retry":
+            await self.groups.schedule_retry(message, sub.group, decision.delay)
+            return "retried"
+        if decision.action == "dead_letter":
+            await self._dead_letter(message, decision.reason, error)
+            return "dead_lettered"
+        await self._ack_counted(message, "dropped")
+        return "dropped"
+
+    # -- pull reads: the caller is the handler -------------------------------------------
+
+    async def acked(self, messages: Sequence[Message]) -> int:
+        """Ack pulled messages in one round trip; returns how many were still pending."""
+        by_source: dict[AckKey, list[str]] = {}
+        for m in messages:
+            stream, group, entry_id = delivery_of(m)
+            by_source.setdefault((stream, group), []).append(entry_id)
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            for (stream, group), ids in by_source.items():
+                pipe.xack(stream, group, *ids)
+            replies = await pipe.execute()
+        for m in messages:
+            await self._settled(m, None, "handled", None)
+        return sum(int(r) for r in replies)
+
+    async def dead_lettered(self, message: Message, reason: str, error: BaseException | None) -> bool:
+        """A pulled message dead-lettered by its caller."""
+        moved = await self._dead_letter(message, reason, error)
+        if moved:
+            await self._settled(message, None, "dead_lettered", None)
+        return moved
+
+    # -- the moves -------------------------------------------------------------------------
+
+    async def _dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
+        """Move a delivered message to its topic's DLQ (append + ack in one script)."""
+        stream, group, entry_id = delivery_of(message)
+        moved = await self.groups.dead_letter(
+            stream, entry_id, group, message.topic, ["m", encode(message)], reason, error,
+            message.attempt,
+        )
+        if moved:
+            self.ctx.counters["dead_lettered"] += 1
+            await self.ctx.plugins.call_each("on_dead_letter", message=message, reason=reason,
+                                             error=error)
+        return moved
+
+    async def _ack_counted(self, message: Message, counter: str) -> None:
+        """Ack a message that will not reach a handler, and count why (per topic)."""
+        stream, group, entry_id = delivery_of(message)
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, group, entry_id)
+            pipe.hincrby(self.ctx.keys.counters(message.topic), counter, 1)
+            await pipe.execute()
+        self.ctx.counters[counter] += 1
+
+    async def _settled(
+        self, message: Message, sub: Subscription | None, outcome: str, duration_s: float | None
+    ) -> None:
+        await self.ctx.observe("on_settled", message=message, subscription=sub, outcome=outcome,
+                               duration_s=duration_s)
+
+
+_adapters: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    adapter = _adapters.get(model)
+    if adapter is None:
+        adapter = _adapters[model] = TypeAdapter(model)
+    return adapter
