@@ -33,7 +33,7 @@ class Consumer:
         self.ctx = ctx
         self._subscriptions = list(subscriptions)
         self._held = Held()
-        self._acks = Acks(self._kick)
+        self._acks = Acks(self._wake_reader)
         self._reader = Reader(ctx, groups, self._acks, self._held)
         self._groups = groups
         self._settlement = settlement
@@ -44,12 +44,12 @@ class Consumer:
         self._registry_size = -1
         self._discoveries = 0
 
-    def _kick(self) -> None:
-        self._reader.kick()
+    def _wake_reader(self) -> None:
+        self._reader.kick()  # (the reader is made after the acks that call this)
 
     async def run(self) -> None:
         ctx, reader = self.ctx, self._reader
-        self._runners = [Runners(s, self._settlement, self._acks, self._held, self._kick)
+        self._runners = [Runners(s, self._settlement, self._acks, self._held, reader.kick)
                          for s in self._subscriptions]
         reading = asyncio.create_task(reader.run(), name="relaybus-reader")
         claim_every = ctx.config.claim_idle_ms / 1000

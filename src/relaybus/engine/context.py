@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Context:
         kwargs["bus"] = self.bus
         for name, function, argnames in impls:
             try:
-                await self.plugins.call_one(hook, name, function, [kwargs[a] for a in argnames])
+                result = function(*[kwargs[a] for a in argnames])
+                if result is not None and inspect.isawaitable(result):  # only an async observer
+                    await result
             except Exception:
                 log.exception("relaybus observer hook %s of plugin %r failed", hook, name)

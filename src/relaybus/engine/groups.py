@@ -116,11 +116,10 @@ class Groups:
         next_due = float(due) / 1000 if due else None
         if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own}
             return Fetch([], next_due, bool(drained), bool(flat[0]), bool(flat[1]))
-        entries = [
-            (_sid(key), (entry[0], _fields(entry[1])))
-            for key, batch in zip(flat[::2], flat[1::2], strict=True)
-            for entry in batch
-        ]
+        entries: list[Fetched] = []
+        for key, batch in zip(flat[::2], flat[1::2], strict=True):
+            source = _sid(key)
+            entries += [(source, (entry[0], _fields(entry[1]))) for entry in batch]
         return Fetch(entries, next_due, bool(drained))
 
     async def read(self, topic: str, group: str, consumer: str, count: int, start: str) -> Fetch:
@@ -258,8 +257,8 @@ class Groups:
         envelope of that stream's topic."""
         entry_id, fields = entry
         message = decode(fields, _sid(entry_id), self.keys.topic_of(source))
-        message.group = group
-        message.stream_key = source
+        # where it was delivered from: not wire fields, so nothing to validate
+        message.__dict__.update(group=group, stream_key=source)
         return message
 
 

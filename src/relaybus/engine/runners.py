@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,7 +62,8 @@ class Runners:
         self._acks = acks
         self._held = held
         self._on_free = on_free
-        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._queue: deque[Delivery] = deque()
+        self._arrived = asyncio.Event()  # set while the queue holds something
         self.inflight = 0  # fetched and not settled: queued or running
         self._tasks = [asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
                        for _ in range(sub.concurrency)]
@@ -75,7 +77,7 @@ class Runners:
     @property
     def hungry(self) -> bool:
         """Worth a fetch: at least half of prefetch free, or nothing left queued."""
-        return self.room > 0 and (self.room * 2 >= self.sub.prefetch or self._queue.empty())
+        return self.room > 0 and (self.room * 2 >= self.sub.prefetch or not self._queue)
 
     def owns(self, task: asyncio.Task[object] | None) -> bool:
         return task in self._tasks
@@ -84,15 +86,23 @@ class Runners:
         self._held.add(self.sub.group, delivery.source, delivery.entry[0])
         self.inflight += 1
         self._idle.clear()
-        self._queue.put_nowait(delivery)
+        self._queue.append(delivery)
+        self._arrived.set()
 
     async def _run(self) -> None:
-        settlement, sub = self._settlement, self.sub
+        settlement, sub, queue, arrived = self._settlement, self.sub, self._queue, self._arrived
         while True:
-            delivery = await self._queue.get()
+            if not queue:
+                arrived.clear()
+                await arrived.wait()
+                continue
+            delivery = queue.popleft()
             try:
-                message = await settlement.admit(delivery.source, delivery.entry, sub.group,
-                                                 delivery.delivered)
+                message = settlement.admissible(delivery.source, delivery.entry, sub.group,
+                                                delivery.delivered)
+                if message is None:  # not for the handler: settled there
+                    message = await settlement.admit(delivery.source, delivery.entry, sub.group,
+                                                     delivery.delivered)
                 if message is not None:
                     await settlement.handle(sub, message, self._acks)
             except Exception:

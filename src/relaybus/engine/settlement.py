@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..delivery import FailureDecision, Subscription
 from ..errors import DecodeError, PluginError, Reject, RelayBusError
 from ..message import Message, encode
+from ..plugins import await_me_maybe
 from .context import Context
 from .groups import Entry, Groups
 
@@ -63,6 +64,19 @@ class Settlement:
 
     # -- admission: entries that never become a handler's Message ---------------------
 
+    def admissible(self, source: str, entry: Entry, group: str, delivered: int | None) -> Message | None:
+        """The hot path of admit(): the Message when the entry goes straight on to its
+        handler, None when admit() has to settle it."""
+        if entry[1] is None:
+            return None
+        try:
+            message = self.groups.to_message(entry, group, source)
+        except DecodeError:
+            return None
+        if delivered is not None:
+            message.attempt += max(delivered - 1, 0)
+        return None if message.expired() else message
+
     async def admit(self, source: str, entry: Entry, group: str, delivered: int | None) -> Message | None:
         """The Message for a fetched entry, or None when it was settled here: deleted
         while pending (acked), undecodable (dead-lettered raw), expired (acked and
@@ -97,10 +111,15 @@ class Settlement:
 
     async def handle(self, sub: Subscription, message: Message, acks: Acks) -> None:
         """Run one admitted message through the filters and the handler and settle it."""
-        plugins = self.ctx.plugins
-        for name, function, argnames in plugins.impls("filter"):
+        for name, function, argnames in self.ctx.plugins.impls("filter"):
             args = {"message": message, "subscription": sub}
-            if not await plugins.call_one("filter", name, function, [args[a] for a in argnames]):
+            try:
+                keep = function(*[args[a] for a in argnames])
+                if keep is not True and keep is not False:  # an async filter, or a truthy value
+                    keep = await await_me_maybe(keep)
+            except Exception as exc:
+                self.ctx.plugins.raise_for("filter", name, exc)
+            if not keep:
                 await self._ack_counted(message, "filtered")
                 await self._settled(message, sub, "filtered", None)
                 return
@@ -109,7 +128,7 @@ class Settlement:
         try:
             if sub.model is not None:
                 message.payload = _adapter(sub.model).validate_python(payload)
-            if inspect.iscoroutinefunction(sub.handler):
+            if is_async(sub.handler):
                 await sub.handler(message)
             else:  # a plain function must not block the loop other handlers share
                 await asyncio.to_thread(sub.handler, message)
@@ -118,9 +137,9 @@ class Settlement:
             outcome = await self._failed(sub, message, exc)
             await self._settled(message, sub, outcome, time.perf_counter() - started)
             return
-        stream, group, entry_id = delivery_of(message)
-        acks.add(stream, group, entry_id)
-        await self._settled(message, sub, "handled", time.perf_counter() - started)
+        acks.add(message.stream_key, sub.group, message.entry_id)  # type: ignore[arg-type]
+        if self.ctx.plugins.impls("on_settled"):
+            await self._settled(message, sub, "handled", time.perf_counter() - started)
 
     async def _failed(self, sub: Subscription, message: Message, error: Exception) -> str:
         """Carry out the failure decision; returns the outcome for on_settled."""
@@ -201,6 +220,17 @@ class Settlement:
     ) -> None:
         await self.ctx.observe("on_settled", message=message, subscription=sub, outcome=outcome,
                                duration_s=duration_s)
+
+
+_async: dict[Any, bool] = {}
+
+
+def is_async(handler: Any) -> bool:
+    """inspect.iscoroutinefunction, remembered per handler (it is asked per message)."""
+    answer = _async.get(handler)
+    if answer is None:
+        answer = _async[handler] = inspect.iscoroutinefunction(handler)
+    return answer
 
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
