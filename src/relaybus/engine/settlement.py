@@ -129,7 +129,7 @@ class Settlement:
             if sub.model is not None:
                 message.payload = _adapter(sub.model).validate_python(payload)
             if is_async(sub.handler):
-                await sub.handler(message)
+                await sub.handler(message)  # type: ignore[misc]  # a coroutine function
             else:  # a plain function must not block the loop other handlers share
                 await asyncio.to_thread(sub.handler, message)
         except Exception as exc:
