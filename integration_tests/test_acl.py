@@ -16,8 +16,8 @@ import redis
 
 from relaybus import Bus, BusUnavailableError, Message
 from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
-from relaybus.message import encode
 from relaybus.engine.publisher import Write
+from relaybus.message import encode
 
 from .helpers import run_until, wait_for
 

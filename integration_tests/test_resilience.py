@@ -287,9 +287,9 @@ async def test_a_refused_outbox_entry_does_not_break_connect(
     path = tmp_path / "outbox.db"
     async with Bus.from_url(server.url, prefix=prefix, max_queue_size=1, **FAST) as first:
         await first.publish("full", "the one allowed")
+    from relaybus.engine.publisher import Write
     from relaybus.message import Message, encode
     from relaybus.outbox import Outbox
-    from relaybus.engine.publisher import Write
 
     waiting = Message(topic="full", payload="left in the outbox")
     behind = Message(topic="other", payload="not held up")
