@@ -43,6 +43,7 @@ def bench(session: nox.Session) -> None:
     """Throughput against raw redis-py in the same run; never part of the tests."""
     session.install("-e", ".[embedded]")
     session.run("python", "bench/bench_core.py", *session.posargs)
+    session.run("python", "bench/bench_engine.py")
     session.run("python", "bench/bench_policies.py")
     session.run("python", "bench/bench_streams.py")
     # the DESIGN §8 consume target is relative to FastStream: installed here only, never a dependency

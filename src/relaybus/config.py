@@ -34,7 +34,9 @@ class BusConfig(BaseSettings):
         30_000, ge=100, description="A message pending this long in a consumer is reclaimed."
     )
     block_ms: int = Field(
-        500, ge=10, le=60_000, description="How long one consumer read blocks waiting for data."
+        500, ge=10, le=60_000,
+        description="Unused since the consume engine waits for wake-ups instead of blocking in Redis "
+                    "(docs/consuming.md); accepted so existing configurations keep working.",
     )
     max_attempts: int = Field(5, ge=1, description="Deliveries before a failing message is dead-lettered.")
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each attempt.")
@@ -147,15 +149,6 @@ class BusConfig(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _block_within_timeout(self) -> BusConfig:
-        if self.block_ms / 1000 >= self.socket_timeout:
-            raise ValueError(
-                f"block_ms ({self.block_ms}) must be shorter than socket_timeout "
-                f"({self.socket_timeout}s), or every blocking read would time out"
-            )
-        return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

@@ -7,7 +7,6 @@ topic allowlist and the same compact results; only how errors reach the model di
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -144,13 +143,7 @@ async def read(
     """Read and ack at once: a tool result is the agent's only copy, so the group moves on
     (at-most-once for the agent, unlike a handler, which acks after it succeeded)."""
     allow.check(topic)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_seconds
-    while True:  # each blocking read stays under the bus's block_ms (and so its socket timeout)
-        left_ms = int((deadline - loop.time()) * 1000)
-        got = await bus.read(topic, group, count=count, block_ms=max(0, min(left_ms, bus.config.block_ms)))
-        if got or left_ms <= 0:
-            break
+    got = await bus.read(topic, group, count=count, block_ms=max(0, int(wait_seconds * 1000)))
     if got:
         await bus.ack(*got)
     return Messages(topic=topic, messages=[MessageView.of(m) for m in got])
