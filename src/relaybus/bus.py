@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
-import orjson
 from redis.exceptions import ResponseError
 
 from .config import BusConfig
 from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
-from .engine import pull
+from .engine import broadcast, pull, retained
 from .engine.consumer import Consumer
 from .engine.context import Context
 from .engine.doorbell import Doorbell
@@ -27,9 +26,9 @@ from .engine.groups import Groups, group_lost
 from .engine.publisher import Publisher
 from .engine.scripts import Scripts
 from .engine.settlement import Settlement
-from .errors import BusUnavailableError, DecodeError, FilterError, RelayBusError
+from .errors import BusUnavailableError, FilterError, RelayBusError
 from .keys import Keys, validate_group, validate_pattern, validate_topic
-from .message import Message, decode, encode, new_id
+from .message import Message, new_id
 from .periodic import every
 from .plugins import PluginManager
 from .redact import redact_url
@@ -95,7 +94,6 @@ class Bus:
         self._consumer: Consumer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
-        self._options: list[Any] = []  # the plugins' redis_connection_options answers
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -111,10 +109,14 @@ class Bus:
         if self._ctx is not None:
             return self
         self._load_plugins()
-        options = self._options = self.plugins.call_sync("redis_connection_options", config=self.config)
+        options = self.plugins.call_sync("redis_connection_options", config=self.config)
         client = make_client(self.config, options)
-        wake_client = make_client(self.config, options, max_connections=2)  # the doorbell's own
-        ctx = Context(bus=self, config=self.config, keys=self.keys, redis=client,
+
+        def dedicated() -> Any:
+            return make_client(self.config, options, max_connections=1)
+
+        wake_client = dedicated()
+        ctx = Context(bus=self, config=self.config, keys=self.keys, redis=client, dedicated=dedicated,
                       scripts=Scripts(client), health=self.health, plugins=self.plugins,
                       doorbell=Doorbell(wake_client, self.keys, self.health),
                       consumer=self.consumer, counters=self.counters)
@@ -373,62 +375,26 @@ class Bus:
         """The latest `limit` retained messages of a topic, every lane, oldest first
         (by entry time; within one millisecond by message id)."""
         validate_topic(topic)
-        lanes = [int(n) for n in await self.redis.smembers(self.keys.lanes(topic))]
-        found: list[tuple[int, str, Message]] = []
-        for key in [self.keys.lane(topic, n) for n in [0, *lanes]]:
-            for entry_id, fields in await self.redis.xrevrange(key, count=limit):
-                try:
-                    message = self.groups.to_message((entry_id, fields), None, key)
-                except DecodeError:
-                    continue
-                found.append((int(entry_id.split(b"-")[0]), message.id, message))
-        found.sort(key=lambda f: (f[0], f[1]))
-        return [message for _, _, message in found[-limit:]]
+        return await retained.history(self._engine, self.groups, topic, limit)
 
     @_reports_unavailable
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
         """Dead letters of a topic, oldest first; `headers` carry why each one died."""
         validate_topic(topic)
-        entries = await self.redis.xrange(self.keys.dlq(topic), count=limit)
-        return [_dead_letter_message(topic, eid, fields) for eid, fields in entries]
+        return await retained.dead_letters(self._engine, topic, limit)
 
     @_reports_unavailable
     async def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
         """Put dead letters back (all, or those whose message or DLQ entry id is given)
         for the group they died in, with a fresh attempt count; returns how many."""
         validate_topic(topic)
-        wanted = set(ids) if ids is not None else None
-        dlq = self.keys.dlq(topic)
-        replayed, cursor = 0, "-"
-        while True:
-            entries = await self.redis.xrange(dlq, min=cursor, count=200)
-            batch: list[Any] = []
-            for eid, fields in entries:
-                message = _dead_letter_message(topic, eid, fields)
-                if b"m" not in fields or (
-                    wanted is not None and not {message.id, message.entry_id} & wanted
-                ):
-                    continue
-                message.attempt = 1
-                group = fields.get(b"group", b"").decode()
-                batch += [eid, group, encode(message)]
-            if batch:
-                scripts = self._engine.scripts
-                replayed += await scripts.call(scripts.replay, [dlq, self.keys.retry(topic),
-                                                                self.keys.wake(topic)], batch)
-            if len(entries) < 200:
-                return replayed
-            cursor = "(" + entries[-1][0].decode()
+        return await retained.replay_dead_letters(self._engine, topic, ids)
 
     @_reports_unavailable
     async def purge_dead_letters(self, topic: str) -> int:
         """Delete a topic's dead letters; returns how many there were."""
         validate_topic(topic)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xlen(self.keys.dlq(topic))
-            pipe.delete(self.keys.dlq(topic))
-            length, _ = await pipe.execute()
-        return int(length)
+        return await retained.purge_dead_letters(self._engine, topic)
 
     # -- ephemeral broadcast ---------------------------------------------------
 
@@ -437,41 +403,14 @@ class Bus:
         that is not connected at that moment never sees it). Returns how many
         listeners Redis handed it to."""
         validate_topic(topic)
-        message = Message(topic=topic, payload=payload, **fields)
-        data = encode(message, self.config.max_message_bytes)
-        try:
-            return int(await self.redis.publish(self.keys.channel(topic), data))
-        except UNAVAILABLE as exc:
-            raise unavailable(f"broadcast to {topic!r}", exc) from None
+        return await broadcast.send(self._engine, Message(topic=topic, payload=payload, **fields))
 
-    async def listen(self, *patterns: str) -> AsyncIterator[Message]:
+    def listen(self, *patterns: str) -> AsyncIterator[Message]:
         """Yield broadcasts on topics matching any glob pattern (`*`, `?`, `[...]`)
         until the caller stops iterating."""
         if not patterns:
             raise ValueError("listen needs at least one topic or pattern")
-        channels = [self.keys.channel(validate_pattern(p)) for p in patterns]
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        # a connection of its own for as long as it listens: never one of the command pool
-        client = make_client(self.config, self._options, max_connections=1)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            while True:
-                try:
-                    if not pubsub.subscribed:
-                        await pubsub.psubscribe(*channels)
-                    item = await pubsub.get_message(timeout=1.0)
-                except UNAVAILABLE as exc:  # a broadcast sent meanwhile is lost: say so
-                    await self.health.failed(exc)
-                    raise unavailable("listen()", exc) from None
-                if item is None or item["type"] != "pmessage":
-                    continue
-                try:
-                    yield decode({b"v": b"1", b"m": item["data"]}, None)
-                except DecodeError:
-                    self.counters["undecodable"] += 1
-        finally:
-            await pubsub.aclose()
-            await client.aclose()
+        return broadcast.listen(self._engine, [validate_pattern(p) for p in patterns])
 
     @_reports_unavailable
     async def topics(self) -> list[str]:
@@ -494,13 +433,7 @@ class Bus:
         `keep_len` of each of its streams (topic, lanes, retry streams) - but only entries every
         consumer group has acknowledged. Never removes anything unconsumed; None keeps all."""
         validate_topic(topic)
-        main = self.keys.stream(topic)
-        groups = [g["name"].decode() for g in await self._groups_of(main)]
-        lanes = [int(n) for n in await self.redis.smembers(self.keys.lanes(topic))]
-        # a lane's entries also wait for topic-stream groups that have not read the lane yet
-        streams = [(self.keys.lane(topic, n), main) for n in [0, *lanes]]
-        streams += [(self.keys.retry(topic, g), self.keys.retry(topic, g)) for g in groups]
-        return await self._trim(streams, keep_s, keep_len, consumed_only=True)
+        return await retained.trim(self._engine, topic, keep_s, keep_len)
 
     @_reports_unavailable
     async def trim_dead_letters(
@@ -508,29 +441,7 @@ class Bus:
     ) -> int:
         """Remove dead letters older than `keep_s` or beyond the newest `keep_len`."""
         validate_topic(topic)
-        dlq = self.keys.dlq(topic)
-        return await self._trim([(dlq, dlq)], keep_s, keep_len, consumed_only=False)
-
-    async def _trim(
-        self, streams: list[tuple[str, str]], keep_s: float | None, keep_len: int | None,
-        consumed_only: bool,
-    ) -> int:
-        """Trim each (stream, stream whose groups must also have consumed it)."""
-        args = [-1 if keep_s is None else int(keep_s * 1000), -1 if keep_len is None else keep_len,
-                "1" if consumed_only else "0"]
-        removed = 0
-        for key, required in streams:
-            scripts = self._engine.scripts
-            removed += int(await scripts.call(scripts.trim, [key, required], args))
-        return removed
-
-    async def _groups_of(self, stream: str) -> list[dict[str, Any]]:
-        try:
-            return list(await self.redis.xinfo_groups(stream))
-        except ResponseError as exc:
-            if "no such key" in str(exc):
-                return []
-            raise
+        return await retained.trim_dead_letters(self._engine, topic, keep_s, keep_len)
 
     @_reports_unavailable
     async def memory(self) -> MemoryStats:
@@ -569,15 +480,3 @@ class Bus:
             recommendations=recommendations(server.memory, self.config.memory_pressure_ratio, per_topic),
         )
 
-
-def _dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
-    info = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k not in (b"m", b"raw")}
-    headers = {f"x-dead-{k.replace('_', '-')}": v for k, v in info.items() if k != "v"}
-    if b"m" in fields:
-        message = Message.model_validate(orjson.loads(fields[b"m"]))
-        message.headers = {**message.headers, **headers}
-    else:
-        message = Message(topic=topic, payload={"raw": orjson.loads(fields.get(b"raw", b"{}"))},
-                          headers=headers)
-    message.entry_id = entry_id.decode()
-    return message

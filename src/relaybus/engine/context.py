@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +36,7 @@ class Context:
     config: BusConfig
     keys: Keys
     redis: aioredis.Redis  # the command pool: every command that returns promptly
+    dedicated: Callable[[], aioredis.Redis]  # a client of one connection of its own (pub/sub)
     scripts: Scripts
     health: Health
     plugins: PluginManager

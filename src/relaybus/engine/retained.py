@@ -1,0 +1,125 @@
+"""What a topic retains, read and managed: its history, its dead letters (list, replay,
+purge) and trimming (only what every group consumed, by age and length)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from ..errors import DecodeError
+from ..message import Message, encode
+from .context import Context
+from .groups import Groups
+
+REPLAY_BATCH = 200
+
+
+async def history(ctx: Context, groups: Groups, topic: str, limit: int) -> list[Message]:
+    """The latest `limit` retained messages of a topic, every lane, oldest first (by entry
+    time; within one millisecond by message id); undecodable entries are skipped."""
+    keys, redis = ctx.keys, ctx.redis
+    lanes = [int(n) for n in await redis.smembers(keys.lanes(topic))]
+    found: list[tuple[int, str, Message]] = []
+    for key in [keys.lane(topic, n) for n in [0, *lanes]]:
+        for entry_id, fields in await redis.xrevrange(key, count=limit):
+            try:
+                message = groups.to_message((entry_id, fields), None, key)
+            except DecodeError:
+                continue
+            found.append((int(entry_id.split(b"-")[0]), message.id, message))
+    found.sort(key=lambda f: (f[0], f[1]))
+    return [message for _, _, message in found[-limit:]]
+
+
+async def dead_letters(ctx: Context, topic: str, limit: int) -> list[Message]:
+    entries = await ctx.redis.xrange(ctx.keys.dlq(topic), count=limit)
+    return [dead_letter_message(topic, eid, fields) for eid, fields in entries]
+
+
+async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | None) -> int:
+    """Each chosen dead letter back to the retry stream of the group it died in, with a
+    fresh attempt count, deleted from the DLQ in the same script; returns how many."""
+    keys, scripts = ctx.keys, ctx.scripts
+    wanted = set(ids) if ids is not None else None
+    dlq = keys.dlq(topic)
+    replayed, cursor = 0, "-"
+    while True:
+        entries = await ctx.redis.xrange(dlq, min=cursor, count=REPLAY_BATCH)
+        batch: list[Any] = []
+        for eid, fields in entries:
+            message = dead_letter_message(topic, eid, fields)
+            if b"m" not in fields or (wanted is not None and not {message.id, message.entry_id} & wanted):
+                continue
+            message.attempt = 1
+            group = fields.get(b"group", b"").decode()
+            batch += [eid, group, encode(message)]
+        if batch:
+            replayed += await scripts.call(scripts.replay, [dlq, keys.retry(topic), keys.wake(topic)], batch)
+        if len(entries) < REPLAY_BATCH:
+            return replayed
+        cursor = "(" + entries[-1][0].decode()
+
+
+async def purge_dead_letters(ctx: Context, topic: str) -> int:
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.xlen(ctx.keys.dlq(topic))
+        pipe.delete(ctx.keys.dlq(topic))
+        length, _ = await pipe.execute()
+    return int(length)
+
+
+def dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
+    """A DLQ entry as a Message whose `x-dead-*` headers say why it died."""
+    info = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k not in (b"m", b"raw")}
+    headers = {f"x-dead-{k.replace('_', '-')}": v for k, v in info.items() if k != "v"}
+    if b"m" in fields:
+        message = Message.model_validate(orjson.loads(fields[b"m"]))
+        message.headers = {**message.headers, **headers}
+    else:
+        message = Message(topic=topic, payload={"raw": orjson.loads(fields.get(b"raw", b"{}"))},
+                          headers=headers)
+    message.entry_id = entry_id.decode()
+    return message
+
+
+async def trim(ctx: Context, topic: str, keep_s: float | None, keep_len: int | None) -> int:
+    """Trim a topic's streams (topic, lanes, retry streams), never past what every
+    group consumed."""
+    keys = ctx.keys
+    main = keys.stream(topic)
+    names = [g["name"].decode() for g in await _groups_of(ctx, main)]
+    lanes = [int(n) for n in await ctx.redis.smembers(keys.lanes(topic))]
+    # a lane's entries also wait for topic-stream groups that have not read the lane yet
+    streams = [(keys.lane(topic, n), main) for n in [0, *lanes]]
+    streams += [(keys.retry(topic, g), keys.retry(topic, g)) for g in names]
+    return await _trim(ctx, streams, keep_s, keep_len, consumed_only=True)
+
+
+async def trim_dead_letters(ctx: Context, topic: str, keep_s: float | None, keep_len: int | None) -> int:
+    dlq = ctx.keys.dlq(topic)
+    return await _trim(ctx, [(dlq, dlq)], keep_s, keep_len, consumed_only=False)
+
+
+async def _trim(
+    ctx: Context, streams: list[tuple[str, str]], keep_s: float | None, keep_len: int | None,
+    consumed_only: bool,
+) -> int:
+    """Trim each (stream, stream whose groups must also have consumed it)."""
+    args = [-1 if keep_s is None else int(keep_s * 1000), -1 if keep_len is None else keep_len,
+            "1" if consumed_only else "0"]
+    scripts, removed = ctx.scripts, 0
+    for key, required in streams:
+        removed += int(await scripts.call(scripts.trim, [key, required], args))
+    return removed
+
+
+async def _groups_of(ctx: Context, stream: str) -> list[dict[str, Any]]:
+    try:
+        return list(await ctx.redis.xinfo_groups(stream))
+    except ResponseError as exc:
+        if "no such key" in str(exc):
+            return []
+        raise
