@@ -38,7 +38,7 @@ script starts and stops itself (no other Redis is ever touched).
 `-n` scales message counts, durations and the number of topics (10,000 at scale 1).
 Timings on a small shared machine are noisy: read them with the raw baselines.
 
-    python bench/bench_engine.py            # full run (about 3 minutes), rich tables
+    python bench/bench_engine.py            # full run (about 90 s), rich tables
     python bench/bench_engine.py -n 0.2     # quick look
     python bench/bench_engine.py --json     # machine-readable
 """
