@@ -110,10 +110,11 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 await self._discover()
-            except UNAVAILABLE as exc:  # the feeds already running carry on
+            except UNAVAILABLE as exc:  # the feeds already running carry on; try again
                 await self.ctx.health.failed(exc)
-            if not patterns:
-                return
+            else:
+                if not patterns:
+                    return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), DISCOVERY_INTERVAL_S)
 
@@ -121,8 +122,10 @@ class Consumer:
         """Feeds for every named topic, and for registry topics matching a pattern; each
         topic's wake channel is subscribed before its first read."""
         registry: list[str] = []
-        if any(r.sub.patterns for r in self._runners) and await self._registry_changed():
+        size = await self._registry_changed() if any(r.sub.patterns for r in self._runners) else None
+        if size is not None:
             registry = sorted(t.decode() for t in await self.ctx.redis.smembers(self.ctx.keys.registry))
+            self._registry_size = size
         feeds = []
         for runners in self._runners:
             sub = runners.sub
@@ -138,14 +141,14 @@ class Consumer:
             self._fed.update((f.runners, f.topic) for f in feeds)
             self._reader.add(feeds)
 
-    async def _registry_changed(self) -> bool:
-        """SCARD each time (cheap), the full registry when its size changed or now and then."""
+    async def _registry_changed(self) -> int | None:
+        """The registry's size if it is worth reading in full: SCARD each time (cheap),
+        the whole set when the size changed, and now and then anyway."""
         size = int(await self.ctx.redis.scard(self.ctx.keys.registry))
         self._discoveries += 1
         if size != self._registry_size or self._discoveries % FULL_DISCOVERY_EVERY == 0:
-            self._registry_size = size
-            return True
-        return False
+            return size
+        return None
 
 
 async def _uncancelled(awaitable: Awaitable[Any]) -> Any:

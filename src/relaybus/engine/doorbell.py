@@ -177,7 +177,3 @@ class Doorbell:
         if pubsub is not None:
             with contextlib.suppress(*UNAVAILABLE):
                 await pubsub.aclose()
-
-    def tick(self) -> None:
-        """Ask the listener to look at linger timeouts and queued subscriptions now."""
-        self._changed.set()
