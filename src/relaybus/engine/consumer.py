@@ -21,6 +21,7 @@ from .settlement import Acks, Settlement
 log = logging.getLogger("relaybus")
 DISCOVERY_INTERVAL_S = 0.5  # pattern subscriptions see a new topic within this
 FULL_DISCOVERY_EVERY = 60  # discovery rounds between full registry reads when its size is unchanged
+FULL_SWEEP_EVERY = 4  # sweeps (each claim_idle_ms / 2) between sweeps of every topic, quiet ones too
 
 
 class Consumer:
@@ -42,6 +43,7 @@ class Consumer:
         self._done = asyncio.Event()
         self._fed: set[tuple[Runners, str]] = set()
         self._registry_size = -1
+        self._sweeps = 0
         self._discoveries = 0
 
     def _wake_reader(self) -> None:
@@ -101,7 +103,8 @@ class Consumer:
         await self._held.heartbeat(self._groups, self.ctx.consumer)
 
     async def _sweep(self) -> None:
-        self._reader.sweep()
+        self._sweeps += 1
+        self._reader.sweep(self.ctx.config.claim_idle_ms / 2000, self._sweeps % FULL_SWEEP_EVERY == 0)
 
     # -- topics --------------------------------------------------------------------------
 

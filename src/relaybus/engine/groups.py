@@ -62,6 +62,7 @@ class Fetch:
     drained: bool
     idle: bool = False  # a probe found entries idle in some consumer (claim them)
     own: bool = False  # a probe found entries pending for this very consumer
+    pending: bool = False  # a probe found entries pending in some consumer of the group
 
 
 class Groups:
@@ -89,19 +90,22 @@ class Groups:
         """After NOGROUP: the stream or group was deleted under us; recreate on next read."""
         self._groups.discard((topic, group))
 
+    def read_keys(self, topic: str, group: str) -> list[str]:
+        """read.lua's KEYS for a group on a topic."""
+        keys = self.keys
+        return [keys.delayed(topic), keys.stream(topic), keys.retry(topic), keys.lane(topic),
+                keys.lanes(topic), keys.retry(topic, group), keys.wake(topic)]
+
     def read_call(
         self, topic: str, group: str, consumer: str, count: int, start: str, idle_ms: int = 0,
-        own: bool = False,
+        own: bool = False, keys: list[str] | None = None,
     ) -> Call:
         """One read.lua call (count 0: only probe, also for entries idle past `idle_ms`
         and, with `own`, for this consumer's own pending ones), creating the group on its
         first use from this bus: `earliest` starts at the oldest retained entry, `latest`
         after the newest."""
-        keys = self.keys
         create = "" if (topic, group) in self._groups else ("0" if start == "earliest" else "$")
-        return (self.scripts.read,
-                [keys.delayed(topic), keys.stream(topic), keys.retry(topic), keys.lane(topic),
-                 keys.lanes(topic), keys.retry(topic, group), keys.wake(topic)],
+        return (self.scripts.read, keys or self.read_keys(topic, group),
                 [group, consumer, count, int(time.time() * 1000), PROMOTE_LIMIT, create, idle_ms,
                  "1" if own else ""])
 
@@ -114,8 +118,8 @@ class Groups:
         self._groups.add((topic, group))
         due, drained, flat = reply[0], reply[1], reply[2:]
         next_due = float(due) / 1000 if due else None
-        if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own}
-            return Fetch([], next_due, bool(drained), bool(flat[0]), bool(flat[1]))
+        if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own, pending}
+            return Fetch([], next_due, bool(drained), bool(flat[0]), bool(flat[1]), bool(flat[2]))
         entries: list[Fetched] = []
         for key, batch in zip(flat[::2], flat[1::2], strict=True):
             source = _sid(key)

@@ -10,12 +10,12 @@ Redis Cluster only changes how the calls of a round are grouped by node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,11 @@ from .scripts import Call
 from .settlement import Acks
 
 log = logging.getLogger("relaybus")
-PROBES_PER_ROUND = 256  # a sweep of thousands of topics never holds up the reads of a round
+PROBES_PER_ROUND = 64  # probes wait their turn: reads of a round are never held up for long
+SWEEP_SPREAD = 0.8  # a sweep's probes are spread over this part of the sweep interval
+SWEEP_TICK_S = 0.05  # how often a spread sweep sends its next probes
+ACK_DELAY_S = 0.002  # acks alone wait this long for a fetch to ride along with
+ACK_BATCH = 64  # ... unless this many are queued
 CLAIMS_PER_ROUND = 16  # claims take a few round trips each; they are rare
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 5.0
 
@@ -41,9 +45,11 @@ class Feed:
     own_check: bool = True  # the first probe also looks for this consumer's own pending entries
     own: bool = False  # own pending entries to take back before anything new
     own_after: dict[str, str] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # read.lua's keys, made once
     idle: bool = False  # entries idle in some consumer, to claim
     idle_cursors: dict[str, str] = field(default_factory=dict)
     due_at: float | None = None  # a timer is set for the topic's next delayed entry
+    quiet: bool = False  # last probed drained with nothing pending, and no ring since
 
 
 class Reader:
@@ -58,7 +64,10 @@ class Reader:
         self._by_topic: dict[str, list[Feed]] = {}
         # feeds that may hold new entries, per subscription; insertion order is turn order
         self._ready: dict[Runners, dict[Feed, None]] = {}
-        self._probes: dict[Feed, None] = {}
+        self._probes: dict[Feed, None] = {}  # probe soon: new feeds, after a lost connection
+        self._sweep: deque[Feed] = deque()  # probe in turn, a few every SWEEP_TICK_S
+        self._sweep_rate = 0.0  # probes per second while sweeping
+        self._sweep_at = 0.0  # when the sweep last sent probes
         self._claims: dict[Feed, None] = {}
         self._timers: list[tuple[float, int, Feed]] = []
         self._seq = itertools.count()
@@ -73,6 +82,7 @@ class Reader:
     def add(self, feeds: list[Feed]) -> None:
         """New feeds (their topics' wake channels already subscribed): probe each first."""
         for feed in feeds:
+            feed.keys = self._groups.read_keys(feed.topic, feed.runners.sub.group)
             self._by_topic.setdefault(feed.topic, []).append(feed)
             self._ready.setdefault(feed.runners, {})
             self._probes[feed] = None
@@ -84,19 +94,31 @@ class Reader:
     def wake(self, topic: str, certain: bool) -> None:
         """A doorbell watcher: the topic rang (certain), or rings may have been missed."""
         for feed in self._by_topic.get(topic, ()):
+            feed.quiet = False
             if certain:
                 self._mark_ready(feed)
             else:
                 self._probes[feed] = None
         self.kick()
 
-    def sweep(self) -> None:
-        """Probe every feed: for idle entries to claim, and for anything a ring missed
-        (a publisher that does not ring, such as an older relaybus)."""
-        for feeds in self._by_topic.values():
-            for feed in feeds:
-                self._probes[feed] = None
+    def sweep(self, interval_s: float, everything: bool) -> None:
+        """Probe feeds once over the next `interval_s`, for idle entries to claim: those
+        that rang or held pending entries since their last probe - or, `everything`,
+        every feed, which also finds entries a ring missed (a writer that does not
+        ring, such as an older relaybus). Spread out, so thousands of topics cost a
+        steady trickle, not a burst that holds up reads."""
+        self._sweep = deque(f for feeds in self._by_topic.values() for f in feeds
+                            if everything or not f.quiet)
+        self._sweep_rate = len(self._sweep) / max(interval_s * SWEEP_SPREAD, SWEEP_TICK_S)
+        self._sweep_at = time.monotonic()
         self.kick()
+
+    def _sweep_due(self) -> int:
+        """How many sweep probes are due now."""
+        if not self._sweep:
+            return 0
+        due = int((time.monotonic() - self._sweep_at) * self._sweep_rate)
+        return min(due, len(self._sweep), PROBES_PER_ROUND)
 
     def kick(self) -> None:
         self._kick.set()
@@ -123,13 +145,24 @@ class Reader:
                 self._mark_ready(feed)
         return self._timers[0][0] - now if self._timers else None
 
+    def _acks_due(self) -> float | None:
+        """0 when queued acks should go now, else the seconds until they should; None
+        with none queued."""
+        acks = self._acks
+        if not acks.count:
+            return None
+        if acks.count >= ACK_BATCH or not self._fetching:
+            return 0.0
+        return max(0.0, acks.since + ACK_DELAY_S - time.monotonic())
+
     def _has_work(self) -> bool:
-        if self._acks.count:
+        if self._acks_due() == 0.0:
             return True
         if not self._fetching:
             return False
         return bool(
             self._probes
+            or self._sweep_due()
             or any(f.runners.room > 0 for f in self._claims)
             or any(ready and runners.hungry for runners, ready in self._ready.items())
         )
@@ -144,9 +177,10 @@ class Reader:
             if not self._has_work():
                 if self._closing:
                     return
-                self._kick.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), wait)
+                for later in (SWEEP_TICK_S if self._sweep and self._fetching else None, self._acks_due()):
+                    if later is not None:
+                        wait = later if wait is None else min(wait, later)
+                await self._idle(wait)
                 continue
             try:
                 await self._round()
@@ -164,6 +198,16 @@ class Reader:
             if self._failing:
                 self._failing = False
                 await self.ctx.health.succeeded()
+
+    async def _idle(self, seconds: float | None) -> None:
+        """Wait for a kick, or `seconds`."""
+        self._kick.clear()
+        timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, self._kick.set)
+        try:
+            await self._kick.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def stop_fetching(self) -> None:
         self._fetching = False
@@ -209,11 +253,17 @@ class Reader:
         shared among its ready feeds, in turn."""
         groups, consumer, plan = self._groups, self.ctx.consumer, []
         idle_ms = self.ctx.config.claim_idle_ms
-        for feed in itertools.islice(list(self._probes), PROBES_PER_ROUND):
+        probes = list(itertools.islice(self._probes, PROBES_PER_ROUND))
+        for feed in probes:
             del self._probes[feed]
+        swept = self._sweep_due()
+        if swept:
+            self._sweep_at += swept / self._sweep_rate
+            probes += [self._sweep.popleft() for _ in range(swept)]
+        for feed in probes:
             sub = feed.runners.sub
             calls.append(groups.read_call(feed.topic, sub.group, consumer, 0, sub.start, idle_ms,
-                                          feed.own_check))
+                                          feed.own_check, feed.keys))
             plan.append((feed, 0))
         for runners, ready in self._ready.items():
             if not ready or not runners.hungry:
@@ -226,7 +276,7 @@ class Reader:
                 count = min(share, room)
                 room -= count
                 calls.append(groups.read_call(feed.topic, runners.sub.group, consumer, count,
-                                              runners.sub.start))
+                                              runners.sub.start, keys=feed.keys))
                 plan.append((feed, count))
         return plan
 
@@ -242,6 +292,7 @@ class Reader:
         self._schedule(feed, fetch.next_due)
         if count == 0:  # a probe
             feed.own_check = False
+            feed.quiet = fetch.drained and not (fetch.pending or fetch.idle or fetch.own)
             feed.own, feed.idle = feed.own or fetch.own, feed.idle or fetch.idle
             if feed.own or feed.idle:
                 self._claims[feed] = None

@@ -63,7 +63,7 @@ class Runners:
         self._held = held
         self._on_free = on_free
         self._queue: deque[Delivery] = deque()
-        self._arrived = asyncio.Event()  # set while the queue holds something
+        self._idle_runners: deque[asyncio.Future[None]] = deque()  # one is woken per delivery
         self.inflight = 0  # fetched and not settled: queued or running
         self._tasks = [asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
                        for _ in range(sub.concurrency)]
@@ -87,14 +87,20 @@ class Runners:
         self.inflight += 1
         self._idle.clear()
         self._queue.append(delivery)
-        self._arrived.set()
+        while self._idle_runners:
+            waiter = self._idle_runners.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
     async def _run(self) -> None:
-        settlement, sub, queue, arrived = self._settlement, self.sub, self._queue, self._arrived
+        settlement, sub, queue = self._settlement, self.sub, self._queue
+        loop = asyncio.get_running_loop()
         while True:
             if not queue:
-                arrived.clear()
-                await arrived.wait()
+                waiter = loop.create_future()
+                self._idle_runners.append(waiter)
+                await waiter
                 continue
             delivery = queue.popleft()
             try:

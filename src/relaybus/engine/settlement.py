@@ -39,9 +39,12 @@ class Acks:
         self._pending: dict[AckKey, list[bytes | str]] = {}
         self._on_added = on_added
         self.count = 0
+        self.since = 0.0  # when the oldest queued ack was added (monotonic)
 
     def add(self, stream: str, group: str, entry_id: bytes | str) -> None:
         self._pending.setdefault((stream, group), []).append(entry_id)
+        if not self.count:
+            self.since = time.monotonic()
         self.count += 1
         self._on_added()
 
@@ -50,6 +53,8 @@ class Acks:
         return pending
 
     def put_back(self, pending: dict[AckKey, list[bytes | str]]) -> None:
+        if pending and not self.count:
+            self.since = time.monotonic()
         for key, ids in pending.items():
             self._pending.setdefault(key, []).extend(ids)
             self.count += len(ids)

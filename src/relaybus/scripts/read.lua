@@ -15,9 +15,10 @@
 -- A delayed member is "<target>|<envelope>": target "*<lane>" is the topic's lane
 -- stream, anything else the group whose retry stream gets it.
 -- Returns {next due (ms) or false, drained 1|0, key, {entries}, key, {entries}, ...};
--- a probe returns {next due, drained 1|0, idle 1|0, own 1|0}: drained 0 when there is
--- something new to read, idle 1 when an entry is pending longer than ARGV[7] in some
--- consumer, own 1 when this consumer has entries pending.
+-- a probe returns {next due, drained 1|0, idle 1|0, own 1|0, pending 1|0}: drained 0
+-- when there is something new to read, idle 1 when an entry is pending longer than
+-- ARGV[7] in some consumer, own 1 when this consumer has entries pending, pending 1
+-- when any consumer of the group has.
 local function lane_key(lane)
   if lane == '0' or lane == '' then
     return KEYS[2]
@@ -81,22 +82,25 @@ end
 
 local wanted = tonumber(ARGV[3])
 if wanted == 0 then
-  local drained, idle, own = 1, 0, 0
+  local drained, idle, own, busy = 1, 0, 0, 0
   for _, key in ipairs(sources) do
+    if busy == 0 and pending(key, '-', '+', 1) then
+      busy = 1
+    end
     if drained == 1 and undelivered(key) then
       drained = 0
     end
-    if idle == 0 and ARGV[7] ~= '0' and pending(key, 'IDLE', ARGV[7], '-', '+', 1) then
+    if busy == 1 and idle == 0 and ARGV[7] ~= '0' and pending(key, 'IDLE', ARGV[7], '-', '+', 1) then
       idle = 1
     end
-    if own == 0 and ARGV[8] == '1' and pending(key, '-', '+', 1, ARGV[2]) then
+    if busy == 1 and own == 0 and ARGV[8] == '1' and pending(key, '-', '+', 1, ARGV[2]) then
       own = 1
     end
   end
   if drained == 1 then
     redis.call('SET', KEYS[7], '1')
   end
-  return {next_due, drained, idle, own}
+  return {next_due, drained, idle, own, busy}
 end
 
 local left = wanted
