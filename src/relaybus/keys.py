@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -86,6 +87,7 @@ class Keys:
         return self._topic(topic, "wake")
 
     @staticmethod
+    @functools.lru_cache(maxsize=1 << 16)  # asked once per delivered entry
     def topic_of(key: str) -> str:
         """The topic of one of its keys (or channels): what is inside the hash tag."""
         return key[key.index("{") + 1 : key.index("}")]

@@ -130,25 +130,28 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
     """A stream entry (or, with no entry id, a broadcast) back into a Message, validated
     once, here; raises DecodeError on anything foreign - including an entry of the
     stream of `topic` whose envelope names another topic."""
-    where = f"entry {entry_id}" if entry_id else "broadcast"
-    if not fields:
-        raise DecodeError(f"{where} has no fields (deleted or empty)")
-    version = fields.get(b"v")
-    if version != WIRE_VERSION:
-        raise DecodeError(f"{where} has wire version {version!r}, expected b'1'")
-    raw = fields.get(b"m")
-    if raw is None:
-        raise DecodeError(f"{where} has no 'm' field")
+    if not fields or fields.get(b"v") != WIRE_VERSION or (raw := fields.get(b"m")) is None:
+        raise DecodeError(_not_an_envelope(fields, entry_id))
     try:
-        body = orjson.loads(raw)
-        if not isinstance(body, dict):
-            raise DecodeError(f"{where} envelope is not a JSON object")
-        message = Message.model_validate(body)
+        message = Message.model_validate_json(raw)  # JSON to model in one pass (pydantic-core)
         if topic is None:
             validate_topic(message.topic)
         elif message.topic != topic:
-            raise DecodeError(f"{where} in a stream of topic {topic!r} names topic {message.topic!r}")
-    except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
-        raise DecodeError(f"{where} does not decode: {exc}") from None
+            raise DecodeError(f"{_where(entry_id)} in a stream of topic {topic!r} names topic "
+                              f"{message.topic!r}")
+    except (ValidationError, ValueError) as exc:
+        raise DecodeError(f"{_where(entry_id)} does not decode: {exc}") from None
     message.__dict__["entry_id"] = entry_id  # not a wire field: nothing to validate
     return message
+
+
+def _where(entry_id: str | None) -> str:
+    return f"entry {entry_id}" if entry_id else "broadcast"
+
+
+def _not_an_envelope(fields: dict[bytes, bytes] | None, entry_id: str | None) -> str:
+    if not fields:
+        return f"{_where(entry_id)} has no fields (deleted or empty)"
+    if fields.get(b"v") != WIRE_VERSION:
+        return f"{_where(entry_id)} has wire version {fields.get(b'v')!r}, expected b'1'"
+    return f"{_where(entry_id)} has no 'm' field"

@@ -14,7 +14,7 @@ from ..delivery import Subscription
 from ..periodic import every
 from .context import Context
 from .groups import Groups
-from .reader import Feed, Reader
+from .reader import ACK_BATCH, Feed, Reader
 from .runners import Held, Runners
 from .settlement import Acks, Settlement
 
@@ -34,7 +34,7 @@ class Consumer:
         self.ctx = ctx
         self._subscriptions = list(subscriptions)
         self._held = Held()
-        self._acks = Acks(self._wake_reader)
+        self._acks = Acks(self._wake_reader, ACK_BATCH)
         self._reader = Reader(ctx, groups, self._acks, self._held)
         self._groups = groups
         self._settlement = settlement

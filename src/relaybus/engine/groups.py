@@ -22,6 +22,8 @@ PROMOTE_LIMIT = 100  # due delayed members moved per read, so one read stays sho
 def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
     if not flat:
         return None
+    if len(flat) == 4:  # what relaybus writes: v, m
+        return {flat[0]: flat[1], flat[2]: flat[3]}
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 

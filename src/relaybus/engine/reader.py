@@ -151,7 +151,7 @@ class Reader:
         acks = self._acks
         if not acks.count:
             return None
-        if acks.count >= ACK_BATCH or not self._fetching:
+        if acks.count >= acks.batch or not self._fetching:
             return 0.0
         return max(0.0, acks.since + ACK_DELAY_S - time.monotonic())
 

@@ -119,7 +119,8 @@ class Runners:
                 self.inflight -= 1
                 if not self.inflight:
                     self._idle.set()
-                self._on_free()
+                if self.hungry:  # only then may the reader fetch for us: no wake-up before
+                    self._on_free()
 
     async def drain(self) -> None:
         """Wait until everything fetched is settled, then end the runners."""

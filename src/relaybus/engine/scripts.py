@@ -11,7 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
@@ -77,10 +77,28 @@ class Scripts:
         return replies
 
     async def _pipelined(self, calls: Sequence[Call]) -> list[Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for what, keys, args in calls:
-                if isinstance(what, str):
-                    pipe.execute_command(what, *keys, *args)
-                else:
-                    pipe.evalsha(what.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+        """Straight on a pooled connection: every reply here is used as Redis sends it,
+        so redis-py's Pipeline (reply callbacks, stack, resets) is only overhead - a
+        quarter of the reader's time per round when profiled."""
+        if not calls:
+            return []
+        commands = [
+            (what, *keys, *args) if isinstance(what, str) else ("EVALSHA", what.sha, len(keys), *keys, *args)
+            for what, keys, args in calls
+        ]
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # that command's error; the others stand
+                    replies.append(exc)
+        except BaseException:
+            await connection.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            await pool.release(connection)
+        return replies

@@ -33,11 +33,14 @@ def delivery_of(message: Message) -> tuple[str, str, str]:
 
 
 class Acks:
-    """Acks of handled messages, waiting to go out with the reader's next round trip."""
+    """Acks of handled messages, waiting to go out with the reader's next round trip.
+    `on_due` is called for the first ack queued and when `batch` are: the moments the
+    reader has something new to decide (not for every ack - each call may wake it)."""
 
-    def __init__(self, on_added: Callable[[], None]) -> None:
+    def __init__(self, on_due: Callable[[], None], batch: int) -> None:
         self._pending: dict[AckKey, list[bytes | str]] = {}
-        self._on_added = on_added
+        self._on_due = on_due
+        self.batch = batch
         self.count = 0
         self.since = 0.0  # when the oldest queued ack was added (monotonic)
 
@@ -46,7 +49,8 @@ class Acks:
         if not self.count:
             self.since = time.monotonic()
         self.count += 1
-        self._on_added()
+        if self.count == 1 or self.count == self.batch:
+            self._on_due()
 
     def take(self) -> dict[AckKey, list[bytes | str]]:
         pending, self._pending, self.count = self._pending, {}, 0
