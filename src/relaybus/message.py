@@ -133,7 +133,7 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
     if not fields or fields.get(b"v") != WIRE_VERSION or (raw := fields.get(b"m")) is None:
         raise DecodeError(_not_an_envelope(fields, entry_id))
     try:
-        message = Message.model_validate_json(raw)  # JSON to model in one pass (pydantic-core)
+        message: Message = _validate_json(raw)  # JSON to model in one pass (pydantic-core)
         if topic is None:
             validate_topic(message.topic)
         elif message.topic != topic:
@@ -143,6 +143,9 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
         raise DecodeError(f"{_where(entry_id)} does not decode: {exc}") from None
     message.__dict__["entry_id"] = entry_id  # not a wire field: nothing to validate
     return message
+
+
+_validate_json = Message.__pydantic_validator__.validate_json
 
 
 def _where(entry_id: str | None) -> str:

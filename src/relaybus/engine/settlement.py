@@ -121,9 +121,9 @@ class Settlement:
     async def handle(self, sub: Subscription, message: Message, acks: Acks) -> None:
         """Run one admitted message through the filters and the handler and settle it."""
         for name, function, argnames in self.ctx.plugins.impls("filter"):
-            args = {"message": message, "subscription": sub}
             try:
-                keep = function(*[args[a] for a in argnames])
+                keep = (function(message, sub) if argnames == FILTER_ARGS else
+                        function(*[{"message": message, "subscription": sub}[a] for a in argnames]))
                 if keep is not True and keep is not False:  # an async filter, or a truthy value
                     keep = await await_me_maybe(keep)
             except Exception as exc:
@@ -231,6 +231,7 @@ class Settlement:
                                duration_s=duration_s)
 
 
+FILTER_ARGS = ("message", "subscription")  # the usual order, called without a lookup
 _async: dict[Any, bool] = {}
 
 
