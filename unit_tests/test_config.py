@@ -47,3 +47,22 @@ def test_block_ms_is_accepted_though_nothing_blocks_in_redis_any_more() -> None:
 def test_url_password_is_redacted_in_the_config_repr() -> None:
     config = BusConfig.build(url="redis://user:hunter2@localhost:6379/0")
     assert "hunter2" not in repr(config) and "***" in repr(config)
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://10.0.0.1:7000,10.0.0.2:7000", "rediss+cluster://h:1",
+                                 "redis+sentinel://10.0.0.5:26379/mymaster", "rediss+sentinel://h:1/m"])
+def test_cluster_and_sentinel_urls_are_refused_when_the_config_is_built(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"url: .*is not supported yet"):
+        BusConfig.build(url=url)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis.example.com"])
+def test_any_other_url_scheme_is_a_config_error_naming_it(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"url: .*must start with redis://, rediss:// or unix://"):
+        BusConfig.build(url=url)
+
+
+def test_the_scheme_error_never_shows_the_url_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        BusConfig.build(url="http://agent:s3cret@localhost:6379")
+    assert "s3cret" not in str(caught.value)

@@ -16,6 +16,10 @@ from .errors import ConfigError
 from .keys import PREFIX_RE
 from .redact import redact_url
 
+SCHEMES = frozenset({"redis", "rediss", "unix"})
+PLANNED_SCHEMES = {"redis+cluster": "Cluster", "rediss+cluster": "Cluster",
+                   "redis+sentinel": "Sentinel", "rediss+sentinel": "Sentinel"}
+
 
 class BusConfig(BaseSettings):
     """Configuration of one Bus. Durations are seconds unless the name ends in `_ms`."""
@@ -101,6 +105,18 @@ class BusConfig(BaseSettings):
     ssl_certfile: str | None = Field(None, description="Client certificate for mTLS (rediss:// only).")
     ssl_keyfile: str | None = Field(None, description="Client certificate's key (rediss:// only).")
     ssl_check_hostname: bool = Field(True, description="Check the server certificate's host name.")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme in PLANNED_SCHEMES:
+            raise ValueError(f"{scheme}:// (Redis {PLANNED_SCHEMES[scheme]}) is not supported yet; "
+                             "use redis://, rediss:// or unix://")
+        if scheme not in SCHEMES:
+            raise ValueError(f"the URL must start with redis://, rediss:// or unix:// (its scheme is "
+                             f"{scheme!r})")
+        return value
 
     @field_validator("prefix")
     @classmethod
