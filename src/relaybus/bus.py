@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
@@ -94,6 +95,7 @@ class Bus:
         self._consumer: Consumer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
+        self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # pub/sub clients outside the pool
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -113,7 +115,9 @@ class Bus:
         client = make_client(self.config, options)
 
         def dedicated() -> Any:
-            return make_client(self.config, options, max_connections=1)
+            made = make_client(self.config, options, max_connections=1)
+            self._dedicated.add(made)
+            return made
 
         wake_client = dedicated()
         ctx = Context(bus=self, config=self.config, keys=self.keys, redis=client, dedicated=dedicated,
@@ -192,9 +196,12 @@ class Bus:
             self._publisher = None
         self._groups = self._settlement = None
         if ctx is not None:
-            await ctx.doorbell.close()
-            await ctx.doorbell.client.aclose()
-            await ctx.redis.aclose()
+            try:
+                await ctx.doorbell.close()
+            finally:  # every connection closes, whatever the doorbell ended with
+                for client in [*self._dedicated, ctx.redis]:  # listen()'s too: they end with an error
+                    await client.aclose()
+                self._dedicated.clear()
 
     async def __aenter__(self) -> Bus:
         return await self.connect()

@@ -55,41 +55,50 @@ class Consumer:
                          for s in self._subscriptions]
         reading = asyncio.create_task(reader.run(), name="relaybus-reader")
         claim_every = ctx.config.claim_idle_ms / 1000
+        discovering = asyncio.create_task(self._discover_until_stopped(), name="relaybus-discovery")
         jobs = [asyncio.create_task(every(claim_every / 3, self._heartbeat, self._stopping)),
-                asyncio.create_task(every(claim_every / 2, self._sweep, self._stopping)),
-                asyncio.create_task(self._discover_until_stopped())]
+                asyncio.create_task(every(claim_every / 2, self._sweep, self._stopping))]
         stopped = asyncio.create_task(self._stopping.wait())
         cancelled = False
         try:
-            await asyncio.wait([reading, stopped], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([reading, discovering, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if discovering.done() and discovering.exception() is None:  # named topics only: found
+                await asyncio.wait([reading, stopped], return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             cancelled = True
         finally:
-            cancelled = await self._finish(reading, [*jobs, stopped], cancelled)
-        if reading.done() and not reading.cancelled() and reading.exception() is not None:
-            raise reading.exception()  # type: ignore[misc]
+            cancelled = await self._finish(reading, [discovering, *jobs, stopped], cancelled)
+        for task in (reading, discovering):  # an unexpected error ends run() with it
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         if cancelled:
             raise asyncio.CancelledError
 
     async def _finish(
         self, reading: asyncio.Task[None], jobs: list[asyncio.Task[Any]], cancelled: bool
     ) -> bool:
-        """Stop fetching; let handlers finish - or, when cancelled (also during that wait),
-        end them: their entries stay pending; send the acks; end. Returns whether run()
-        was cancelled. No Redis command is cancelled midway."""
+        """Stop fetching; let the round under way land, then the handlers finish - or,
+        when cancelled (also during that wait), end them: their entries stay pending; send
+        the acks; end. Returns whether run() was cancelled. No Redis command is cancelled
+        midway, and a second cancel cannot leave the reader running."""
         self._stopping.set()
-        self._reader.stop_fetching()
-        for runners in self._runners:
+        self._reader.stop_fetching(give_up_acks=cancelled)
+        try:
             if not (cancelled or reading.done()):
                 try:
-                    await runners.drain()
+                    await self._reader.between_rounds()  # what it fetched reaches the runners
+                    for runners in self._runners:
+                        await runners.drain()
                 except asyncio.CancelledError:
                     cancelled = True
-            await runners.cancel()
-        self._reader.close()
-        await _uncancelled(asyncio.gather(reading, *jobs, return_exceptions=True))
-        self.ctx.doorbell.unwatch(sorted(self._reader.topics()), self._reader.wake)
-        self._done.set()
+                    self._reader.stop_fetching(give_up_acks=True)
+        finally:
+            for runners in self._runners:
+                await _uncancelled(runners.cancel())
+            self._reader.close()
+            await _uncancelled(asyncio.gather(reading, *jobs, return_exceptions=True))
+            self.ctx.doorbell.unwatch(sorted(self._reader.topics()), self._reader.wake)
+            self._done.set()
         return cancelled
 
     async def stop(self) -> None:

@@ -41,8 +41,13 @@ class Doorbell:
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._error: Exception | None = None  # what ended the listener other than an outage
         self._changed = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _channel(self, topic: str) -> str:
         return self._keys.wake(topic)
@@ -52,7 +57,10 @@ class Doorbell:
 
     async def watch(self, topics: list[str], watcher: Watcher) -> None:
         """Call `watcher` whenever one of `topics` rings; returns once Redis confirmed
-        every subscription. It waits on futures only, so a timeout around it is safe."""
+        every subscription. It waits on futures only, so a timeout around it is safe.
+        Raises what stopped wake-ups for good (say, an ACL refusing the channels)."""
+        if self._error is not None:
+            raise self._error
         new = []
         for topic in topics:
             watchers = self._watchers.setdefault(topic, set())
@@ -97,9 +105,16 @@ class Doorbell:
             self._task = None
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+        self._fail(BusUnavailableError("the bus was closed"))
+        for topic, watchers in list(self._watchers.items()):  # waiting pull reads look once more
+            for watcher in list(watchers):
+                watcher(topic, False)
+
+    def _fail(self, error: Exception) -> None:
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(BusUnavailableError("the bus was closed"))
+                future.set_exception(error)
+                future.exception()  # retrieved: a future nobody awaits any more is no error
         self._waiting.clear()
 
     async def _listen(self) -> None:
@@ -127,6 +142,11 @@ class Doorbell:
                 await asyncio.sleep(random.uniform(pause / 2, pause))
                 pause = min(pause * 2, MAX_BACKOFF_S)
                 continue
+            except Exception as exc:  # not an outage (NOPERM, ...): waiting would never end
+                log.error("relaybus wake-ups stopped: %s: %s", type(exc).__name__, exc)
+                self._error = exc
+                self._fail(exc)
+                break
             pause = MIN_BACKOFF_S
             if time.monotonic() >= next_tidy:
                 next_tidy = time.monotonic() + LINGER_S
@@ -135,6 +155,7 @@ class Doorbell:
                 self._dispatch(message)
             if lost and not self._waiting:
                 lost = False
+                await self._health.succeeded()
                 for topic, watchers in list(self._watchers.items()):
                     for watcher in list(watchers):
                         watcher(topic, False)

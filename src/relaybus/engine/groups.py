@@ -49,6 +49,17 @@ async def _unless_no_group(reply: Awaitable[Any]) -> Any:
         raise
 
 
+def _id_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _live(claimed: Sequence[Entry]) -> list[Entry]:
+    """Claimed entries that still exist: Redis 6.2 answers an entry deleted while
+    pending with (None, None) - keeping its id pending - where 7.x leaves it out."""
+    return [entry for entry in claimed if entry[0] is not None]
+
+
 def _sid(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -62,6 +73,7 @@ class Fetch:
     entries: list[Fetched]
     next_due: float | None
     drained: bool
+    armed: bool = True  # drained and the wake key set; False: Redis refused it (memory full)
     idle: bool = False  # a probe found entries idle in some consumer (claim them)
     own: bool = False  # a probe found entries pending for this very consumer
     pending: bool = False  # a probe found entries pending in some consumer of the group
@@ -80,6 +92,7 @@ class Groups:
         self.keys = keys
         self.scripts = scripts
         self._groups: set[tuple[str, str]] = set()  # (topic, group) known to exist
+        self._lost: set[tuple[str, str]] = set()  # made once, then found gone
 
     async def sources(self, topic: str, group: str) -> list[str]:
         """The streams a group reads for a topic, most urgent first: its retry stream,
@@ -89,8 +102,11 @@ class Groups:
                 self.keys.stream(topic)]
 
     def forget_group(self, topic: str, group: str) -> None:
-        """After NOGROUP: the stream or group was deleted under us; recreate on next read."""
+        """After NOGROUP: the stream or group was deleted under us (or Redis restarted
+        empty). The next read makes it again - from the oldest entry, whatever `start`
+        said at first, so nothing published meanwhile is skipped."""
         self._groups.discard((topic, group))
+        self._lost.add((topic, group))
 
     def read_keys(self, topic: str, group: str) -> list[str]:
         """read.lua's KEYS for a group on a topic."""
@@ -106,7 +122,10 @@ class Groups:
         and, with `own`, for this consumer's own pending ones), creating the group on its
         first use from this bus: `earliest` starts at the oldest retained entry, `latest`
         after the newest."""
-        create = "" if (topic, group) in self._groups else ("0" if start == "earliest" else "$")
+        if (topic, group) in self._groups:
+            create = ""
+        else:
+            create = "0" if start == "earliest" or (topic, group) in self._lost else "$"
         return (self.scripts.read, keys or self.read_keys(topic, group),
                 [group, consumer, count, int(time.time() * 1000), PROMOTE_LIMIT, create, idle_ms,
                  "1" if own else ""])
@@ -121,12 +140,13 @@ class Groups:
         due, drained, flat = reply[0], reply[1], reply[2:]
         next_due = float(due) / 1000 if due else None
         if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own, pending}
-            return Fetch([], next_due, bool(drained), bool(flat[0]), bool(flat[1]), bool(flat[2]))
+            return Fetch([], next_due, bool(drained), drained != 2, bool(flat[0]), bool(flat[1]),
+                         bool(flat[2]))
         entries: list[Fetched] = []
         for key, batch in zip(flat[::2], flat[1::2], strict=True):
             source = _sid(key)
             entries += [(source, (entry[0], _fields(entry[1]))) for entry in batch]
-        return Fetch(entries, next_due, bool(drained))
+        return Fetch(entries, next_due, bool(drained), drained != 2)
 
     async def read(self, topic: str, group: str, consumer: str, count: int, start: str) -> Fetch:
         (reply,) = await self.scripts.run([self.read_call(topic, group, consumer, count, start)])
@@ -146,12 +166,15 @@ class Groups:
             start = cursors.get(key, "0-0") if cursors else "0-0"
             if cursors and key not in cursors:
                 continue
+            if len(out) >= count:
+                left[key] = start
+                continue
             reply = await _unless_no_group(self.redis.xautoclaim(
-                key, group, consumer, min_idle_ms, start_id=start, count=count
+                key, group, consumer, min_idle_ms, start_id=start, count=count - len(out)
             ))
             if reply is None:
                 continue
-            out.extend((key, entry) for entry in reply[1])
+            out.extend((key, entry) for entry in _live(reply[1]))
             if _sid(reply[0]) != "0-0":
                 left[key] = _sid(reply[0])
         return left, out
@@ -165,13 +188,16 @@ class Groups:
         out: list[tuple[str, Entry]] = []
         counts: dict[bytes, int] = {}
         for key in await self.sources(topic, group):
+            if len(out) >= count:
+                break
             pending = await _unless_no_group(self.redis.xpending_range(
-                key, group, min=after.get(key, "-"), max="+", count=count, consumername=consumer
+                key, group, min=after.get(key, "-"), max="+", count=count - len(out),
+                consumername=consumer,
             ))
             ids = [p["message_id"] for p in pending or ()]
             if ids:
                 after[key] = "(" + _sid(ids[-1])
-                claimed = await self.redis.xclaim(key, group, consumer, 0, ids)
+                claimed = await self._claim(key, group, consumer, 0, ids)
                 out.extend((key, entry) for entry in claimed)
                 counts.update(_counts_after_claim(pending))
         return out, counts
@@ -190,12 +216,23 @@ class Groups:
             others = [p for p in pending or () if _sid(p["consumer"]) != consumer]
             if others:
                 ids = [p["message_id"] for p in others]
-                claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
+                claimed = await self._claim(key, group, consumer, min_idle_ms, ids)
                 out.extend((key, entry) for entry in claimed)
                 counts.update(_counts_after_claim(others))
             if len(out) >= count:
                 break
         return out, counts
+
+    async def _claim(self, key: str, group: str, consumer: str, min_idle_ms: int,
+                     ids: list[bytes]) -> list[Entry]:
+        """XCLAIM the ids; on Redis 6.2 the ids of entries deleted while pending come back
+        as (None, None) and stay pending: when every id not returned is such a one, ack them."""
+        claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
+        live = _live(claimed)
+        gone = set(ids) - {entry[0] for entry in live}
+        if gone and len(gone) == len(claimed) - len(live):
+            await self.redis.xack(key, group, *gone)
+        return live
 
     async def delivery_counts(
         self, group: str, consumer: str, claimed: Sequence[tuple[str, Entry]]
@@ -208,7 +245,8 @@ class Groups:
         counts: dict[bytes, int] = {}
         for key, ids in by_key.items():
             pending = await self.redis.xpending_range(
-                key, group, min=min(ids), max=max(ids), count=len(ids) * 4 + 10,
+                key, group, min=min(ids, key=_id_order), max=max(ids, key=_id_order),
+                count=len(ids) * 4 + 10,
                 consumername=consumer,
             )
             counts.update((p["message_id"], int(p["times_delivered"])) for p in pending)

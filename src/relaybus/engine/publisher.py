@@ -16,7 +16,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ..connection import UNAVAILABLE, unavailable
-from ..errors import BusUnavailableError, QueueFullError
+from ..errors import BusUnavailableError, PluginError, QueueFullError
 from ..keys import validate_topic
 from ..message import Message, encode, id_time_ms
 from ..outbox import Outbox, OutboxEntry
@@ -167,6 +167,10 @@ class Publisher:
             args = {"bus": self.ctx.bus, "message": message}
             changed = await plugins.call_one("on_publish", name, function, [args[a] for a in argnames])
             if changed is not None:
+                if changed.topic != message.topic:  # its keys, and what readers check, are the topic's
+                    raise PluginError(f"plugin {name!r} changed the topic of a message in on_publish "
+                                      f"({message.topic!r} to {changed.topic!r}); publish to the other "
+                                      "topic instead")
                 message = changed
         return message
 

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import time
 
+from ..errors import BusUnavailableError
 from ..message import Message
 from .context import Context
 from .groups import Fetched, Groups
+from .reader import UNARMED_RETRY_S
 from .settlement import Settlement
 
 
@@ -62,7 +64,11 @@ async def _wait_and_read(
                 return fetch.entries
             if fetch.next_due is not None:  # a delayed entry falls due before the deadline
                 left = min(left, max(0.0, fetch.next_due - time.time()))
+            if not fetch.armed:  # Redis refused the wake key (memory full): no ring will come
+                left = min(left, UNARMED_RETRY_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rung.wait(), left)
+            if ctx.doorbell.closed:
+                raise BusUnavailableError("read() was waiting when the bus was closed")
     finally:
         ctx.doorbell.unwatch([topic], watcher)

@@ -32,6 +32,7 @@ SWEEP_SPREAD = 0.8  # a sweep's probes are spread over this part of the sweep in
 SWEEP_TICK_S = 0.05  # how often a spread sweep sends its next probes
 ACK_DELAY_S = 0.002  # acks alone wait this long for a fetch to ride along with
 ACK_BATCH = 64  # ... unless this many are queued
+UNARMED_RETRY_S = 1.0  # a topic whose wake key Redis refused (memory full) is read again after this
 CLAIMS_PER_ROUND = 16  # claims take a few round trips each; they are rare
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 5.0
 
@@ -75,7 +76,10 @@ class Reader:
         self._fetching = True
         self._closing = False
         self._ack_deadline: float | None = None  # failing acks are given up after this
+        self._give_up = False  # cancelled: acks get one more attempt, no retries
         self._failing = False
+        self._no_round = asyncio.Event()
+        self._no_round.set()
 
     # -- what to fetch ---------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class Reader:
                         wait = later if wait is None else min(wait, later)
                 await self._idle(wait)
                 continue
+            self._no_round.clear()
             try:
                 await self._round()
             except UNAVAILABLE as exc:
@@ -190,9 +195,13 @@ class Reader:
                 self._give_up_acks_after_deadline(exc)
                 log.warning("relaybus reader: Redis unavailable (%s); retrying in %.2fs",
                             type(exc).__name__, pause)
-                await asyncio.sleep(random.uniform(pause / 2, pause))
+                self._no_round.set()
+                if not (self._closing and self._give_up):
+                    await asyncio.sleep(random.uniform(pause / 2, pause))
                 pause = min(pause * 2, MAX_BACKOFF_S)
                 continue
+            finally:
+                self._no_round.set()
             pause = MIN_BACKOFF_S
             self._ack_deadline = None
             if self._failing:
@@ -209,9 +218,16 @@ class Reader:
             if timer is not None:
                 timer.cancel()
 
-    def stop_fetching(self) -> None:
+    def stop_fetching(self, give_up_acks: bool = False) -> None:
+        """Fetch nothing more; with `give_up_acks` (cancellation), acks that cannot be sent
+        at the next attempt are given up at once (their messages are delivered again)."""
         self._fetching = False
+        self._give_up = self._give_up or give_up_acks
         self.kick()
+
+    async def between_rounds(self) -> None:
+        """Return once no round trip is under way (what it fetched has been handed out)."""
+        await self._no_round.wait()
 
     def close(self) -> None:
         """run() sends what acks are queued, then returns."""
@@ -222,9 +238,9 @@ class Reader:
         """Acks are retried for half of claim_idle_ms: later, a reclaim may have handed
         the message out again anyway."""
         now = time.monotonic()
-        if self._ack_deadline is None:
+        if self._ack_deadline is None and not self._give_up:
             self._ack_deadline = now + self.ctx.config.claim_idle_ms / 2000
-        elif now > self._ack_deadline and self._acks.count:
+        elif (self._give_up or now > (self._ack_deadline or 0)) and self._acks.count:
             count = len(self._acks.take())
             log.warning("relaybus could not send acks for %d stream(s) (%s); those messages will be "
                         "delivered again", count, type(exc).__name__)
@@ -290,6 +306,8 @@ class Reader:
             self._mark_ready(feed)  # deleted under us: the next read makes the group again
             return
         self._schedule(feed, fetch.next_due)
+        if fetch.drained and not fetch.armed:  # no ring will come: look again by ourselves
+            self._schedule(feed, time.time() + UNARMED_RETRY_S)
         if count == 0:  # a probe
             feed.own_check = False
             feed.quiet = fetch.drained and not (fetch.pending or fetch.idle or fetch.own)

@@ -35,9 +35,8 @@ def source(name: str) -> str:
 
 
 class Scripts:
-    """Every script, registered on one client. Calling one directly (`await
-    scripts.read(keys=..., args=...)`) loads it when the server lacks it; inside a
-    pipeline use `pipelined`, whose replies `run` checks for NOSCRIPT."""
+    """Every script, registered on one client. `call` runs one, `run` several in one
+    round trip; both load a script the server lacks (NOSCRIPT) and run it again."""
 
     append: AsyncScript
     publish: AsyncScript

@@ -205,7 +205,7 @@ if max > 0 and incoming > 0 then
   end
 end
 
--- 3. write
+-- 3. write (a delayed entry rings too: consumers learn when it falls due)
 for i = 1, n do
   if append[i] then
     local data, id, window, due, lane = arg(i, 1), arg(i, 2), arg(i, 3), tonumber(arg(i, 4)), arg(i, 5)
@@ -225,5 +225,5 @@ for i = 1, n do
     end
   end
 end
-ring(wake)  -- a delayed entry too: consumers learn when it falls due
+ring(wake)
 return ids

@@ -14,9 +14,10 @@
 -- 0: do not look) and ARGV[8] '1' to look for this consumer's own pending entries
 -- A delayed member is "<target>|<envelope>": target "*<lane>" is the topic's lane
 -- stream, anything else the group whose retry stream gets it.
--- Returns {next due (ms) or false, drained 1|0, key, {entries}, key, {entries}, ...};
--- a probe returns {next due, drained 1|0, idle 1|0, own 1|0, pending 1|0}: drained 0
--- when there is something new to read, idle 1 when an entry is pending longer than
+-- Returns {next due (ms) or false, drained, key, {entries}, key, {entries}, ...} where
+-- drained is 0 (there may be more), 1 (drained, wake key set) or 2 (drained, but Redis
+-- refused to set the wake key: look again later); a probe returns {next due, drained,
+-- idle 1|0, own 1|0, pending 1|0}: drained 0 when there is something new to read, idle 1 when an entry is pending longer than
 -- ARGV[7] in some consumer, own 1 when this consumer has entries pending, pending 1
 -- when any consumer of the group has.
 local function lane_key(lane)
@@ -61,6 +62,9 @@ for _, lane in ipairs(lanes) do
 end
 sources[#sources + 1] = KEYS[2]
 
+-- Anything the group has not been handed yet; true also where the stream exists but the
+-- group does not (Redis restarted empty, the group was destroyed): the read that follows
+-- then fails with NOGROUP, and the reader makes the group again.
 local function undelivered(key)
   local groups = redis.pcall('XINFO', 'GROUPS', key)
   if groups['err'] then  -- no such stream: nothing there
@@ -72,7 +76,7 @@ local function undelivered(key)
       return #redis.call('XRANGE', key, '(' .. g['last-delivered-id'], '+', 'COUNT', 1) > 0
     end
   end
-  return false
+  return true
 end
 
 local function pending(key, ...)
@@ -97,8 +101,8 @@ if wanted == 0 then
       own = 1
     end
   end
-  if drained == 1 then
-    redis.call('SET', KEYS[7], '1')
+  if drained == 1 and not arm(KEYS[7]) then
+    drained = 2
   end
   return {next_due, drained, idle, own, busy}
 end
@@ -118,7 +122,6 @@ for _, key in ipairs(sources) do
   end
 end
 if left > 0 then
-  redis.call('SET', KEYS[7], '1')
-  out[2] = 1
+  out[2] = arm(KEYS[7]) and 1 or 2
 end
 return out

