@@ -39,7 +39,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "connection": (
         "url", "username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
         "ssl_check_hostname", "allow_insecure", "socket_timeout", "connect_timeout", "max_connections",
-        "publish_timeout_s", "health_check_interval_s",
+        "publish_timeout_s", "health_check_interval_s", "min_replicas_acked", "replica_ack_timeout_ms",
     ),
     "keys-and-consumers": ("prefix", "consumer_name"),
     "delivery": ("claim_idle_ms", "block_ms", "default_ttl", "dead_letter_expired", "max_message_bytes"),

@@ -18,6 +18,7 @@ from .errors import (
     QueueFullError,
     Reject,
     RelayBusError,
+    ReplicationError,
 )
 from .hookspecs import hookimpl
 from .message import Message
@@ -40,6 +41,7 @@ __all__ = [
     "QueueFullError",
     "Reject",
     "RelayBusError",
+    "ReplicationError",
     "Subscription",
     "SyncBus",
     "hookimpl",

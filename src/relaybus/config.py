@@ -93,6 +93,14 @@ class BusConfig(BaseSettings):
         description="How long publish retries (idempotently) while Redis is unreachable before it "
                     "raises BusUnavailableError or uses the outbox; 0: one attempt.",
     )
+    min_replicas_acked: int = Field(
+        0, ge=0,
+        description="A publish returns only once WAIT confirms this many replicas hold it; 0: no WAIT.",
+    )
+    replica_ack_timeout_ms: int = Field(
+        1000, ge=1,
+        description="How long a publish waits for min_replicas_acked replicas before ReplicationError.",
+    )
     health_check_interval_s: float = Field(
         5.0, gt=0, description="How often an open bus PINGs Redis to track its connection state."
     )

@@ -17,6 +17,11 @@ class OutboxFullError(RelayBusError):
     """The local outbox holds `outbox_max_entries` messages or `outbox_max_bytes` bytes."""
 
 
+class ReplicationError(RelayBusError):
+    """A publish was written on the master, but fewer than `min_replicas_acked` replicas
+    confirmed it within `replica_ack_timeout_ms`: a failover now may lose it."""
+
+
 class QueueFullError(RelayBusError):
     """The topic holds `max_queue_size` unconsumed messages and overflow is `reject`."""
 

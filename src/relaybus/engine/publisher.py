@@ -16,11 +16,12 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ..connection import UNAVAILABLE, unavailable
-from ..errors import BusUnavailableError, PluginError, QueueFullError
+from ..errors import BusUnavailableError, PluginError, QueueFullError, ReplicationError
 from ..keys import validate_topic
 from ..message import Message, encode, id_time_ms
 from ..outbox import Outbox, OutboxEntry
 from .context import Context
+from .scripts import Call
 
 log = logging.getLogger("relaybus")
 CHECK_MARGIN_MS = 2_000  # entry ids are server time; a message id is client time, skew-corrected
@@ -259,20 +260,13 @@ class Publisher:
         return sent
 
     async def _append(self, topic: str, writes: list[Write]) -> None:
-        """The fast path: one append.lua call; the first publish of a topic from this
-        Bus also records it in the topic registry, in the same round trip."""
+        """The fast path: one append.lua call."""
         keys, scripts = self.ctx.keys, self.ctx.scripts
-        call = (scripts.append, [keys.stream(topic), keys.wake(topic)], [w.data for w in writes])
         try:
-            if topic in self._registered:
-                await scripts.call(*call)
-                return
-            for reply in await scripts.run([("SADD", [keys.registry], [topic]), call]):
-                if isinstance(reply, Exception):
-                    raise reply
+            await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic)],
+                                     [w.data for w in writes]))
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
-        self._registered.add(topic)
 
     async def _scripted(
         self, topic: str, writes: list[Write], check: tuple[int, int] | None = None, mark: bool = False
@@ -290,17 +284,35 @@ class Publisher:
                           keys.sent(topic, w.id) if check or mark else call_keys[0]]
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
         call_keys.append(keys.wake(topic))
-        scripts = self.ctx.scripts
         try:
             with _queue_full_as_error(topic, self.config.max_queue_size):
-                if topic in self._registered:
-                    replies = await scripts.call(scripts.publish, call_keys, args)
-                else:
-                    _, replies = await scripts.run([("SADD", [keys.registry], [topic]),
-                                                    (scripts.publish, call_keys, args)])
-                    if isinstance(replies, Exception):
-                        raise replies
+                replies = await self._send(topic, (self.ctx.scripts.publish, call_keys, args))
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
-        self._registered.add(topic)
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
+
+    async def _send(self, topic: str, call: Call) -> Any:
+        """One write-script call in one round trip - with the topic's registration on its
+        first publish from this Bus and, with `min_replicas_acked`, a WAIT on the same
+        connection. Raises ReplicationError when fewer replicas confirm in time."""
+        scripts, wanted = self.ctx.scripts, self.config.min_replicas_acked
+        first = topic not in self._registered
+        if not first and not wanted:
+            reply = await scripts.call(*call)
+        else:
+            head: list[Call] = [("SADD", [self.ctx.keys.registry], [topic])] if first else []
+            tail: list[Call] = [("WAIT", [], [wanted, self.config.replica_ack_timeout_ms])] if wanted else []
+            replies = await scripts.run([*head, call], tail)
+            for failed in replies:
+                if isinstance(failed, Exception):
+                    raise failed
+            reply = replies[len(head)]
+            if wanted and int(replies[-1]) < wanted:
+                raise ReplicationError(
+                    f"publish to {topic!r}: {int(replies[-1])} of {wanted} replica(s) confirmed it within "
+                    f"{self.config.replica_ack_timeout_ms} ms (min_replicas_acked); it is written on the "
+                    "master and may or may not survive a failover - publishing it again makes a second "
+                    "message unless it has a dedup_key"
+                )
+        self._registered.add(topic)
+        return reply

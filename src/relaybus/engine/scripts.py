@@ -59,20 +59,22 @@ class Scripts:
             script.sha = await self.client.script_load(script.script)
             return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    async def run(self, calls: Sequence[Call]) -> list[Any]:
+    async def run(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         """Run calls - a script, or a plain command named by a string - in one pipelined
         round trip; replies in order, an error as its exception. Script calls refused
         with NOSCRIPT (a restarted or new server) are loaded and run once more: they
-        did not run at all the first time."""
-        replies = await self._pipelined(calls)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        did not run at all the first time. `tail` commands follow on the same connection
+        the last execution of the calls used (WAIT counts that connection's writes)."""
+        replies = await self._pipelined([*calls, *tail])
+        missing = [i for i, r in enumerate(replies[:len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
             for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
                 assert isinstance(script, AsyncScript)
                 script.sha = await self.client.script_load(script.script)
-            again = await self._pipelined([calls[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
+            again = await self._pipelined([*(calls[i] for i in missing), *tail])
+            for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
+            replies[len(calls):] = again[len(missing):]
         return replies
 
     async def _pipelined(self, calls: Sequence[Call]) -> list[Any]:
