@@ -163,6 +163,8 @@ async def timed_consume(bus: Bus, topic: str, n: int, **subscribe: Any) -> float
     elapsed = time.perf_counter() - start
     await bus.stop()  # from here, not from a handler: stop waits for handlers
     await runner
+    if handled != n:
+        raise RuntimeError(f"consume {subscribe or 'defaults'}: {handled} handled, {n} published")
     return elapsed
 
 

@@ -72,6 +72,7 @@ from bench_core import (  # run as a script: bench/ is on sys.path
     REPEATS,
     check_all_acked,
     raw_consume,
+    timed_consume,
 )
 from rich.console import Console
 from rich.table import Table
@@ -108,23 +109,7 @@ async def bus_consume(url: str, topic: str, n: int, **subscribe: Any) -> float:
     async with Bus.from_url(url, prefix=fresh_prefix()) as bus:
         for _ in range(n // BATCH):
             await bus.publish_many(topic, [PAYLOAD] * BATCH)
-        handled, all_done = 0, asyncio.Event()
-
-        @bus.subscribe(topic, group=GROUP, concurrency=CONCURRENCY, **subscribe)
-        async def handle(message: Message) -> None:
-            nonlocal handled
-            handled += 1
-            if handled == n:
-                all_done.set()
-
-        start = time.perf_counter()
-        runner = asyncio.create_task(bus.run())
-        await all_done.wait()
-        elapsed = time.perf_counter() - start
-        await bus.stop()  # from here, not from a handler: stop waits for handlers
-        await runner
-        if handled != n:
-            raise RuntimeError(f"consume {subscribe or 'defaults'}: {handled} handled, {n} published")
+        elapsed = await timed_consume(bus, topic, n, **subscribe)
         await check_all_acked(bus.redis, bus.keys.stream(topic))
         await bus.redis.delete(bus.keys.stream(topic))
     return elapsed

