@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from relaybus import Bus, BusConfig, ConfigError
@@ -49,16 +51,44 @@ def test_url_password_is_redacted_in_the_config_repr() -> None:
     assert "hunter2" not in repr(config) and "***" in repr(config)
 
 
-@pytest.mark.parametrize("url", ["redis+cluster://10.0.0.1:7000,10.0.0.2:7000", "rediss+cluster://h:1",
-                                 "redis+sentinel://10.0.0.5:26379/mymaster", "rediss+sentinel://h:1/m"])
-def test_cluster_and_sentinel_urls_are_refused_when_the_config_is_built(url: str) -> None:
-    with pytest.raises(ConfigError, match=r"url: .*is not supported yet"):
+@pytest.mark.parametrize(("url", "kind", "nodes", "service", "db", "tls"), [
+    ("redis+cluster://10.0.0.1:7000,10.0.0.2:7001", "cluster", (("10.0.0.1", 7000), ("10.0.0.2", 7001)), "", 0, False),
+    ("rediss+cluster://h:1/0", "cluster", (("h", 1),), "", 0, True),
+    ("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster", "sentinel",
+     (("10.0.0.5", 26379), ("10.0.0.6", 26379)), "mymaster", 0, False),
+    ("rediss+sentinel://u:p@h:1/m/3", "sentinel", (("h", 1),), "m", 3, True),
+    ("redis://localhost:6379/2", "standalone", (), "", 0, False),
+])
+def test_cluster_and_sentinel_urls_name_their_nodes(
+    url: str, kind: str, nodes: tuple[tuple[str, int], ...], service: str, db: int, tls: bool
+) -> None:
+    deployment = BusConfig.build(url=url, allow_insecure=True).deployment
+    assert (deployment.kind, deployment.nodes, deployment.service, deployment.db, deployment.tls) == (
+        kind, nodes, service, db, tls)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis+cluster://", "at least one host:port"),
+    ("redis+cluster://h:1,h", "host:port, comma-separated"),
+    ("redis+cluster://h:1/3", "database 0 only"),
+    ("redis+cluster://h:1?ssl_cert_reqs=none", "take no ?options"),
+    ("redis+sentinel://h:26379", "needs the master's service name"),
+    ("redis+sentinel://h:26379/m/x", "needs the master's service name"),
+])
+def test_a_malformed_cluster_or_sentinel_url_is_a_config_error_saying_why(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"url: .*{re.escape(problem)}"):
         BusConfig.build(url=url)
+
+
+def test_a_cluster_password_over_plain_tcp_to_a_remote_node_is_refused() -> None:
+    with pytest.raises(ConfigError, match="password over plain TCP"):
+        BusConfig.build(url="redis+cluster://u:pw@127.0.0.1:7000,10.0.0.2:7000")
+    assert BusConfig.build(url="redis+cluster://u:pw@127.0.0.1:7000,[::1]:7001").password is not None
 
 
 @pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis.example.com"])
 def test_any_other_url_scheme_is_a_config_error_naming_it(url: str) -> None:
-    with pytest.raises(ConfigError, match=r"url: .*must start with redis://, rediss:// or unix://"):
+    with pytest.raises(ConfigError, match=r"url: .*must start with one of redis://, rediss://, unix://, redis\+cluster://"):
         BusConfig.build(url=url)
 
 

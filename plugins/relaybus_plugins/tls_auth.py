@@ -20,7 +20,7 @@ def redis_connection_options(config: BusConfig) -> dict[str, Any]:
         options["username"] = config.username
     if config.password is not None:
         options["password"] = config.password.get_secret_value()
-    if config.url.startswith("rediss://"):
+    if config.deployment.tls:
         options["ssl_check_hostname"] = config.ssl_check_hostname
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
             if getattr(config, name) is not None:

@@ -40,6 +40,7 @@ from .stats import (
     ServerStats,
     memory_from_info,
     recommendations,
+    server_info,
     topic_stats,
 )
 
@@ -453,7 +454,7 @@ class Bus:
     @_reports_unavailable
     async def memory(self) -> MemoryStats:
         """Redis's memory use, limit and eviction policy (INFO memory)."""
-        return memory_from_info(await self.redis.info("memory"))
+        return memory_from_info(await server_info(self.redis, "memory"))
 
     @_reports_unavailable
     async def stats(self, topics: Iterable[str] | None = None) -> BusStats:
@@ -463,11 +464,11 @@ class Bus:
         for name in names:
             validate_topic(name)
         per_topic = [await topic_stats(self.redis, self.keys, name) for name in names]
-        info = await self.redis.info()
+        infos = await server_info(self.redis)
         server = ServerStats(
-            redis_version=str(info.get("redis_version", "")),
-            connected_clients=int(info.get("connected_clients", 0)),
-            memory=memory_from_info(info),
+            redis_version=min(str(i.get("redis_version", "")) for i in infos),
+            connected_clients=sum(int(i.get("connected_clients", 0)) for i in infos),
+            memory=memory_from_info(infos),
         )
         health, outbox = self.health, self.publisher.outbox
         connection = ConnectionStats(

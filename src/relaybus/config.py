@@ -12,13 +12,10 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .deployment import Deployment, parse
 from .errors import ConfigError
 from .keys import PREFIX_RE
 from .redact import redact_url
-
-SCHEMES = frozenset({"redis", "rediss", "unix"})
-PLANNED_SCHEMES = {"redis+cluster": "Cluster", "rediss+cluster": "Cluster",
-                   "redis+sentinel": "Sentinel", "rediss+sentinel": "Sentinel"}
 
 
 class BusConfig(BaseSettings):
@@ -29,7 +26,12 @@ class BusConfig(BaseSettings):
         hide_input_in_errors=True,  # an input may hold a password
     )
 
-    url: str = Field("redis://localhost:6379/0", description="Redis URL (redis://, rediss://, unix://).")
+    url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis URL: redis://, rediss://, unix://; redis+cluster://host:port[,host:port...] "
+                    "(Cluster seed nodes); redis+sentinel://host:port[,host:port...]/service[/db] "
+                    "(the sentinels and the master's name); rediss+ for TLS.",
+    )
     prefix: str = Field("relaybus", description="Key prefix; the bus touches nothing outside it.")
     consumer_name: str | None = Field(
         None, description="Consumer name in groups; default host-pid-random, unique per Bus."
@@ -117,14 +119,13 @@ class BusConfig(BaseSettings):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme in PLANNED_SCHEMES:
-            raise ValueError(f"{scheme}:// (Redis {PLANNED_SCHEMES[scheme]}) is not supported yet; "
-                             "use redis://, rediss:// or unix://")
-        if scheme not in SCHEMES:
-            raise ValueError(f"the URL must start with redis://, rediss:// or unix:// (its scheme is "
-                             f"{scheme!r})")
+        parse(value)
         return value
+
+    @property
+    def deployment(self) -> Deployment:
+        """One server, a Cluster or a Sentinel-watched master, as the URL says."""
+        return parse(self.url)
 
     @field_validator("prefix")
     @classmethod
@@ -156,10 +157,11 @@ class BusConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _tls_and_auth(self) -> BusConfig:
-        tls = self.url.startswith("rediss://")
+        tls = self.deployment.tls
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, name) is not None and not tls:
-                raise ValueError(f"{name} is set but the url is not rediss://: it would be ignored")
+                raise ValueError(f"{name} is set but the url is not rediss:// (or rediss+...): "
+                                 "it would be ignored")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile needs ssl_certfile")
         if self.password is not None and not tls and not self.allow_insecure and not _local(self.url):
@@ -196,7 +198,7 @@ def _local(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return True
-    hosts = parts.netloc.rsplit("@", 1)[-1].split(",")  # sentinel URLs list several
+    hosts = parts.netloc.rsplit("@", 1)[-1].split(",")  # cluster and sentinel URLs list several
     return all(_loopback(urlsplit(f"//{h}").hostname or "localhost") for h in hosts)
 
 

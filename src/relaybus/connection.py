@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import SecretStr
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -35,10 +39,15 @@ def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
     return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
 
 
+class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]
+    """Connections to whichever server Sentinel names master, waited for like the
+    standalone pool's (redis-py's own Sentinel pool raises when all are busy)."""
+
+
 def make_client(
     config: BusConfig, plugin_options: Iterable[Mapping[str, Any] | None] = (),
     max_connections: int | None = None,
-) -> aioredis.Redis:
+) -> aioredis.Redis | RedisCluster:
     """A pooled client that never resends a command by itself (see the comment below),
     of `max_connections` (default: the config's). A command finding every connection
     busy waits for one (never an error): each holder returns its connection within a
@@ -47,6 +56,9 @@ def make_client(
     `plugin_options` are the `redis_connection_options` answers (TLS, ACL, ...): the
     core adds no credentials or TLS settings of its own, so with no plugin only what
     the URL says (`rediss://`, `user:password@`) reaches redis-py.
+
+    A Cluster client keeps `max_connections` per node; it cannot wait for a free one
+    (redis-py raises MaxConnectionsError), which docs/scaling.md states.
     """
     options: dict[str, Any] = {
         "max_connections": max_connections or config.max_connections,
@@ -69,8 +81,37 @@ def make_client(
             if name in added and added[name] != value:
                 raise PluginError(f"redis_connection_options: plugins disagree on {name!r}")
             added[name] = value
-    pool = aioredis.BlockingConnectionPool.from_url(config.url, timeout=None, **options, **added)
+    where = config.deployment
+    if where.kind == "standalone":
+        pool = aioredis.BlockingConnectionPool.from_url(config.url, timeout=None, **options, **added)
+        return aioredis.Redis.from_pool(pool)
+    url_options = {"username": where.username, "password": where.password, "ssl": where.tls}
+    options.update({k: v for k, v in url_options.items() if v is not None and k not in added})
+    if where.kind == "cluster":
+        options.pop("health_check_interval")  # per node, by redis-py itself
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
+                            **options, **added)
+    # Sentinels answer only SENTINEL commands: the same timeouts and TLS, no password.
+    sentinel = Sentinel(list(where.nodes), sentinel_kwargs={
+        "socket_timeout": config.socket_timeout, "socket_connect_timeout": config.connect_timeout,
+        "ssl": where.tls, **{k: v for k, v in added.items() if k.startswith("ssl_")}})
+    pool = _SentinelBlockingPool(where.service, sentinel, db=where.db, timeout=None, **options, **added)
     return aioredis.Redis.from_pool(pool)
+
+
+async def open_pubsub(
+    client: aioredis.Redis | RedisCluster, home: str | None = None, **options: Any
+) -> PubSub:
+    """A pub/sub connection of `client`. On a Cluster classic pub/sub reaches every node,
+    so any master will do: the one owning the key `home`, else a random one - from the
+    slots as the cluster tells them now (asked again each time, so a reconnect after a
+    failover finds a live node)."""
+    if not isinstance(client, RedisCluster):
+        return client.pubsub(**options)
+    await client.initialize()
+    await client.nodes_manager.initialize()
+    node = client.get_node_from_key(home) if home else random.choice(client.get_primaries())
+    return client.pubsub(node=node, **options)
 
 
 ConnectionState = Literal["connected", "degraded", "disconnected"]

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+from redis.asyncio.cluster import RedisCluster
 
 from .keys import Keys
 
@@ -72,14 +73,31 @@ class BusStats(BaseModel):
     recommendations: list[str]
 
 
-def memory_from_info(info: dict[str, Any]) -> MemoryStats:
-    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+def memory_from_info(infos: list[dict[str, Any]]) -> MemoryStats:
+    """One server's INFO, or each Cluster master's: summed, with the pressure of the
+    fullest (a full master refuses writes whatever the others hold)."""
+    used = sum(int(i.get("used_memory", 0)) for i in infos)
+    limit = sum(int(i.get("maxmemory", 0)) for i in infos)
+    pressures = [int(i.get("used_memory", 0)) / int(i["maxmemory"])
+                 for i in infos if int(i.get("maxmemory", 0))]
+    policies = sorted({str(i.get("maxmemory_policy", "unknown")) for i in infos}) or ["unknown"]
     return MemoryStats(
         used_memory=used,
         maxmemory=limit,
-        maxmemory_policy=str(info.get("maxmemory_policy", "unknown")),
-        pressure=used / limit if limit else None,
+        maxmemory_policy=",".join(policies),
+        pressure=max(pressures) if pressures else None,
     )
+
+
+async def server_info(
+    redis: aioredis.Redis | RedisCluster, section: str | None = None
+) -> list[dict[str, Any]]:
+    """INFO of the server, or of every Cluster master."""
+    if isinstance(redis, RedisCluster):
+        replies = await redis.info(section, target_nodes=RedisCluster.PRIMARIES)
+        return list(replies.values()) if isinstance(replies, dict) and all(
+            isinstance(v, dict) for v in replies.values()) else [replies]
+    return [await redis.info(section)]
 
 
 def recommendations(memory: MemoryStats, pressure_ratio: float, topics: list[TopicStats]) -> list[str]:

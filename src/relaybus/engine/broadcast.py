@@ -1,20 +1,35 @@
-"""Ephemeral broadcast over Redis Pub/Sub: nothing stored, lossy by design."""
+"""Ephemeral broadcast over Redis Pub/Sub: nothing stored, lossy by design.
+
+On a Cluster a PUBLISH reaches every node's subscribers but counts only its own node's:
+listeners subscribe on, and broadcasts go to, the node owning the key `home` names, so
+the count stays exact."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ..connection import UNAVAILABLE, unavailable
+from redis.asyncio.cluster import RedisCluster
+
+from ..connection import UNAVAILABLE, open_pubsub, unavailable
 from ..errors import DecodeError
 from ..message import Message, decode, encode
 from .context import Context
 
 
+def home(ctx: Context) -> str:
+    return ctx.keys.channel("")
+
+
 async def send(ctx: Context, message: Message) -> int:
     """Publish a broadcast; returns how many listeners Redis handed it to."""
     data = encode(message, ctx.config.max_message_bytes)
+    channel = ctx.keys.channel(message.topic)
     try:
-        return int(await ctx.redis.publish(ctx.keys.channel(message.topic), data))
+        if isinstance(ctx.redis, RedisCluster):
+            await ctx.redis.initialize()
+            node = ctx.redis.get_node_from_key(home(ctx))
+            return int(await ctx.redis.publish(channel, data, target_nodes=node))
+        return int(await ctx.redis.publish(channel, data))
     except UNAVAILABLE as exc:
         raise unavailable(f"broadcast to {message.topic!r}", exc) from None
 
@@ -24,10 +39,12 @@ async def listen(ctx: Context, patterns: list[str]) -> AsyncIterator[Message]:
     one of the command pool) for as long as the caller iterates."""
     channels = [ctx.keys.channel(p) for p in patterns]
     client = ctx.dedicated()
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = None
     try:
         while True:
             try:
+                if pubsub is None:
+                    pubsub = await open_pubsub(client, home(ctx), ignore_subscribe_messages=True)
                 if not pubsub.subscribed:
                     await pubsub.psubscribe(*channels)
                 item = await pubsub.get_message(timeout=1.0)
@@ -41,5 +58,6 @@ async def listen(ctx: Context, patterns: list[str]) -> AsyncIterator[Message]:
             except DecodeError:
                 ctx.counters["undecodable"] += 1
     finally:
-        await pubsub.aclose()
+        if pubsub is not None:
+            await pubsub.aclose()
         await client.aclose()

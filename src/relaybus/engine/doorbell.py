@@ -13,7 +13,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from ..connection import UNAVAILABLE, Health
+from ..connection import UNAVAILABLE, Health, open_pubsub
 from ..errors import BusUnavailableError
 from ..keys import Keys
 
@@ -124,7 +124,7 @@ class Doorbell:
         while not self._closed:
             try:
                 if self._pubsub is None:
-                    self._pubsub = self.client.pubsub()
+                    self._pubsub = await open_pubsub(self.client)
                     self._confirmed.clear()
                     for topic in self._watchers:
                         self._waiting.setdefault(topic, asyncio.get_running_loop().create_future())

@@ -3,6 +3,7 @@ at the top of a script pulls in the shared code of scripts/x.lua, once."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -10,9 +11,23 @@ from importlib.resources import files
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MaxConnectionsError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from ..connection import UNAVAILABLE
+
+REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
@@ -46,8 +61,10 @@ class Scripts:
     replay: AsyncScript
     trim: AsyncScript
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        self._stale = False  # a cluster node failed: ask the cluster for its slots again first
         for name in NAMES:
             setattr(self, name, client.register_script(source(name)))
 
@@ -61,45 +78,125 @@ class Scripts:
 
     async def run(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         """Run calls - a script, or a plain command named by a string - in one pipelined
-        round trip; replies in order, an error as its exception. Script calls refused
-        with NOSCRIPT (a restarted or new server) are loaded and run once more: they
-        did not run at all the first time. `tail` commands follow on the same connection
-        the last execution of the calls used (WAIT counts that connection's writes)."""
-        replies = await self._pipelined([*calls, *tail])
+        round trip (on a Cluster, one per node, concurrently); replies in order, an error
+        as its exception. Script calls refused with NOSCRIPT (a restarted or new server)
+        are loaded and run once more: they did not run at all the first time. `tail`
+        commands follow on the connection the last execution of the last call used (WAIT
+        counts that connection's writes); their replies come last."""
+        replies = await self._pipelined(calls, tail)
         missing = [i for i, r in enumerate(replies[:len(calls)]) if isinstance(r, NoScriptError)]
         if missing:
             for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
                 assert isinstance(script, AsyncScript)
                 script.sha = await self.client.script_load(script.script)
-            again = await self._pipelined([*(calls[i] for i in missing), *tail])
+            again = await self._pipelined([calls[i] for i in missing], tail)
             for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
             replies[len(calls):] = again[len(missing):]
         return replies
 
-    async def _pipelined(self, calls: Sequence[Call]) -> list[Any]:
-        """Straight on a pooled connection: every reply here is used as Redis sends it,
-        so redis-py's Pipeline (reply callbacks, stack, resets) is only overhead - a
-        quarter of the reader's time per round when profiled."""
+    async def _pipelined(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         if not calls:
             return []
-        commands = [
-            (what, *keys, *args) if isinstance(what, str) else ("EVALSHA", what.sha, len(keys), *keys, *args)
-            for what, keys, args in calls
-        ]
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # that command's error; the others stand
-                    replies.append(exc)
-        except BaseException:
-            await connection.disconnect()  # replies may be left unread: never reuse it
-            raise
-        finally:
-            await pool.release(connection)
+        if self._cluster is None:
+            pool = self.client.connection_pool
+            connection = await pool.get_connection()
+            try:
+                return await _exchange(connection, [*calls, *tail])
+            finally:
+                await pool.release(connection)
+        return await self._on_nodes(self._cluster, calls, tail)
+
+    async def _on_nodes(
+        self, cluster: RedisCluster, calls: Sequence[Call], tail: Sequence[Call]
+    ) -> list[Any]:
+        """Each node's share of `calls` in one round trip to it, all nodes at once. A call
+        answered MOVED, ASK, TRYAGAIN or CLUSTERDOWN did not run: it is sent again where
+        the answer points (after a slot migration or failover), up to REDIRECTS times."""
+        if self._stale:
+            self._stale = False
+            await cluster.nodes_manager.initialize()
+        await cluster.initialize()
+        replies: list[Any] = [None] * (len(calls) + len(tail))
+        todo = list(range(len(calls)))
+        asking: dict[int, ClusterNode] = {}
+        for attempt in range(REDIRECTS + 1):
+            shares: dict[ClusterNode, list[int]] = {}
+            for i in todo:
+                shares.setdefault(asking.get(i) or cluster.get_node_from_key(calls[i][1][0]), []).append(i)
+            last = next((node for node, share in shares.items() if len(calls) - 1 in share), None)
+            try:
+                answers = await asyncio.gather(*[
+                    self._on_node(node, [calls[i] for i in share], any(i in asking for i in share),
+                                  tail if node is last and tail else ())
+                    for node, share in shares.items()])
+            except UNAVAILABLE:
+                self._stale = True
+                raise
+            todo, asking, moved = [], {}, False
+            for (node, share), answer in zip(shares.items(), answers, strict=True):
+                if node is last:
+                    replies[len(calls):] = answer[len(share):]
+                for i, reply in zip(share, answer, strict=False):
+                    replies[i] = reply
+                    if isinstance(reply, (AskError, TryAgainError, ClusterDownError)) and attempt < REDIRECTS:
+                        todo.append(i)
+                        if isinstance(reply, MovedError):
+                            await cluster.nodes_manager.move_slot(reply)
+                        elif isinstance(reply, AskError) and (
+                                target := cluster.nodes_manager.get_node(reply.host, reply.port)):
+                            asking[i] = target
+                        else:
+                            moved = True
+            if not todo:
+                break
+            todo.sort()
+            if moved:  # a slot on its way, or a failover: wait a moment and ask again
+                await asyncio.sleep(0.05 * (attempt + 1))
+                await cluster.nodes_manager.initialize()
+        for reply in replies:
+            if isinstance(reply, ClusterDownError):
+                raise RedisConnectionError(f"Redis Cluster unavailable: {reply}")
         return replies
+
+    @staticmethod
+    async def _on_node(
+        node: ClusterNode, calls: Sequence[Call], asking: bool, tail: Sequence[Call]
+    ) -> list[Any]:
+        while True:
+            try:
+                connection = node.acquire_connection()
+                break
+            except MaxConnectionsError:  # every one busy: each comes back within a socket_timeout
+                await asyncio.sleep(0.001)
+        try:
+            if not asking:
+                return await _exchange(connection, [*calls, *tail])
+            # ASKING lets the next command into a slot being imported (harmless elsewhere)
+            asked = [x for call in calls for x in (("ASKING", [], []), call)]
+            replies = await _exchange(connection, [*asked, *tail])
+            return [*replies[1:2 * len(calls):2], *replies[2 * len(calls):]]
+        finally:
+            node.release(connection)
+
+
+async def _exchange(connection: Connection, calls: Sequence[Call]) -> list[Any]:
+    """Straight on one connection: every reply here is used as Redis sends it, so
+    redis-py's Pipeline (reply callbacks, stack, resets) is only overhead - a quarter of
+    the reader's time per round when profiled."""
+    commands = [
+        (what, *keys, *args) if isinstance(what, str) else ("EVALSHA", what.sha, len(keys), *keys, *args)
+        for what, keys, args in calls
+    ]
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:  # that command's error; the others stand
+                replies.append(exc)
+    except BaseException:
+        await connection.disconnect()  # replies may be left unread: never reuse it
+        raise
+    return replies

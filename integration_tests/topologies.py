@@ -1,0 +1,162 @@
+"""Redis's distributed modes built from plain redis-server processes on loopback: a
+3-master Cluster and a Sentinel-watched master with one replica and three sentinels."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from relaybus.embedded import EmbeddedRedis
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, so at most 55535."""
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def redis_cli(server: str) -> str:
+    """The redis-cli that came with `server` (or any on PATH)."""
+    sibling = Path(server).with_name("redis-cli")
+    found = str(sibling) if sibling.exists() else shutil.which("redis-cli")
+    if found is None:
+        raise RuntimeError(f"no redis-cli next to {server} nor on PATH")
+    return found
+
+
+def wait_until(check: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if check():  # type: ignore[operator]
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not within {seconds}s")
+
+
+@contextlib.contextmanager
+def cluster(executable: str, masters: int = 3) -> Iterator[list[EmbeddedRedis]]:
+    """`masters` cluster-enabled servers joined with `redis-cli --cluster create`."""
+    nodes: list[EmbeddedRedis] = []
+    try:
+        for _ in range(masters):
+            node = EmbeddedRedis(port=cluster_port(), executable=executable, args=[
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", "--appendonly", "no"])
+            nodes.append(node.start())
+        subprocess.run(
+            [redis_cli(executable), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        clients = [redis.Redis(port=n.port) for n in nodes]
+
+        def formed() -> bool:
+            return all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients)
+
+        wait_until(formed, 30, "cluster_state:ok on every node")
+        for client in clients:
+            client.close()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def cluster_url(nodes: list[EmbeddedRedis]) -> str:
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+
+
+class SentinelSetup:
+    """A master, one replica and three sentinels (quorum 2, down-after 1000 ms)."""
+
+    service = "relaybus-test"
+
+    def __init__(self, executable: str, master_args: list[str] | None = None) -> None:
+        self.executable = executable
+        self.master = EmbeddedRedis(port=cluster_port(), executable=executable, args=master_args)
+        self.replica = EmbeddedRedis(port=cluster_port(), executable=executable,
+                                     args=[*(master_args or []), "--replicaof", "127.0.0.1", "0"])
+        self.sentinel_ports = [cluster_port() for _ in range(3)]
+        self._dir = tempfile.TemporaryDirectory(prefix="relaybus-sentinel-")
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + "/" + self.service
+
+    def master_port(self) -> int:
+        client = redis.Redis(port=self.sentinel_ports[0])
+        try:
+            return int(client.sentinel_get_master_addr_by_name(self.service)[1])
+        finally:
+            client.close()
+
+    def start(self) -> SentinelSetup:
+        self.master.start()
+        self.replica.args[-1] = str(self.master.port)
+        self.replica.start()
+        replica = redis.Redis(port=self.replica.port)
+        wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 20, "replica in sync")
+        replica.close()
+        for port in self.sentinel_ports:
+            conf = Path(self._dir.name) / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 4000\n"
+                f"sentinel parallel-syncs {self.service} 1\n"
+            )
+            self._sentinels.append(subprocess.Popen(
+                [self.executable, str(conf), "--sentinel"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in self.sentinel_ports:
+            client = redis.Redis(port=port)
+
+            def knows_all(client: redis.Redis = client) -> bool:
+                state = client.sentinel_master(self.service)
+                return int(state["num-other-sentinels"]) == 2 and int(state["num-slaves"]) == 1
+
+            wait_until(knows_all, 30, f"sentinel {port} seeing the others and the replica")
+            client.close()
+        return self
+
+    def close(self) -> None:
+        for process in self._sentinels:
+            process.terminate()
+            process.wait(timeout=10)
+        self.master.close()
+        self.replica.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> SentinelSetup:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

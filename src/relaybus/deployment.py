@@ -1,0 +1,61 @@
+"""Which kind of Redis a URL names: one server, a Cluster (seed nodes) or a Sentinel-watched
+master (sentinels and a service name). redis-py's own URL parser knows only the first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+Kind = Literal["standalone", "cluster", "sentinel"]
+SCHEMES: dict[str, tuple[Kind, bool]] = {  # scheme -> (kind, tls)
+    "redis": ("standalone", False), "rediss": ("standalone", True), "unix": ("standalone", False),
+    "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    kind: Kind
+    tls: bool
+    nodes: tuple[tuple[str, int], ...] = ()  # cluster seed nodes, or the sentinels
+    service: str = ""  # sentinel: the monitored master's name
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse(url: str) -> Deployment:
+    """The deployment a URL names; ValueError saying what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"the URL must start with one of {', '.join(s + '://' for s in SCHEMES)} "
+                         f"(its scheme is {parts.scheme!r})")
+    kind, tls = SCHEMES[parts.scheme]
+    if kind == "standalone":
+        return Deployment(kind, tls)
+    if parts.query or parts.fragment:
+        raise ValueError(f"{parts.scheme}:// URLs take no ?options: set them as config fields")
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    nodes = tuple(_node(n, parts.scheme) for n in netloc.split(",")) if netloc else ()
+    if not nodes:
+        raise ValueError(f"{parts.scheme}:// needs at least one host:port")
+    path = [p for p in parts.path.split("/") if p]
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if kind == "cluster":
+        if path not in ([], ["0"]):
+            raise ValueError("a Redis Cluster has database 0 only: the URL takes no other /db")
+        return Deployment(kind, tls, nodes, username=user, password=password)
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(f"{parts.scheme}:// needs the master's service name: "
+                         f"{parts.scheme}://host:port[,host:port]/service_name[/db]")
+    return Deployment(kind, tls, nodes, path[0], int(path[1]) if len(path) == 2 else 0, user, password)
+
+
+def _node(text: str, scheme: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{scheme}:// lists nodes as host:port, comma-separated (got {text!r})")
+    return host.strip("[]"), int(port)
