@@ -104,7 +104,8 @@ class SentinelSetup:
 
     @property
     def url(self) -> str:
-        return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + "/" + self.service
+        sentinels = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{sentinels}/{self.service}"
 
     def master_port(self) -> int:
         client = redis.Redis(port=self.sentinel_ports[0])
@@ -160,3 +161,23 @@ class SentinelSetup:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def migrate_slot(nodes: list[EmbeddedRedis], slot: int, to: EmbeddedRedis) -> int:
+    """Move one slot and its keys to node `to` the way redis-cli --cluster reshard does
+    (IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE everywhere); its key count."""
+    clients = {n.port: redis.Redis(port=n.port) for n in nodes}
+    ids = {port: c.execute_command("CLUSTER", "MYID").decode() for port, c in clients.items()}
+    ranges = clients[to.port].execute_command("CLUSTER", "SLOTS")  # [start, end, [host, port, id], ...]
+    owner = next(int(master[1]) for start, end, master, *_ in ranges if start <= slot <= end)
+    src, dst = clients[owner], clients[to.port]
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+    moved = 0
+    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        moved += len(keys)
+    for client in clients.values():
+        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+        client.close()
+    return moved

@@ -52,7 +52,8 @@ def test_url_password_is_redacted_in_the_config_repr() -> None:
 
 
 @pytest.mark.parametrize(("url", "kind", "nodes", "service", "db", "tls"), [
-    ("redis+cluster://10.0.0.1:7000,10.0.0.2:7001", "cluster", (("10.0.0.1", 7000), ("10.0.0.2", 7001)), "", 0, False),
+    ("redis+cluster://10.0.0.1:7000,10.0.0.2:7001", "cluster",
+     (("10.0.0.1", 7000), ("10.0.0.2", 7001)), "", 0, False),
     ("rediss+cluster://h:1/0", "cluster", (("h", 1),), "", 0, True),
     ("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster", "sentinel",
      (("10.0.0.5", 26379), ("10.0.0.6", 26379)), "mymaster", 0, False),
