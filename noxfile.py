@@ -44,6 +44,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[embedded]")
     session.run("python", "bench/bench_core.py", *session.posargs)
     session.run("python", "bench/bench_engine.py")
+    session.run("python", "bench/bench_cluster.py")
     session.run("python", "bench/bench_policies.py")
     session.run("python", "bench/bench_streams.py")
     # the DESIGN §8 consume target is relative to FastStream: installed here only, never a dependency

@@ -4,7 +4,9 @@ masters, and a slot moving to another master while a bus publishes and consumes.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import shutil
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,9 +18,11 @@ from relaybus.keys import Keys
 
 from .conftest import sync_client
 from .helpers import running, wait_for
+from .test_acl import PASSWORD, PREFIX, USER, documented_rule
 from .topologies import cluster, cluster_url, migrate_slot
 
 pytestmark = pytest.mark.usefixtures("cluster_redis_url")
+SCALING = Path(__file__).parent.parent / "docs" / "scaling.md"
 
 
 def _errorstats(url: str) -> dict[str, str]:
@@ -137,3 +141,37 @@ def _owner(url: str, key: str) -> int:
         return int(raw.get_node_from_key(key).port)  # type: ignore[union-attr]
     finally:
         raw.close()
+
+
+async def test_a_confined_acl_user_with_the_documented_cluster_commands(cluster_redis_url: str) -> None:
+    """docs/security.md's rule plus docs/scaling.md's cluster commands, on every master."""
+    [line] = [s for s in SCALING.read_text().splitlines() if s.startswith(f"ACL SETUSER {USER} +")]
+    rule = [*documented_rule(PREFIX), *shlex.split(line)[3:]]
+    admins = [redis.Redis(host=host, port=port) for host, port in _masters(cluster_redis_url)]
+    for admin in admins:
+        admin.execute_command("ACL", "SETUSER", USER, *rule)
+        admin.execute_command("ACL", "LOG", "RESET")
+    nodes = ",".join(f"{host}:{port}" for host, port in _masters(cluster_redis_url))
+    handled: list[Message] = []
+    try:
+        async with Bus.from_url(f"redis+cluster://{USER}:{PASSWORD}@{nodes}", prefix=PREFIX,
+                                claim_idle_ms=1000) as bus:
+
+            @bus.subscribe(["acl.a", "acl.b", "acl.c"], group="g")
+            async def handle(message: Message) -> None:
+                handled.append(message)
+
+            for topic in ("acl.a", "acl.b", "acl.c"):
+                await bus.publish(topic, {"t": topic}, priority=3, dedup_key=topic)
+            async with running(bus):
+                await wait_for(lambda: len(handled) == 3, 10)
+            assert len(await bus.history("acl.a")) == 1
+            await bus.stats()
+            await bus.cleanup()
+        assert [admin.execute_command("ACL", "LOG") for admin in admins] == [[]] * len(admins)
+    finally:
+        for admin in admins:
+            for key in admin.scan_iter(match=f"{PREFIX}:*"):
+                admin.delete(key)
+            admin.execute_command("ACL", "DELUSER", USER)
+            admin.close()

@@ -15,6 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import BusConfig
@@ -35,7 +36,12 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError
 
 
 def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
-    """The error for a command that could not reach Redis (raise it `from None`)."""
+    """The error for a command that could not reach Redis (raise it `from None`) - or,
+    on a Cluster, found every connection to a node busy: redis-py's cluster client
+    cannot wait for one (docs/scaling.md), and that is no outage."""
+    if isinstance(exc, MaxConnectionsError):
+        return BusUnavailableError(f"{action} failed: every connection to a Redis Cluster node is busy "
+                                   "(max_connections per node); raise max_connections")
     return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
 
 
@@ -141,6 +147,8 @@ class Health:
             await self._set("connected", None)
 
     async def failed(self, error: BaseException, state: ConnectionState = "degraded") -> None:
+        if isinstance(error, MaxConnectionsError):  # our own pool, not the connection
+            return
         self.failures += 1
         text = redact_url(f"{type(error).__name__}: {error}")
         if self._secret:

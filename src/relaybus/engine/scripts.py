@@ -69,12 +69,11 @@ class Scripts:
             setattr(self, name, client.register_script(source(name)))
 
     async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """One script call, loading the script first where the server lacks it."""
-        try:
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            script.sha = await self.client.script_load(script.script)
-            return await self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        """One script call (see `run`); its error raised."""
+        (reply,) = await self.run([(script, keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def run(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         """Run calls - a script, or a plain command named by a string - in one pipelined
