@@ -72,7 +72,11 @@ def test_cluster_and_sentinel_urls_name_their_nodes(
     ("redis+cluster://", "at least one host:port"),
     ("redis+cluster://h:1,h", "host:port, comma-separated"),
     ("redis+cluster://h:1/3", "database 0 only"),
-    ("redis+cluster://h:1?ssl_cert_reqs=none", "take no ?options"),
+    ("redis+cluster://h:1?ssl_cert_reqs=none", "?options ['ssl_cert_reqs'] are not taken"),
+    ("rediss://h:1/0?ssl_cert_reqs=none", "?options ['ssl_cert_reqs'] are not taken"),
+    ("rediss://h:1/0?ssl_check_hostname=false", "?options ['ssl_check_hostname'] are not taken"),
+    ("redis://10.0.0.9:6379/0?password=pw", "?options ['password'] are not taken"),
+    ("redis+sentinel://h:1/m?db=2", "?options ['db'] are not taken"),
     ("redis+sentinel://h:26379", "needs the master's service name"),
     ("redis+sentinel://h:26379/m/x", "needs the master's service name"),
 ])
@@ -97,3 +101,13 @@ def test_the_scheme_error_never_shows_the_url_password() -> None:
     with pytest.raises(ConfigError) as caught:
         BusConfig.build(url="http://agent:s3cret@localhost:6379")
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_standalone_url_keeps_its_db_option() -> None:
+    assert BusConfig.build(url="unix:///tmp/redis.sock?db=3").url.endswith("?db=3")
+
+
+def test_model_dump_never_prints_the_url_password() -> None:
+    config = BusConfig.build(url="redis://agent:hunter2@localhost:6379/0")
+    assert "hunter2" not in str(config.model_dump()) and "hunter2" not in config.model_dump_json()
+    assert config.model_dump()["url"] == "redis://agent:***@localhost:6379/0"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .deployment import Deployment, parse
@@ -126,6 +126,11 @@ class BusConfig(BaseSettings):
     def deployment(self) -> Deployment:
         """One server, a Cluster or a Sentinel-watched master, as the URL says."""
         return parse(self.url)
+
+    @field_serializer("url")
+    def _url_without_password(self, value: str) -> str:
+        """model_dump()/model_dump_json() never print the URL's password."""
+        return redact_url(value)
 
     @field_validator("prefix")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 Kind = Literal["standalone", "cluster", "sentinel"]
 SCHEMES: dict[str, tuple[Kind, bool]] = {  # scheme -> (kind, tls)
@@ -33,10 +33,15 @@ def parse(url: str) -> Deployment:
         raise ValueError(f"the URL must start with one of {', '.join(s + '://' for s in SCHEMES)} "
                          f"(its scheme is {parts.scheme!r})")
     kind, tls = SCHEMES[parts.scheme]
+    options = parse_qs(parts.query, keep_blank_values=True)
+    # redis-py would act on any ?option - ?password= past the plain-TCP check,
+    # ?ssl_cert_reqs=none turning verification off: only the database is taken.
+    refused = sorted(set(options) - ({"db"} if kind == "standalone" else set()))
+    if refused or parts.fragment:
+        raise ValueError(f"the URL's ?options {refused or ['#' + parts.fragment]} are not taken: "
+                         "set them as config fields (only ?db= on redis://, rediss://, unix://)")
     if kind == "standalone":
         return Deployment(kind, tls)
-    if parts.query or parts.fragment:
-        raise ValueError(f"{parts.scheme}:// URLs take no ?options: set them as config fields")
     netloc = parts.netloc.rsplit("@", 1)[-1]
     nodes = tuple(_node(n, parts.scheme) for n in netloc.split(",")) if netloc else ()
     if not nodes:
