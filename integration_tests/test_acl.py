@@ -30,7 +30,7 @@ def documented_rule(prefix: str) -> list[str]:
     [line] = [s for s in DOC.read_text().splitlines() if s.startswith(f"ACL SETUSER {USER} ")]
     args = [a.replace("CHANGE-ME", PASSWORD) for a in shlex.split(line)[3:]]
     args = [a.replace("~relaybus:", f"~{prefix}:").replace("&relaybus:", f"&{prefix}:") for a in args]
-    return [*args, f"&{prefix}:bc:alerts.*"]
+    return [*args, f"&{prefix}:bc:{{alerts.*}}"]
 
 
 @pytest.fixture(params=BINARIES)

@@ -256,3 +256,23 @@ async def test_broadcast_reaches_pattern_listeners(bus: Bus) -> None:
     await asyncio.wait_for(listener, 5)
     assert [(m.topic, m.payload) for m in got] == [("alerts.cpu", {"load": 0.9}), ("audit.x", "y")]
     assert await bus.history("alerts.cpu") == []  # nothing stored
+
+
+async def test_listening_to_everything_hears_no_other_prefix(redis_url: str, prefix: str) -> None:
+    """A bus with prefix P listening to "*" must not hear the bus with prefix "P:bc"
+    (whose channels, without braces round the topic, would start with P's pattern)."""
+    got: list[Message] = []
+    async with Bus.from_url(redis_url, prefix=prefix) as outer, \
+            Bus.from_url(redis_url, prefix=f"{prefix}:bc") as inner:
+
+        async def listen() -> None:
+            async for message in outer.listen("*"):
+                got.append(message)
+                return
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.2)
+        assert await inner.broadcast("x", {"from": "inner"}) == 0
+        assert await outer.broadcast("x", {"from": "outer"}) == 1
+        await asyncio.wait_for(listener, 5)
+    assert [m.payload for m in got] == [{"from": "outer"}]

@@ -101,4 +101,7 @@ class Keys:
         return f"{self.prefix}:topics"
 
     def channel(self, topic: str) -> str:
-        return f"{self.prefix}:bc:{topic}"
+        """The broadcast channel of a topic (or of a listen pattern). The topic sits in
+        braces, which neither prefixes nor topics may contain, so a pattern of one prefix
+        never matches another prefix's channels (`a:bc:*` would match prefix `a:bc`'s)."""
+        return f"{self.prefix}:bc:{{{topic}}}"
