@@ -86,6 +86,33 @@ async def test_a_message_published_after_redis_restarts_empty_is_delivered(
                 await bus.stop()  # while the restarted server still runs
 
 
+async def test_a_topic_registry_lost_with_its_server_is_whole_again(server: EmbeddedRedis) -> None:
+    """The publisher registered "jobs.a" before Redis restarted empty; its next publish
+    after health_check_interval_s registers it again, so a pattern consumer started
+    afterwards, topics() and stats() see it and every message is handled."""
+    port, executable = server.port, server.executable
+    assert port is not None
+    got: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix(), health_check_interval_s=0.2) as publisher:
+        await publisher.publish("jobs.a", {"n": 0})
+        server.kill()
+        with EmbeddedRedis(port=port, executable=executable):
+            await asyncio.sleep(0.3)
+            for n in range(70):
+                await publisher.publish("jobs.a", {"n": n})
+            assert await publisher.topics() == ["jobs.a"]
+            async with Bus.from_url(server.url, prefix=publisher.config.prefix) as consumer:
+
+                @consumer.subscribe("jobs.*", group="g")
+                async def handle(msg: Message) -> None:
+                    got.append(msg.payload["n"])
+
+                async with running(consumer):
+                    await wait_for(lambda: len(got) == 70, seconds=10)
+                assert [t.topic for t in (await consumer.stats()).topics] == ["jobs.a"]
+    assert sorted(got) == list(range(70))
+
+
 async def test_stop_handles_what_the_round_in_flight_fetched(server: EmbeddedRedis) -> None:
     admin = redis.Redis.from_url(server.url)
     for attempt in range(10):

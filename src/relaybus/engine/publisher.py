@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -100,7 +101,10 @@ class Publisher:
         )
         self.backlog = False  # the outbox holds entries: new publishes queue behind them
         self.skew_ms = 0  # server clock minus ours, measured at connect
-        self._registered: set[str] = set()
+        # topic -> when this Bus last registered it: registered again once that is older
+        # than health_check_interval_s, so a registry lost to a restart without persistence
+        # or to eviction is whole again within one interval of the next publish
+        self._registered: dict[str, float] = {}
         self.closed = False  # a publish still retrying when the bus closes gives up cleanly
 
     async def start(self) -> None:
@@ -292,11 +296,12 @@ class Publisher:
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
     async def _send(self, topic: str, call: Call) -> Any:
-        """One write-script call in one round trip - with the topic's registration on its
-        first publish from this Bus and, with `min_replicas_acked`, a WAIT on the same
-        connection. Raises ReplicationError when fewer replicas confirm in time."""
+        """One write-script call in one round trip - with the topic's registration when due
+        (see `_registered`) and, with `min_replicas_acked`, a WAIT on the same connection.
+        Raises ReplicationError when fewer replicas confirm in time."""
         scripts, wanted = self.ctx.scripts, self.config.min_replicas_acked
-        first = topic not in self._registered
+        now = time.monotonic()
+        first = now - self._registered.get(topic, -math.inf) > self.config.health_check_interval_s
         if not first and not wanted:
             reply = await scripts.call(*call)
         else:
@@ -314,5 +319,6 @@ class Publisher:
                     "master and may or may not survive a failover - publishing it again makes a second "
                     "message unless it has a dedup_key"
                 )
-        self._registered.add(topic)
+        if first:
+            self._registered[topic] = now
         return reply
