@@ -9,6 +9,7 @@ from collections.abc import Callable
 from ._cli_common import pause
 from .bus import Bus
 from .errors import DecodeError
+from .keys import lanes_in
 from .message import Message
 
 POLL_S = 0.25  # how often a follow looks for new entries
@@ -86,7 +87,7 @@ async def _positions(
     first look, after its last entry; a stream found later, from its beginning (all new)."""
     out = dict(known)
     for topic in topics:
-        lanes = [int(n) for n in await bus.redis.smembers(bus.keys.lanes(topic))]
+        lanes = lanes_in(await bus.redis.smembers(bus.keys.lanes(topic)))
         for key in (bus.keys.lane(topic, n) for n in [0, *lanes]):
             if key not in out:
                 last = await bus.redis.xrevrange(key, count=1) if first else []

@@ -28,7 +28,7 @@ from .engine.publisher import Publisher
 from .engine.scripts import Scripts
 from .engine.settlement import Settlement
 from .errors import BusUnavailableError, FilterError, RelayBusError
-from .keys import Keys, validate_group, validate_pattern, validate_topic
+from .keys import Keys, registered_topics, validate_group, validate_pattern, validate_topic
 from .message import Message, new_id
 from .periodic import every
 from .plugins import PluginManager
@@ -426,7 +426,7 @@ class Bus:
         return await self._topics()
 
     async def _topics(self) -> list[str]:
-        return sorted(t.decode() for t in await self.redis.smembers(self.keys.registry))
+        return registered_topics(await self.redis.smembers(self.keys.registry))
 
     # -- stream management -----------------------------------------------------
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+log = logging.getLogger("relaybus")
 TOPIC_RE = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
 PATTERN_RE = re.compile(r"[A-Za-z0-9._:\-*?\[\]]{1,200}")
 PREFIX_RE = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -34,6 +37,27 @@ def validate_group(group: str) -> str:
     if not isinstance(group, str) or not PREFIX_RE.fullmatch(group):
         raise ValueError(f"invalid group {group!r}: use 1-64 letters, digits or '. _ - :'")
     return group
+
+
+def registered_topics(members: Iterable[bytes]) -> list[str]:
+    """The registry's members that are topic names, sorted. Anything else in the set -
+    written by hand or by a foreign client - is skipped: one bad member must not break
+    stats(), cleanup or pattern subscriptions for every topic, nor become key names."""
+    names = {m.decode(errors="replace") for m in members}
+    foreign = sorted(n for n in names if not TOPIC_RE.fullmatch(n))
+    if foreign:
+        log.warning("relaybus: skipping %d registry member(s) that are no topic names: %r",
+                    len(foreign), foreign[:5])
+    return sorted(names.difference(foreign))
+
+
+def lanes_in(members: Iterable[bytes]) -> list[int]:
+    """The priority lanes (1-9) a topic's lane set names, ascending; anything else in it
+    was not written by relaybus and is skipped (scripts/read.lua does the same)."""
+    return sorted(int(m) for m in members if m in _LANES)
+
+
+_LANES = frozenset(str(n).encode() for n in range(1, 10))
 
 
 def is_pattern(name: str) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 from redis.asyncio.cluster import RedisCluster
 
-from .keys import Keys
+from .keys import Keys, lanes_in
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -137,7 +137,7 @@ def _ok(reply: Any) -> Any:
 
 async def topic_stats(redis: aioredis.Redis, keys: Keys, topic: str) -> TopicStats:
     """Everything about one topic in three pipelined round trips."""
-    lanes = sorted(int(n) for n in await redis.smembers(keys.lanes(topic)))
+    lanes = lanes_in(await redis.smembers(keys.lanes(topic)))
     streams = [keys.lane(topic, lane) for lane in [0, *lanes]]
     async with redis.pipeline(transaction=False) as pipe:
         for key in streams:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..connection import UNAVAILABLE
 from ..delivery import Subscription
+from ..keys import registered_topics
 from ..periodic import every
 from .context import Context
 from .groups import Groups
@@ -136,7 +137,7 @@ class Consumer:
         registry: list[str] = []
         size = await self._registry_changed() if any(r.sub.patterns for r in self._runners) else None
         if size is not None:
-            registry = sorted(t.decode() for t in await self.ctx.redis.smembers(self.ctx.keys.registry))
+            registry = registered_topics(await self.ctx.redis.smembers(self.ctx.keys.registry))
             self._registry_size = size
         feeds = []
         for runners in self._runners:

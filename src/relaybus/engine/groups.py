@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ..keys import Keys
+from ..keys import Keys, lanes_in
 from ..message import Message, decode, encode
 from .scripts import Call, Scripts
 
@@ -97,7 +97,7 @@ class Groups:
     async def sources(self, topic: str, group: str) -> list[str]:
         """The streams a group reads for a topic, most urgent first: its retry stream,
         the priority lanes in use (9 down to 1), the topic stream."""
-        lanes = sorted((int(n) for n in await self.redis.smembers(self.keys.lanes(topic))), reverse=True)
+        lanes = lanes_in(await self.redis.smembers(self.keys.lanes(topic)))[::-1]
         return [self.keys.retry(topic, group), *(self.keys.lane(topic, n) for n in lanes),
                 self.keys.stream(topic)]
 

@@ -10,18 +10,20 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..errors import DecodeError
+from ..keys import lanes_in
 from ..message import Message, encode
 from .context import Context
 from .groups import Groups
 
 REPLAY_BATCH = 200
+FOREIGN = "x-dead-undecodable"  # a DLQ entry relaybus did not write: why it does not decode
 
 
 async def history(ctx: Context, groups: Groups, topic: str, limit: int) -> list[Message]:
     """The latest `limit` retained messages of a topic, every lane, oldest first (by entry
     time; within one millisecond by message id); undecodable entries are skipped."""
     keys, redis = ctx.keys, ctx.redis
-    lanes = [int(n) for n in await redis.smembers(keys.lanes(topic))]
+    lanes = lanes_in(await redis.smembers(keys.lanes(topic)))
     found: list[tuple[int, str, Message]] = []
     for key in [keys.lane(topic, n) for n in [0, *lanes]]:
         for entry_id, fields in await redis.xrevrange(key, count=limit):
@@ -51,7 +53,8 @@ async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | Non
         batch: list[Any] = []
         for eid, fields in entries:
             message = dead_letter_message(topic, eid, fields)
-            if b"m" not in fields or (wanted is not None and not {message.id, message.entry_id} & wanted):
+            chosen = wanted is None or {message.id, message.entry_id} & wanted
+            if b"m" not in fields or FOREIGN in message.headers or not chosen:
                 continue
             message.attempt = 1
             group = fields.get(b"group", b"").decode()
@@ -75,12 +78,21 @@ def dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes])
     """A DLQ entry as a Message whose `x-dead-*` headers say why it died."""
     info = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k not in (b"m", b"raw")}
     headers = {f"x-dead-{k.replace('_', '-')}": v for k, v in info.items() if k != "v"}
-    if b"m" in fields:
-        message = Message.model_validate(orjson.loads(fields[b"m"]))
-        message.headers = {**message.headers, **headers}
-    else:
-        message = Message(topic=topic, payload={"raw": orjson.loads(fields.get(b"raw", b"{}"))},
-                          headers=headers)
+    try:
+        if b"m" in fields:
+            message = Message.model_validate(orjson.loads(fields[b"m"]))
+            if message.topic != topic:
+                raise ValueError(f"names topic {message.topic!r}")
+            message.headers = {**message.headers, **headers}
+        else:
+            message = Message(topic=topic, payload={"raw": orjson.loads(fields.get(b"raw", b"{}"))},
+                              headers=headers)
+    except (ValueError, TypeError) as exc:  # orjson's and pydantic's errors are ValueErrors
+        # a foreign entry: shown as its text, never replayed; one must not hide the others
+        raw = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()
+               if k in (b"m", b"raw")}
+        message = Message(topic=topic, payload={"raw": raw},
+                          headers={**headers, FOREIGN: f"{type(exc).__name__}: {exc}"[:200]})
     message.entry_id = entry_id.decode()
     return message
 
@@ -91,7 +103,7 @@ async def trim(ctx: Context, topic: str, keep_s: float | None, keep_len: int | N
     keys = ctx.keys
     main = keys.stream(topic)
     names = [g["name"].decode() for g in await _groups_of(ctx, main)]
-    lanes = [int(n) for n in await ctx.redis.smembers(keys.lanes(topic))]
+    lanes = lanes_in(await ctx.redis.smembers(keys.lanes(topic)))
     # a lane's entries also wait for topic-stream groups that have not read the lane yet
     streams = [(keys.lane(topic, n), main) for n in [0, *lanes]]
     streams += [(keys.retry(topic, g), keys.retry(topic, g)) for g in names]

@@ -35,15 +35,20 @@ end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
 for _, member in ipairs(due) do
+  -- A member not of our making (no '|', a lane that is no 1-9) goes to the topic stream
+  -- as it is: consumers find it undecodable and dead-letter it; it never stops the topic.
+  local stream, envelope = KEYS[2], member
   local bar = string.find(member, '|', 1, true)
-  local target = string.sub(member, 1, bar - 1)
-  local stream
-  if string.sub(target, 1, 1) == '*' then
-    stream = lane_key(string.sub(target, 2))
-  else
-    stream = KEYS[3] .. target
+  if bar then
+    local target = string.sub(member, 1, bar - 1)
+    envelope = string.sub(member, bar + 1)
+    if string.sub(target, 1, 1) ~= '*' then
+      stream = KEYS[3] .. target
+    elseif string.match(target, '^%*[0-9]$') then
+      stream = lane_key(string.sub(target, 2))
+    end
   end
-  redis.call('XADD', stream, '*', 'v', '1', 'm', string.sub(member, bar + 1))
+  redis.call('XADD', stream, '*', 'v', '1', 'm', envelope)
   redis.call('ZREM', KEYS[1], member)
 end
 if #due > 0 then
@@ -52,8 +57,13 @@ end
 local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
 
 local sources = {KEYS[6]}
-local lanes = redis.call('SMEMBERS', KEYS[5])
-table.sort(lanes, function(a, b) return tonumber(a) > tonumber(b) end)
+local lanes = {}
+for _, lane in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if string.match(lane, '^[1-9]$') then  -- anything else in the set was not written by us
+    lanes[#lanes + 1] = lane
+  end
+end
+table.sort(lanes, function(a, b) return a > b end)
 for _, lane in ipairs(lanes) do
   local key = lane_key(lane)
   -- a lane appears after the group was made: give it the group, from its start
