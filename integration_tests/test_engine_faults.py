@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from relaybus import Bus, Message, PluginError, hookimpl
+from relaybus import Bus, Message, PluginError, RedisFullError, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.message import encode
 
@@ -62,6 +62,43 @@ async def test_run_keeps_going_and_delivers_when_redis_memory_is_full(server: Em
         finally:
             admin.config_set("maxmemory", 0)
             admin.close()
+
+
+async def test_a_full_redis_refuses_a_publish_whole_and_consumers_still_drain(server: EmbeddedRedis) -> None:
+    """maxmemory reached under noeviction: publish_many raises RedisFullError and appends
+    nothing; a running consumer whose topic has delayed messages falling due keeps
+    handling the backlog (promotion waits, the read goes on), and once memory is freed
+    the delayed ones arrive too."""
+    admin = redis.Redis.from_url(server.url)
+    got: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+
+        @bus.subscribe("jobs", group="g")
+        async def handle(msg: Message) -> None:
+            got.append(msg.payload["n"])
+
+        await bus.publish("jobs", {"n": -1})
+        async with running(bus):  # the group exists before memory runs out
+            await wait_for(lambda: got == [-1])
+        await bus.publish_many("jobs", [{"n": n} for n in range(200)])
+        for n in range(200, 205):
+            await bus.publish("jobs", {"n": n}, delay=0.2)
+        length = admin.xlen(bus.keys.stream("jobs"))
+        admin.config_set("maxmemory-policy", "noeviction")
+        try:
+            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
+            with pytest.raises(RedisFullError, match="memory is full"):
+                await bus.publish_many("jobs", [{"n": n} for n in range(1000, 1050)])
+            assert admin.xlen(bus.keys.stream("jobs")) == length  # nothing of it appended
+            await asyncio.sleep(0.3)  # the delayed ones are due now, and cannot be moved
+            async with running(bus):
+                await wait_for(lambda: len(got) == 201, seconds=10)
+                admin.config_set("maxmemory", 0)
+                await wait_for(lambda: len(got) == 206, seconds=10)
+        finally:
+            admin.config_set("maxmemory", 0)
+            admin.close()
+    assert sorted(got) == list(range(-1, 205))
 
 
 async def test_a_message_published_after_redis_restarts_empty_is_delivered(

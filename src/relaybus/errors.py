@@ -26,6 +26,11 @@ class QueueFullError(RelayBusError):
     """The topic holds `max_queue_size` unconsumed messages and overflow is `reject`."""
 
 
+class RedisFullError(RelayBusError):
+    """Redis refused a publish because its memory is full (`maxmemory` reached with
+    `noeviction`): nothing of that publish was appended. Consumers can still drain."""
+
+
 class MessageTooLargeError(RelayBusError, ValueError):
     """The encoded message is larger than `max_message_bytes`."""
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ..connection import UNAVAILABLE, unavailable
-from ..errors import BusUnavailableError, PluginError, QueueFullError, ReplicationError
+from ..errors import BusUnavailableError, PluginError, QueueFullError, RedisFullError, ReplicationError
 from ..keys import validate_topic
 from ..message import Message, encode, id_time_ms
 from ..outbox import Outbox, OutboxEntry
@@ -72,10 +72,18 @@ class Write:
 
 
 @contextlib.contextmanager
-def _queue_full_as_error(topic: str, limit: int | None) -> Iterator[None]:
+def _refusals_as_errors(topic: str, limit: int | None) -> Iterator[None]:
+    """A publish script refused for max_queue_size, or by a full Redis: the error saying
+    so. Either refusal comes before the script's first write: nothing was appended."""
     try:
         yield
     except ResponseError as exc:
+        # 6.2 reports it inside a script error
+        if isinstance(exc, OutOfMemoryError) or "-OOM command not allowed" in str(exc):
+            raise RedisFullError(
+                f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
+                "was appended; consumers acking and cleanup trimming free it, or raise maxmemory"
+            ) from None
         words = str(exc).split()
         if not words or words[0] != "QUEUEFULL":
             raise
@@ -250,7 +258,7 @@ class Publisher:
                           id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
                 try:
                     await self._scripted(run[0].topic, writes, check=window, mark=True)
-                except (QueueFullError, ResponseError) as exc:
+                except (QueueFullError, RedisFullError, ResponseError) as exc:
                     # this topic waits (its order kept) for the next flush; the others go on
                     log.warning("relaybus: outbox entries for %r refused (%s: %s); retrying later",
                                 run[0].topic, type(exc).__name__, exc)
@@ -267,8 +275,9 @@ class Publisher:
         """The fast path: one append.lua call."""
         keys, scripts = self.ctx.keys, self.ctx.scripts
         try:
-            await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic)],
-                                     [w.data for w in writes]))
+            with _refusals_as_errors(topic, self.config.max_queue_size):
+                await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic)],
+                                         [w.data for w in writes]))
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
 
@@ -289,7 +298,7 @@ class Publisher:
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
         call_keys.append(keys.wake(topic))
         try:
-            with _queue_full_as_error(topic, self.config.max_queue_size):
+            with _refusals_as_errors(topic, self.config.max_queue_size):
                 replies = await self._send(topic, (self.ctx.scripts.publish, call_keys, args))
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None

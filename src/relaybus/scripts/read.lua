@@ -48,7 +48,11 @@ for _, member in ipairs(due) do
       stream = lane_key(string.sub(target, 2))
     end
   end
-  redis.call('XADD', stream, '*', 'v', '1', 'm', envelope)
+  -- refused while Redis's memory is full: stays delayed for a later read, and the read
+  -- goes on, so consumers keep draining (acks and cleanup are what free memory)
+  if redis.pcall('XADD', stream, '*', 'v', '1', 'm', envelope)['err'] then
+    break
+  end
   redis.call('ZREM', KEYS[1], member)
 end
 if #due > 0 then
