@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+from typing import Any
 
 import pytest
 import redis
@@ -276,3 +278,24 @@ async def test_listening_to_everything_hears_no_other_prefix(redis_url: str, pre
         assert await outer.broadcast("x", {"from": "outer"}) == 1
         await asyncio.wait_for(listener, 5)
     assert [m.payload for m in got] == [{"from": "outer"}]
+
+
+@pytest.mark.parametrize(("call", "error", "text"), [
+    (lambda b: b.publish("t", 1, ttl=math.nan), ValueError, "ttl must be a finite number"),
+    (lambda b: b.publish("t", 1, ttl=math.inf), ValueError, "ttl must be a finite number"),
+    (lambda b: b.publish("t", 1, ttl="5"), TypeError, "ttl must be a number of seconds"),
+    (lambda b: b.publish("t", 1, delay=math.inf), ValueError, "delay must be a finite number"),
+    (lambda b: b.publish("t", 1, dedup_key="k", dedup_window=math.inf), ValueError, "dedup_window"),
+    (lambda b: b.publish("t", 1, dedup_key=""), ValueError, "dedup_key must be a non-empty string"),
+    (lambda b: b.history("t", limit=0), ValueError, "limit must be >= 1"),
+    (lambda b: b.dead_letters("t", limit=-1), ValueError, "limit must be >= 1"),
+    (lambda b: b.replay_dead_letters("t", ids="abc"), TypeError, "ids must be a list of id strings"),
+    (lambda b: b.read("t", "g", start="middle"), ValueError, "start must be one of"),
+    (lambda b: b.trim("t", keep_s=math.inf), ValueError, "keep_s must be a finite number"),
+])
+async def test_bad_numbers_and_choices_are_clear_errors_and_write_nothing(
+    bus: Bus, raw: redis.Redis, call: Any, error: type[Exception], text: str
+) -> None:
+    with pytest.raises(error, match=text):
+        await call(bus)
+    assert raw.exists(bus.keys.stream("t")) == 0

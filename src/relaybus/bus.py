@@ -16,6 +16,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from redis.exceptions import ResponseError
 
+from . import arguments
 from .config import BusConfig
 from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
@@ -65,6 +66,13 @@ def _reports_unavailable(
             raise unavailable(f"{method.__name__}()", exc) from None
 
     return guarded
+
+
+def _check_keep(keep_s: float | None, keep_len: int | None) -> None:
+    if keep_s is not None:
+        arguments.seconds("keep_s", keep_s)
+    if keep_len is not None:
+        arguments.count("keep_len", keep_len, least=0)
 
 
 def default_consumer_name() -> str:
@@ -353,8 +361,10 @@ class Bus:
         then new ones. Never this consumer's own still-pending messages. Ack each."""
         validate_topic(topic)
         validate_group(group)
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
+        arguments.count("count", count)
+        if block_ms is not None:
+            arguments.count("block_ms", block_ms, least=0)
+        arguments.choice("start", start, ("earliest", "latest"))
         args = (self._engine, self.groups, self.settlement, topic, group, consumer or self.consumer,
                 count, block_ms or 0, start)
         try:
@@ -383,12 +393,14 @@ class Bus:
         """The latest `limit` retained messages of a topic, every lane, oldest first
         (by entry time; within one millisecond by message id)."""
         validate_topic(topic)
+        arguments.count("limit", limit)
         return await retained.history(self._engine, self.groups, topic, limit)
 
     @_reports_unavailable
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
         """Dead letters of a topic, oldest first; `headers` carry why each one died."""
         validate_topic(topic)
+        arguments.count("limit", limit)
         return await retained.dead_letters(self._engine, topic, limit)
 
     @_reports_unavailable
@@ -396,7 +408,7 @@ class Bus:
         """Put dead letters back (all, or those whose message or DLQ entry id is given)
         for the group they died in, with a fresh attempt count; returns how many."""
         validate_topic(topic)
-        return await retained.replay_dead_letters(self._engine, topic, ids)
+        return await retained.replay_dead_letters(self._engine, topic, arguments.ids("ids", ids))
 
     @_reports_unavailable
     async def purge_dead_letters(self, topic: str) -> int:
@@ -441,6 +453,7 @@ class Bus:
         `keep_len` of each of its streams (topic, lanes, retry streams) - but only entries every
         consumer group has acknowledged. Never removes anything unconsumed; None keeps all."""
         validate_topic(topic)
+        _check_keep(keep_s, keep_len)
         return await retained.trim(self._engine, topic, keep_s, keep_len)
 
     @_reports_unavailable
@@ -449,6 +462,7 @@ class Bus:
     ) -> int:
         """Remove dead letters older than `keep_s` or beyond the newest `keep_len`."""
         validate_topic(topic)
+        _check_keep(keep_s, keep_len)
         return await retained.trim_dead_letters(self._engine, topic, keep_s, keep_len)
 
     @_reports_unavailable

@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
+
+from . import arguments
 from .keys import is_pattern, validate_group, validate_pattern, validate_topic
 from .message import Message
 
@@ -58,11 +61,16 @@ class Subscription:
         for name in self.topics:
             validate_pattern(name) if is_pattern(name) else validate_topic(name)
         validate_group(self.group)
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.start not in ("earliest", "latest"):
-            raise ValueError(f"start must be 'earliest' or 'latest', got {self.start!r}")
-        if self.prefetch <= 0:
+        arguments.count("concurrency", self.concurrency)
+        arguments.count("prefetch", self.prefetch, least=0)
+        arguments.choice("start", self.start, ("earliest", "latest"))
+        if self.model is not None:
+            try:
+                TypeAdapter(self.model)
+            except Exception:
+                raise TypeError(f"model must be a type pydantic validates (a BaseModel, a dataclass, "
+                                f"list[int], ...), got {self.model!r}") from None
+        if self.prefetch == 0:
             self.prefetch = self.concurrency * 2
 
     @property

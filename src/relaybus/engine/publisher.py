@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, ResponseError
 
+from ..arguments import seconds as check_seconds
 from ..connection import UNAVAILABLE, unavailable
 from ..errors import BusUnavailableError, PluginError, QueueFullError, RedisFullError, ReplicationError
 from ..keys import validate_topic
@@ -143,12 +144,14 @@ class Publisher:
     ) -> list[str]:
         """Make the messages, let `on_publish` change them, write them; their ids."""
         validate_topic(topic)
-        if dedup_window is not None and dedup_window <= 0:
-            raise ValueError(f"dedup_window must be > 0 seconds, got {dedup_window}")
-        if delay is not None and delay < 0:
-            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"ttl must be > 0 seconds, got {ttl}")
+        if dedup_window is not None:
+            check_seconds("dedup_window", dedup_window, positive=True)
+        if delay is not None:
+            check_seconds("delay", delay)
+        if ttl is not None:
+            check_seconds("ttl", ttl, positive=True)
+        if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
+            raise ValueError(f"dedup_key must be a non-empty string, got {dedup_key!r}")
         ttl = ttl if ttl is not None else self.config.default_ttl
         now = time.time()
         messages = [
