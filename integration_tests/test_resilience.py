@@ -93,7 +93,7 @@ async def test_unreachable_redis_raises_promptly_without_outbox(server: Embedded
 
 
 async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
-    server: EmbeddedRedis, prefix: str, tmp_path: Path
+    server: EmbeddedRedis, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with FaultProxy("127.0.0.1", server.port) as proxy, \
             Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.2,
@@ -103,6 +103,8 @@ async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
         ids = [await bus.publish("t", n) for n in range(1, 6)]
         ids.append(await bus.publish("t", 6, priority=7))
         assert (await bus.publisher.outbox.count()) == 6  # type: ignore[union-attr]
+        kept = [r for r in caplog.records if "kept in the outbox" in r.getMessage()]
+        assert [r.levelname for r in kept] == ["WARNING"]  # once per backlog, not per publish
         proxy.set("pass")
         await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 6, seconds=10)
         assert [m.id for m in await bus.history("t", limit=10)] == [first, *ids]

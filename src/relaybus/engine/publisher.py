@@ -235,9 +235,12 @@ class Publisher:
             raise BusUnavailableError(f"publish to {topic!r}: the bus was closed while Redis was "
                                       "unreachable; nothing was stored")
         await self.outbox.put_many(topic, [(w.id, w.data, w.options()) for w in writes])  # all or none
-        self.backlog = True
-        log.warning("relaybus: Redis unreachable, %d message(s) for %r kept in the outbox %s",
-                    len(writes), topic, self.outbox.path)
+        started, self.backlog = not self.backlog, True
+        # once per backlog, not per publish: an outage can queue thousands
+        log.log(logging.WARNING if started else logging.DEBUG,
+                "relaybus: Redis unreachable, %d message(s) for %r kept in the outbox %s%s",
+                len(writes), topic, self.outbox.path,
+                "; later publishes queue behind them until it is flushed" if started else "")
         return [w.id for w in writes]
 
     async def flush(self) -> int:
