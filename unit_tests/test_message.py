@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import orjson
 import pytest
 
@@ -77,3 +80,16 @@ def test_every_key_of_a_topic_shares_its_hash_tag() -> None:
     assert keys.stream("o.n") == "rb:{o.n}:stream"
     with pytest.raises(ValueError, match="invalid prefix"):
         Keys("a{b}")
+
+
+@pytest.mark.parametrize(("payload", "where"), [
+    (math.nan, "payload "), ({"a": [1.0, math.inf]}, "payload['a'][1]"),
+    ([{"x": -math.inf}], "payload[0]['x']"),
+])
+def test_a_non_finite_float_is_refused_naming_where(payload: object, where: str) -> None:
+    with pytest.raises(RelayBusError, match=re.escape(where)):
+        encode(Message(topic="t", payload=payload))
+
+
+def test_none_and_finite_floats_still_encode() -> None:
+    assert b'"payload":{"a":null,"b":1.5}' in encode(Message(topic="t", payload={"a": None, "b": 1.5}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -100,6 +101,22 @@ _WIRE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _non_finite(value: Any, path: str) -> str | None:
+    """Where in `value` a float is NaN or infinite (orjson writes those as null)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if found := _non_finite(item, f"{path}[{key!r}]"):
+            return found
+    return None
+
+
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
     """Envelope JSON for the stream field `m`; refuses payloads that are not JSON."""
     body: dict[str, Any] = {
@@ -118,6 +135,9 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         raise RelayBusError(
             f"payload for topic {message.topic!r} is not JSON-serialisable: {exc}"
         ) from None
+    if b"null" in data and (where := _non_finite(message.payload, "payload")):  # only then walk it
+        raise RelayBusError(f"{where} of a message for topic {message.topic!r} is not a finite number: "
+                            "JSON has no NaN or infinity (it would arrive as null)")
     if max_bytes is not None and len(data) > max_bytes:
         raise MessageTooLargeError(
             f"message for topic {message.topic!r} is {len(data)} bytes encoded; "
