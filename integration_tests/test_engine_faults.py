@@ -101,6 +101,40 @@ async def test_a_full_redis_refuses_a_publish_whole_and_consumers_still_drain(se
     assert sorted(got) == list(range(-1, 205))
 
 
+async def test_a_group_that_cannot_be_made_while_redis_is_full_waits_without_spinning(
+    server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XGROUP CREATE is refused while memory is full: run() warns once, tries again every
+    second (not in a loop against a full Redis), and delivers everything once there is
+    room."""
+    admin = redis.Redis.from_url(server.url)
+    got: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=1000) as bus:
+        await bus.publish_many("jobs", [{"n": n} for n in range(50)])
+
+        @bus.subscribe("jobs", group="late")
+        async def handle(msg: Message) -> None:
+            got.append(msg.payload["n"])
+
+        admin.config_set("maxmemory-policy", "noeviction")
+        try:
+            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
+            async with running(bus):
+                await asyncio.sleep(0.5)
+                before = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+                await asyncio.sleep(2)
+                calls = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0) - before
+                assert got == [] and calls < 40, f"{calls} reads in 2 s against a full Redis"
+                assert sum("cannot be made: Redis memory is full" in r.getMessage()
+                           for r in caplog.records) == 1
+                admin.config_set("maxmemory", 0)
+                await wait_for(lambda: len(got) == 50, seconds=10)
+        finally:
+            admin.config_set("maxmemory", 0)
+            admin.close()
+    assert sorted(got) == list(range(50))
+
+
 async def test_a_message_published_after_redis_restarts_empty_is_delivered(
     server: EmbeddedRedis,
 ) -> None:

@@ -51,6 +51,7 @@ class Feed:
     idle_cursors: dict[str, str] = field(default_factory=dict)
     due_at: float | None = None  # a timer is set for the topic's next delayed entry
     quiet: bool = False  # last probed drained with nothing pending, and no ring since
+    full: bool = False  # its group could not be made, Redis's memory being full (warned once)
 
 
 class Reader:
@@ -301,10 +302,18 @@ class Reader:
         try:
             fetch: Fetch = self._groups.read_reply(feed.topic, group, reply)
         except Exception as exc:
+            if str(exc).startswith("NOROOM"):  # the group cannot be made while Redis is full
+                if not feed.full:
+                    log.warning("relaybus: %s (topic %r); trying again every %.0f s", exc, feed.topic,
+                                UNARMED_RETRY_S)
+                feed.full = True
+                self._schedule(feed, time.time() + UNARMED_RETRY_S)
+                return
             if not group_lost(exc):
                 raise
             self._mark_ready(feed)  # deleted under us: the next read makes the group again
             return
+        feed.full = False
         self._schedule(feed, fetch.next_due)
         if fetch.drained and not fetch.armed:  # no ring will come: look again by ourselves
             self._schedule(feed, time.time() + UNARMED_RETRY_S)

@@ -27,10 +27,32 @@ local function lane_key(lane)
   return KEYS[4] .. lane
 end
 
+-- Make the group on `key` from `start` unless it exists; false when it is missing and
+-- cannot be made (Redis refuses XGROUP CREATE while its memory is full - with OOM even
+-- where the group exists, so that is looked up).
+local function ensure_group(key, start)
+  local made = redis.pcall('XGROUP', 'CREATE', key, ARGV[1], start, 'MKSTREAM')
+  if not made['err'] or string.sub(made['err'], 1, 9) == 'BUSYGROUP' then
+    return true
+  end
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  if groups['err'] then
+    return false
+  end
+  for _, flat in ipairs(groups) do
+    if group_fields(flat)['name'] == ARGV[1] then
+      return true
+    end
+  end
+  return false
+end
+
 if ARGV[6] ~= '' then
-  redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], ARGV[6], 'MKSTREAM')
+  if not ensure_group(KEYS[2], ARGV[6]) then
+    return redis.error_reply('NOROOM consumer group ' .. ARGV[1] .. ' cannot be made: Redis memory is full')
+  end
   -- a retry stream only ever holds this group's entries: always from its start
-  redis.pcall('XGROUP', 'CREATE', KEYS[6], ARGV[1], '0', 'MKSTREAM')
+  ensure_group(KEYS[6], '0')
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
@@ -127,7 +149,16 @@ for _, key in ipairs(sources) do
   if left <= 0 then
     break
   end
-  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', key, '>')
+  local got = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', key, '>')
+  if got and got['err'] then
+    if key == KEYS[2] or string.sub(got['err'], 1, 7) ~= 'NOGROUP' then
+      return got  -- the topic stream's NOGROUP: the reader makes the group again
+    end
+    -- a retry or lane stream without the group (its making was refused while memory was
+    -- full): made now from its start, else skipped this time
+    got = ensure_group(key, '0') and
+      redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', key, '>')
+  end
   if got then
     local entries = got[1][2]
     left = left - #entries
