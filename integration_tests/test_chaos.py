@@ -1,0 +1,147 @@
+"""Chaos suites: Redis SIGKILLed (AOF always) and consumers SIGKILLed while producers and
+consumers run. Each reconciles exact counts - every acknowledged publish handled or
+dead-lettered, duplicates within the at-least-once window, nothing pending, no message
+appended twice - and reports them in the test run's summary. Short in CI; set
+RELAYBUS_CHAOS_LONG=1 for the long version."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from relaybus import Bus, BusUnavailableError
+from relaybus.embedded import EmbeddedRedis, free_port
+
+from .helpers import COUNTS, VERSIONS, wait_for
+
+pytestmark = pytest.mark.chaos
+LONG = os.environ.get("RELAYBUS_CHAOS_LONG") == "1"
+WORKER = Path(__file__).with_name("chaos_worker.py")
+TOPIC, PREFETCH, POISON_EVERY = "chaos.jobs", 32, 50
+
+
+@pytest.fixture
+def aof_server(server_factory: Callable[..., EmbeddedRedis]) -> Iterator[EmbeddedRedis]:
+    with server_factory(port=free_port(), args=["--appendonly", "yes", "--appendfsync", "always"]) as s:
+        yield s
+
+
+def workers(url: str, prefix: str, names: list[str]) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, str(WORKER), url, prefix, TOPIC, name]) for name in names]
+
+
+async def produce(bus: Bus, done: asyncio.Event, acked: list[str], poison: set[str],
+                  refused: list[int]) -> None:
+    """Four publishers until `done`; a publish that raised is not acknowledged (it may or
+    may not exist)."""
+    numbers = itertools.count()
+
+    async def one() -> None:
+        while not done.is_set():
+            n = next(numbers)
+            try:
+                message_id = await bus.publish(TOPIC, {"n": n, "poison": n % POISON_EVERY == 0})
+            except BusUnavailableError:
+                refused.append(n)
+                continue
+            acked.append(message_id)
+            if n % POISON_EVERY == 0:
+                poison.add(message_id)
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(*(one() for _ in range(4)))
+
+
+def reconcile(name: str, admin: redis.Redis, bus: Bus, acked: list[str], poison: set[str],
+              refused: list[int], in_flight_bound: int) -> None:
+    handled = {k.decode(): int(v) for k, v in admin.hgetall(f"{bus.config.prefix}:handled").items()}
+    dead = [orjson.loads(f[b"m"])["id"] for _, f in admin.xrange(bus.keys.dlq(TOPIC))]
+    appended = [orjson.loads(f[b"m"])["id"] for _, f in admin.xrange(bus.keys.stream(TOPIC))]
+    pending = admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"]
+    duplicates = sum(handled.values()) - len(handled)
+    COUNTS.append(f"{name}: published {len(acked)} (refused {len(refused)}), handled {len(handled)}, "
+                  f"dead-lettered {len(dead)}, duplicates {duplicates}, pending {pending}, "
+                  f"appended twice {len(appended) - len(set(appended))}")
+    assert set(acked) - poison <= set(handled), "acknowledged publishes lost"
+    assert sorted(dead) == sorted(poison), "each poison message dead-lettered exactly once"
+    assert not set(handled) & poison
+    assert len(appended) == len(set(appended)), "a message appended twice"
+    assert pending == 0
+    assert duplicates <= in_flight_bound
+
+
+async def test_redis_sigkilled_under_producers_and_consumers_loses_nothing(aof_server: EmbeddedRedis,
+                                                                           prefix: str) -> None:
+    kills = 8 if LONG else 2
+    admin = redis.Redis.from_url(aof_server.url)
+    done = asyncio.Event()
+    acked: list[str] = []
+    poison: set[str] = set()
+    refused: list[int] = []
+    procs = workers(aof_server.url, prefix, ["w1", "w2"])
+    try:
+        async with Bus.from_url(aof_server.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1,
+                                connect_timeout=1) as bus:
+            producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
+            for _ in range(kills):
+                await asyncio.sleep(1.0)
+                before = len(acked)
+                aof_server.kill()
+                await asyncio.sleep(0.5)
+                aof_server.start()
+                await wait_for(lambda before=before: len(acked) > before + 100, 20)  # going on after it
+            done.set()
+            await producing
+            handled_key = f"{prefix}:handled"
+            await wait_for(lambda: admin.hlen(handled_key) + admin.xlen(bus.keys.dlq(TOPIC))
+                           >= len(acked), 60)
+            await wait_for(lambda: admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
+            line = VERSIONS.get(aof_server.executable or "")
+            reconcile(f"redis SIGKILL x{kills} (redis {line})", admin, bus, acked, poison, refused,
+                      in_flight_bound=kills * 2 * PREFETCH)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        admin.close()
+
+
+async def test_consumers_sigkilled_under_load_lose_nothing(
+    redis_url: str, prefix: str, raw: redis.Redis, request: pytest.FixtureRequest
+) -> None:
+    kills = 12 if LONG else 4
+    done = asyncio.Event()
+    acked: list[str] = []
+    poison: set[str] = set()
+    refused: list[int] = []
+    procs = workers(redis_url, prefix, ["w1", "w2", "w3"])
+    try:
+        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+            producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
+            for k in range(kills):
+                await asyncio.sleep(0.7)
+                victim = procs.pop(0)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                procs += workers(redis_url, prefix, [f"w{k + 4}"])
+            done.set()
+            await producing
+            handled_key = f"{prefix}:handled"
+            await wait_for(lambda: raw.hlen(handled_key) + raw.xlen(bus.keys.dlq(TOPIC)) >= len(acked), 60)
+            await wait_for(lambda: raw.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
+            reconcile(f"consumer SIGKILL x{kills} (redis {request.node.callspec.id})", raw, bus, acked,
+                      poison, refused, in_flight_bound=kills * PREFETCH)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
