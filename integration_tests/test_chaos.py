@@ -36,8 +36,9 @@ def aof_server(server_factory: Callable[..., EmbeddedRedis]) -> Iterator[Embedde
         yield s
 
 
-def workers(url: str, prefix: str, names: list[str]) -> list[subprocess.Popen[bytes]]:
-    return [subprocess.Popen([sys.executable, str(WORKER), url, prefix, TOPIC, name]) for name in names]
+def workers(url: str, prefix: str, names: list[str], **env: str) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, str(WORKER), url, prefix, TOPIC, name],
+                             env={**os.environ, **env}) for name in names]
 
 
 async def produce(bus: Bus, done: asyncio.Event, acked: list[str], poison: set[str],
