@@ -22,6 +22,7 @@ import redis
 from relaybus import Bus, BusUnavailableError
 from relaybus.embedded import EmbeddedRedis, free_port
 
+from .faultproxy import FaultProxy, Mode
 from .helpers import COUNTS, VERSIONS, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -36,8 +37,9 @@ def aof_server(server_factory: Callable[..., EmbeddedRedis]) -> Iterator[Embedde
         yield s
 
 
-def workers(url: str, prefix: str, names: list[str], **env: str) -> list[subprocess.Popen[bytes]]:
-    return [subprocess.Popen([sys.executable, str(WORKER), url, prefix, TOPIC, name],
+def workers(url: str, prefix: str, names: list[str], record_url: str = "",
+            **env: str) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, str(WORKER), url, prefix, TOPIC, name, record_url],
                              env={**os.environ, **env}) for name in names]
 
 
@@ -146,3 +148,44 @@ async def test_consumers_sigkilled_under_load_lose_nothing(
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+async def test_network_faults_between_the_bus_and_redis_lose_nothing(
+    redis_url: str, prefix: str, raw: redis.Redis, request: pytest.FixtureRequest
+) -> None:
+    """Publishers and consumer processes reach Redis through the fault proxy, which cycles
+    through delay, blackhole, reset and replies lost after the write was applied."""
+    rounds = 4 if LONG else 1
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    done = asyncio.Event()
+    acked: list[str] = []
+    poison: set[str] = set()
+    refused: list[int] = []
+    async with FaultProxy("127.0.0.1", port) as proxy:
+        procs = workers(proxy.url, prefix, ["w1", "w2"], record_url=redis_url)
+        try:
+            async with Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1,
+                                    connect_timeout=1) as bus:
+                producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
+                faults: list[tuple[Mode, float, float]] = [
+                    ("delay", 0.2, 1.0), ("blackhole", 0.0, 1.5), ("reset", 0.0, 0.3),
+                    ("forward_then_drop_reply", 0.0, 0.5)]
+                for _ in range(rounds):
+                    for mode, delay, seconds in faults:
+                        await asyncio.sleep(1.0)
+                        proxy.set(mode, delay)
+                        await asyncio.sleep(seconds)
+                        proxy.set("pass")
+                before = len(acked)
+                await wait_for(lambda: len(acked) > before + 100, 20)  # publishing goes on
+                done.set()
+                await producing
+                await wait_for(lambda: raw.hlen(f"{prefix}:handled") + raw.xlen(bus.keys.dlq(TOPIC))
+                               >= len(acked), 60)
+                await wait_for(lambda: raw.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
+                reconcile(f"network faults x{rounds * len(faults)} (redis {request.node.callspec.id})", raw,
+                          bus, acked, poison, refused, in_flight_bound=rounds * len(faults) * 2 * PREFETCH)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
