@@ -1,9 +1,9 @@
 """Fuzzing the pure logic with hypothesis: arbitrary input causes no crash, only the
 documented errors, and nothing is written that cannot be read back.
 
-Each property test states its property in its docstring. Inputs that break a property
-today are pinned as strict xfail tests next to it, with the exact minimal input, so the
-property tests stay green while the bugs stay documented (a fix turns the xfail red).
+Each property test states its property in its docstring. Inputs that broke a property
+when it was written (and were fixed) have a test of their own next to it, with the
+exact minimal input.
 """
 
 from __future__ import annotations
@@ -125,8 +125,6 @@ class _Point:
     x: float
 
 
-@pytest.mark.xfail(strict=True, reason="bug: encode() only walks dicts, lists and tuples for NaN/inf; "
-                   "orjson serialises a dataclass natively and writes its NaN as null")
 def test_non_finite_float_inside_a_dataclass_payload_is_refused() -> None:
     """Minimal input: payload=_Point(x=nan) is encoded as {"x":null} instead of raising."""
     with pytest.raises(RelayBusError, match="not a finite number"):
@@ -192,8 +190,6 @@ def test_any_stream_entry_decodes_or_raises_decode_error(
     assert again.model_dump() == message.model_dump()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: decode() accepts envelopes that encode() cannot write back, "
-                   "so such a message can be neither retried nor dead-lettered")
 @pytest.mark.parametrize("envelope", [
     b'{"id":"x","topic":"t","created_at":0,"payload":18446744073709551616}',  # 2**64: valid JSON
     b'{"id":"x","topic":"t","created_at":0,"payload":1e400}',  # valid JSON, parsed as inf
@@ -321,8 +317,6 @@ def _nested(depth: int, leaf: Any, wrap: Any) -> Any:
     return leaf
 
 
-@pytest.mark.xfail(strict=True, reason="bug: compile_filter raises something other than FilterError "
-                   "for these specs (OverflowError, a plain ValueError, RecursionError, UnicodeEncodeError)")
 @pytest.mark.parametrize("spec", [
     {"payload": {"$size": math.inf}},  # OverflowError: cannot convert float infinity to integer
     {"payload": {"$size": math.nan}},  # ValueError: cannot convert float NaN to integer
@@ -338,8 +332,6 @@ def test_bad_filter_specs_raise_filter_error(spec: Any) -> None:
         compile_filter(spec)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the 32-level nesting bound (docs/filters.md) is only checked "
-                   "for filter documents, not for a field condition's $not")
 def test_nesting_bound_covers_field_level_not() -> None:
     """Minimal input: {"payload": {"$not": {"$not": ... {"$gt": 1}}}} with 40 $not levels
     compiles; the same depth of top-level $and raises FilterError 'nested deeper than 32'."""
@@ -357,7 +349,7 @@ numbers = st.one_of(st.integers(2, 10**6), st.floats(0.5, 100), st.integers(2, 1
 PASSWORD_LETTERS = "abcdefghijklmnopqrstuvwxyzQRSTUVWXYZ"
 passwords = st.text(PASSWORD_LETTERS, min_size=6, max_size=12).map(lambda s: "Pw" + s)
 # No 'P' anywhere else, so the password cannot appear in an output except as itself. No
-# character whose NFKC form holds one of '/?#@:' either: that leak is the xfail below.
+# character whose NFKC form holds one of '/?#@:' either: that case is the test below.
 URL_CHARS = "abcxyzABCXYZ019.-_:/@?#=,[]%+ é\u00a0ﬁ"
 
 
@@ -414,8 +406,6 @@ def test_config_builds_or_raises_config_error_and_never_shows_a_password(
                             str(config.model_dump()), redact_url(url))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: urlsplit's NFKC check raises ValueError quoting the whole "
-                   "netloc, password included, and build()/redact_url() pass that message on")
 def test_password_not_shown_for_a_url_urlsplit_refuses() -> None:
     """Minimal input: url='redis://:Pwabcdef@\\uff20' (FULLWIDTH COMMERCIAL AT, NFKC '@').
     Observed: ConfigError "... netloc ':Pwabcdef@\\uff20' contains invalid characters under
@@ -433,7 +423,7 @@ def test_password_not_shown_for_a_url_urlsplit_refuses() -> None:
 
 # -- 7. argument checks -----------------------------------------------------------------
 
-# Ints beyond float range are the xfail below; everything else of every type is fair game.
+# Ints beyond float range are the test below; everything else of every type is fair game.
 argument_values = st.one_of(anything, st.integers(-(2**1000), 2**1000), st.floats(), st.none(), st.booleans(),
                             st.lists(st.text(max_size=3), max_size=3), st.text(max_size=4))
 
@@ -473,8 +463,6 @@ def test_argument_checks_return_or_raise_value_or_type_error(
         assert value is not None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: math.isfinite() of an int beyond float range raises "
-                   "OverflowError, not the documented ValueError naming the argument")
 def test_seconds_refuses_a_huge_int_with_value_error() -> None:
     """Minimal input: seconds('ttl', 2**1024). Observed: OverflowError 'int too large to
     convert to float'. Expected: ValueError 'ttl must be a finite number of seconds ...'."""
@@ -567,8 +555,6 @@ def test_allowlist_admits_only_valid_allowed_topics(patterns: list[str] | None, 
     assert patterns is None or any(p == topic or "*" in p or "?" in p or "[" in p for p in patterns)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Allowlist (and so mcp.create_server's allowed_topics) takes "
-                   "a plain string as its characters, and the character '*' then allows every topic")
 def test_allowlist_refuses_a_plain_string() -> None:
     """Minimal input: Allowlist("tasks.*"). Observed: patterns ['t','a','s','k','s','.','*'],
     so allows("admin.secrets") is True. Expected: TypeError (as arguments.ids does for a

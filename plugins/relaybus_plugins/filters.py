@@ -85,8 +85,15 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def compile_filter(spec: Any) -> Test:
-    """A spec into a test of a Message; raises FilterError naming what is wrong."""
-    return _document(spec, "filter", 0)
+    """A spec into a test of a Message; raises FilterError naming what is wrong - also for
+    what only Python notices (a number it cannot convert, recursion, an unencodable
+    pattern), so a subscription never fails with anything else."""
+    try:
+        return _document(spec, "filter", 0)
+    except FilterError:
+        raise
+    except (ValueError, OverflowError, RecursionError, UnicodeError) as exc:
+        raise _fail("filter", f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def _fail(where: str, problem: str) -> FilterError:
@@ -154,6 +161,8 @@ def _path(path: str, where: str) -> Callable[[Message], tuple[bool, Any]]:
 
 def _condition(spec: Any, path: str, depth: int) -> ValueTest:
     """A field's condition: an object of operators, or a value meaning `$eq` that value."""
+    if depth > MAX_DEPTH:
+        raise _fail(path, f"nested deeper than {MAX_DEPTH}")
     if not (isinstance(spec, dict) and spec and all(isinstance(k, str) and k.startswith("$") for k in spec)):
         if isinstance(spec, dict) and any(isinstance(k, str) and k.startswith("$") for k in spec):
             raise _fail(path, "mixes operators and plain keys in one condition")

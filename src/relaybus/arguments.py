@@ -15,6 +15,8 @@ def seconds(name: str, value: Any, *, positive: bool = False, at_most: float = T
     """A duration in seconds: a finite number, >= 0 (> 0 if `positive`), at most ten years."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > at_most:  # also ints beyond a float's range
+        value = math.inf
     if not math.isfinite(value) or value < 0 or (positive and value == 0) or value > at_most:
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be a finite number of seconds {bound} and <= {at_most:g}, "

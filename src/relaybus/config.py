@@ -153,7 +153,10 @@ class BusConfig(BaseSettings):
         as in redis-py), so every check and plugin sees one set of credentials."""
         if not isinstance(data, dict) or not isinstance(data.get("url"), str):
             return data
-        parts = urlsplit(data["url"])
+        try:
+            parts = urlsplit(data["url"])
+        except ValueError:  # the url field's own check says so, without quoting the URL
+            return data
         if parts.username:
             data = {**data, "username": unquote(parts.username)}
         if parts.password is not None:

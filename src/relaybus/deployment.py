@@ -28,7 +28,10 @@ class Deployment:
 
 def parse(url: str) -> Deployment:
     """The deployment a URL names; ValueError saying what is wrong with it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # urlsplit's message quotes the netloc, password included
+        raise ValueError("the URL does not parse (not shown: it may hold a password)") from None
     if parts.scheme not in SCHEMES:
         raise ValueError(f"the URL must start with one of {', '.join(s + '://' for s in SCHEMES)} "
                          f"(its scheme is {parts.scheme!r})")

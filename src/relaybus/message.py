@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -63,7 +65,7 @@ def id_time_ms(message_id: str) -> int:
 class Message(BaseModel):
     """One message as publishers, handlers, `read`, `history` and the DLQ see it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=False, allow_inf_nan=False)
 
     id: str = Field(default_factory=new_id, min_length=1, max_length=64)
     topic: str
@@ -102,11 +104,16 @@ _WIRE_DEFAULTS: dict[str, Any] = {
 
 
 def _non_finite(value: Any, path: str) -> str | None:
-    """Where in `value` a float is NaN or infinite (orjson writes those as null)."""
+    """Where in `value` a number JSON cannot carry is: a float NaN or infinite (orjson writes
+    those as null), an int beyond 64 bits (orjson refuses it)."""
     if isinstance(value, float):
         return None if math.isfinite(value) else path
-    if isinstance(value, dict):
-        items: Any = value.items()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if -(1 << 63) <= value < (1 << 64) else path
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # orjson writes these too
+        items: Any = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, dict):
+        items = value.items()
     elif isinstance(value, (list, tuple)):
         items = enumerate(value)
     else:
@@ -154,6 +161,11 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
         raise DecodeError(_not_an_envelope(fields, entry_id))
     try:
         message: Message = _validate_json(raw)  # JSON to model in one pass (pydantic-core)
+        # pydantic-core reads NaN, 1e400 and ints past 64 bits where orjson, writing the
+        # message again (a retry, a dead letter), could not: refused here, looked for only
+        # where the raw text has what such a number needs
+        if _SUSPECT.search(raw) and (where := _non_finite(message.payload, "payload")):
+            raise DecodeError(f"{_where(entry_id)} does not decode: {where} is a number JSON cannot carry")
         if topic is None:
             validate_topic(message.topic)
         elif message.topic != topic:
@@ -166,6 +178,7 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
 
 
 _validate_json = Message.__pydantic_validator__.validate_json
+_SUSPECT = re.compile(rb"NaN|Infinity|[0-9]{19}|[eE]\+?[0-9]{3}")
 
 
 def _where(entry_id: str | None) -> str:

@@ -73,6 +73,8 @@ class Allowlist:
     """Glob patterns (`*`, `?`, `[...]`) naming the topics an agent may use; None: every topic."""
 
     def __init__(self, patterns: Iterable[str] | None = None) -> None:
+        if isinstance(patterns, str):  # its characters would be the patterns, '*' among them
+            raise TypeError(f"allowed topics must be a list of patterns, not one string: use [{patterns!r}]")
         self.patterns = None if patterns is None else [validate_pattern(p) for p in patterns]
 
     def allows(self, topic: str) -> bool:
