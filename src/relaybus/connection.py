@@ -97,8 +97,9 @@ def make_client(
     if where.kind == "cluster":
         options.pop("health_check_interval")  # per node, by redis-py itself
         # Maintenance notifications (Redis Software's endpoint moves) are on by default for
-        # a cluster: every new connection sends CLIENT MAINT_NOTIFICATIONS, which Redis 7.0
-        # refuses a least-privilege user (docs/scaling.md) and open-source clusters never use.
+        # a cluster: every new connection sends CLIENT MAINT_NOTIFICATIONS, which Redis 6.2
+        # logs as an ACL denial for a least-privilege user (docs/scaling.md) and open-source
+        # clusters never use.
         return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
                             maint_notifications_config=MaintNotificationsConfig(enabled=False),
                             **options, **added)
