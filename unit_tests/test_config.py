@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -111,3 +112,11 @@ def test_model_dump_never_prints_the_url_password() -> None:
     config = BusConfig.build(url="redis://agent:hunter2@localhost:6379/0")
     assert "hunter2" not in str(config.model_dump()) and "hunter2" not in config.model_dump_json()
     assert config.model_dump()["url"] == "redis://agent:***@localhost:6379/0"
+
+
+@pytest.mark.parametrize("field", ["socket_timeout", "retry_backoff_s", "publish_timeout_s",
+                                   "dedup_window_s"])
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_a_duration_setting_must_be_finite(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"{field}: Input should be a finite number"):
+        BusConfig.build(**{field: value})

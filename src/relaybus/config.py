@@ -24,6 +24,7 @@ class BusConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RELAYBUS_", extra="forbid", validate_default=True, frozen=True,
         hide_input_in_errors=True,  # an input may hold a password
+        allow_inf_nan=False,  # socket_timeout=inf would fail deep in asyncio; nan compares false
     )
 
     url: str = Field(
