@@ -189,3 +189,51 @@ async def test_network_faults_between_the_bus_and_redis_lose_nothing(
             for proc in procs:
                 proc.kill()
                 proc.wait()
+
+
+async def test_redis_restarted_without_persistence_under_load(
+    server_factory: Callable[..., EmbeddedRedis], redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    """Redis restarts empty (no AOF, no RDB) while publishers and consumers run: what it
+    held is gone (counted), but every publish acknowledged after it came back is handled,
+    the consumers make their groups again by themselves, and nothing is left pending.
+    The handled-count bookkeeping lives on another server, which keeps it."""
+    restarts = 4 if LONG else 1
+    done = asyncio.Event()
+    acked: list[str] = []
+    poison: set[str] = set()
+    refused: list[int] = []
+    with server_factory(port=free_port()) as server:
+        procs = workers(server.url, prefix, ["w1", "w2"], record_url=redis_url)
+        try:
+            async with Bus.from_url(server.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1,
+                                    connect_timeout=1) as bus:
+                producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
+                cut = 0
+                for _ in range(restarts):
+                    await asyncio.sleep(1.0)
+                    server.kill()
+                    cut = len(acked)  # acknowledged before the data went: may be gone with it
+                    server.start()
+                    await wait_for(lambda cut=cut: len(acked) > cut + 100, 20)
+                done.set()
+                await producing
+                admin = redis.Redis.from_url(server.url)
+                after = acked[cut:]
+
+                def handled() -> set[str]:
+                    return {k.decode() for k in raw.hkeys(f"{prefix}:handled")}
+
+                await wait_for(lambda: set(after) - poison <= handled()
+                               and admin.xlen(bus.keys.dlq(TOPIC)) >= len(poison & set(after)), 60)
+                await wait_for(lambda: admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
+                lost = len(set(acked[:cut]) - poison - handled())
+                line = VERSIONS.get(server.executable or "", "?")
+                COUNTS.append(f"redis restarted empty x{restarts} (redis {line}): published "
+                              f"{len(acked)}, {len(after)} after the last restart all handled or "
+                              f"dead-lettered; {lost} of the {cut} before it gone with the data")
+                admin.close()
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
