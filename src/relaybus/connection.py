@@ -21,7 +21,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from .config import BusConfig
 from .errors import BusUnavailableError, PluginError
-from .redact import redact_url
+from .redact import redact_text
 
 # No CLIENT SETINFO on each new connection: one round trip less, and one command less
 # for a least-privilege ACL user to be granted (docs/security.md).
@@ -156,7 +156,7 @@ class Health:
         if isinstance(error, MaxConnectionsError):  # our own pool, not the connection
             return
         self.failures += 1
-        text = redact_url(f"{type(error).__name__}: {error}")
+        text = redact_text(f"{type(error).__name__}: {error}")
         if self._secret:
             text = text.replace(self._secret, "***")
         self.last_error = text[:500]

@@ -161,6 +161,9 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
         raise DecodeError(_not_an_envelope(fields, entry_id))
     try:
         message: Message = _validate_json(raw)  # JSON to model in one pass (pydantic-core)
+        if not _LOCAL.isdisjoint(message.model_fields_set):  # fields the reader sets, never the wire
+            raise DecodeError(f"{_where(entry_id)} does not decode: its envelope sets "
+                              f"{sorted(_LOCAL & message.model_fields_set)}, which no envelope has")
         # pydantic-core reads NaN, 1e400 and ints past 64 bits where orjson, writing the
         # message again (a retry, a dead letter), could not: refused here, looked for only
         # where the raw text has what such a number needs
@@ -178,6 +181,7 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
 
 
 _validate_json = Message.__pydantic_validator__.validate_json
+_LOCAL = frozenset(name for name, field in Message.model_fields.items() if field.exclude)
 _SUSPECT = re.compile(rb"NaN|Infinity|[0-9]{19}|[eE]\+?[0-9]{3}")
 
 
