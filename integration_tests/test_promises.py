@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis
 
-from relaybus import Bus, FailureDecision, Message, hookimpl
+from relaybus import Bus, BusUnavailableError, FailureDecision, Message, hookimpl
 
 from .helpers import running, wait_for
 
@@ -99,7 +99,7 @@ async def test_retry_or_dead_letter_of_an_entry_another_consumer_settled_does_no
         assert plugin.dead == []  # no move, so no on_dead_letter
         assert raw.xlen(bus.keys.dlq("run-race")) == 0
         assert raw.zcard(bus.keys.delayed("run-race")) == 0
-        assert raw.exists(bus.keys.retry("run-race", "h")) == 0 or raw.xlen(bus.keys.retry("run-race", "h")) == 0
+        assert raw.xlen(bus.keys.retry("run-race", "h")) == 0
         assert raw.xpending(bus.keys.stream("run-race"), "h")["pending"] == 0
 
 
@@ -114,15 +114,29 @@ class RaisingOnFailure:
         raise self.error
 
 
+@pytest.mark.parametrize(("error", "claim_idle_ms"), [
+    pytest.param(RuntimeError("policy bug"), 1000, id="error-1000ms"),
+    pytest.param(BusUnavailableError("policy bug"), 1000, id="relaybus-error-1000ms", marks=pytest.mark.xfail(
+        strict=True, reason="bug: a RelayBusError raised by on_failure (e.g. a plugin's own publish "
+        "failing) escapes Settlement._failed, which only catches PluginError: it is logged as 'could "
+        "not settle entry' without the plugin's name, and on_settled is never called. The message "
+        "does stay pending and is redelivered.")),
+    pytest.param(RuntimeError("policy bug"), 166, id="error-166ms", marks=pytest.mark.xfail(
+        strict=True, reason="bug: with claim_idle_ms of 150-400 (tried; 100, 600 and 1000 work) run() "
+        "does not reclaim an idle entry: a sweep's probes are spread over 0.8 x claim_idle_ms / 2 and "
+        "sent on 50 ms ticks, and the next sweep replaces the queue before the first tick at which a "
+        "probe is due - so for a single topic no probe is ever sent (Reader.sweep / _sweep_due).")),
+])
 async def test_a_raising_on_failure_plugin_leaves_the_message_pending(
-    redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+    redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture,
+    error: Exception, claim_idle_ms: int,
 ) -> None:
     """An on_failure implementation that raises is logged (naming the plugin), and the
-    message stays pending - not acked, not retried, not dead-lettered - so it is delivered
-    again after claim_idle_ms (concepts.md "Failure handling", hooks.md)."""
-    async with Bus.from_url(redis_url, prefix=prefix, block_ms=100, claim_idle_ms=400,
-                            max_attempts=1) as bus:  # dlq would dead-letter at once
-        plugin = RaisingOnFailure(RuntimeError("policy bug"))
+    message stays pending - not acked, not retried (though the dlq plugin answers retry),
+    not dead-lettered - so it is delivered again once idle for claim_idle_ms (concepts.md
+    "Failure handling", hooks.md)."""
+    async with Bus.from_url(redis_url, prefix=prefix, claim_idle_ms=claim_idle_ms) as bus:
+        plugin = RaisingOnFailure(error)
         bus.plugins.register(plugin, "raising-policy")
         mid = await bus.publish("fragile", {"x": 1})
         attempts: list[int] = []
@@ -136,16 +150,17 @@ async def test_a_raising_on_failure_plugin_leaves_the_message_pending(
         with caplog.at_level(logging.WARNING, logger="relaybus"):
             async with running(bus):
                 await wait_for(lambda: plugin.calls == 1)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
                 # between the failure and the reclaim: pending, and nowhere else
                 assert raw.xpending(bus.keys.stream("fragile"), "g")["pending"] == 1
                 assert raw.xlen(bus.keys.dlq("fragile")) == 0
                 assert raw.zcard(bus.keys.delayed("fragile")) == 0
-                await wait_for(lambda: attempts == [1, 2], seconds=5)
-        assert "raising-policy" in caplog.text and "policy bug" in caplog.text
+                # sweeps run every claim_idle_ms / 2: allow several, and a slow machine
+                await wait_for(lambda: attempts == [1, 2], seconds=max(1.0, 3 * claim_idle_ms / 1000) + 0.5)
         assert raw.xpending(bus.keys.stream("fragile"), "g")["pending"] == 0  # handled on attempt 2
         assert raw.xlen(bus.keys.dlq("fragile")) == 0
         assert [m.id for m in await bus.history("fragile")] == [mid]
+        assert "raising-policy" in caplog.text and "policy bug" in caplog.text
 
 
 # -- dedup ------------------------------------------------------------------------------------
@@ -171,14 +186,13 @@ async def test_a_duplicate_does_not_extend_the_dedup_window(bus: Bus, raw: redis
     window = 0.6
     for run in range(3):  # a run the machine stalls in proves nothing either way: run again
         key = f"k{run}"
-        started = time.monotonic()
         first = await bus.publish("w", run, dedup_key=key, dedup_window=window)
         first_done = time.monotonic()
         await asyncio.sleep(0.2)
         dup_started = time.monotonic()
         assert await bus.publish("w", run, dedup_key=key, dedup_window=window) == first
         remaining_ms = raw.pttl(bus.keys.dedup("w", key))
-        assert 0 < remaining_ms <= (window - (dup_started - started)) * 1000 + 1  # not reset
+        assert 0 < remaining_ms <= (first_done + window - dup_started) * 1000  # not restarted
         await asyncio.sleep(max(0.0, first_done + window + 0.08 - time.monotonic()))
         third_started = time.monotonic()
         third = await bus.publish("w", run, dedup_key=key, dedup_window=window)
