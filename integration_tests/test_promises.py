@@ -121,11 +121,9 @@ class RaisingOnFailure:
         "failing) escapes Settlement._failed, which only catches PluginError: it is logged as 'could "
         "not settle entry' without the plugin's name, and on_settled is never called. The message "
         "does stay pending and is redelivered.")),
-    pytest.param(RuntimeError("policy bug"), 166, id="error-166ms", marks=pytest.mark.xfail(
-        strict=True, reason="bug: with claim_idle_ms of 150-400 (tried; 100, 600 and 1000 work) run() "
-        "does not reclaim an idle entry: a sweep's probes are spread over 0.8 x claim_idle_ms / 2 and "
-        "sent on 50 ms ticks, and the next sweep replaces the queue before the first tick at which a "
-        "probe is due - so for a single topic no probe is ever sent (Reader.sweep / _sweep_due).")),
+    # a short claim_idle_ms: each sweep's probes replaced the last one's before their first tick
+    pytest.param(RuntimeError("policy bug"), 166, id="error-166ms"),
+    pytest.param(RuntimeError("policy bug"), 300, id="error-300ms"),
 ])
 async def test_a_raising_on_failure_plugin_leaves_the_message_pending(
     redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture,

@@ -111,7 +111,11 @@ class Reader:
         that rang or held pending entries since their last probe - or, `everything`,
         every feed, which also finds entries a ring missed (a writer that does not
         ring, such as an older relaybus). Spread out, so thousands of topics cost a
-        steady trickle, not a burst that holds up reads."""
+        steady trickle, not a burst that holds up reads. Probes of the last sweep not sent
+        yet are sent now: with a short interval (claim_idle_ms of a few hundred ms) the next
+        sweep could otherwise replace them before their first tick, every time."""
+        for feed in self._sweep:
+            self._probes[feed] = None
         self._sweep = deque(f for feeds in self._by_topic.values() for f in feeds
                             if everything or not f.quiet)
         self._sweep_rate = len(self._sweep) / max(interval_s * SWEEP_SPREAD, SWEEP_TICK_S)
