@@ -1,4 +1,5 @@
-"""Chaos suites: Redis SIGKILLed (AOF always) and consumers SIGKILLed while producers and
+"""Chaos suites: Redis SIGKILLed (AOF always), consumers SIGKILLed, network faults, Redis
+restarted empty, and Redis memory full (noeviction and allkeys-lru) while producers and
 consumers run. Each reconciles exact counts - every acknowledged publish handled or
 dead-lettered, duplicates within the at-least-once window, nothing pending, no message
 appended twice - and reports them in the test run's summary. Short in CI; set
@@ -20,7 +21,7 @@ import orjson
 import pytest
 import redis
 
-from relaybus import Bus, BusUnavailableError
+from relaybus import Bus, BusUnavailableError, RedisFullError
 from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.message import id_time_ms
 
@@ -46,21 +47,25 @@ def workers(url: str, prefix: str, names: list[str], record_url: str = "",
 
 
 async def produce(bus: Bus, done: asyncio.Event, acked: list[str], poison: set[str],
-                  refused: list[int]) -> None:
+                  refused: list[int], poison_every: int = POISON_EVERY, pad: int = 0) -> None:
     """Four publishers until `done`; a publish that raised is not acknowledged (it may or
-    may not exist)."""
+    may not exist). Every `poison_every`-th message (0: none) is poison; `pad` bytes of
+    filler make messages bigger."""
     numbers = itertools.count()
+    filler = "x" * pad
 
     async def one() -> None:
         while not done.is_set():
             n = next(numbers)
+            bad = bool(poison_every) and n % poison_every == 0
             try:
-                message_id = await bus.publish(TOPIC, {"n": n, "poison": n % POISON_EVERY == 0})
-            except BusUnavailableError:
+                message_id = await bus.publish(TOPIC, {"n": n, "poison": bad, "pad": filler})
+            except (BusUnavailableError, RedisFullError):
                 refused.append(n)
+                await asyncio.sleep(0.01)
                 continue
             acked.append(message_id)
-            if n % POISON_EVERY == 0:
+            if bad:
                 poison.add(message_id)
             await asyncio.sleep(0.002)
 
@@ -68,8 +73,10 @@ async def produce(bus: Bus, done: asyncio.Event, acked: list[str], poison: set[s
 
 
 def reconcile(name: str, admin: redis.Redis, bus: Bus, acked: list[str], poison: set[str],
-              refused: list[int], in_flight_bound: int) -> None:
-    handled = {k.decode(): int(v) for k, v in admin.hgetall(f"{bus.config.prefix}:handled").items()}
+              refused: list[int], in_flight_bound: int, books: redis.Redis | None = None) -> None:
+    """`books`: where the workers recorded what they handled, if not on `admin`'s server."""
+    counts = (books or admin).hgetall(f"{bus.config.prefix}:handled")
+    handled = {k.decode(): int(v) for k, v in counts.items()}
     dead = [orjson.loads(f[b"m"])["id"] for _, f in admin.xrange(bus.keys.dlq(TOPIC))]
     appended = [orjson.loads(f[b"m"])["id"] for _, f in admin.xrange(bus.keys.stream(TOPIC))]
     pending = admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"]
@@ -245,3 +252,116 @@ async def test_redis_restarted_without_persistence_under_load(
             for proc in procs:
                 proc.kill()
                 proc.wait()
+
+
+async def test_redis_memory_full_under_noeviction_refuses_whole_publishes_and_drains(
+    server_factory: Callable[..., EmbeddedRedis], redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    """maxmemory reached under noeviction while publishers and consumers run: publishes are
+    refused whole (RedisFullError; none of them is ever handled), the running consumers
+    and one started while Redis is full drain every accepted message, poison waits until
+    it can be dead-lettered, and once trimming frees memory publishing goes on."""
+    done = asyncio.Event()
+    acked: list[str] = []
+    poison: set[str] = set()
+    refused: list[int] = []
+    with server_factory(port=free_port(), args=["--maxmemory-policy", "noeviction"]) as server:
+        admin = redis.Redis.from_url(server.url)
+        procs = workers(server.url, prefix, ["w1", "w2"], record_url=redis_url)
+        try:
+            async with Bus.from_url(server.url, prefix=prefix, socket_timeout=1, connect_timeout=1) as bus:
+                producing = asyncio.create_task(produce(bus, done, acked, poison, refused, pad=200))
+                await wait_for(lambda: len(acked) > 200, 20)
+                admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + (1 << 20))
+                await wait_for(lambda: len(refused) > 100, 60)  # full
+                full_at = len(refused)
+                procs += workers(server.url, prefix, ["w3"], record_url=redis_url)  # joins a full Redis
+
+                def drained() -> bool:
+                    return set(acked) - poison <= {k.decode() for k in raw.hkeys(f"{prefix}:handled")}
+
+                await wait_for(drained, 60)
+                full_refused = len(refused)
+                assert full_refused > full_at, "Redis had room again before the drain: not drained full"
+                await bus.trim(TOPIC, keep_len=0)  # acknowledged entries go: room again
+                before = len(acked)
+                await wait_for(lambda: len(acked) > before + 100, 20)
+                done.set()
+                await producing
+                await wait_for(lambda: drained() and admin.xlen(bus.keys.dlq(TOPIC)) >= len(poison), 60)
+                await wait_for(lambda: admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
+                handled = {k.decode() for k in raw.hkeys(f"{prefix}:handled")}
+                assert handled <= set(acked), "a refused publish was appended and handled"
+                line = VERSIONS.get(server.executable or "", "?")
+                reconcile(f"memory full, noeviction (redis {line}; {full_refused} refused while full)",
+                          admin, bus, acked, poison, refused, in_flight_bound=3 * PREFETCH, books=raw)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            admin.close()
+
+
+async def test_redis_memory_full_under_allkeys_lru_loses_only_what_was_evicted(
+    server_factory: Callable[..., EmbeddedRedis], redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    """maxmemory reached under allkeys-lru (the docs warn against it): Redis evicts the
+    bus's keys - the topic's stream with its backlog and groups, the registry - while
+    publishers and consumers run. Neither side stops: the consumers make their group
+    again, and every message made after the stream's last eviction is handled. What is
+    missing is exactly what was made before an eviction of the stream, counted."""
+    done = asyncio.Event()
+    acked: list[str] = []
+    refused: list[int] = []
+    evicted: list[tuple[int, str]] = []
+    with server_factory(port=free_port(), args=["--maxmemory-policy", "allkeys-lru",
+                                                "--notify-keyspace-events", "Ee"]) as server:
+        admin = redis.Redis.from_url(server.url)
+        notices = admin.pubsub()
+        notices.psubscribe("__keyevent@*__:evicted")
+
+        async def listen() -> None:
+            while not done.is_set():
+                notice = await asyncio.to_thread(notices.get_message, timeout=0.2)
+                if notice and notice["type"] == "pmessage":
+                    evicted.append((int(time.time() * 1000), notice["data"].decode()))
+
+        procs = workers(server.url, prefix, ["w1", "w2"], record_url=redis_url)
+        listening = asyncio.create_task(listen())
+        try:
+            async with Bus.from_url(server.url, prefix=prefix, socket_timeout=1, connect_timeout=1) as bus:
+                stream = bus.keys.stream(TOPIC)
+                producing = asyncio.create_task(produce(bus, done, acked, set(), refused, poison_every=0,
+                                                        pad=500))
+                await wait_for(lambda: len(acked) > 200, 20)
+                admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + (1 << 20))
+                evictions = 4 if LONG else 2
+                await wait_for(lambda: sum(k == stream for _, k in evicted) >= evictions, 60)
+                before = len(acked)
+                await wait_for(lambda: len(acked) > before + 100, 20)
+                done.set()
+                await producing
+                last = max(t for t, k in evicted if k == stream)
+                after = [i for i in acked if id_time_ms(i) > last]
+
+                def handled() -> set[str]:
+                    return {k.decode() for k in raw.hkeys(f"{prefix}:handled")}
+
+                await wait_for(lambda: set(after) <= handled(), 60)
+                lost = set(acked) - handled()
+                assert all(id_time_ms(i) <= last for i in lost), "lost a message made after the eviction"
+                await wait_for(lambda: admin.xpending(stream, "chaos")["pending"] == 0, 30)
+                kinds = sorted({k.rsplit(":", 1)[-1] for _, k in evicted})
+                line = VERSIONS.get(server.executable or "", "?")
+                COUNTS.append(f"memory full, allkeys-lru (redis {line}): published {len(acked)}, "
+                              f"{len(evicted)} keys evicted ({sum(k == stream for _, k in evicted)} times "
+                              f"the stream; kinds {', '.join(kinds)}), {len(after)} made after the last "
+                              f"all handled, {len(lost)} made before it gone with the stream")
+        finally:
+            done.set()
+            await listening
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            notices.close()
+            admin.close()

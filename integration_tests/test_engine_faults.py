@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from relaybus import Bus, Message, PluginError, RedisFullError, hookimpl
+from relaybus import Bus, Message, PluginError, RedisFullError, Reject, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.message import encode
 
@@ -133,6 +133,40 @@ async def test_a_group_that_cannot_be_made_while_redis_is_full_waits_without_spi
             admin.config_set("maxmemory", 0)
             admin.close()
     assert sorted(got) == list(range(50))
+
+
+async def test_a_rejection_refused_by_a_full_redis_stays_pending_with_one_warning(
+    server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dead-lettering writes, so a full Redis refuses it: each rejected message stays
+    pending (delivered again, not dropped), one warning without a traceback says why,
+    and every one is dead-lettered once there is room."""
+    admin = redis.Redis.from_url(server.url)
+    seen: list[int] = []
+    async with Bus.from_url(server.url, prefix=prefix(), claim_idle_ms=300, max_attempts=1) as bus:
+
+        @bus.subscribe("jobs", group="g")
+        async def handle(msg: Message) -> None:
+            seen.append(msg.payload["n"])
+            raise Reject("poison")
+
+        await bus.publish("jobs", {"n": -1})
+        async with running(bus):  # the group exists before memory runs out
+            await wait_for(lambda: admin.xlen(bus.keys.dlq("jobs")) == 1)
+            admin.config_set("maxmemory-policy", "noeviction")
+            try:
+                await bus.publish_many("jobs", [{"n": n} for n in range(5)])
+                admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
+                await wait_for(lambda: sorted(set(seen)) == list(range(-1, 5)) and len(seen) > 12, 10)
+                assert admin.xlen(bus.keys.dlq("jobs")) == 1
+                assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 5
+                warnings = [r for r in caplog.records if "memory is full" in r.getMessage()]
+                assert len(warnings) == 1 and warnings[0].exc_info is None
+                admin.config_set("maxmemory", 0)
+                await wait_for(lambda: admin.xlen(bus.keys.dlq("jobs")) == 6, 10)
+            finally:
+                admin.config_set("maxmemory", 0)
+                admin.close()
 
 
 async def test_a_message_published_after_redis_restarts_empty_is_delivered(

@@ -107,20 +107,21 @@ class RaisingOnFailure:
     def __init__(self, error: Exception) -> None:
         self.error = error
         self.calls = 0
+        self.outcomes: list[str] = []
 
     @hookimpl
     def on_failure(self, message: Message) -> None:
         self.calls += 1
         raise self.error
 
+    @hookimpl
+    def on_settled(self, outcome: str) -> None:
+        self.outcomes.append(outcome)
+
 
 @pytest.mark.parametrize(("error", "claim_idle_ms"), [
     pytest.param(RuntimeError("policy bug"), 1000, id="error-1000ms"),
-    pytest.param(BusUnavailableError("policy bug"), 1000, id="relaybus-error-1000ms", marks=pytest.mark.xfail(
-        strict=True, reason="bug: a RelayBusError raised by on_failure (e.g. a plugin's own publish "
-        "failing) escapes Settlement._failed, which only catches PluginError: it is logged as 'could "
-        "not settle entry' without the plugin's name, and on_settled is never called. The message "
-        "does stay pending and is redelivered.")),
+    pytest.param(BusUnavailableError("policy bug"), 1000, id="relaybus-error-1000ms"),
     # a short claim_idle_ms: each sweep's probes replaced the last one's before their first tick
     pytest.param(RuntimeError("policy bug"), 166, id="error-166ms"),
     pytest.param(RuntimeError("policy bug"), 300, id="error-300ms"),
@@ -159,6 +160,7 @@ async def test_a_raising_on_failure_plugin_leaves_the_message_pending(
         assert raw.xlen(bus.keys.dlq("fragile")) == 0
         assert [m.id for m in await bus.history("fragile")] == [mid]
         assert "raising-policy" in caplog.text and "policy bug" in caplog.text
+        assert plugin.outcomes == ["pending", "handled"]
 
 
 # -- dedup ------------------------------------------------------------------------------------

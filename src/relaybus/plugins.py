@@ -116,9 +116,12 @@ class PluginManager:
 
     @staticmethod
     def raise_for(hook: str, name: str, exc: Exception) -> NoReturn:
-        """Deliberate RelayBusErrors (QueueFullError, ...) pass as they are; anything
-        else becomes a PluginError naming the plugin."""
+        """Deliberate RelayBusErrors (QueueFullError, ...) pass as they are, with a note
+        naming the plugin; anything else becomes a PluginError naming the plugin."""
         if isinstance(exc, RelayBusError):
+            note = f"raised by plugin {name!r} in {hook}"
+            if note not in getattr(exc, "__notes__", ()):
+                exc.add_note(note)
             raise exc
         raise PluginError(f"plugin {name!r} failed in {hook}: {type(exc).__name__}: {exc}") from exc
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ..keys import Keys, lanes_in
 from ..message import Message, decode, encode
@@ -31,6 +31,13 @@ def group_lost(exc: BaseException) -> bool:
     """The stream or group was deleted under a reader (NOGROUP, or Redis 7's UNBLOCKED)."""
     text = str(exc)
     return isinstance(exc, ResponseError) and ("NOGROUP" in text or "no longer exists" in text)
+
+
+def redis_full(exc: BaseException) -> bool:
+    """Redis refused a write because maxmemory is reached under noeviction (6.2 reports it
+    inside a script error)."""
+    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError)
+                                                 and "-OOM command not allowed" in str(exc))
 
 
 def _counts_after_claim(pending: Iterable[dict[str, Any]]) -> dict[bytes, int]:

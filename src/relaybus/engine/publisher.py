@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import ResponseError
 
 from ..arguments import seconds as check_seconds
 from ..connection import UNAVAILABLE, unavailable
@@ -23,6 +23,7 @@ from ..keys import validate_topic
 from ..message import Message, encode, id_time_ms
 from ..outbox import Outbox, OutboxEntry
 from .context import Context
+from .groups import redis_full
 from .scripts import Call
 
 log = logging.getLogger("relaybus")
@@ -79,8 +80,7 @@ def _refusals_as_errors(topic: str, limit: int | None) -> Iterator[None]:
     try:
         yield
     except ResponseError as exc:
-        # 6.2 reports it inside a script error
-        if isinstance(exc, OutOfMemoryError) or "-OOM command not allowed" in str(exc):
+        if redis_full(exc):
             raise RedisFullError(
                 f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
                 "was appended; consumers acking and cleanup trimming free it, or raise maxmemory"

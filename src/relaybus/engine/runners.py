@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..delivery import Subscription
-from .groups import Entry, Groups
+from .groups import Entry, Groups, redis_full
 from .settlement import Acks, Settlement
 
 log = logging.getLogger("relaybus")
+FULL_WARN_EVERY_S = 60.0  # settlements refused by a full Redis: one warning per this
 HeldKey = tuple[str, str, bytes]  # (group, stream, entry id): two groups never share one
 
 
@@ -65,6 +66,7 @@ class Runners:
         self._queue: deque[Delivery] = deque()
         self._idle_runners: deque[asyncio.Future[None]] = deque()  # one is woken per delivery
         self.inflight = 0  # fetched and not settled: queued or running
+        self._full_warned_at = -FULL_WARN_EVERY_S
         self._tasks = [asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
                        for _ in range(sub.concurrency)]
         self._idle = asyncio.Event()
@@ -111,9 +113,15 @@ class Runners:
                                                      delivery.delivered)
                 if message is not None:
                     await settlement.handle(sub, message, self._acks)
-            except Exception:
-                log.exception("relaybus could not settle entry %r of %s; it stays pending",
-                              delivery.entry[0], delivery.source)
+            except Exception as exc:
+                if not redis_full(exc):
+                    log.exception("relaybus could not settle entry %r of %s; it stays pending",
+                                  delivery.entry[0], delivery.source)
+                elif loop.time() >= self._full_warned_at + FULL_WARN_EVERY_S:  # every settlement meets it
+                    self._full_warned_at = loop.time()
+                    log.warning("relaybus could not settle entry %r of %s: Redis's memory is full; "
+                                "it stays pending and is delivered again", delivery.entry[0],
+                                delivery.source)
             finally:
                 self._held.discard(sub.group, delivery.source, delivery.entry[0])
                 self.inflight -= 1

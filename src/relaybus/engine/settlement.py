@@ -15,7 +15,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from ..delivery import FailureDecision, Subscription
-from ..errors import DecodeError, PluginError, Reject, RelayBusError
+from ..errors import DecodeError, Reject, RelayBusError
 from ..message import Message, encode
 from ..plugins import await_me_maybe
 from .context import Context
@@ -161,7 +161,7 @@ class Settlement:
                 decision = await self.ctx.plugins.first(
                     "on_failure", bus=self.ctx.bus, message=message, error=error, subscription=sub
                 )
-            except PluginError:
+            except Exception:  # a plugin's error (its name in the text or a note)
                 log.exception("on_failure failed for message %s; it stays pending", message.id)
                 return "pending"
         log.info("handler %s failed on %s (%s: %s); decision: %s", sub.name, message.id,
