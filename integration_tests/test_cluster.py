@@ -4,15 +4,17 @@ masters, and a slot moving to another master while a bus publishes and consumes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from redis.cluster import key_slot
 
-from relaybus import Bus, Message
+from relaybus import Bus, BusUnavailableError, Message, ReplicationError
 from relaybus.deployment import parse
 from relaybus.keys import Keys
 
@@ -126,7 +128,7 @@ async def test_a_slot_moving_to_another_master_during_a_run_loses_nothing(prefix
                 publisher = asyncio.create_task(publish_until_done())
                 await wait_for(lambda: len(handled) >= 200, 10)
                 target = next(n for n in nodes if n.port != _owner(url, stream))
-                moved = await asyncio.to_thread(migrate_slot, nodes, slot, target)
+                moved = await asyncio.to_thread(migrate_slot, [n.port for n in nodes], slot, target.port)
                 count = len(published)
                 await wait_for(lambda: len(published) >= count + 200, 20)
                 done.set()
@@ -175,3 +177,107 @@ async def test_a_confined_acl_user_with_the_documented_cluster_commands(cluster_
                 admin.delete(key)
             admin.execute_command("ACL", "DELUSER", USER)
             admin.close()
+
+
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[list[redis.Redis]]:
+    """3 masters with a replica each, for the tests that need replicas or change the
+    slot map; clients of its masters."""
+    executable = shutil.which("redis-server")
+    assert executable
+    with cluster(executable, replicas=1) as nodes:
+        clients = [redis.Redis(port=n.port) for n in nodes]
+        yield [c for c in clients if c.info("replication")["role"] == "master"]
+        for client in clients:
+            client.close()
+
+
+def _url(masters: list[redis.Redis]) -> str:
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{_port(m)}" for m in masters)
+
+
+def _port(client: redis.Redis) -> int:
+    return int(client.connection_pool.connection_kwargs["port"])
+
+
+def _holder(masters: list[redis.Redis], key: str) -> redis.Redis:
+    port = _owner(_url(masters), key)
+    return next(m for m in masters if _port(m) == port)
+
+
+async def test_wait_counts_the_replicas_of_the_master_holding_the_topic(
+    replicated: list[redis.Redis], prefix: str
+) -> None:
+    """min_replicas_acked on a cluster: WAIT runs on the topic's master and counts its
+    replicas - one here, though the cluster has three (scaling.md)."""
+    async with Bus.from_url(_url(replicated), prefix=prefix, min_replicas_acked=1,
+                            replica_ack_timeout_ms=500) as bus:
+        for topic in ("wait.a", "wait.b", "wait.c"):
+            await bus.publish(topic, {"t": topic})
+            stream = bus.keys.stream(topic)
+            replica = redis.Redis(port=int(_holder(replicated, stream).info("replication")["slave0"]["port"]))
+            replica.execute_command("READONLY")
+            assert replica.xlen(stream) == 1  # read at once: WAIT already confirmed it
+            replica.close()
+    async with Bus.from_url(_url(replicated), prefix=prefix, min_replicas_acked=2,
+                            replica_ack_timeout_ms=200) as bus:
+        with pytest.raises(ReplicationError, match=r"1 of 2 replica\(s\) confirmed"):
+            await bus.publish("wait.a", {"n": 2})
+
+
+@pytest.mark.parametrize("back_after_s", [0.5, None], ids=["served-again", "stays-unserved"])
+async def test_clusterdown_is_retried_then_reported_as_redis_unavailable(
+    replicated: list[redis.Redis], prefix: str, back_after_s: float | None
+) -> None:
+    """A topic's slot served by no master (CLUSTERDOWN, as during a failover): a publish
+    is retried and lands once the slot is served again; while it stays unserved, the
+    publish raises BusUnavailableError when publish_timeout_s runs out (scaling.md)."""
+    timeout = 3 if back_after_s else 1
+    async with Bus.from_url(_url(replicated), prefix=prefix, publish_timeout_s=timeout) as bus:
+        stream = bus.keys.stream("down")
+        await bus.publish("down", {"n": 0})
+        slot, owner = key_slot(stream.encode()), _holder(replicated, stream)
+        for master in replicated:  # every master forgets who serves it
+            master.execute_command("CLUSTER", "DELSLOTS", slot)
+        try:
+            publishing = asyncio.create_task(bus.publish("down", {"n": 1}))
+            if back_after_s is None:
+                with pytest.raises(BusUnavailableError, match="Cluster unavailable"):
+                    await publishing
+            else:
+                await asyncio.sleep(back_after_s)
+                assert not publishing.done()
+                owner.execute_command("CLUSTER", "ADDSLOTS", slot)
+                await asyncio.wait_for(publishing, 10)
+        finally:
+            with contextlib.suppress(redis.ResponseError):  # served again already
+                owner.execute_command("CLUSTER", "ADDSLOTS", slot)
+        await wait_for(lambda: all(b"cluster_state:ok" in m.execute_command("CLUSTER", "INFO")
+                                   for m in replicated), 10)
+        assert [m.payload["n"] for m in await bus.history("down")] == ([0, 1] if back_after_s else [0])
+
+
+async def test_tryagain_during_a_slot_migration_is_retried(
+    replicated: list[redis.Redis], prefix: str
+) -> None:
+    """A topic's slot half moved (MIGRATING, a key the publish script needs not on the
+    source): the publish is answered TRYAGAIN and retried - BusUnavailableError if the
+    migration does not end within publish_timeout_s, landing once it does (scaling.md)."""
+    async with Bus.from_url(_url(replicated), prefix=prefix, publish_timeout_s=1.5) as bus:
+        stream = bus.keys.stream("moving")
+        await bus.publish("moving", {"n": 0})
+        slot, source = key_slot(stream.encode()), _holder(replicated, stream)
+        target = next(m for m in replicated if m is not source)
+        ids = {_port(m): m.execute_command("CLUSTER", "MYID").decode() for m in replicated}
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[_port(source)])
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[_port(target)])
+        try:
+            with pytest.raises(BusUnavailableError, match="rehashing of slot"):  # dedup: a key not there
+                await bus.publish("moving", {"n": 1}, dedup_key="k1")
+            publishing = asyncio.create_task(bus.publish("moving", {"n": 2}, dedup_key="k2"))
+            await asyncio.sleep(0.3)
+            assert not publishing.done()
+        finally:
+            await asyncio.to_thread(migrate_slot, [_port(m) for m in replicated], slot, _port(target))
+        await asyncio.wait_for(publishing, 10)
+        assert [m.payload["n"] for m in await bus.history("moving")] == [0, 2]

@@ -1,6 +1,7 @@
 """Promises the docs make that had no test yet (docs/guarantees.md, "Promises without a
 test yet"): settling races, a raising on_failure plugin, dedup's edges, delayed lane
-messages, start="latest" on lanes, and drop_oldest's lane order."""
+messages, start="latest" on lanes, drop_oldest's lane order, a reader's unexpected error,
+and acks retried during stop()."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 import redis
 
 from relaybus import Bus, BusUnavailableError, FailureDecision, Message, hookimpl
+from relaybus.embedded import EmbeddedRedis, free_port
 
+from .faultproxy import FaultProxy
 from .helpers import running, wait_for
 
 
@@ -300,3 +303,90 @@ async def test_drop_oldest_drops_from_the_lowest_lane_first(
         assert [m.payload for m in got] == ["e", "f", "g", "d"]  # what is left is delivered
         await bus.ack(*got)
 
+
+
+# -- the consume engine -----------------------------------------------------------------------
+
+
+async def test_an_unexpected_reader_error_stops_every_subscription_and_run_raises_it(
+    server_factory: Callable[..., EmbeddedRedis], prefix: str
+) -> None:
+    """A reader that hits an unexpected error stops every subscription - running handlers
+    cancelled, their messages left pending - and run() raises it (concepts.md). Here the
+    bus's ACL user loses the right to run scripts while it runs: NOPERM is no outage, so
+    it is not retried."""
+    with server_factory(port=free_port()) as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("ACL", "SETUSER", "worker", "on", ">worker-pw", "~*", "&*", "+@all")
+        started, cancelled = asyncio.Event(), list[str]()
+        try:
+            async with Bus.from_url(f"redis://127.0.0.1:{server.port}/0", username="worker",
+                                    password="worker-pw", prefix=prefix, claim_idle_ms=1000) as bus:
+
+                @bus.subscribe("slow", group="g")
+                async def slow(msg: Message) -> None:
+                    started.set()
+                    try:
+                        await asyncio.sleep(60)
+                    except asyncio.CancelledError:
+                        cancelled.append(msg.id)
+                        raise
+
+                @bus.subscribe("other", group="g")
+                async def other(msg: Message) -> None:
+                    pass
+
+                mid = await bus.publish("slow", {})
+                runner = asyncio.create_task(bus.run())
+                await asyncio.wait_for(started.wait(), 5)
+                admin.execute_command("ACL", "SETUSER", "worker", "-@scripting")
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    await asyncio.wait_for(runner, 10)
+                assert cancelled == [mid]
+                names = [t.get_name() for t in asyncio.all_tasks()]
+                assert [n for n in names if n.startswith("relaybus-")] == ["relaybus-doorbell"]  # the bus's, until it closes
+                assert admin.xpending(bus.keys.stream("slow"), "g")["pending"] == 1
+        finally:
+            admin.close()
+
+
+@pytest.mark.parametrize("outage_s", [0.8, None], ids=["back-in-time", "stays-away"])
+async def test_stop_retries_acks_redis_cannot_take_for_half_of_claim_idle_ms(
+    redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture, outage_s: float | None
+) -> None:
+    """During stop(), acks that cannot reach Redis are retried for up to claim_idle_ms / 2
+    (consuming.md): sent if Redis is back within that, else given up - the message stays
+    pending, to be delivered again - and stop() returns."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with FaultProxy("127.0.0.1", port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, claim_idle_ms=4000, socket_timeout=0.5,
+                         connect_timeout=0.5) as bus:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        @bus.subscribe("acks", group="g")
+        async def handle(msg: Message) -> None:
+            started.set()
+            await release.wait()
+
+        await bus.publish("acks", {})
+        runner = asyncio.create_task(bus.run())
+        await asyncio.wait_for(started.wait(), 5)
+        proxy.set("reset")
+        stopping = asyncio.create_task(bus.stop())
+        began = time.monotonic()
+        release.set()  # handled: its ack cannot be sent
+        if outage_s is not None:
+            await asyncio.sleep(outage_s)
+            assert not stopping.done()
+            assert raw.xpending(bus.keys.stream("acks"), "g")["pending"] == 1
+            proxy.set("pass")
+        await asyncio.wait_for(stopping, 10)
+        await runner
+        pending = raw.xpending(bus.keys.stream("acks"), "g")["pending"]
+        if outage_s is not None:
+            assert pending == 0
+        else:
+            assert pending == 1
+            assert time.monotonic() - began >= 2.0 - 0.1  # tried for claim_idle_ms / 2
+            assert "could not send acks" in caplog.text
+        proxy.set("pass")

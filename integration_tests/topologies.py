@@ -56,24 +56,26 @@ def wait_until(check: object, seconds: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def cluster(executable: str, masters: int = 3) -> Iterator[list[EmbeddedRedis]]:
-    """`masters` cluster-enabled servers joined with `redis-cli --cluster create`."""
+def cluster(executable: str, masters: int = 3, replicas: int = 0) -> Iterator[list[EmbeddedRedis]]:
+    """`masters` cluster-enabled servers, each with `replicas` replicas, joined with
+    `redis-cli --cluster create`."""
     nodes: list[EmbeddedRedis] = []
     try:
-        for _ in range(masters):
+        for _ in range(masters * (1 + replicas)):
             node = EmbeddedRedis(port=cluster_port(), executable=executable, args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000", "--appendonly", "no"])
             nodes.append(node.start())
         subprocess.run(
             [redis_cli(executable), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
         clients = [redis.Redis(port=n.port) for n in nodes]
 
         def formed() -> bool:
-            return all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients)
+            return all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients) and all(
+                c.info("replication").get("master_link_status", "up") == "up" for c in clients)
 
         wait_until(formed, 30, "cluster_state:ok on every node")
         for client in clients:
@@ -163,21 +165,22 @@ class SentinelSetup:
         self.close()
 
 
-def migrate_slot(nodes: list[EmbeddedRedis], slot: int, to: EmbeddedRedis) -> int:
-    """Move one slot and its keys to node `to` the way redis-cli --cluster reshard does
-    (IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE everywhere); its key count."""
-    clients = {n.port: redis.Redis(port=n.port) for n in nodes}
+def migrate_slot(ports: list[int], slot: int, to: int) -> int:
+    """Move one slot and its keys to the master on port `to` the way redis-cli --cluster
+    reshard does (IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE on every master
+    in `ports`); its key count."""
+    clients = {port: redis.Redis(port=port) for port in ports}
     ids = {port: c.execute_command("CLUSTER", "MYID").decode() for port, c in clients.items()}
-    ranges = clients[to.port].execute_command("CLUSTER", "SLOTS")  # [start, end, [host, port, id], ...]
+    ranges = clients[to].execute_command("CLUSTER", "SLOTS")  # [start, end, [host, port, id], ...]
     owner = next(int(master[1]) for start, end, master, *_ in ranges if start <= slot <= end)
-    src, dst = clients[owner], clients[to.port]
+    src, dst = clients[owner], clients[to]
     dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
-    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
     moved = 0
     while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-        src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+        src.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
         moved += len(keys)
     for client in clients.values():
-        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to])
         client.close()
     return moved

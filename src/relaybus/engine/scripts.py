@@ -154,7 +154,7 @@ class Scripts:
                 await asyncio.sleep(0.05 * (attempt + 1))
                 await cluster.nodes_manager.initialize()
         for reply in replies:
-            if isinstance(reply, ClusterDownError):
+            if isinstance(reply, (TryAgainError, ClusterDownError)):  # still, after the retries
                 self._stale = True
                 raise RedisConnectionError(f"Redis Cluster unavailable: {reply}")
         return replies
