@@ -13,7 +13,10 @@ import threading
 import time
 
 import pytest
+import redis
 from click.testing import Result
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from relaybus import Bus, SyncBus
@@ -313,3 +316,58 @@ def test_ctrl_c_during_a_command_exits_130() -> None:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 130 and "interrupted" in err and out == ""
+
+
+# -- fuzzed invocations ----------------------------------------------------------------------
+
+WEIRD = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e309", "1e-9", "10", "", " ", "abc", "{}",
+                         "[1]", '{"a": NaN}', "9" * 30, "-", "a=b", "=", "x" * 300, "\x00", "é"])
+NAMES = st.one_of(st.just("jobs"), st.just("a.b"),  # valid names half the time
+                  st.sampled_from(["*", "jobs.>", "", "bad topic", "x" * 300]), st.text(max_size=12))
+VALUES = st.one_of(st.sampled_from(['{"n": 1}', '"text"', "1", "2.5", "null"]), WEIRD, st.text(max_size=20),
+                   st.integers().map(str), st.floats().map(str))
+
+
+def _option(name: str) -> st.SearchStrategy[list[str]]:
+    return st.lists(VALUES, max_size=2).map(lambda values: [a for v in values for a in (name, v)])
+
+
+def _options(*names: str) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.one_of(*[_option(n) for n in names]), max_size=3).map(
+        lambda parts: [a for part in parts for a in part])
+
+
+INVOCATIONS = st.one_of(
+    st.tuples(st.just(["publish"]), NAMES.map(lambda t: [t]), VALUES.map(lambda p: [p]),
+              _options("--priority", "--ttl", "--delay", "--dedup-key", "--header")),
+    st.tuples(st.just(["dlq", "list"]), NAMES.map(lambda t: [t]), _options("--limit"),
+              st.sampled_from([[], ["--json"]])),
+    st.tuples(st.just(["dlq", "replay"]), NAMES.map(lambda t: [t]), _options("--id")),
+    st.tuples(st.just(["tail"]), NAMES.map(lambda t: [t]), _options("--count", "--group")),
+    st.tuples(st.just(["stats"]), st.lists(NAMES, max_size=1), st.sampled_from([[], ["--json"]])),
+).map(lambda parts: [a for part in parts for a in part])
+
+
+def _stored(raw: redis.Redis, prefix: str) -> int:
+    """Entries in every stream under the prefix."""
+    return sum(raw.xlen(k) for k in raw.scan_iter(f"{prefix}:*", _type="STREAM"))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=INVOCATIONS)
+def test_fuzzed_invocations_end_cleanly_and_write_nothing_when_they_fail(
+    redis_url: str, prefix: str, raw: redis.Redis, argv: list[str]
+) -> None:
+    """Any arguments: a result, a usage error (exit 2) or one error line (exit 1) - never a
+    traceback - and a failed publish writes nothing."""
+    before = _stored(raw, prefix)
+    result = cli(redis_url, prefix, *argv)
+    event(f"{argv[0]} exit {result.exit_code}")
+    assert result.exit_code in (0, 1, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    if result.exit_code == 1:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    if argv[0] == "publish":
+        assert _stored(raw, prefix) == before + (result.exit_code == 0)

@@ -343,8 +343,8 @@ async def test_an_unexpected_reader_error_stops_every_subscription_and_run_raise
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     await asyncio.wait_for(runner, 10)
                 assert cancelled == [mid]
-                names = [t.get_name() for t in asyncio.all_tasks()]
-                assert [n for n in names if n.startswith("relaybus-")] == ["relaybus-doorbell"]  # the bus's, until it closes
+                names = [t.get_name() for t in asyncio.all_tasks()]  # the doorbell: the bus's
+                assert [n for n in names if n.startswith("relaybus-")] == ["relaybus-doorbell"]
                 assert admin.xpending(bus.keys.stream("slow"), "g")["pending"] == 1
         finally:
             admin.close()

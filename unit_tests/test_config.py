@@ -104,6 +104,24 @@ def test_the_scheme_error_never_shows_the_url_password() -> None:
     assert "s3cret" not in str(caught.value)
 
 
+@pytest.mark.parametrize("url", [
+    "redis://u:pa#ss-zq7@10.0.0.1:6379/0", "redis://:se/cret-zq7@10.0.0.1:6379",
+    "rediss://:se?cret-zq7@10.0.0.1:6379", "redis+cluster://u:p/w-zq7@127.0.0.1:7000",
+    "redis+sentinel://:p#w-zq7@127.0.0.1:26379/mymaster",
+])
+def test_a_raw_reserved_character_in_a_url_password_is_refused_without_showing_it(url: str) -> None:
+    """A password holding / ? or # ends the URL's userinfo early: the rest would be read
+    as a host, path, option or fragment - connecting somewhere else, or quoting it."""
+    with pytest.raises(ConfigError, match="must percent-encode it") as caught:
+        BusConfig.build(url=url)
+    assert "zq7" not in str(caught.value)
+
+
+def test_a_percent_encoded_reserved_character_in_a_password_is_taken() -> None:
+    config = BusConfig.build(url="redis://u:pa%23s%2Fs%3F%40@127.0.0.1:6379/0")
+    assert config.deployment.kind == "standalone"
+
+
 def test_a_standalone_url_keeps_its_db_option() -> None:
     assert BusConfig.build(url="unix:///tmp/redis.sock?db=3").url.endswith("?db=3")
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 import relaybus
 from relaybus import BusConfig, ConfigError, DecodeError
-from relaybus.connection import Health
+from relaybus.connection import Health, make_client
 from relaybus.message import decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +75,42 @@ def test_a_password_over_plain_tcp_to_remote_sentinels_is_refused() -> None:
                 "rediss+sentinel://u:pw@10.0.0.5:26379/m",
                 "redis+sentinel://10.0.0.5:26379/m"]:  # no password: nothing to sniff
         assert BusConfig.build(url=url).deployment.kind == "sentinel"
+
+
+class NamesMaster:
+    """Stands in for the sentinels: names a master address and nothing else (no server
+    is reached - the address it names is never connected to)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    async def discover_master(self, service: str) -> tuple[str, int]:
+        return self.host, 6379
+
+
+@pytest.mark.parametrize(("url", "named", "refused"), [
+    ("redis+sentinel://:pw@127.0.0.1:26379/m", "10.0.0.7", True),
+    ("redis+sentinel://:pw@127.0.0.1:26379/m", "127.0.0.1", False),
+    ("redis+sentinel://127.0.0.1:26379/m", "10.0.0.7", False),  # no password
+])
+async def test_a_password_over_plain_tcp_to_a_remote_master_sentinel_names_is_refused(
+    url: str, named: str, refused: bool
+) -> None:
+    """Loopback sentinels pass the URL check, but the master they name may be remote: it
+    is checked when Sentinel names it, before any connection to it."""
+    client = make_client(BusConfig.build(url=url))
+    pool = client.connection_pool
+    pool.sentinel_manager = NamesMaster(named)
+    if refused:
+        with pytest.raises(ConfigError, match=f"Sentinel names {named}:6379 as master of 'm'") as caught:
+            await pool.get_master_address()
+        assert "pw" not in str(caught.value).replace("password", "")
+    else:
+        assert await pool.get_master_address() == (named, 6379)
+    insecure = make_client(BusConfig.build(url=url, allow_insecure=True)).connection_pool
+    insecure.sentinel_manager = NamesMaster(named)
+    assert await insecure.get_master_address() == (named, 6379)
+    await client.aclose()
 
 
 @pytest.mark.parametrize(("error", "secret"), [

@@ -208,10 +208,11 @@ def _local(url: str) -> bool:
     if parts.scheme == "unix":
         return True
     hosts = parts.netloc.rsplit("@", 1)[-1].split(",")  # cluster and sentinel URLs list several
-    return all(_loopback(urlsplit(f"//{h}").hostname or "localhost") for h in hosts)
+    return all(loopback(urlsplit(f"//{h}").hostname or "localhost") for h in hosts)
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
+    """`host` is this machine, by name or by address."""
     if host == "localhost":
         return True
     try:

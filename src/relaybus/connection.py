@@ -19,8 +19,8 @@ from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from .config import BusConfig
-from .errors import BusUnavailableError, PluginError
+from .config import BusConfig, loopback
+from .errors import BusUnavailableError, ConfigError, PluginError
 from .redact import redact_text
 
 # No CLIENT SETINFO on each new connection: one round trip less, and one command less
@@ -48,7 +48,22 @@ def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
 
 class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]
     """Connections to whichever server Sentinel names master, waited for like the
-    standalone pool's (redis-py's own Sentinel pool raises when all are busy)."""
+    standalone pool's (redis-py's own Sentinel pool raises when all are busy).
+
+    The URL's check for a password over plain TCP sees only the sentinels; the master
+    they name is checked here, each time it is asked for (`guard_password`)."""
+
+    def __init__(self, *args: Any, guard_password: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard_password = guard_password
+
+    async def get_master_address(self) -> tuple[str, int]:
+        host, port = await super().get_master_address()
+        if self._guard_password and self.connection_kwargs.get("password") is not None and not loopback(host):
+            raise ConfigError(
+                f"Sentinel names {host}:{port} as master of {self.service_name!r}: a password over plain "
+                "TCP to a remote host is refused; use rediss+sentinel://, or set allow_insecure=True")
+        return host, port
 
 
 def make_client(
@@ -107,7 +122,8 @@ def make_client(
     sentinel = Sentinel(list(where.nodes), sentinel_kwargs={
         "socket_timeout": config.socket_timeout, "socket_connect_timeout": config.connect_timeout,
         "ssl": where.tls, **{k: v for k, v in added.items() if k.startswith("ssl_")}})
-    pool = _SentinelBlockingPool(where.service, sentinel, db=where.db, timeout=None, **options, **added)
+    pool = _SentinelBlockingPool(where.service, sentinel, db=where.db, timeout=None,
+                                 guard_password=not (where.tls or config.allow_insecure), **options, **added)
     return aioredis.Redis.from_pool(pool)
 
 

@@ -32,6 +32,10 @@ def parse(url: str) -> Deployment:
         parts = urlsplit(url)
     except ValueError:  # urlsplit's message quotes the netloc, password included
         raise ValueError("the URL does not parse (not shown: it may hold a password)") from None
+    if "@" in url.partition("://")[2][len(parts.netloc):]:  # the userinfo ended early
+        raise ValueError("the URL has an '@' after its host: a user name or password holding / ? # "
+                         "or @ must percent-encode it (%2F %3F %23 %40) (not shown: it may hold a "
+                         "password)")
     if parts.scheme not in SCHEMES:
         raise ValueError(f"the URL must start with one of {', '.join(s + '://' for s in SCHEMES)} "
                          f"(its scheme is {parts.scheme!r})")
