@@ -3,7 +3,9 @@
 - docs/configuration.md: each `<!-- config-fields: SECTION -->` marker becomes a table of the
   `BusConfig` fields of that section (type, default and bounds, environment variable, the
   field's `description`). Every field must belong to exactly one section of `SECTIONS` and
-  every section must have its marker, or the build fails.
+  every section must have its marker, or the build fails. Each `<!-- plugin-settings: NAME -->`
+  marker becomes the same table for the settings model of plugin NAME (`plugin_settings`);
+  every installed plugin declaring settings must have exactly one.
 - docs/hooks.md: each `<!-- hook: NAME -->` marker becomes the hook's heading
   (`### \\`NAME(params)\\``), its signature and its docstring, read from `relaybus.hookspecs`;
   the hand-written notes after the marker stay. Every hook must have exactly one marker, and
@@ -25,30 +27,28 @@ from collections.abc import Callable
 from typing import Any
 
 import annotated_types
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from relaybus import BusConfig, hookspecs
+from relaybus import BusConfig, hookspecs, settings
 
 CONFIG_PAGE = "configuration.md"
 HOOKS_PAGE = "hooks.md"
 CONFIG_MARKER = re.compile(r"^<!-- config-fields: ([\w-]+) -->[ \t]*$", re.MULTILINE)
+PLUGIN_MARKER = re.compile(r"^<!-- plugin-settings: (\w+) -->[ \t]*$", re.MULTILINE)
 HOOK_MARKER = re.compile(r"^<!-- hook: (\w+) -->[ \t]*$", re.MULTILINE)
 
 # Section of docs/configuration.md -> the BusConfig fields documented there, in table order.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "connection": (
-        "url", "username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
-        "ssl_check_hostname", "allow_insecure", "socket_timeout", "connect_timeout", "max_connections",
-        "publish_timeout_s", "health_check_interval_s", "min_replicas_acked", "replica_ack_timeout_ms",
+        "url", "username", "password", "allow_insecure", "socket_timeout", "connect_timeout",
+        "max_connections", "publish_timeout_s", "health_check_interval_s", "min_replicas_acked",
+        "replica_ack_timeout_ms",
     ),
     "keys-and-consumers": ("prefix", "consumer_name"),
     "delivery": ("claim_idle_ms", "block_ms", "default_ttl", "dead_letter_expired", "max_message_bytes"),
-    "retention": (
-        "cleanup_interval_s", "retention_s", "retention_max_len", "dlq_retention_s", "dlq_max_len",
-        "memory_pressure_ratio",
-    ),
-    "failure": ("max_attempts", "retry_backoff_s", "retry_backoff_max_s"),
-    "dedup": ("dedup_window_s", "dedup_from_payload"),
+    "retention": ("cleanup_interval_s", "memory_pressure_ratio"),
+    "dedup": ("dedup_window_s",),
     "capacity": ("max_queue_size", "overflow", "outbox_path", "outbox_max_entries", "outbox_max_bytes"),
     "plugins": ("disabled_plugins",),
 }
@@ -155,12 +155,22 @@ def _cell(text: str) -> str:
 
 
 def config_table(section: str) -> str:
+    return fields_table(BusConfig, SECTIONS[section])
+
+
+def plugin_settings() -> dict[str, type[BaseModel]]:
+    """The settings model of each plugin installed and enabled by default, by plugin name."""
+    owners = settings.installed(frozenset(), frozenset(BusConfig.model_fields))
+    return {owner.plugin: owner.model for owner in owners.values()}
+
+
+def fields_table(model: type[BaseModel], names: typing.Iterable[str]) -> str:
     rows = [
         "| field | type | default | env | description |",
         "|---|---|---|---|---|",
     ]
-    for name in SECTIONS[section]:
-        field = BusConfig.model_fields[name]
+    for name in names:
+        field = model.model_fields[name]
         default = default_text(name, field)
         description = field.description or "*(no description in `BusConfig`)*"
         rows.append(
@@ -192,7 +202,13 @@ def render_configuration(markdown: str) -> str:
     check_markers("docs/configuration.md", CONFIG_MARKER.findall(markdown), list(SECTIONS),
                   "a configuration section",
                   "docs/configuration.md lacks <!-- config-fields: ... --> for: {names}")
-    return CONFIG_MARKER.sub(lambda m: config_table(m.group(1)), markdown)
+    owned = plugin_settings()
+    check_markers("docs/configuration.md", PLUGIN_MARKER.findall(markdown), list(owned),
+                  "a plugin declaring settings",
+                  "docs/configuration.md lacks <!-- plugin-settings: ... --> for: {names}")
+    markdown = CONFIG_MARKER.sub(lambda m: config_table(m.group(1)), markdown)
+    return PLUGIN_MARKER.sub(lambda m: fields_table(owned[m.group(1)], owned[m.group(1)].model_fields),
+                             markdown)
 
 
 # -- hook reference -------------------------------------------------------------------

@@ -105,10 +105,33 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+SETTINGS_CHILD = r'''
+import json, sys
+
+from relaybus import Bus
+
+url, prefix, topic, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+out = {}
+try:
+    bus = Bus.from_url(url, prefix=prefix, **options)
+except Exception as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+else:
+    out["setting"] = bus.config.team_group_prefix
+    for group in ("team-a", "crew-a"):
+        try:
+            bus.subscribe(topic, group=group)(lambda msg: None)
+            out[group] = "accepted"
+        except Exception as exc:
+            out[group] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(out))
+'''
+
+
 def run_child(site: Path, tmp_path: Path, redis_url: str, prefix: str, topic: str, mode: str,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, script_text: str = CHILD) -> dict[str, Any]:
     script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    script.write_text(script_text)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBUS_")}
     environ.update(PYTHONPATH=str(site), **(env or {}))
     done = subprocess.run([sys.executable, str(script), redis_url, prefix, topic, mode],
@@ -148,3 +171,41 @@ def test_disabling_the_plugin_by_name(
     assert out["history_headers"] == [{}, {"origin": "caller"}]
     assert out["refused"] is None
     assert out["warnings"] == []
+
+
+@pytest.mark.parametrize(("options", "env", "expected"), [
+    ({}, {}, "team-"),
+    ({"team_group_prefix": "crew-"}, {}, "crew-"),
+    ({}, {"RELAYBUS_TEAM_GROUP_PREFIX": "crew-"}, "crew-"),
+    ({"team_group_prefix": "crew-"}, {"RELAYBUS_TEAM_GROUP_PREFIX": "band-"}, "crew-"),  # keyword wins
+], ids=["default", "keyword", "environment", "keyword-over-environment"])
+def test_the_plugin_owns_a_setting_from_a_keyword_or_the_environment(
+    site: Path, tmp_path: Path, redis_url: str, prefix: str, options: dict[str, str], env: dict[str, str],
+    expected: str,
+) -> None:
+    """Declared by the installed plugin's plugin_settings hook, found through its entry point."""
+    out = run_child(site, tmp_path, redis_url, prefix, "tasks.settings", json.dumps(options), env=env,
+                    script_text=SETTINGS_CHILD)
+    assert out["setting"] == expected
+    refused = "crew-a" if expected == "team-" else "team-a"
+    assert out[refused] == (f"ConfigError: team_policy: group {refused!r} refused; consumer groups must be "
+                            f"named {expected}<name>")
+    assert out[({"team-a", "crew-a"} - {refused}).pop()] == "accepted"
+
+
+@pytest.mark.parametrize(("options", "env", "error"), [
+    ({"team_group_prefx": "crew-"}, {},
+     "unknown setting 'team_group_prefx' (did you mean 'team_group_prefix'?)"),
+    ({"team_group_prefix": "Crew"}, {}, "team_group_prefix: String should match pattern"),
+    ({}, {"RELAYBUS_TEAM_GROUP_PREFIX": "Crew"}, "team_group_prefix: String should match pattern"),
+    ({"team_group_prefix": "crew-", "disabled_plugins": ["team_policy"]}, {},
+     "unknown setting 'team_group_prefix'"),
+], ids=["typo", "invalid-keyword", "invalid-environment", "plugin-disabled"])
+def test_a_typo_or_an_invalid_plugin_setting_is_refused(
+    site: Path, tmp_path: Path, redis_url: str, prefix: str, options: dict[str, Any], env: dict[str, str],
+    error: str,
+) -> None:
+    out = run_child(site, tmp_path, redis_url, prefix, "tasks.settings", json.dumps(options), env=env,
+                    script_text=SETTINGS_CHILD)
+    assert out["error"].startswith("ConfigError: invalid relaybus configuration: ")
+    assert error in out["error"]

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 import redis
+from pydantic import BaseModel, Field
 
-from relaybus import Bus, FailureDecision, Message, PluginError, Reject, Subscription, hookimpl
+from relaybus import Bus, ConfigError, FailureDecision, Message, PluginError, Reject, Subscription, hookimpl
 
 from .helpers import run_until, running
 
@@ -34,6 +35,40 @@ async def test_on_publish_raising_rejects_and_writes_nothing(bus: Bus) -> None:
     with pytest.raises(PluginError, match="'gate' failed in on_publish: ValueError: not allowed"):
         await bus.publish_many("gated", ["ok", "bad"])
     assert await bus.history("gated") == []
+
+
+class StampSettings(BaseModel):
+    stamp_text: str = Field("default-stamp", min_length=1)
+
+
+class SettingStamp:
+    """A plugin with a setting, registered by hand (not through an entry point)."""
+
+    @hookimpl
+    def plugin_settings(self) -> type[BaseModel]:
+        return StampSettings
+
+    @hookimpl
+    def on_publish(self, bus: Bus, message: Message) -> Message:
+        stamp = bus.config.settings(StampSettings).stamp_text
+        return message.model_copy(update={"headers": {**message.headers, "stamp": stamp}})
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, "default-stamp"), ("from-env", "from-env")])
+async def test_plugin_settings_of_a_plugin_registered_by_hand_come_from_env_and_defaults(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch, env: str | None, expected: str
+) -> None:
+    """Installed plugins' settings are known when the config is built; one registered by
+    hand afterwards gets its settings from RELAYBUS_<NAME> and its model's defaults."""
+    if env is not None:
+        monkeypatch.setenv("RELAYBUS_STAMP_TEXT", env)
+    async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        bus.plugins.register(SettingStamp(), "setting-stamp")
+        await bus.publish("stamped.settings", 1)
+        assert [m.headers for m in await bus.history("stamped.settings")] == [{"stamp": expected}]
+        assert bus.config.stamp_text == expected  # read back as a config attribute too
+    with pytest.raises(ConfigError, match="unknown setting 'stamp_text'"):  # not installed: unknown
+        Bus.from_url(redis_url, prefix=prefix, stamp_text="x")
 
 
 async def test_filter_false_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:

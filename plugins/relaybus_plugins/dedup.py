@@ -7,8 +7,15 @@ from __future__ import annotations
 import hashlib
 
 import orjson
+from pydantic import BaseModel, Field
 
 from relaybus import Bus, Message, hookimpl
+
+
+class DedupSettings(BaseModel):
+    dedup_from_payload: bool = Field(
+        False, description="Derive a dedup key from the payload when none is given."
+    )
 
 
 def payload_key(message: Message) -> str:
@@ -18,7 +25,12 @@ def payload_key(message: Message) -> str:
 
 
 @hookimpl
+def plugin_settings() -> type[BaseModel]:
+    return DedupSettings
+
+
+@hookimpl
 def on_publish(bus: Bus, message: Message) -> Message | None:
-    if message.dedup_key is not None or not bus.config.dedup_from_payload:
+    if message.dedup_key is not None or not bus.config.settings(DedupSettings).dedup_from_payload:
         return None
     return message.model_copy(update={"dedup_key": payload_key(message)})

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import random
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from relaybus import Bus, FailureDecision, Message, hookimpl
+
+
+class DlqSettings(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    max_attempts: int = Field(5, ge=1, description="Deliveries before a failing message is dead-lettered.")
+    retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each attempt.")
+    retry_backoff_max_s: float = Field(300.0, ge=0, description="Cap on the retry delay.")
 
 
 def backoff(attempt: int, first: float, cap: float) -> float:
@@ -17,8 +27,13 @@ def backoff(attempt: int, first: float, cap: float) -> float:
 
 
 @hookimpl
+def plugin_settings() -> type[BaseModel]:
+    return DlqSettings
+
+
+@hookimpl
 def on_failure(bus: Bus, message: Message, error: BaseException) -> FailureDecision:
-    config = bus.config
+    config = bus.config.settings(DlqSettings)
     if message.attempt >= config.max_attempts:
         return FailureDecision.dead_letter(f"failed {message.attempt} times (max_attempts)")
     return FailureDecision.retry(backoff(message.attempt, config.retry_backoff_s,

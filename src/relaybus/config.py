@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import settings
 from .deployment import Deployment, parse
 from .errors import ConfigError
 from .keys import PREFIX_RE
 from .redact import redact_url
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class BusConfig(BaseSettings):
@@ -26,6 +39,7 @@ class BusConfig(BaseSettings):
         hide_input_in_errors=True,  # an input may hold a password
         allow_inf_nan=False,  # socket_timeout=inf would fail deep in asyncio; nan compares false
     )
+    _plugin_settings: dict[type[BaseModel], BaseModel] = PrivateAttr(default_factory=dict)
 
     url: str = Field(
         "redis://localhost:6379/0",
@@ -45,9 +59,6 @@ class BusConfig(BaseSettings):
         description="Unused since the consume engine waits for wake-ups instead of blocking in Redis "
                     "(docs/consuming.md); accepted so existing configurations keep working.",
     )
-    max_attempts: int = Field(5, ge=1, description="Deliveries before a failing message is dead-lettered.")
-    retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each attempt.")
-    retry_backoff_max_s: float = Field(300.0, ge=0, description="Cap on the retry delay.")
     max_message_bytes: int = Field(1 << 20, ge=64, description="Largest encoded message accepted.")
     max_queue_size: int | None = Field(
         None, ge=1, description="Unconsumed entries per topic; None: no limit."
@@ -56,9 +67,6 @@ class BusConfig(BaseSettings):
         "reject", description="What publish does at max_queue_size."
     )
     dedup_window_s: float = Field(3600.0, gt=0, description="How long a dedup key is remembered.")
-    dedup_from_payload: bool = Field(
-        False, description="Derive a dedup key from the payload when none is given (dedup plugin)."
-    )
     default_ttl: float | None = Field(None, gt=0, description="TTL for messages published without one.")
     outbox_path: Path | None = Field(None, description="SQLite outbox used while Redis is unreachable.")
     outbox_max_entries: int = Field(
@@ -77,16 +85,6 @@ class BusConfig(BaseSettings):
     cleanup_interval_s: float = Field(
         60.0, gt=0, description="How often an open bus runs its on_cleanup hooks."
     )
-    retention_s: float | None = Field(
-        86_400.0, ge=0, description="Consumed history kept this long (seconds); None: no age limit."
-    )
-    retention_max_len: int | None = Field(
-        100_000, ge=0, description="Consumed history kept per stream (entries); None: no length limit."
-    )
-    dlq_retention_s: float | None = Field(
-        None, ge=0, description="Dead letters kept this long (seconds); None: until replayed or purged."
-    )
-    dlq_max_len: int | None = Field(None, ge=0, description="Dead letters kept per topic; None: no limit.")
     memory_pressure_ratio: float = Field(
         0.8, gt=0, le=1,
         description="used_memory / maxmemory at which cleanup drops all consumed history.",
@@ -112,10 +110,6 @@ class BusConfig(BaseSettings):
     max_connections: int = Field(64, ge=2, description="Connection pool size.")
     username: str | None = Field(None, description="ACL user (also taken from the URL).")
     password: SecretStr | None = Field(None, description="ACL password (also taken from the URL).")
-    ssl_ca_certs: str | None = Field(None, description="CA bundle that signs the server (rediss:// only).")
-    ssl_certfile: str | None = Field(None, description="Client certificate for mTLS (rediss:// only).")
-    ssl_keyfile: str | None = Field(None, description="Client certificate's key (rediss:// only).")
-    ssl_check_hostname: bool = Field(True, description="Check the server certificate's host name.")
 
     @field_validator("url")
     @classmethod
@@ -140,13 +134,6 @@ class BusConfig(BaseSettings):
             raise ValueError("use 1-64 letters, digits or '. _ - :'")
         return value
 
-    @field_validator("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-    @classmethod
-    def _readable(cls, value: str | None) -> str | None:
-        if value is not None and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-            raise ValueError("not a readable file")
-        return value
-
     @model_validator(mode="before")
     @classmethod
     def _credentials_from_url(cls, data: Any) -> Any:
@@ -165,20 +152,45 @@ class BusConfig(BaseSettings):
         return data
 
     @model_validator(mode="after")
-    def _tls_and_auth(self) -> BusConfig:
-        tls = self.deployment.tls
-        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            if getattr(self, name) is not None and not tls:
-                raise ValueError(f"{name} is set but the url is not rediss:// (or rediss+...): "
-                                 "it would be ignored")
-        if self.ssl_keyfile is not None and self.ssl_certfile is None:
-            raise ValueError("ssl_keyfile needs ssl_certfile")
-        if self.password is not None and not tls and not self.allow_insecure and not _local(self.url):
+    def _password_not_in_clear(self) -> BusConfig:
+        if self.password is not None and not (self.deployment.tls or self.allow_insecure or _local(self.url)):
             raise ValueError(
                 "a password over plain TCP to a remote host is refused: use rediss://, "
                 "or set allow_insecure=True"
             )
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_plugin_settings(cls, data: Any, handler: ModelWrapValidatorHandler[BusConfig]) -> BusConfig:
+        """The core's fields first; then every other name must be a setting an enabled
+        plugin declares (plugin_settings), validated by that plugin's model."""
+        if not isinstance(data, dict):
+            return handler(data)
+        config = handler({k: v for k, v in data.items() if k in cls.model_fields})
+        declared = settings.installed(frozenset(config.disabled_plugins), frozenset(cls.model_fields))
+        given = {k: v for k, v in data.items() if k not in cls.model_fields}
+        config._plugin_settings = settings.validate(config, given, declared)
+        return config
+
+    def settings(self, model: type[M]) -> M:
+        """A plugin's settings, typed: `bus.config.settings(MySettings).my_field`. For a
+        plugin registered by hand after this config was built, they come from the
+        RELAYBUS_ variables and the model's defaults."""
+        found = self._plugin_settings.get(model)
+        if found is None:
+            found = self._plugin_settings[model] = settings.of(model, self, {}, model.__name__)
+        return cast(M, found)
+
+    if not TYPE_CHECKING:  # plugin settings read as bus.config.<name>; typed: settings()
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                for owned in (self.__pydantic_private__ or {}).get("_plugin_settings", {}).values():
+                    if name in type(owned).model_fields:
+                        return getattr(owned, name)
+                raise
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod
@@ -195,11 +207,15 @@ class BusConfig(BaseSettings):
         try:
             return cls(**fields)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(_problem(err) for err in exc.errors(include_input=False))
             raise ConfigError(f"invalid relaybus configuration: {problems}") from None
+
+
+def _problem(err: ErrorDetails) -> str:
+    """"field: what is wrong"; a check over several fields names them itself."""
+    where = ".".join(str(p) for p in err["loc"])
+    text = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {text}" if where else text
 
 
 def _local(url: str) -> bool:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .bus import Bus
     from .config import BusConfig
     from .delivery import FailureDecision, Subscription
@@ -105,6 +107,17 @@ def on_cleanup(bus: Bus) -> None:
     """Called every `cleanup_interval_s` while the bus is open, and by `bus.cleanup()`:
     trimming, expiry, retention, memory pressure. Return value ignored; an awaitable
     is awaited.
+    """
+
+
+@hookspec
+def plugin_settings() -> type[BaseModel] | None:
+    """Called when a bus's configuration is built: return a pydantic model class whose
+    fields are this plugin's settings, or None. They become configuration fields -
+    `Bus.from_url` keywords and `RELAYBUS_<NAME>` environment variables - validated by
+    the model (its validators see the core settings as `info.context["config"]`), read
+    back as `bus.config.<name>` or, typed, `bus.config.settings(Model)`. A name that
+    another plugin or the core declares is a ConfigError. Answer synchronously.
     """
 
 

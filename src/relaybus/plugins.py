@@ -94,6 +94,10 @@ class PluginManager:
 
     def call_sync(self, hook: str, **kwargs: Any) -> list[Any]:
         """For hooks called where nothing can be awaited: an awaitable answer is an error."""
+        return [answer for _, answer in self.answers(hook, **kwargs)]
+
+    def answers(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """(plugin, answer) of every implementation of a synchronous hook, in call order."""
         answers = []
         for name, function, argnames in self.impls(hook):
             try:
@@ -104,7 +108,7 @@ class PluginManager:
                 getattr(answer, "close", lambda: None)()
                 raise PluginError(f"plugin {name!r} returned an awaitable from {hook}, "
                                   "which must answer synchronously")
-            answers.append(answer)
+            answers.append((name, answer))
         return answers
 
     @staticmethod

@@ -2,8 +2,11 @@
 
 - `on_publish`: every message gets an `origin` header (`<host>:<pid>` of the publisher)
   unless the caller set one, so a consumer can tell where a message came from.
-- `on_subscribe`: a consumer group must be named `team-<something>`; any other group is
-  refused when `subscribe` is called, before anything is read.
+- `on_subscribe`: a consumer group must be named `<team_group_prefix><something>`
+  (`team-` unless configured); any other group is refused when `subscribe` is called,
+  before anything is read.
+- `plugin_settings`: declares that setting, `team_group_prefix` - a `Bus.from_url`
+  keyword or the `RELAYBUS_TEAM_GROUP_PREFIX` variable, checked by the model below.
 - `on_cleanup` (async): on every cleanup, each topic holding dead letters is reported as a
   warning on the `relaybus_team_policy` logger.
 
@@ -16,11 +19,17 @@ import logging
 import os
 import socket
 
+from pydantic import BaseModel, Field
+
 from relaybus import Bus, ConfigError, Message, Subscription, hookimpl
 
 ORIGIN_HEADER = "origin"
-GROUP_PREFIX = "team-"
 HOST = socket.gethostname()
+
+
+class TeamPolicySettings(BaseModel):
+    team_group_prefix: str = Field("team-", min_length=1, pattern=r"^[a-z]+-$",
+                                   description="What every consumer group's name must start with.")
 
 log = logging.getLogger("relaybus_team_policy")
 
@@ -38,14 +47,21 @@ def on_publish(message: Message) -> Message | None:
 
 
 @hookimpl
-def on_subscribe(subscription: Subscription) -> None:
-    """Refuse a group outside the team- naming scheme. A RelayBusError (ConfigError here)
+def plugin_settings() -> type[BaseModel]:
+    """This plugin's settings: fields of the bus's configuration, validated by the model."""
+    return TeamPolicySettings
+
+
+@hookimpl
+def on_subscribe(bus: Bus, subscription: Subscription) -> None:
+    """Refuse a group outside the naming scheme. A RelayBusError (ConfigError here)
     reaches the caller of `subscribe` as it is; any other exception would arrive as a
     PluginError naming this plugin."""
-    if not subscription.group.startswith(GROUP_PREFIX):
+    prefix = bus.config.settings(TeamPolicySettings).team_group_prefix
+    if not subscription.group.startswith(prefix):
         raise ConfigError(
             f"team_policy: group {subscription.group!r} refused; consumer groups must be "
-            f"named {GROUP_PREFIX}<name>"
+            f"named {prefix}<name>"
         )
 
 
