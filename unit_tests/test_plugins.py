@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pluggy
 import pytest
 
-from relaybus import FailureDecision, Message, PluginError, hookimpl
+from relaybus import FailureDecision, Message, PluginError, hookimpl, hookspecs
 from relaybus import plugins as plugins_module
+from relaybus.hookcaller import HookCaller
 from relaybus.plugins import PluginManager
 
 
@@ -30,13 +32,11 @@ async def test_register_and_unregister_a_throwaway_plugin() -> None:
     pm = PluginManager()
     name = pm.register(Throwaway(), "throwaway")
     assert "throwaway" in pm.names()
-    decision = await pm.first("on_failure", message=Message(topic="t"), error=ValueError(),
-                              subscription=None)
+    decision = await pm.call.on_failure(None, Message(topic="t"), ValueError(), None)  # type: ignore[arg-type]
     assert decision == FailureDecision.drop("throwaway")
     pm.unregister(name)
     assert "throwaway" not in pm.names()
-    assert await pm.first("on_failure", message=Message(topic="t"), error=ValueError(),
-                          subscription=None) is None
+    assert await pm.call.on_failure(None, Message(topic="t"), ValueError(), None) is None  # type: ignore[arg-type]
 
 
 async def test_awaitable_results_are_awaited_in_call_order() -> None:
@@ -55,8 +55,7 @@ async def test_awaitable_results_are_awaited_in_call_order() -> None:
     pm = PluginManager()
     pm.register(Late(), "late")
     pm.register(Silent(), "silent")  # registered last, called first, answers None
-    assert await pm.first("on_failure", message=None, error=None, subscription=None) == \
-        FailureDecision.retry(2)
+    assert await pm.call.on_failure(None, None, None, None) == FailureDecision.retry(2)  # type: ignore[arg-type]
 
 
 async def test_a_raising_plugin_is_named_in_the_error() -> None:
@@ -68,7 +67,7 @@ async def test_a_raising_plugin_is_named_in_the_error() -> None:
     pm = PluginManager()
     pm.register(Broken(), "broken-cleaner")
     with pytest.raises(PluginError, match="'broken-cleaner' failed in on_cleanup: RuntimeError: boom"):
-        await pm.call_each("on_cleanup", bus=None)
+        await pm.call.on_cleanup(None)
 
 
 def test_unknown_hook_is_refused_at_registration() -> None:
@@ -116,3 +115,23 @@ def test_entry_point_plugin_loads_and_can_be_disabled(
     disabled = PluginManager(disabled=["tiny"])
     disabled.load_entry_points()
     assert "tiny" not in disabled.names()
+
+
+def test_hooks_are_called_only_through_the_hook_caller() -> None:
+    """One place knows each hook's shape (hookcaller.py): no other module looks up a
+    hook's implementations or spells a hook name to call it."""
+    names = [n for n, obj in vars(hookspecs).items() if callable(obj) and hasattr(obj, "relaybus_spec")]
+    source = Path(plugins_module.__file__).parent
+    for path in [*source.rglob("*.py"), *(source.parent.parent / "plugins").rglob("*.py")]:
+        if path.name in ("hookcaller.py", "hookspecs.py"):
+            continue
+        text = path.read_text()
+        assert ".impls(" not in text and ".hook." not in text, path
+        # a hook named in a call on the plugin manager or the engine's context
+        called = re.findall(rf'(?:plugins|ctx|call)\.\w+\(\s*"({"|".join(names)})"', text)
+        assert not called, f"{path} calls hook(s) {called} by name"
+
+
+def test_every_hook_has_a_typed_method_on_the_caller() -> None:
+    names = [n for n, obj in vars(hookspecs).items() if callable(obj) and hasattr(obj, "relaybus_spec")]
+    assert all(callable(getattr(HookCaller, name, None)) for name in names)

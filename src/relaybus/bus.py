@@ -120,7 +120,7 @@ class Bus:
         if self._ctx is not None:
             return self
         self._load_plugins()
-        options = self.plugins.call_sync("redis_connection_options", config=self.config)
+        options = self.plugins.call.redis_connection_options(self.config)
         client = make_client(self.config, options)
 
         def dedicated() -> Any:
@@ -184,7 +184,7 @@ class Bus:
         log.log(level, "relaybus connection to %s: %s -> %s%s", redact_url(self.config.url), old, new,
                 f" ({error})" if error else "")
         if self._ctx is not None:
-            await self._ctx.observe("on_connection_state", old=old, new=new, error=error)
+            await self.plugins.call.on_connection_state(self, old, new, error)
 
     def _load_plugins(self) -> None:
         """Once per Bus, on first need (connect, or a subscribe that a plugin validates)."""
@@ -313,10 +313,10 @@ class Bus:
                 prefetch=prefetch, filter=filter, model=model, start=start, options=options,
             )
             self._load_plugins()
-            if filter is not None and not self.plugins.impls("filter"):
+            if filter is not None and not self.plugins.call.filters():
                 raise FilterError("filter= was given but no plugin implements the filter hook "
                                   "(is the 'filters' plugin disabled?)")
-            self.plugins.call_sync("on_subscribe", bus=self, subscription=subscription)
+            self.plugins.call.on_subscribe(self, subscription)
             self._subscriptions.append(subscription)
             return handler
 
@@ -445,7 +445,7 @@ class Bus:
     async def cleanup(self) -> None:
         """Run every `on_cleanup` hook once (an open bus also does every `cleanup_interval_s`)."""
         await self.connect()
-        await self.plugins.call_each("on_cleanup", bus=self)
+        await self.plugins.call.on_cleanup(self)
 
     @_reports_unavailable
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:

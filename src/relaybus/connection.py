@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -15,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -127,6 +128,16 @@ def make_client(
     return aioredis.Redis.from_pool(pool)
 
 
+@contextlib.contextmanager
+def slot_map_read() -> Iterator[None]:
+    """Reading a Cluster's slot map while some slot has no master (a failover under way)
+    fails in redis-py with RedisClusterException: Redis unavailable, as CLUSTERDOWN is."""
+    try:
+        yield
+    except RedisClusterException as exc:
+        raise RedisConnectionError(f"Redis Cluster unavailable: {exc}") from None
+
+
 async def open_pubsub(
     client: aioredis.Redis | RedisCluster, home: str | None = None, **options: Any
 ) -> PubSub:
@@ -136,8 +147,9 @@ async def open_pubsub(
     failover finds a live node)."""
     if not isinstance(client, RedisCluster):
         return client.pubsub(**options)
-    await client.initialize()
-    await client.nodes_manager.initialize()
+    with slot_map_read():
+        await client.initialize()
+        await client.nodes_manager.initialize()
     node = client.get_node_from_key(home) if home else random.choice(client.get_primaries())
     return client.pubsub(node=node, **options)
 

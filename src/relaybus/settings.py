@@ -36,7 +36,7 @@ def owners(plugins: PluginManager, core: Iterable[str]) -> dict[str, Owner]:
     the core's own."""
     taken = set(core)
     found: dict[str, Owner] = {}
-    for plugin, model in plugins.answers("plugin_settings"):
+    for plugin, model in plugins.call.plugin_settings():
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise PluginError(f"plugin {plugin!r}: plugin_settings must return a pydantic model class, "
                               f"not {model!r}")

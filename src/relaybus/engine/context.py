@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -43,18 +42,3 @@ class Context:
     doorbell: Doorbell
     consumer: str  # this bus's consumer name in groups
     counters: Counter[str] = field(default_factory=Counter)
-
-    async def observe(self, hook: str, **kwargs: Any) -> None:
-        """Call an observer hook (on_published, on_settled, ...) if any plugin has it; a
-        failing observer is logged and never affects publishing or delivery."""
-        impls = self.plugins.impls(hook)
-        if not impls:
-            return
-        kwargs["bus"] = self.bus
-        for name, function, argnames in impls:
-            try:
-                result = function(*[kwargs[a] for a in argnames])
-                if result is not None and inspect.isawaitable(result):  # only an async observer
-                    await result
-            except Exception:
-                log.exception("relaybus observer hook %s of plugin %r failed", hook, name)

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from ..arguments import seconds as check_seconds
 from ..connection import UNAVAILABLE, unavailable
-from ..errors import BusUnavailableError, PluginError, QueueFullError, RedisFullError, ReplicationError
+from ..errors import BusUnavailableError, QueueFullError, RedisFullError, ReplicationError
 from ..keys import validate_topic
 from ..message import Message, encode, id_time_ms
 from ..outbox import Outbox, OutboxEntry
@@ -163,8 +163,9 @@ class Publisher:
             )
             for payload in payloads
         ]
-        if self.ctx.plugins.impls("on_publish"):
-            messages = [await self._on_publish(m) for m in messages]
+        hooks = self.ctx.plugins.call
+        if hooks.changes_published():
+            messages = [await hooks.on_publish(self.ctx.bus, m) for m in messages]
         due_ms = int((time.time() + delay) * 1000) if delay is not None else 0
         window_ms = max(1, int((dedup_window or self.config.dedup_window_s) * 1000))
         writes = [
@@ -173,22 +174,8 @@ class Publisher:
             for m in messages
         ]
         ids = await self.write(topic, writes)
-        await self.ctx.observe("on_published", topic=topic, messages=messages, ids=ids)
+        await hooks.on_published(self.ctx.bus, topic, messages, ids)
         return ids
-
-    async def _on_publish(self, message: Message) -> Message:
-        """Each implementation sees the previous one's result; raising rejects the publish."""
-        plugins = self.ctx.plugins
-        for name, function, argnames in plugins.impls("on_publish"):
-            args = {"bus": self.ctx.bus, "message": message}
-            changed = await plugins.call_one("on_publish", name, function, [args[a] for a in argnames])
-            if changed is not None:
-                if changed.topic != message.topic:  # its keys, and what readers check, are the topic's
-                    raise PluginError(f"plugin {name!r} changed the topic of a message in on_publish "
-                                      f"({message.topic!r} to {changed.topic!r}); publish to the other "
-                                      "topic instead")
-                message = changed
-        return message
 
     async def write(self, topic: str, writes: list[Write]) -> list[str]:
         if self.backlog:

@@ -25,7 +25,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ..connection import UNAVAILABLE
+from ..connection import UNAVAILABLE, slot_map_read
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
@@ -112,10 +112,11 @@ class Scripts:
         """Each node's share of `calls` in one round trip to it, all nodes at once. A call
         answered MOVED, ASK, TRYAGAIN or CLUSTERDOWN did not run: it is sent again where
         the answer points (after a slot migration or failover), up to REDIRECTS times."""
-        if self._stale:
-            self._stale = False
-            await cluster.nodes_manager.initialize()
-        await cluster.initialize()
+        with slot_map_read():
+            if self._stale:
+                await cluster.nodes_manager.initialize()
+                self._stale = False
+            await cluster.initialize()
         replies: list[Any] = [None] * (len(calls) + len(tail))
         todo = list(range(len(calls)))
         asking: dict[int, ClusterNode] = {}
@@ -152,7 +153,12 @@ class Scripts:
             todo.sort()
             if pause:  # a slot on its way, or a failover: wait a moment and ask again
                 await asyncio.sleep(0.05 * (attempt + 1))
-                await cluster.nodes_manager.initialize()
+                try:
+                    with slot_map_read():
+                        await cluster.nodes_manager.initialize()
+                except UNAVAILABLE:
+                    self._stale = True
+                    raise
         for reply in replies:
             if isinstance(reply, (TryAgainError, ClusterDownError)):  # still, after the retries
                 self._stale = True

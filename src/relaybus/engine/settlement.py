@@ -17,7 +17,6 @@ from pydantic import TypeAdapter, ValidationError
 from ..delivery import FailureDecision, Subscription
 from ..errors import DecodeError, Reject, RelayBusError
 from ..message import Message, encode
-from ..plugins import await_me_maybe
 from .context import Context
 from .groups import Entry, Groups
 
@@ -120,18 +119,11 @@ class Settlement:
 
     async def handle(self, sub: Subscription, message: Message, acks: Acks) -> None:
         """Run one admitted message through the filters and the handler and settle it."""
-        for name, function, argnames in self.ctx.plugins.impls("filter"):
-            try:
-                keep = (function(message, sub) if argnames == FILTER_ARGS else
-                        function(*[{"message": message, "subscription": sub}[a] for a in argnames]))
-                if keep is not True and keep is not False:  # an async filter, or a truthy value
-                    keep = await await_me_maybe(keep)
-            except Exception as exc:
-                self.ctx.plugins.raise_for("filter", name, exc)
-            if not keep:
-                await self._ack_counted(message, "filtered")
-                await self._settled(message, sub, "filtered", None)
-                return
+        hooks = self.ctx.plugins.call
+        if hooks.filters() and not await hooks.filter(message, sub):
+            await self._ack_counted(message, "filtered")
+            await self._settled(message, sub, "filtered", None)
+            return
         payload = message.payload
         started = time.perf_counter()
         try:
@@ -147,7 +139,7 @@ class Settlement:
             await self._settled(message, sub, outcome, time.perf_counter() - started)
             return
         acks.add(message.stream_key, sub.group, message.entry_id)  # type: ignore[arg-type]
-        if self.ctx.plugins.impls("on_settled"):
+        if self.ctx.plugins.call.settlements_observed():
             await self._settled(message, sub, "handled", time.perf_counter() - started)
 
     async def _failed(self, sub: Subscription, message: Message, error: Exception) -> str:
@@ -158,9 +150,7 @@ class Settlement:
             )
         else:
             try:
-                decision = await self.ctx.plugins.first(
-                    "on_failure", bus=self.ctx.bus, message=message, error=error, subscription=sub
-                )
+                decision = await self.ctx.plugins.call.on_failure(self.ctx.bus, message, error, sub)
             except Exception:  # a plugin's error (its name in the text or a note)
                 log.exception("on_failure failed for message %s; it stays pending", message.id)
                 return "pending"
@@ -211,8 +201,7 @@ class Settlement:
         )
         if moved:
             self.ctx.counters["dead_lettered"] += 1
-            await self.ctx.plugins.call_each("on_dead_letter", message=message, reason=reason,
-                                             error=error)
+            await self.ctx.plugins.call.on_dead_letter(message, reason, error)
         return moved
 
     async def _ack_counted(self, message: Message, counter: str) -> None:
@@ -227,11 +216,8 @@ class Settlement:
     async def _settled(
         self, message: Message, sub: Subscription | None, outcome: str, duration_s: float | None
     ) -> None:
-        await self.ctx.observe("on_settled", message=message, subscription=sub, outcome=outcome,
-                               duration_s=duration_s)
+        await self.ctx.plugins.call.on_settled(self.ctx.bus, message, sub, outcome, duration_s)
 
-
-FILTER_ARGS = ("message", "subscription")  # the usual order, called without a lookup
 _async: dict[Any, bool] = {}
 
 
