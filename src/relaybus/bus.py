@@ -12,7 +12,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
 from redis.exceptions import ResponseError
 
@@ -31,6 +31,7 @@ from .engine.settlement import Settlement
 from .errors import BusUnavailableError, FilterError, RelayBusError
 from .keys import Keys, registered_topics, validate_group, validate_pattern, validate_topic
 from .message import Message, new_id
+from .options import PublishOptions
 from .periodic import every
 from .plugins import PluginManager
 from .redact import redact_url
@@ -279,7 +280,7 @@ class Bus:
         return ids[0]
 
     async def publish_many(
-        self, topic: str, payloads: Iterable[Any], **options: Any
+        self, topic: str, payloads: Iterable[Any], **options: Unpack[PublishOptions]
     ) -> list[str]:
         """Append several messages in one round trip; ids in the order given (for a
         duplicate, the original's id). Takes the keywords of `publish`."""

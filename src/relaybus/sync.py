@@ -6,12 +6,13 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from .bus import Bus
 from .config import BusConfig
 from .delivery import Handler
 from .message import Message
+from .options import PublishOptions
 from .stats import BusStats, MemoryStats
 
 T = TypeVar("T")
@@ -71,10 +72,12 @@ class SyncBus:
     ) -> None:
         self.close()
 
-    def publish(self, topic: str, payload: Any, **options: Any) -> str:
+    def publish(self, topic: str, payload: Any, **options: Unpack[PublishOptions]) -> str:
         return self._call(self.bus.publish(topic, payload, **options))
 
-    def publish_many(self, topic: str, payloads: Iterable[Any], **options: Any) -> list[str]:
+    def publish_many(
+        self, topic: str, payloads: Iterable[Any], **options: Unpack[PublishOptions]
+    ) -> list[str]:
         return self._call(self.bus.publish_many(topic, payloads, **options))
 
     def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[Handler], Handler]:
