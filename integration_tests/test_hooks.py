@@ -71,6 +71,56 @@ async def test_plugin_settings_of_a_plugin_registered_by_hand_come_from_env_and_
         Bus.from_url(redis_url, prefix=prefix, stamp_text="x")
 
 
+class CostOptions(BaseModel):
+    max_cost: int = Field(10, ge=0)
+
+
+class CostCap:
+    def __init__(self) -> None:
+        self.seen: list[dict[str, object]] = []
+
+    @hookimpl
+    def subscription_options(self) -> type[BaseModel]:
+        return CostOptions
+
+    @hookimpl
+    def on_subscribe(self, subscription: Subscription) -> None:
+        self.seen.append(subscription.options)
+
+
+async def test_subscription_options_are_declared_validated_and_typos_refused(bus: Bus) -> None:
+    """subscribe's extra keywords are those plugins declare: validated, defaults filled
+    in for on_subscribe; a typo is a TypeError, an invalid value a ConfigError, and
+    both are refused before the handler is registered."""
+    plugin = CostCap()
+    bus.plugins.register(plugin, "cost-cap")
+
+    async def handler(msg: Message) -> None: ...
+
+    bus.subscribe("costly", group="g", max_cost=3)(handler)
+    bus.subscribe("costly", group="h")(handler)
+    assert plugin.seen == [{"max_cost": 3}, {"max_cost": 10}]
+    with pytest.raises(TypeError, match=r"unknown option 'max_cots' \(did you mean 'max_cost'\?\)"):
+        bus.subscribe("costly", group="g", max_cots=3)
+    with pytest.raises(ConfigError, match="max_cost: Input should be greater than or equal to 0"):
+        bus.subscribe("costly", group="g", max_cost=-1)
+    assert len(bus.subscriptions) == 2
+    bus.plugins.unregister("cost-cap")
+    with pytest.raises(TypeError, match="unknown option 'max_cost'"):  # nobody declares it now
+        bus.subscribe("costly", group="g", max_cost=3)
+
+
+async def test_a_subscription_option_named_like_a_subscribe_keyword_is_refused(bus: Bus) -> None:
+    class Grabby:
+        @hookimpl
+        def subscription_options(self) -> type[BaseModel]:
+            return type("GrabbyOptions", (BaseModel,), {"__annotations__": {"group": str}, "group": "x"})
+
+    bus.plugins.register(Grabby(), "grabby")
+    with pytest.raises(ConfigError, match="plugin 'grabby' declares the subscribe option 'group'"):
+        bus.subscribe("t", group="g")
+
+
 async def test_filter_false_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:
     class EvenOnly:
         @hookimpl(specname="filter")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
 from redis.exceptions import ResponseError
 
-from . import arguments
+from . import arguments, settings
 from .config import BusConfig
 from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
@@ -307,13 +308,16 @@ class Bus:
         so competing consumers share the work fairly.
         """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
+        self._load_plugins()
+        declared = settings.owners(self.plugins.call.subscription_options(), SUBSCRIBE_KEYWORDS,
+                                   "subscription_options", "subscribe option")
+        checked = settings.options(options, declared, SUBSCRIBE_KEYWORDS)
 
         def register(handler: Handler) -> Handler:
             subscription = Subscription(
                 topics=names, group=group, handler=handler, concurrency=concurrency,
-                prefetch=prefetch, filter=filter, model=model, start=start, options=options,
+                prefetch=prefetch, filter=filter, model=model, start=start, options=checked,
             )
-            self._load_plugins()
             if filter is not None and not self.plugins.call.filters():
                 raise FilterError("filter= was given but no plugin implements the filter hook "
                                   "(is the 'filters' plugin disabled?)")
@@ -503,3 +507,7 @@ class Bus:
             recommendations=recommendations(server.memory, self.config.memory_pressure_ratio, per_topic),
         )
 
+
+# what subscribe() takes itself: a plugin's subscription_options cannot claim these
+SUBSCRIBE_KEYWORDS = tuple(name for name, p in inspect.signature(Bus.subscribe).parameters.items()
+                           if p.kind is inspect.Parameter.KEYWORD_ONLY)

@@ -150,6 +150,10 @@ class HookCaller:
     def redis_connection_options(self, config: BusConfig) -> list[dict[str, Any] | None]:
         return [answer for _, answer in self._sync("redis_connection_options", config=config)]
 
+    def subscription_options(self) -> list[tuple[str, Any]]:
+        """(plugin, answer) pairs: the answers are checked by the caller, naming the plugin."""
+        return self._sync("subscription_options")
+
     def plugin_settings(self) -> list[tuple[str, Any]]:
         """(plugin, answer) pairs: the answers are checked by the caller, naming the plugin."""
         return self._sync("plugin_settings")

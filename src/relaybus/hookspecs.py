@@ -122,6 +122,16 @@ def plugin_settings() -> type[BaseModel] | None:
 
 
 @hookspec
+def subscription_options() -> type[BaseModel] | None:
+    """Called by `subscribe`: return a pydantic model class whose fields are this plugin's
+    per-subscription options, or None. They are the extra keywords `subscribe` accepts,
+    validated by the model, and reach hooks as `subscription.options` (every declared
+    option, defaults filled in). A keyword nobody declares is a TypeError; a name
+    another plugin or `subscribe` itself takes is a ConfigError. Answer synchronously.
+    """
+
+
+@hookspec
 def redis_connection_options(config: BusConfig) -> dict[str, Any] | None:
     """Called once per connect, before the client is made: keyword arguments for
     redis-py's `Redis.from_url` (TLS files, ACL credentials, keepalive, ...).

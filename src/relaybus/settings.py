@@ -1,7 +1,8 @@
 """Plugin-owned settings: each `plugin_settings()` model adds its fields to the bus's
 configuration - `Bus.from_url` keywords and `RELAYBUS_<NAME>` variables - validated by
 that model, so a third-party plugin has settings as the built-ins do, and a name that
-nobody declares is still refused."""
+nobody declares is still refused. `subscription_options()` models do the same for the
+extra keywords of `subscribe`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from .errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from .config import BusConfig
-    from .plugins import PluginManager
 
 ENV_PREFIX = "RELAYBUS_"
 
@@ -31,20 +31,23 @@ class Owner:
     model: type[BaseModel]
 
 
-def owners(plugins: PluginManager, core: Iterable[str]) -> dict[str, Owner]:
-    """Each declared setting's owner; ConfigError when a name has two owners or is
-    the core's own."""
+def owners(answers: Iterable[tuple[str, Any]], core: Iterable[str], hook: str,
+           kind: str = "setting") -> dict[str, Owner]:
+    """Each declared name's owner, from a hook's (plugin, model or None) answers;
+    ConfigError when a name has two owners or is the core's own."""
     taken = set(core)
     found: dict[str, Owner] = {}
-    for plugin, model in plugins.call.plugin_settings():
+    for plugin, model in answers:
+        if model is None:
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise PluginError(f"plugin {plugin!r}: plugin_settings must return a pydantic model class, "
+            raise PluginError(f"plugin {plugin!r}: {hook} must return a pydantic model class or None, "
                               f"not {model!r}")
         for name in model.model_fields:
             if name in taken:
-                raise ConfigError(f"plugin {plugin!r} declares the setting {name!r}, which is relaybus's own")
+                raise ConfigError(f"plugin {plugin!r} declares the {kind} {name!r}, which is relaybus's own")
             if name in found and found[name].model is not model:
-                raise ConfigError(f"the setting {name!r} is declared by two plugins: "
+                raise ConfigError(f"the {kind} {name!r} is declared by two plugins: "
                                   f"{found[name].plugin!r} and {plugin!r}")
             found[name] = Owner(plugin, model)
     return found
@@ -57,7 +60,33 @@ def installed(disabled: frozenset[str], core: frozenset[str]) -> Mapping[str, Ow
 
     plugins = PluginManager(disabled)
     plugins.load_entry_points()
-    return owners(plugins, core)
+    return owners(plugins.call.plugin_settings(), core, "plugin_settings")
+
+
+def unknown_names(given: Iterable[str], known: Iterable[str]) -> list[str]:
+    """Each of `given` not in `known`, quoted, with the closest known name if any."""
+    names = list(known)
+    return [f"{name!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+        name, names, n=1)) else "") for name in given if name not in names]
+
+
+def options(given: Mapping[str, Any], declared: Mapping[str, Owner], known: Iterable[str]) -> dict[str, Any]:
+    """`subscribe`'s extra keywords validated by the models declaring them, with those
+    models' defaults for the rest: TypeError for an unknown one (as for any keyword),
+    ConfigError for an invalid value."""
+    unknown = unknown_names(given, [*declared, *known])
+    if unknown:
+        raise TypeError(f"subscribe() got unknown option {', '.join(unknown)}: neither relaybus nor an "
+                        "enabled plugin declares it")
+    values: dict[str, Any] = {}
+    for model in {o.model: o.plugin for o in declared.values()}:
+        try:
+            values.update(model.model_validate({k: v for k, v in given.items() if k in model.model_fields})
+                          .model_dump())
+        except ValidationError as exc:
+            raise ConfigError("; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                                        for err in exc.errors(include_input=False))) from None
+    return values
 
 
 def validate(config: BusConfig, given: Mapping[str, Any], declared: Mapping[str, Owner]) -> dict[
@@ -65,11 +94,9 @@ def validate(config: BusConfig, given: Mapping[str, Any], declared: Mapping[str,
     """Each plugin model validated from `given` keywords over RELAYBUS_ variables over
     its defaults; its validators see the core settings as `info.context["config"]`.
     ValueError naming every unknown or invalid setting."""
-    unknown = sorted(set(given) - set(declared))
+    unknown = unknown_names(sorted(set(given) - set(declared)), [*declared, *type(config).model_fields])
     if unknown:
-        hints = [f"{name!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
-            name, [*declared, *type(config).model_fields], n=1)) else "") for name in unknown]
-        raise ValueError(f"unknown setting {', '.join(hints)}: neither relaybus nor an enabled plugin "
+        raise ValueError(f"unknown setting {', '.join(unknown)}: neither relaybus nor an enabled plugin "
                          "declares it")
     models: dict[type[BaseModel], str] = {o.model: o.plugin for o in declared.values()}
     return {model: of(model, config, given, plugin) for model, plugin in models.items()}
