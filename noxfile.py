@@ -47,7 +47,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_cluster.py")
     session.run("python", "bench/bench_policies.py")
     session.run("python", "bench/bench_streams.py")
-    # the DESIGN §8 consume target is relative to FastStream: installed here only, never a dependency
+    # the consume target (docs/benchmarks.md) is relative to FastStream: installed here only
     session.install("faststream[redis]>=0.7.8,<0.8")
     session.run("python", "bench/bench_faststream.py")
     session.install("-e", ".[metrics]")

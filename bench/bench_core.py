@@ -1,6 +1,6 @@
 """Core hot-path benchmark: relaybus against raw redis-py, same run, same Redis.
 
-DESIGN.md section 8 states the targets as ratios to raw redis-py, because absolute
+docs/benchmarks.md states the targets as ratios to raw redis-py, because absolute
 rates depend on the machine. So every relaybus figure here has a raw baseline
 measured next to it, on one private redis-server that this script starts and
 stops itself (no other Redis is ever touched). Each case runs REPEATS times and
@@ -44,7 +44,7 @@ BATCH = 100
 GROUP = "bench"
 PAYLOAD = {"agent": "reviewer-7", "task": "review", "pr": 42, "note": "looks fine " * 8}
 PAYLOAD_JSON = orjson.dumps(PAYLOAD)
-# case -> (messages at scale 1, slices per run, DESIGN target for relaybus/raw or None)
+# case -> (messages at scale 1, slices per run, target for relaybus/raw or None)
 # consume+ack runs whole: a slice would time one more worker start-up, not throughput
 CASES = {
     "publish": (5_000, SLICES, 0.85),

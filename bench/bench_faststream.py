@@ -1,6 +1,6 @@
 """consume+ack through handlers: relaybus against FastStream's Redis stream subscriber.
 
-DESIGN.md section 8 sets the target: relaybus >= 5x FastStream, measured in the
+docs/benchmarks.md sets the target: relaybus >= 5x FastStream, measured in the
 same run on the same Redis. This script starts one private redis-server of its
 own (no other Redis is touched) and, for each side, pre-fills a fresh stream with
 N messages, then times how long that side's handlers take to receive all of

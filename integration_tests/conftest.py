@@ -1,10 +1,9 @@
-"""Find a real Redis (DESIGN section 7) and give each test a bus under a prefix of its own."""
+"""Find a real Redis (CONTRIBUTING.md, "Tests") and give each test a bus under a prefix of its own."""
 
 from __future__ import annotations
 
 import functools
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import NoReturn
 
@@ -134,16 +133,17 @@ def server_factory(redis_line: str) -> Iterator[Callable[..., EmbeddedRedis]]:
 
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix no other test uses; its keys are deleted afterwards (never a flush)."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = sync_client(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{name}:*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+def relaybus_url(redis_url: str) -> str:
+    """The testing kit's fixtures (relaybus.testing, which users get) on the Redis line
+    of each test here, not on a server of their own."""
+    return redis_url
+
+
+@pytest.fixture
+def prefix(relaybus_prefix: str) -> str:
+    """A key prefix no other test uses; its keys are deleted afterwards (never a flush),
+    by the testing kit."""
+    return relaybus_prefix
 
 
 @pytest.fixture

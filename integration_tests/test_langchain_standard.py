@@ -1,7 +1,7 @@
 """LangChain's own standard suites for every relaybus tool, on a SyncBus and on a Bus.
 
 With a SyncBus both `invoke` and `ainvoke` must work; with an async Bus only
-`ainvoke` does (DESIGN section 4), so the suites' two sync-invoke tests are expected
+`ainvoke` does (docs/guides/langchain.md), so the suites' two sync-invoke tests are expected
 failures there — strict, so they would flag a Bus-backed `invoke` starting to work.
 """
 
@@ -26,7 +26,7 @@ EXAMPLES: dict[type[BaseTool], dict[str, Any]] = {
     StatsTool: {},
 }
 ASYNC_BUS_IS_AINVOKE_ONLY = pytest.mark.xfail(
-    reason="an async Bus is driven with ainvoke; invoke needs a SyncBus (DESIGN section 4)",
+    reason="an async Bus is driven with ainvoke; invoke needs a SyncBus (docs/guides/langchain.md)",
     raises=RuntimeError, strict=True,
 )
 

@@ -38,15 +38,15 @@ def test_sync_run_and_stop(redis_url: str, prefix: str) -> None:
         assert not runner.is_alive() and seen == [1, 2, 3]
 
 
-def test_sync_stream_management(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
-        bus.publish_many("m", [1, 2, 3])
-        got = bus.read("m", group="g", count=3)
-        bus.ack(*got[:2])
-        assert bus.dead_letter(got[2], "by hand")
-        assert bus.trim("m", keep_len=0) == 3
-        assert bus.trim_dead_letters("m", keep_len=0) == 1
-        stats = bus.stats(["m"])
-        assert (stats.topics[0].length, stats.topics[0].dlq_length) == (0, 0)
-        assert bus.memory().used_memory > 0
-        assert bus.broadcast("m", "nobody listens") == 0
+def test_sync_stream_management(relaybus_sync_bus: SyncBus) -> None:
+    bus = relaybus_sync_bus  # the testing kit's, on this test's Redis line
+    bus.publish_many("m", [1, 2, 3])
+    got = bus.read("m", group="g", count=3)
+    bus.ack(*got[:2])
+    assert bus.dead_letter(got[2], "by hand")
+    assert bus.trim("m", keep_len=0) == 3
+    assert bus.trim_dead_letters("m", keep_len=0) == 1
+    stats = bus.stats(["m"])
+    assert (stats.topics[0].length, stats.topics[0].dlq_length) == (0, 0)
+    assert bus.memory().used_memory > 0
+    assert bus.broadcast("m", "nobody listens") == 0

@@ -1,4 +1,4 @@
-"""The engine never reaches back into the facade (DESIGN section 1, Layering): no module
+"""The engine never reaches back into the facade (docs/architecture.md, "The layering rule"): no module
 under relaybus/engine imports relaybus.bus or relaybus.sync, not even for type hints."""
 
 from __future__ import annotations

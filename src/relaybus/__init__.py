@@ -1,7 +1,7 @@
 """relaybus: a message bus for AI agents on Redis Streams, built as a pluggy plugin host.
 
-Everything importable from here is the public API (DESIGN section 4); the modules
-behind it are private.
+Everything importable from here is the public API (docs/architecture.md, "Public
+facade"); the modules behind it are private.
 """
 
 from .bus import Bus
