@@ -55,6 +55,30 @@ def test_config_field_row(name: str, configuration: str) -> None:
     assert (field.description or "no description") in row.replace("\\|", "|")
 
 
+PLUGIN_SETTINGS = sorted((plugin, name) for plugin, model in docs_hooks.plugin_settings().items()
+                         for name in model.model_fields)
+
+
+def test_the_built_in_plugins_own_their_settings() -> None:
+    assert {plugin for plugin, _ in PLUGIN_SETTINGS} == {"dlq", "dedup", "retention", "tls_auth"}
+    assert not {name for _, name in PLUGIN_SETTINGS} & set(BusConfig.model_fields)
+
+
+@pytest.mark.parametrize(("plugin", "name"), PLUGIN_SETTINGS)
+def test_plugin_setting_row(plugin: str, name: str, configuration: str) -> None:
+    """Each built-in plugin's settings are listed under its marker, generated from its model."""
+    field = docs_hooks.plugin_settings()[plugin].model_fields[name]
+    [row] = [line for line in configuration.splitlines() if line.startswith(f"| `{name}` |")]
+    assert f"`RELAYBUS_{name.upper()}`" in row
+    assert (field.description or "no description") in row.replace("\\|", "|")
+
+
+def test_a_plugin_without_its_settings_marker_fails_the_build() -> None:
+    text = (DOCS / "configuration.md").read_text().replace("<!-- plugin-settings: dlq -->", "")
+    with pytest.raises(docs_hooks.DocsError, match=r"lacks <!-- plugin-settings: ... --> for: dlq"):
+        docs_hooks.render_configuration(text)
+
+
 def test_config_rows_show_type_default_and_bounds(configuration: str) -> None:
     assert ("| `block_ms` | `int` | `500` (≥ 10, ≤ 60000) | `RELAYBUS_BLOCK_MS` |") in configuration
     assert "| `max_queue_size` | `int` \\| `None` | `None` (≥ 1 when set) |" in configuration
