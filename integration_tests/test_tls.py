@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trustme
 
-from relaybus import Bus, BusConfig, BusUnavailableError, RelayBusError, hookimpl
+from relaybus import Bus, BusConfig, BusUnavailableError, ConfigError, RelayBusError, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .conftest import _unavailable
@@ -117,9 +117,12 @@ async def test_host_name_is_checked(tls_server: TLSServer) -> None:
 
 
 async def test_disabled_plugin_applies_no_ssl_fields(tls_server: TLSServer) -> None:
-    """Without tls_auth only redis-py's defaults apply (system CAs): our CA is not
-    trusted, so the connection fails closed rather than weaker."""
-    bus = tls_server.bus(disabled_plugins=["tls_auth"])
+    """Without tls_auth its ssl_* settings are unknown (refused when the config is
+    built), and only redis-py's defaults apply (system CAs): our CA is not trusted, so
+    the connection fails closed rather than weaker."""
+    with pytest.raises(ConfigError, match="unknown setting 'ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile'"):
+        tls_server.bus(disabled_plugins=["tls_auth"])
+    bus = Bus.from_url(tls_server.url(), prefix="tls", connect_timeout=3.0, disabled_plugins=["tls_auth"])
     with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
         await bus.connect()
 
