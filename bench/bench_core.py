@@ -48,7 +48,8 @@ PAYLOAD_JSON = orjson.dumps(PAYLOAD)
 # consume+ack runs whole: a slice would time one more worker start-up, not throughput
 CASES = {
     "publish": (5_000, SLICES, 0.85),
-    "publish_many": (20_000, SLICES, 0.6),
+    "publish_many": (20_000, SLICES, 0.8),
+    "publish x64 tasks": (20_000, SLICES, 0.7),  # against raw pipelined XADD
     "consume+ack": (20_000, 1, None),
 }
 
@@ -110,7 +111,24 @@ async def bus_publish_many(bus: Bus, topic: str, n: int) -> float:
     return time.perf_counter() - start
 
 
-# -- 3. consume + ack (streams pre-filled, only consumption is timed) ---------------
+# -- 3. 64 tasks publishing at once (raw: the pipelined XADD of case 2) ---------------
+
+TASKS = 64
+
+
+async def bus_publish_concurrently(bus: Bus, topic: str, n: int) -> float:
+    await bus.publish(topic, PAYLOAD)
+
+    async def one(count: int) -> None:
+        for _ in range(count):
+            await bus.publish(topic, PAYLOAD)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(n // TASKS + (i < n % TASKS)) for i in range(TASKS)))
+    return time.perf_counter() - start
+
+
+# -- 4. consume + ack (streams pre-filled, only consumption is timed) ---------------
 
 
 async def raw_consume(r: aioredis.Redis, key: str, n: int) -> float:
@@ -212,6 +230,7 @@ async def measure(url: str, scale: float) -> list[Result]:
         pairs: dict[str, tuple[Run, Run]] = {
             "publish": (partial(raw_publish, r), partial(bus_publish, bus)),
             "publish_many": (partial(raw_publish_many, r), partial(bus_publish_many, bus)),
+            "publish x64 tasks": (partial(raw_publish_many, r), partial(bus_publish_concurrently, bus)),
             "consume+ack": (partial(raw_consume, r), partial(bus_consume, url, prefix)),
         }
         results = []

@@ -208,6 +208,7 @@ class Bus:
         self._groups = self._settlement = None
         if ctx is not None:
             try:
+                await ctx.scripts.close()
                 await ctx.doorbell.close()
             finally:  # every connection closes, whatever the doorbell ended with
                 for client in [*self._dedicated, ctx.redis]:  # listen()'s too: they end with an error

@@ -177,9 +177,10 @@ class BusConfig(BaseSettings):
         """A plugin's settings, typed: `bus.config.settings(MySettings).my_field`. For a
         plugin registered by hand after this config was built, they come from the
         RELAYBUS_ variables and the model's defaults."""
-        found = self._plugin_settings.get(model)
+        owned = (self.__pydantic_private__ or {})["_plugin_settings"]  # not via __getattr__: per message
+        found = owned.get(model)
         if found is None:
-            found = self._plugin_settings[model] = settings.of(model, self, {}, model.__name__)
+            found = owned[model] = settings.of(model, self, {}, model.__name__)
         return cast(M, found)
 
     if not TYPE_CHECKING:  # plugin settings read as bus.config.<name>; typed: settings()

@@ -72,7 +72,8 @@ class HookCaller:
     @staticmethod
     async def _one(hook: str, name: str, function: Callable[..., Any], args: list[Any]) -> Any:
         try:
-            return await await_me_maybe(function(*args))
+            answer = function(*args)
+            return answer if answer is None else await await_me_maybe(answer)  # None: most answers
         except Exception as exc:
             _raise_for(hook, name, exc)
 

@@ -26,6 +26,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..connection import UNAVAILABLE, slot_map_read
+from .autopipeline import AutoPipeline
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
@@ -51,7 +52,8 @@ def source(name: str) -> str:
 
 class Scripts:
     """Every script, registered on one client. `call` runs one, `run` several in one
-    round trip; both load a script the server lacks (NOSCRIPT) and run it again."""
+    round trip; both load a script the server lacks (NOSCRIPT) and run it again. On one
+    server, calls from concurrent tasks share round trips (autopipeline.py)."""
 
     append: AsyncScript
     publish: AsyncScript
@@ -65,6 +67,8 @@ class Scripts:
         self.client = client
         self._cluster = client if isinstance(client, RedisCluster) else None
         self._stale = False  # a cluster node failed: ask the cluster for its slots again first
+        self._auto = AutoPipeline(self.client.connection_pool.get_connection, _exchange) if (
+            self._cluster is None) else None
         for name in NAMES:
             setattr(self, name, client.register_script(source(name)))
 
@@ -97,7 +101,9 @@ class Scripts:
     async def _pipelined(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         if not calls:
             return []
-        if self._cluster is None:
+        if self._auto is not None and not tail:
+            return await self._auto.run(calls)
+        if self._cluster is None:  # WAIT, which holds its connection up to its timeout: alone
             pool = self.client.connection_pool
             connection = await pool.get_connection()
             try:
@@ -105,6 +111,10 @@ class Scripts:
             finally:
                 await pool.release(connection)
         return await self._on_nodes(self._cluster, calls, tail)
+
+    async def close(self) -> None:
+        if self._auto is not None:
+            await self._auto.close()
 
     async def _on_nodes(
         self, cluster: RedisCluster, calls: Sequence[Call], tail: Sequence[Call]
