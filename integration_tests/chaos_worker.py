@@ -13,12 +13,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relaybus import Bus, Message, Reject
+from relaybus import Bus, BusUnavailableError, Message, Reject
 
 
 async def main(url: str, prefix: str, topic: str, consumer: str, record_url: str = "") -> None:
-    async with Bus.from_url(url, prefix=prefix, consumer_name=consumer, claim_idle_ms=1000,
-                            socket_timeout=1, connect_timeout=1) as bus:
+    bus = Bus.from_url(url, prefix=prefix, consumer_name=consumer, claim_idle_ms=1000,
+                       socket_timeout=1, connect_timeout=1)
+    while True:  # started while the suite has Redis down: try again, as a supervisor would
+        try:
+            await bus.connect()
+            break
+        except BusUnavailableError:
+            await asyncio.sleep(0.2)
+    async with bus:
         books = aioredis.Redis.from_url(record_url) if record_url else bus.redis
 
         @bus.subscribe(topic, group="chaos", concurrency=8, prefetch=32)
