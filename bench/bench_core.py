@@ -16,6 +16,7 @@ a payload encoded once up front, pipelining where relaybus may pipeline.
     python bench/bench_core.py            # full run, rich table
     python bench/bench_core.py -n 0.2     # a fifth of the messages, quick
     python bench/bench_core.py --json     # machine-readable
+    python bench/bench_core.py --loop both   # asyncio's event loop, then uvloop's
 """
 
 from __future__ import annotations
@@ -242,8 +243,8 @@ async def measure(url: str, scale: float) -> list[Result]:
     return results
 
 
-def show(results: list[Result], console: Console) -> None:
-    table = Table(title=f"relaybus vs raw redis-py (best of {REPEATS})")
+def show(results: list[Result], console: Console, loop: str) -> None:
+    table = Table(title=f"relaybus vs raw redis-py, {loop} event loop (best of {REPEATS})")
     for column in ("case", "N", "raw msgs/s", "relaybus msgs/s", "ratio", "target"):
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in results:
@@ -262,17 +263,32 @@ def main() -> None:
     parser.add_argument("-n", "--scale", type=float, default=1.0,
                         help="multiply every message count by this (default 1.0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="asyncio",
+                        help="event loop: asyncio's, uvloop's (the `uvloop` extra), or each in turn")
     args = parser.parse_args()
     if args.scale <= 0:
         parser.error("--scale must be > 0")
+    loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
+    measured: dict[str, list[Result]] = {}
     with EmbeddedRedis(port=free_port()) as server:
-        results = asyncio.run(measure(server.url, args.scale))
+        for loop in loops:  # raw and relaybus on the same loop: each ratio is like for like
+            with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+                measured[loop] = runner.run(measure(server.url, args.scale))
     if args.json:
-        rows = [asdict(row) for row in results]
-        print(json.dumps({"repeats": REPEATS, "slices": SLICES, "batch": BATCH, "results": rows},
+        results = {loop: [asdict(row) for row in rows] for loop, rows in measured.items()}
+        print(json.dumps({"repeats": REPEATS, "slices": SLICES, "batch": BATCH, "results": results},
                          indent=2))
     else:
-        show(results, Console())
+        for loop, rows in measured.items():
+            show(rows, Console(), loop)
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if loop == "asyncio":
+        return None
+    import uvloop  # the `uvloop` extra
+
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
