@@ -20,6 +20,7 @@ from .errors import (
     Reject,
     RelayBusError,
     ReplicationError,
+    RequestTimeoutError,
 )
 from .hookspecs import hookimpl
 from .message import Message
@@ -44,6 +45,7 @@ __all__ = [
     "Reject",
     "RelayBusError",
     "ReplicationError",
+    "RequestTimeoutError",
     "Subscription",
     "SyncBus",
     "hookimpl",

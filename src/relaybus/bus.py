@@ -21,7 +21,7 @@ from . import arguments, settings
 from .config import BusConfig
 from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
-from .engine import broadcast, pull, retained
+from .engine import broadcast, pull, replies, retained
 from .engine.consumer import Consumer
 from .engine.context import Context
 from .engine.doorbell import Doorbell
@@ -107,6 +107,7 @@ class Bus:
         self._background: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
         self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # pub/sub clients outside the pool
+        self._inbox: replies.Inbox | None = None  # made by the first request()
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -208,6 +209,9 @@ class Bus:
         self._groups = self._settlement = None
         if ctx is not None:
             try:
+                if self._inbox is not None:
+                    await self._inbox.close()
+                    self._inbox = None
                 await ctx.scripts.close()
                 await ctx.doorbell.close()
             finally:  # every connection closes, whatever the doorbell ended with
@@ -327,6 +331,41 @@ class Bus:
             return handler
 
         return register
+
+    # -- request / reply ---------------------------------------------------------
+
+    async def request(  # `timeout`: the contract's name (the wait is the bus's own)
+        self, topic: str, payload: Any, *, timeout: float = 30.0, priority: int = 0,  # noqa: ASYNC109
+        headers: dict[str, str] | None = None,
+    ) -> Message:
+        """Publish a request and wait for the reply (`reply` in the handler); the request
+        expires after `timeout` seconds too, so no handler starts one nobody waits for.
+        RequestTimeoutError when no reply comes in time."""
+        arguments.seconds("timeout", timeout, positive=True)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = replies.Inbox(self._engine)
+
+        async def publish(correlation_id: str) -> None:
+            await self.publish(topic, payload, priority=priority, headers=headers, ttl=timeout,
+                               reply_to=inbox.address, correlation_id=correlation_id)
+
+        return await inbox.ask(publish, timeout, repr(topic))
+
+    async def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
+        """Answer a request (a message with `reply_to`); returns the reply's id. The reply
+        carries the request's `correlation_id` (or its id); to an inbox of `request` it
+        lives as long as the request would have, to a topic it is an ordinary publish."""
+        if not isinstance(message, Message) or not message.reply_to:
+            raise ValueError("reply() needs a delivered request: a Message with reply_to set")
+        correlation_id = message.correlation_id or message.id
+        inbox = replies.inbox_of(message.reply_to)
+        if inbox is None:
+            return await self.publish(message.reply_to, payload, headers=headers,
+                                      correlation_id=correlation_id)
+        answer = Message(topic=message.topic, payload=payload, headers=headers or {},
+                         correlation_id=correlation_id, sender=self.consumer)
+        return await replies.send(self._engine, inbox, answer, message.expires_at)
 
     @property
     def subscriptions(self) -> list[Subscription]:

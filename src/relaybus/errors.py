@@ -26,6 +26,10 @@ class QueueFullError(RelayBusError):
     """The topic holds `max_queue_size` unconsumed messages and overflow is `reject`."""
 
 
+class RequestTimeoutError(RelayBusError, TimeoutError):
+    """`request` got no reply within its timeout."""
+
+
 class RedisFullError(RelayBusError):
     """Redis refused a publish because its memory is full (`maxmemory` reached with
     `noeviction`): nothing of that publish was appended. Consumers can still drain."""

@@ -124,6 +124,10 @@ class Keys:
         """A set of every topic name published under this prefix (pattern subscriptions)."""
         return f"{self.prefix}:topics"
 
+    def inbox(self, name: str) -> str:
+        """A requesting bus's reply inbox (engine/replies.py): outside every topic."""
+        return f"{self.prefix}:inbox:{{{name}}}"
+
     def channel(self, topic: str) -> str:
         """The broadcast channel of a topic (or of a listen pattern). The topic sits in
         braces, which neither prefixes nor topics may contain, so a pattern of one prefix

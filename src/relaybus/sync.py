@@ -80,6 +80,14 @@ class SyncBus:
     ) -> list[str]:
         return self._call(self.bus.publish_many(topic, payloads, **options))
 
+    def request(self, topic: str, payload: Any, *, timeout: float = 30.0, priority: int = 0,
+                headers: dict[str, str] | None = None) -> Message:
+        return self._call(self.bus.request(topic, payload, timeout=timeout, priority=priority,
+                                           headers=headers))
+
+    def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
+        return self._call(self.bus.reply(message, payload, headers=headers))
+
     def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[Handler], Handler]:
         return self.bus.subscribe(topics, **options)
 
