@@ -10,8 +10,10 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 
-from relaybus import Bus, SyncBus
+from relaybus import Bus, Message, SyncBus
 from relaybus.adapters.langchain import RelayBusToolkit
+
+from .helpers import running
 
 
 def tools_of(bus: Bus | SyncBus, allowed: list[str] | None = None) -> dict[str, BaseTool]:
@@ -28,10 +30,12 @@ def sync_bus(redis_url: str, prefix: str) -> Iterator[SyncBus]:
         yield b
 
 
-def test_toolkit_offers_the_four_tools_with_schemas_naming_the_allowed_topics(bus: Bus) -> None:
+def test_toolkit_offers_the_five_tools_with_schemas_naming_the_allowed_topics(bus: Bus) -> None:
     tools = tools_of(bus, ["tasks.*"])
-    assert list(tools) == ["relaybus_publish", "relaybus_read", "relaybus_history", "relaybus_stats"]
+    assert list(tools) == ["relaybus_publish", "relaybus_request", "relaybus_read", "relaybus_history",
+                           "relaybus_stats"]
     assert set(tools["relaybus_publish"].args) == {"topic", "payload", "priority"}
+    assert set(tools["relaybus_request"].args) == {"topic", "payload", "timeout_s"}
     assert set(tools["relaybus_read"].args) == {"topic", "group", "count", "wait_seconds"}
     assert set(tools["relaybus_history"].args) == {"topic", "limit"}
     assert tools["relaybus_stats"].args == {}
@@ -162,3 +166,25 @@ async def test_a_server_refusal_is_a_tool_error(server_factory: type, prefix: st
                     break
             assert refused is not None, "Redis never refused a write"
             assert "OOM" in refused.content or "maxmemory" in refused.content
+
+
+async def test_request_tool_returns_the_answer_or_an_error_the_model_can_read(bus: Bus, redis_url: str,
+                                                                               prefix: str) -> None:
+    tools = tools_of(bus, ["tasks.*"])
+    async with Bus.from_url(redis_url, prefix=prefix) as reviewer:
+
+        @reviewer.subscribe("tasks.review", group="reviewers")
+        async def review(msg: Message) -> None:
+            await reviewer.reply(msg, {"verdict": "approve", "pr": msg.payload["pr"]})
+
+        async with running(reviewer):
+            answer = json.loads(await tools["relaybus_request"].ainvoke(
+                {"topic": "tasks.review", "payload": {"pr": 3}, "timeout_s": 10}))
+    assert answer["topic"] == "tasks.review" and answer["reply"]["payload"] == {"verdict": "approve", "pr": 3}
+    silent = await tools["relaybus_request"].ainvoke(
+        call("relaybus_request", topic="tasks.nobody", payload={}, timeout_s=0.2))
+    assert isinstance(silent, ToolMessage) and silent.status == "error"
+    assert "no reply to the request on 'tasks.nobody' within 0.2 s" in str(silent.content)
+    refused = await tools["relaybus_request"].ainvoke(
+        call("relaybus_request", topic="payments.x", payload={}))
+    assert refused.status == "error" and "not allowed" in str(refused.content)

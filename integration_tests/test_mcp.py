@@ -13,7 +13,9 @@ from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
-from relaybus import Bus
+from relaybus import Bus, Message
+
+from .helpers import running
 
 SERVE = "from relaybus.cli import app; app()"
 
@@ -35,10 +37,12 @@ async def connect(redis_url: str, prefix: str) -> AsyncIterator[ClientSession]:
         yield session
 
 
-async def test_lists_the_four_tools_with_schemas(redis_url: str, prefix: str) -> None:
+async def test_lists_the_five_tools_with_schemas(redis_url: str, prefix: str) -> None:
     async with connect(redis_url, prefix) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
-    assert set(tools) == {"relaybus_publish", "relaybus_read", "relaybus_history", "relaybus_stats"}
+    assert set(tools) == {"relaybus_publish", "relaybus_request", "relaybus_read", "relaybus_history",
+                          "relaybus_stats"}
+    assert tools["relaybus_request"].input_schema["required"] == ["topic", "payload"]
     publish = tools["relaybus_publish"]
     assert publish.input_schema["required"] == ["topic", "payload"]
     assert publish.input_schema["properties"]["priority"]["maximum"] == 9
@@ -73,6 +77,19 @@ async def check_each_tool(session: ClientSession, bus: Bus) -> None:
     assert not stats.is_error and stats.structured_content is not None
     assert [t["topic"] for t in stats.structured_content["topics"]] == ["tasks.review"]
     assert stats.structured_content["topics"][0]["groups"][0]["pending"] == 0
+
+    @bus.subscribe("tasks.ask", group="answerers")
+    async def answer(msg: Message) -> None:
+        await bus.reply(msg, {"answer": msg.payload["q"] * 2})
+
+    async with running(bus):
+        asked = await session.call_tool("relaybus_request", {"topic": "tasks.ask", "payload": {"q": 21},
+                                                             "timeout_s": 10})
+    assert not asked.is_error and asked.structured_content is not None
+    assert asked.structured_content["reply"]["payload"] == {"answer": 42}
+    silent = await session.call_tool("relaybus_request", {"topic": "tasks.nobody", "payload": {},
+                                                          "timeout_s": 0.2})
+    assert silent.is_error and "no reply to the request on 'tasks.nobody'" in str(silent.content)
 
 
 async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, prefix: str, bus: Bus) -> None:

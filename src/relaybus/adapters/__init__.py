@@ -1,5 +1,5 @@
 """Adapters that expose the bus to agent frameworks.
 
 `relaybus.adapters.langchain` (extra `langchain`) and `relaybus.adapters.mcp` (extra
-`mcp`) offer the same four agent tools, whose logic lives once in `_tools`.
+`mcp`) offer the same five agent tools, whose logic lives once in `_tools`.
 """

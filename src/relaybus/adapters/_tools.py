@@ -1,4 +1,4 @@
-"""The four agent tools' logic, shared by the LangChain and MCP adapters.
+"""The five agent tools' logic, shared by the LangChain and MCP adapters.
 
 Both adapters give a model the same tools with the same argument schemas, the same
 topic allowlist and the same compact results; only how errors reach the model differs
@@ -42,6 +42,9 @@ WaitSeconds = Annotated[float, Field(
     ge=0, le=30, description="Seconds to wait for a first message when none is waiting (0-30)."
 )]
 Limit = Annotated[int, Field(ge=1, le=200, description="How many of the latest messages (1-200).")]
+TimeoutSeconds = Annotated[float, Field(
+    gt=0, le=300, description="Seconds to wait for the answer (default 30, at most 300)."
+)]
 
 DESCRIPTIONS = {
     "relaybus_publish": (
@@ -57,6 +60,11 @@ DESCRIPTIONS = {
     "relaybus_history": (
         "Look at the latest messages of a topic, oldest first, without consuming them. Returns JSON "
         '{"topic":...,"messages":[...]}.'
+    ),
+    "relaybus_request": (
+        "Ask another agent and wait for its answer: sends the payload to the topic as a request and "
+        'returns the reply as JSON {"topic":...,"reply":{"id":...,"payload":...,"created_at":...}}. '
+        "An error if no answer comes within timeout_s seconds."
     ),
     "relaybus_stats": (
         "Bus statistics as JSON: per topic and group the queue length, pending and lag, dead letters, "
@@ -135,6 +143,11 @@ class Messages(BaseModel):
     messages: list[MessageView]
 
 
+class Replied(BaseModel):
+    topic: str
+    reply: MessageView
+
+
 async def publish(bus: Bus, allow: Allowlist, topic: str, payload: Any, priority: int = 0) -> Published:
     return Published(id=await bus.publish(allow.check(topic), payload, priority=priority), topic=topic)
 
@@ -149,6 +162,11 @@ async def read(
     if got:
         await bus.ack(*got)
     return Messages(topic=topic, messages=[MessageView.of(m) for m in got])
+
+
+async def request(bus: Bus, allow: Allowlist, topic: str, payload: Any, timeout_s: float = 30) -> Replied:
+    reply = await bus.request(allow.check(topic), payload, timeout=timeout_s)
+    return Replied(topic=topic, reply=MessageView.of(reply))
 
 
 async def history(bus: Bus, allow: Allowlist, topic: str, limit: int = 20) -> Messages:

@@ -1,7 +1,8 @@
 """LangChain adapter: the bus as agent tools, and run events onto the bus.
 
 `RelayBusToolkit(bus=..., allowed_topics=[...]).get_tools()` gives a model
-`relaybus_publish`, `relaybus_read`, `relaybus_history` and `relaybus_stats`. With an
+`relaybus_publish`, `relaybus_request`, `relaybus_read`, `relaybus_history` and
+`relaybus_stats`. With an
 async `Bus` call the tools with `ainvoke`; with a `SyncBus`, `invoke` (or `ainvoke`,
 which runs the call in a thread). Mistakes a model can correct (a topic outside the
 allowlist, a bad name, a full queue) come back as the tool's error output — a
@@ -31,6 +32,7 @@ __all__ = [
     "ReadTool",
     "RelayBusCallbackHandler",
     "RelayBusToolkit",
+    "RequestTool",
     "StatsTool",
     "SyncRelayBusCallbackHandler",
 ]
@@ -40,6 +42,12 @@ class PublishArgs(BaseModel):
     topic: _tools.Topic
     payload: _tools.Payload
     priority: _tools.Priority = 0
+
+
+class RequestArgs(BaseModel):
+    topic: _tools.Topic
+    payload: _tools.Payload
+    timeout_s: _tools.TimeoutSeconds = 30
 
 
 class ReadArgs(BaseModel):
@@ -119,6 +127,16 @@ class PublishTool(RelayBusTool):
         return await _tools.publish(bus, allow, a.topic, a.payload, a.priority)
 
 
+class RequestTool(RelayBusTool):
+    name: str = "relaybus_request"
+    description: str = _tools.DESCRIPTIONS["relaybus_request"]
+    args_schema: type[BaseModel] = RequestArgs
+
+    async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> BaseModel:
+        a = RequestArgs.model_validate(args)
+        return await _tools.request(bus, allow, a.topic, a.payload, a.timeout_s)
+
+
 class ReadTool(RelayBusTool):
     name: str = "relaybus_read"
     description: str = _tools.DESCRIPTIONS["relaybus_read"]
@@ -149,7 +167,7 @@ class StatsTool(RelayBusTool):
 
 
 class RelayBusToolkit(BaseToolkit):
-    """The four relaybus tools over one bus, limited to `allowed_topics` (glob patterns)."""
+    """The five relaybus tools over one bus, limited to `allowed_topics` (glob patterns)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -164,4 +182,4 @@ class RelayBusToolkit(BaseToolkit):
 
     def get_tools(self) -> list[BaseTool]:
         return [tool(bus=self.bus, allowed_topics=self.allowed_topics)
-                for tool in (PublishTool, ReadTool, HistoryTool, StatsTool)]
+                for tool in (PublishTool, RequestTool, ReadTool, HistoryTool, StatsTool)]

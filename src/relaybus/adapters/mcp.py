@@ -1,6 +1,6 @@
 """MCP adapter: the bus as an MCP server (the `mcp` SDK 2.x `MCPServer`).
 
-`create_server(bus, allowed_topics)` offers the four agent tools with structured
+`create_server(bus, allowed_topics)` offers the five agent tools with structured
 output, plus two resources: `relaybus://topics` (the allowed topics) and
 `relaybus://topics/{topic}/history` (a topic's latest messages). Errors the model
 should read — a topic outside the allowlist, a bad name, a full queue — are raised as
@@ -19,11 +19,25 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from ..bus import Bus
 from . import _tools
-from ._tools import Allowlist, Count, Group, Limit, Messages, Payload, Priority, Published, Topic, WaitSeconds
+from ._tools import (
+    Allowlist,
+    Count,
+    Group,
+    Limit,
+    Messages,
+    Payload,
+    Priority,
+    Published,
+    Replied,
+    TimeoutSeconds,
+    Topic,
+    WaitSeconds,
+)
 
 INSTRUCTIONS = (
     "relaybus is a message bus shared by agents. Publish work or results to a topic with "
-    "relaybus_publish; take messages meant for your consumer group with relaybus_read; look at recent "
+    "relaybus_publish; ask another agent and wait for its answer with relaybus_request; "
+    "take messages meant for your consumer group with relaybus_read; look at recent "
     "traffic with relaybus_history; find backlogs with relaybus_stats."
 )
 
@@ -46,6 +60,11 @@ def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None) -> MCPS
     async def relaybus_publish(topic: Topic, payload: Payload, priority: Priority = 0) -> Published:
         with _as(ToolError):
             return await _tools.publish(bus, allow, topic, payload, priority)
+
+    @server.tool(description=allow.tool_description("relaybus_request"))
+    async def relaybus_request(topic: Topic, payload: Payload, timeout_s: TimeoutSeconds = 30) -> Replied:
+        with _as(ToolError):
+            return await _tools.request(bus, allow, topic, payload, timeout_s)
 
     @server.tool(description=allow.tool_description("relaybus_read"))
     async def relaybus_read(topic: Topic, group: Group, count: Count = 10,
