@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import RedisError
 
 from ..bus import Bus
@@ -182,6 +182,14 @@ async def stats(bus: Bus, allow: Allowlist) -> dict[str, Any]:
 
 async def topics(bus: Bus, allow: Allowlist) -> list[str]:
     return [t for t in await bus.topics() if allow.allows(t)]
+
+
+def explain_invalid(error: ValidationError) -> str:
+    """Which argument was wrong and why, in one line a model can act on (no input echo,
+    no documentation links)."""
+    return "invalid arguments: " + "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+        for e in error.errors(include_url=False, include_input=False))
 
 
 def compact_json(value: Any) -> str:

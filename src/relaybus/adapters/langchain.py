@@ -69,9 +69,7 @@ class StatsArgs(BaseModel):
 def _explain_invalid_args(error: Any) -> str:
     """Which argument was wrong and why, so the model can retry with a fixed call."""
     if isinstance(error, ValidationError):
-        return "invalid arguments: " + "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors(include_url=False)
-        )
+        return _tools.explain_invalid(error)
     return f"invalid arguments: {error}"
 
 

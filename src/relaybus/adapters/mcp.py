@@ -1,22 +1,27 @@
 """MCP adapter: the bus as an MCP server (the `mcp` SDK 2.x `MCPServer`).
 
 `create_server(bus, allowed_topics)` offers the five agent tools with structured
-output, plus two resources: `relaybus://topics` (the allowed topics) and
-`relaybus://topics/{topic}/history` (a topic's latest messages). Errors the model
-should read — a topic outside the allowlist, a bad name, a full queue — are raised as
-the SDK's `ToolError`; the SDK hides any other exception's message. `relaybus mcp`
-serves it over stdio. Needs the `mcp` extra.
+output and annotations (which change nothing, which only read), plus two resources:
+`relaybus://topics` (the allowed topics) and `relaybus://topics/{topic}/history` (a
+topic's latest messages). Results are compact JSON without empty fields, as the
+LangChain tools give. Errors the model should read — a topic outside the allowlist,
+a bad name or argument, a full queue, no reply in time — are raised as the SDK's
+`ToolError`, in one line; the SDK hides any other exception's message. `relaybus mcp`
+serves it over stdio or streamable HTTP. Needs the `mcp` extra.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ValidationError
 
+from .. import __version__
 from ..bus import Bus
 from . import _tools
 from ._tools import (
@@ -40,6 +45,26 @@ INSTRUCTIONS = (
     "take messages meant for your consumer group with relaybus_read; look at recent "
     "traffic with relaybus_history; find backlogs with relaybus_stats."
 )
+# open_world_hint=False: the tools touch this bus only, nothing outside it
+SENDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                        open_world_hint=False)
+TAKES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
+                        open_world_hint=False)  # read acknowledges: the group will not see them again
+LOOKS = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                        open_world_hint=False)
+Transport = Literal["stdio", "http"]
+
+
+class _Server(MCPServer[Any]):
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """Bad arguments in one line the model can act on (the SDK gives pydantic's
+        multi-line text with documentation links)."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(f"{name}: {_tools.explain_invalid(exc.__cause__)}") from None
+            raise
 
 
 @contextlib.contextmanager
@@ -51,36 +76,48 @@ def _as(error: type[Exception]) -> Iterator[None]:
         raise error(str(exc)) from exc
 
 
+def _compact(result: BaseModel | dict[str, Any]) -> CallToolResult:
+    """Structured content and its text without nulls or defaults: a model pays for every byte."""
+    if isinstance(result, BaseModel):
+        structured = result.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    else:
+        structured = result
+    return CallToolResult(content=[TextContent(type="text", text=_tools.compact_json(structured))],
+                          structured_content=structured)
+
+
 def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None) -> MCPServer[Any]:
     """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all)."""
     allow = Allowlist(allowed_topics)
-    server: MCPServer[Any] = MCPServer("relaybus", instructions=INSTRUCTIONS)
+    server = _Server("relaybus", version=__version__, instructions=INSTRUCTIONS)
 
-    @server.tool(description=allow.tool_description("relaybus_publish"))
-    async def relaybus_publish(topic: Topic, payload: Payload, priority: Priority = 0) -> Published:
+    @server.tool(description=allow.tool_description("relaybus_publish"), annotations=SENDS)
+    async def relaybus_publish(topic: Topic, payload: Payload,
+                               priority: Priority = 0) -> Annotated[CallToolResult, Published]:
         with _as(ToolError):
-            return await _tools.publish(bus, allow, topic, payload, priority)
+            return _compact(await _tools.publish(bus, allow, topic, payload, priority))
 
-    @server.tool(description=allow.tool_description("relaybus_request"))
-    async def relaybus_request(topic: Topic, payload: Payload, timeout_s: TimeoutSeconds = 30) -> Replied:
+    @server.tool(description=allow.tool_description("relaybus_request"), annotations=SENDS)
+    async def relaybus_request(topic: Topic, payload: Payload,
+                               timeout_s: TimeoutSeconds = 30) -> Annotated[CallToolResult, Replied]:
         with _as(ToolError):
-            return await _tools.request(bus, allow, topic, payload, timeout_s)
+            return _compact(await _tools.request(bus, allow, topic, payload, timeout_s))
 
-    @server.tool(description=allow.tool_description("relaybus_read"))
+    @server.tool(description=allow.tool_description("relaybus_read"), annotations=TAKES)
     async def relaybus_read(topic: Topic, group: Group, count: Count = 10,
-                            wait_seconds: WaitSeconds = 0) -> Messages:
+                            wait_seconds: WaitSeconds = 0) -> Annotated[CallToolResult, Messages]:
         with _as(ToolError):
-            return await _tools.read(bus, allow, topic, group, count, wait_seconds)
+            return _compact(await _tools.read(bus, allow, topic, group, count, wait_seconds))
 
-    @server.tool(description=allow.tool_description("relaybus_history"))
-    async def relaybus_history(topic: Topic, limit: Limit = 20) -> Messages:
+    @server.tool(description=allow.tool_description("relaybus_history"), annotations=LOOKS)
+    async def relaybus_history(topic: Topic, limit: Limit = 20) -> Annotated[CallToolResult, Messages]:
         with _as(ToolError):
-            return await _tools.history(bus, allow, topic, limit)
+            return _compact(await _tools.history(bus, allow, topic, limit))
 
-    @server.tool(description=allow.tool_description("relaybus_stats"))
-    async def relaybus_stats() -> dict[str, Any]:
+    @server.tool(description=allow.tool_description("relaybus_stats"), annotations=LOOKS)
+    async def relaybus_stats() -> Annotated[CallToolResult, dict[str, Any]]:
         with _as(ToolError):
-            return await _tools.stats(bus, allow)
+            return _compact(await _tools.stats(bus, allow))
 
     @server.resource("relaybus://topics", name="topics", mime_type="application/json",
                      description="The topics this server may use that have messages.")
@@ -91,16 +128,28 @@ def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None) -> MCPS
                      description="The latest 20 messages of a topic, oldest first.")
     async def topic_history(topic: str) -> str:
         with _as(ResourceError):
-            return (await _tools.history(bus, allow, topic)).model_dump_json(exclude_defaults=True)
+            return (await _tools.history(bus, allow, topic)).model_dump_json(exclude_defaults=True,
+                                                                             exclude_none=True)
 
     return server
 
 
-async def serve_stdio(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None) -> None:
+async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None,
+                transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Connect to Redis first (so an unreachable one fails before any protocol traffic),
-    then serve MCP on stdin/stdout until the client closes them."""
+    then serve MCP - on stdin/stdout until the client closes them, or as streamable HTTP
+    at http://host:port/mcp until stopped."""
     allow = list(allowed_topics) if allowed_topics is not None else None
     Allowlist(allow)  # bad patterns fail before connecting
     bus = Bus.from_url(url, prefix=prefix) if url else Bus(prefix=prefix)
     async with bus:
-        await create_server(bus, allow).run_stdio_async()
+        server = create_server(bus, allow)
+        if transport == "stdio":
+            await server.run_stdio_async()
+        else:
+            await server.run_streamable_http_async(host=host, port=port)
+
+
+async def serve_stdio(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None) -> None:
+    """`serve` over stdio (what `relaybus mcp` did before the HTTP transport)."""
+    await serve(url, prefix, allowed_topics)
