@@ -4,6 +4,7 @@ priority lanes, delayed publish, typed handlers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -229,3 +230,25 @@ async def test_history_includes_every_lane_in_publish_order(bus: Bus) -> None:
     ids = [await bus.publish("mixed-lanes", n, priority=p) for n, p in enumerate([0, 5, 0, 9, 1])]
     assert [m.id for m in await bus.history("mixed-lanes")] == ids
     assert [m.id for m in await bus.history("mixed-lanes", limit=2)] == ids[-2:]
+
+
+async def test_a_handler_that_keeps_failing_is_logged_at_warning_when_given_up(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the default WARNING level a retry says nothing, but the message given up on
+    (dead-lettered after max_attempts) is logged with its handler, topic and error."""
+    async with Bus.from_url(redis_url, prefix=prefix, max_attempts=2, retry_backoff_s=0.05,
+                            claim_idle_ms=1000) as bus:
+        await bus.publish("flaky", {"n": 1})
+
+        @bus.subscribe("flaky", group="g")
+        async def always_fails(msg: Message) -> None:
+            raise ValueError("upstream said no")
+
+        with caplog.at_level(logging.WARNING, logger="relaybus"):
+            await run_until(bus, lambda: len(caplog.records) > 0, seconds=10)
+    [record] = [r for r in caplog.records if "failed on message" in r.getMessage()]
+    text = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert "always_fails" in text and "'flaky'" in text and "(attempt 2)" in text
+    assert "ValueError: upstream said no" in text and "dead-lettered: failed 2 times (max_attempts)" in text

@@ -320,3 +320,24 @@ async def test_closing_the_bus_ends_a_publish_still_retrying(
         await bus.close()
         with pytest.raises(BusUnavailableError, match="closed while Redis was unreachable"):
             await asyncio.wait_for(publishing, 5)
+
+
+async def test_a_server_that_is_not_redis_is_reported_as_redis_unreachable(prefix: str) -> None:
+    """A URL pointing at another service (here one answering HTTP): connect says it cannot
+    reach Redis there - not redis-py's bare protocol error."""
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    web = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = web.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(BusUnavailableError, match=rf"cannot reach Redis at redis://127.0.0.1:{port}/0: "
+                                                     r".*Protocol error.*\(is it a Redis server\?\)"):
+            await Bus.from_url(f"redis://127.0.0.1:{port}/0", prefix=prefix, connect_timeout=2).connect()
+    finally:
+        web.close()
+        await web.wait_closed()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 
 from . import arguments, settings
 from .config import BusConfig
@@ -150,9 +150,10 @@ class Bus:
             self._ctx = self._publisher = self._groups = self._settlement = None
             await client.aclose()
             await wake_client.aclose()
-            if isinstance(exc, (TimeoutError, *UNAVAILABLE)):
+            if isinstance(exc, (TimeoutError, *UNAVAILABLE, InvalidResponse)):
+                hint = " (is it a Redis server?)" if isinstance(exc, InvalidResponse) else ""
                 raise BusUnavailableError(
-                    f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}"
+                    f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}{hint}"
                 ) from None
             raise
         await self.health.succeeded()

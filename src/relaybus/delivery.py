@@ -40,6 +40,12 @@ class FailureDecision:
     def drop(cls, reason: str) -> FailureDecision:
         return cls("drop", reason=reason)
 
+    def __str__(self) -> str:
+        """As a log line says it: "retried in 2.0 s", "dead-lettered: rejected"."""
+        if self.action == "retry":
+            return f"retried in {self.delay:.1f} s"
+        return f"{'dead-lettered' if self.action == 'dead_letter' else 'dropped'}: {self.reason}"
+
 
 @dataclass(slots=True, eq=False, weakref_slot=True)
 class Subscription:

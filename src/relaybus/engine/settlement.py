@@ -154,8 +154,12 @@ class Settlement:
             except Exception:  # a plugin's error (its name in the text or a note)
                 log.exception("on_failure failed for message %s; it stays pending", message.id)
                 return "pending"
-        log.info("handler %s failed on %s (%s: %s); decision: %s", sub.name, message.id,
-                 type(error).__name__, error, decision)
+        # a retry is routine; a message given up on - or left to redeliver for ever - is not
+        final = decision is None or decision.action != "retry"
+        log.log(logging.WARNING if final and not isinstance(error, Reject) else logging.INFO,
+                "handler %s failed on message %s of %r (attempt %d): %s: %s; %s", sub.name, message.id,
+                message.topic, message.attempt, type(error).__name__, error,
+                decision or "no on_failure plugin decided: it stays pending and is delivered again")
         if decision is None:
             return "pending"  # redelivered after claim_idle_ms
         if decision.action == "retry":
