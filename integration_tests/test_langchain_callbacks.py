@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -91,7 +92,7 @@ async def test_streamed_tokens_are_published_only_when_asked(bus: Bus) -> None:
 
 
 async def test_tool_inside_a_chain_has_the_chain_as_parent(bus: Bus) -> None:
-    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC, nested_chains=True)
     prepare: Runnable[int, dict[str, int]] = RunnableLambda(lambda n: {"x": n + 1}, name="prepare")
     chain = prepare | double
     assert await chain.ainvoke(4, config={"callbacks": [handler]}) == 10
@@ -196,3 +197,43 @@ async def test_events_are_dropped_not_waited_for_while_redis_is_down(
             assert time.monotonic() - started < 2.0  # waiting would take >= 6 x publish_timeout_s
             assert handler.options.dropped == 6
             assert any("Redis unreachable" in r.message for r in caplog.records)
+
+
+async def test_nested_chains_are_left_out_by_default(bus: Bus) -> None:
+    """A nested chain (a LangGraph node: the whole state each time) publishes nothing by
+    default; the root chain and the tool inside do."""
+    prepare: Runnable[int, dict[str, int]] = RunnableLambda(lambda n: {"x": n + 1}, name="prepare")
+    await (prepare | double).ainvoke(4, config={"callbacks": [RelayBusCallbackHandler(bus=bus, topic=TOPIC)]})
+    evts = await events(bus)
+    assert [e["event"] for e in evts] == ["chain_start", "tool_start", "tool_end", "chain_end"]
+    assert evts[0]["name"] == "RunnableSequence"
+
+
+async def test_chosen_events_only(bus: Bus) -> None:
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC, events=["tool", "chain_error"])
+    prepare: Runnable[int, dict[str, int]] = RunnableLambda(lambda n: {"x": n + 1}, name="prepare")
+    await (prepare | double).ainvoke(4, config={"callbacks": [handler]})
+    assert [e["event"] for e in await events(bus)] == ["tool_start", "tool_end"]
+    with pytest.raises(ValueError, match=r"unknown event\(s\) \['tool_begin'\]"):
+        RelayBusCallbackHandler(bus=bus, events=["tool_begin"])
+    with pytest.raises(TypeError, match="not one string"):
+        RelayBusCallbackHandler(bus=bus, events="tool")
+
+
+async def test_inputs_and_outputs_can_be_left_out(bus: Bus) -> None:
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC, include_io=False)
+    await double.ainvoke({"x": 21}, config={"callbacks": [handler]})
+    start, end = await events(bus)
+    assert "input" not in start and "output" not in end
+    assert start["name"] == "double" and end["duration_s"] >= 0
+
+
+async def test_an_event_larger_than_its_cap_is_cut_to_a_preview(bus: Bus) -> None:
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC, max_event_bytes=2048)
+    echo: Runnable[str, str] = RunnableLambda(lambda text: text, name="echo")
+    await echo.ainvoke("x" * 50_000, config={"callbacks": [handler]})
+    for event in await events(bus):
+        assert len(json.dumps(event)) <= 2048 + 64  # the cap, counted as orjson writes it
+        assert event["truncated"] > 50_000
+    with pytest.raises(ValueError, match="max_event_bytes"):
+        RelayBusCallbackHandler(bus=bus, max_event_bytes=10)

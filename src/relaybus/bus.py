@@ -108,6 +108,7 @@ class Bus:
         self._closing = asyncio.Event()
         self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # pub/sub clients outside the pool
         self._inbox: replies.Inbox | None = None  # made by the first request()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -157,6 +158,7 @@ class Bus:
                 ) from None
             raise
         await self.health.succeeded()
+        self._loop = asyncio.get_running_loop()
         self._closing = asyncio.Event()
         jobs = [(self.config.cleanup_interval_s, self.cleanup),
                 (self.config.health_check_interval_s, self._check_health)]
@@ -227,6 +229,12 @@ class Bus:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the bus was connected on (None before): its connections belong
+        to it, so code running on another loop hands calls to this one."""
+        return self._loop
 
     @property
     def _engine(self) -> Context:

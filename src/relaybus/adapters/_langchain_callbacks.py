@@ -5,17 +5,26 @@ custom event, becomes one message carrying `run_id`, `parent_run_id`, name, tags
 metadata and (for ends and errors) `duration_s`, so monitors and other agents can
 follow a run from another process. Publishing never breaks the observed run: a bus
 error is logged unless the handler was built with `raise_errors=True`.
+
+Which events (`events`), how large one may be (`max_event_bytes`) and whether inputs
+and outputs go with them (`include_io`) are options. The defaults suit a LangGraph
+agent: a graph's nodes are nested chains each given the whole state, so only the
+root chain's start and end are published (every chain error is). The async handler
+publishes on the bus's own event loop whatever thread or loop LangChain calls it
+from (it runs sync steps in worker threads, with loops of their own).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import orjson
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
@@ -209,21 +218,78 @@ def _sync_callback(name: str) -> Any:
     return callback
 
 
+KINDS = ("chat_model", "llm", "chain", "tool", "retriever")
+EVENTS = frozenset([*(f"{k}_{e}" for k in KINDS for e in ("start", "end", "error")), "custom_event",
+                    "llm_new_token"])
+IO_FIELDS = ("messages", "prompts", "inputs", "outputs", "input", "output", "query", "documents", "text",
+             "tool_calls", "data", "token")  # what include_io=False leaves out
+NESTED_CHAIN_CALLBACKS = frozenset({"on_chain_start", "on_chain_end"})
+MAX_EVENT_BYTES = 16_384
+
+
+def _chosen(events: Iterable[str] | None) -> frozenset[str] | None:
+    """Event names, a kind ("tool") standing for its start, end and error; None: every one."""
+    if events is None:
+        return None
+    if isinstance(events, str):
+        raise TypeError(f"events must be a collection of names, not one string: use [{events!r}]")
+    chosen = {f"{e}_{x}" for e in events if e in KINDS for x in ("start", "end", "error")}
+    chosen |= {e for e in events if e not in KINDS}
+    unknown = sorted(chosen - EVENTS)
+    if unknown:
+        raise ValueError(f"unknown event(s) {unknown}: use {', '.join(KINDS)} or any of {sorted(EVENTS)}")
+    return frozenset(chosen)
+
+
 class _Options:
     """What both handlers are configured with."""
 
-    def __init__(self, topic: str, *, publish_tokens: bool, raise_errors: bool) -> None:
+    def __init__(self, topic: str, *, publish_tokens: bool, raise_errors: bool,
+                 events: Iterable[str] | None = None, nested_chains: bool = False, include_io: bool = True,
+                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self.topic = validate_topic(topic)
         self.publish_tokens = publish_tokens
         self.raise_errors = raise_errors
+        self.chosen = _chosen(events)
+        self.nested_chains = nested_chains
+        self.include_io = include_io
+        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 512:
+            raise ValueError(f"max_event_bytes must be an int >= 512, got {max_event_bytes!r}")
+        self.max_event_bytes = max_event_bytes
         self.events = _RunEvents()
         self.dropped = 0
 
     def event(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
         if name == "on_llm_new_token" and not self.publish_tokens:
             return None
+        if name in NESTED_CHAIN_CALLBACKS and not self.nested_chains and kwargs.get("parent_run_id"):
+            return None  # a graph node: skipped before its state is even turned into JSON
         method: Callable[..., dict[str, Any]] = getattr(self.events, name)
-        return method(*args, **kwargs)
+        payload = method(*args, **kwargs)
+        if self.chosen is not None and payload["event"] not in self.chosen:
+            return None
+        if not self.include_io:
+            for field in IO_FIELDS:
+                payload.pop(field, None)
+        return self._capped(payload)
+
+    def _capped(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Within max_event_bytes: inputs and outputs cut to a preview, then left out."""
+        size = len(orjson.dumps(payload, default=repr))
+        if size <= self.max_event_bytes:
+            return payload
+        fields = [f for f in IO_FIELDS if f in payload]
+        room = max(64, (self.max_event_bytes - 512) // max(1, len(fields)))
+        for field in fields:
+            text = orjson.dumps(payload[field], default=repr).decode()
+            if len(text) > room:
+                payload[field] = text[:room] + "…"
+        payload["truncated"] = size
+        if len(orjson.dumps(payload, default=repr)) > self.max_event_bytes:  # metadata alone is too big
+            for field in fields:
+                payload.pop(field)
+            payload["metadata"] = {}
+        return payload
 
     def failed(self, name: str, exc: Exception) -> None:
         if self.raise_errors:
@@ -249,41 +315,67 @@ class _Options:
         return True
 
 
+async def _on_loop(loop: asyncio.AbstractEventLoop | None, work: Coroutine[Any, Any, Any]) -> None:
+    """Run `work` on `loop` (the bus's), waiting for it from whatever loop we are on."""
+    here = asyncio.get_running_loop()
+    if loop is None or loop is here:
+        await work
+        return
+    if not loop.is_running():
+        work.close()
+        raise RuntimeError("the bus's event loop is not running (was the bus closed?)")
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, loop))
+
+
 class RelayBusCallbackHandler(AsyncCallbackHandler):
     """Publishes run events to `topic` on an async `Bus`; use it with `ainvoke`/`astream`.
 
-    `publish_tokens=True` adds one `llm_new_token` event per streamed token.
-    `raise_errors=True` lets a failed publish end the run instead of being logged.
+    - `events`: the event names to publish, a kind ("chat_model", "llm", "chain",
+      "tool", "retriever") standing for its start, end and error; None: all.
+    - `nested_chains=False`: chain starts and ends of nested runs (a LangGraph node
+      each) are not published; the root chain's are, and every chain error.
+    - `include_io=False` leaves inputs and outputs out (names, ids, timings, usage stay).
+    - `max_event_bytes`: an event larger than this has its inputs and outputs cut to a
+      preview (and `truncated` set to its full size).
+    - `publish_tokens=True` adds one `llm_new_token` event per streamed token.
+    - `raise_errors=True` lets a failed publish end the run instead of being logged.
     """
 
     def __init__(self, bus: Bus, topic: str = "langchain.events", *, publish_tokens: bool = False,
-                 raise_errors: bool = False) -> None:
+                 raise_errors: bool = False, events: Iterable[str] | None = None, nested_chains: bool = False,
+                 include_io: bool = True, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         if not isinstance(bus, Bus):
             raise TypeError("RelayBusCallbackHandler takes an async Bus; for a SyncBus use "
                             "SyncRelayBusCallbackHandler")
         self.bus = bus
-        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors)
+        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors,
+                                events=events, nested_chains=nested_chains, include_io=include_io,
+                                max_event_bytes=max_event_bytes)
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
 
     async def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
             payload = self.options.event(name, args, kwargs)
             if payload is not None and not self.options.unreachable(self.bus, name):
-                await self.bus.publish(self.options.topic, payload)
+                await _on_loop(self.bus.loop, self.bus.publish(self.options.topic, payload))
         except Exception as exc:
             self.options.failed(name, exc)
 
 
 class SyncRelayBusCallbackHandler(BaseCallbackHandler):
-    """Publishes run events to `topic` on a `SyncBus`; works with `invoke` and `ainvoke`."""
+    """Publishes run events to `topic` on a `SyncBus`; works with `invoke` and `ainvoke`.
+    Takes the options of RelayBusCallbackHandler."""
 
     def __init__(self, bus: SyncBus, topic: str = "langchain.events", *, publish_tokens: bool = False,
-                 raise_errors: bool = False) -> None:
+                 raise_errors: bool = False, events: Iterable[str] | None = None, nested_chains: bool = False,
+                 include_io: bool = True, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         if not isinstance(bus, SyncBus):
             raise TypeError("SyncRelayBusCallbackHandler takes a SyncBus; for a Bus use "
                             "RelayBusCallbackHandler")
         self.bus = bus
-        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors)
+        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors,
+                                events=events, nested_chains=nested_chains, include_io=include_io,
+                                max_event_bytes=max_event_bytes)
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
 
     def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
