@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis
@@ -119,6 +120,50 @@ async def test_a_subscription_option_named_like_a_subscribe_keyword_is_refused(b
     bus.plugins.register(Grabby(), "grabby")
     with pytest.raises(ConfigError, match="plugin 'grabby' declares the subscribe option 'group'"):
         bus.subscribe("t", group="g")
+
+
+class Around:
+    """Wraps each handler: records what happened inside it, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    @hookimpl
+    def handler_context(self, message: Message, subscription: Subscription) -> Any:
+        around = self
+
+        class Context:
+            def __enter__(self) -> None:
+                around.log.append(f"enter {message.payload}")
+
+            def __exit__(self, *exc: object) -> None:
+                around.log.append(f"exit {message.payload}")
+
+        return Context()
+
+    @hookimpl
+    def on_failure(self, message: Message) -> None:
+        self.log.append(f"on_failure {message.payload}")
+
+    @hookimpl
+    def on_settled(self, message: Message, outcome: str) -> None:
+        self.log.append(f"{outcome} {message.payload}")
+
+
+async def test_handler_context_wraps_the_handler_and_the_settling(bus: Bus) -> None:
+    around = Around()
+    bus.plugins.register(around, "around")
+
+    @bus.subscribe("wrapped", group="g")
+    def handle(msg: Message) -> None:  # a plain function: in a worker thread, still inside
+        around.log.append(f"handler {msg.payload}")
+        if msg.payload == "bad":
+            raise Reject("no")
+
+    await bus.publish_many("wrapped", ["ok", "bad"])
+    await run_until(bus, lambda: len(around.log) == 8)
+    assert around.log == ["enter ok", "handler ok", "handled ok", "exit ok",
+                          "enter bad", "handler bad", "dead_lettered bad", "exit bad"]
 
 
 async def test_filter_false_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:

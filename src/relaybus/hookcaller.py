@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .errors import PluginError, RelayBusError
@@ -113,6 +114,17 @@ class HookCaller:
             if not keep:
                 return False
         return True
+
+    def wraps_handlers(self) -> bool:
+        """Whether any plugin implements handler_context."""
+        return bool(self._impls("handler_context"))
+
+    def handler_context(
+        self, message: Message, subscription: Subscription
+    ) -> list[AbstractContextManager[Any]]:
+        """Every context manager the plugins wrap a handler in, in call order."""
+        answers = self._sync("handler_context", message=message, subscription=subscription)
+        return [answer for _, answer in answers if answer is not None]
 
     def on_subscribe(self, bus: Any, subscription: Subscription) -> None:
         self._sync("on_subscribe", bus=bus, subscription=subscription)

@@ -7,6 +7,7 @@ in call order - never rely on registration order for correctness.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -50,6 +51,16 @@ def on_subscribe(bus: Bus, subscription: Subscription) -> None:
     checks and prepares its own options - the filters plugin compiles
     `subscription.filter`. Return value ignored; must not return an awaitable
     (`subscribe` is synchronous).
+    """
+
+
+@hookspec
+def handler_context(message: Message, subscription: Subscription) -> AbstractContextManager[Any] | None:
+    """Called by `run()` before a handler runs: return a context manager to wrap the
+    handler and the settling of its message in (a tracing span, a log context), or None.
+    It is entered in call order and exited after the message is settled - `on_failure`
+    and `on_settled` run inside it - and must not suppress exceptions. Answer
+    synchronously; raising leaves the message pending (logged), as any plugin error.
     """
 
 

@@ -5,6 +5,7 @@ exactly one `on_settled` per delivery that became a Message."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -124,6 +125,15 @@ class Settlement:
             await self._ack_counted(message, "filtered")
             await self._settled(message, sub, "filtered", None)
             return
+        if not hooks.wraps_handlers():
+            await self._run(sub, message, acks)
+            return
+        with contextlib.ExitStack() as around:  # a plugin's (a tracing span): handler and settling
+            for context in hooks.handler_context(message, sub):
+                around.enter_context(context)
+            await self._run(sub, message, acks)
+
+    async def _run(self, sub: Subscription, message: Message, acks: Acks) -> None:
         payload = message.payload
         started = time.perf_counter()
         try:
