@@ -4,13 +4,18 @@ they fail (one line on stderr, exit 1, no traceback)."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -19,6 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import relaybus
 from relaybus import Bus, SyncBus
 from relaybus.cli import app
 from relaybus.embedded import free_port
@@ -109,6 +115,74 @@ def test_default_url_comes_from_the_environment(redis_url: str, prefix: str) -> 
         assert bus.topics() == ["envy"]
 
 
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"relaybus {relaybus.__version__}\n"
+
+
+def without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process where `module` cannot be imported, as when its extra is missing."""
+    blocked = f"import sys; sys.modules[{module!r}] = None; from relaybus.cli import app; app()"
+    return subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize(("command", "module", "extra"), [
+    (["mcp"], "mcp", "mcp"),
+    (["mcp", "--transport", "http"], "mcp", "mcp"),
+    (["metrics"], "prometheus_client", "metrics"),
+])
+def test_a_missing_extra_is_one_line_naming_it(command: list[str], module: str, extra: str) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # never reached: the extra is checked first
+    result = without(module, *command, "--redis-url", closed)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: relaybus {command[0]} needs the {extra!r} extra: pip install 'relaybus[{extra}]'"]
+
+
+class QuietHTTP(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[int]:
+    """A port where an HTTP server, not Redis, answers."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuietHTTP)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("args", [["stats"], ["topics"], ["dlq", "list", "t"]])
+def test_a_port_where_something_else_answers_is_unreachable_redis(http_server: int,
+                                                                  args: list[str]) -> None:
+    url = f"redis://127.0.0.1:{http_server}/0"
+    assert_one_line_error(cli(url, "p", *args), f"cannot reach Redis at {url}")
+
+
+def test_mcp_serves_over_http_on_the_given_host_and_port(redis_url: str, prefix: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen([*COMMAND, "mcp", "--transport", "http", "--host", "127.0.0.1", "--port",
+                             str(port), "--redis-url", redis_url, "--prefix", prefix],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/mcp", timeout=5)
+            except urllib.error.HTTPError as exc:  # a GET without an MCP session: refused, but served
+                assert exc.code in (400, 405, 406)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "never served"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+
+
 # -- topics, tail ----------------------------------------------------------------------
 
 
@@ -118,6 +192,45 @@ def test_topics_one_per_line(redis_url: str, prefix: str) -> None:
             bus.publish(topic, 1)
     result = cli(redis_url, prefix, "topics")
     assert result.exit_code == 0 and result.stdout.splitlines() == ["a.one", "b.two"]
+
+
+def test_topics_json(redis_url: str, prefix: str) -> None:
+    empty = cli(redis_url, prefix, "topics", "--json")
+    assert empty.exit_code == 0 and json.loads(empty.stdout) == []
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        for topic in ("b.two", "a.one"):
+            bus.publish(topic, 1)
+    result = cli(redis_url, prefix, "topics", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert json.loads(result.stdout) == ["a.one", "b.two"] and len(result.stdout.splitlines()) == 1
+
+
+LONG_TOPIC = "agents." + "planner-requests-" * 8 + "eu-west-1"  # 152 characters
+
+
+def piped(redis_url: str, prefix: str, *args: str) -> str:
+    """The CLI's stdout through a pipe, as `relaybus ... | grep` gets it (no COLUMNS)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    result = subprocess.run([*COMMAND, *args, "--redis-url", redis_url, "--prefix", prefix],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_piped_output_is_not_wrapped(redis_url: str, prefix: str) -> None:
+    dead_letters(redis_url, prefix, LONG_TOPIC, 2)
+    assert LONG_TOPIC in piped(redis_url, prefix, "topics").splitlines()
+    lines = piped(redis_url, prefix, "stats").splitlines()
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines
+            if line.startswith(f"│ {LONG_TOPIC} │")]  # each row on one line, the name whole
+    assert [row[:4] for row in rows] == [
+        [LONG_TOPIC, "2", "0", "2"],  # topics: length, delayed, dlq
+        [LONG_TOPIC, "workers", "1", "0"],  # groups: consumers, pending
+    ], lines
+    assert f"! topic {LONG_TOPIC!r} has 2 dead letters: inspect, replay or purge" in lines
+    shown = piped(redis_url, prefix, "tail", LONG_TOPIC).splitlines()
+    assert len(shown) == 2 and all(LONG_TOPIC in line and line.endswith('{"n":1}' if i else '{"n":0}')
+                                   for i, line in enumerate(shown))
 
 
 def test_tail_without_group_shows_history_and_consumes_nothing(redis_url: str, prefix: str) -> None:
@@ -240,6 +353,25 @@ def test_stats_tables(redis_url: str, prefix: str) -> None:
     assert "has 2 dead letters" in result.stdout  # the recommendation
 
 
+NAMES_AT_60 = ["orders.created.eu-west-1", "billing.invoices.sent", "agents.planner.requests", "a"]
+
+
+def test_stats_at_60_columns_keeps_every_name_whole(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        for topic in NAMES_AT_60:
+            bus.publish(topic, {"x": 1})
+        bus.read("billing.invoices.sent", "invoice-senders-group")
+    result = cli(redis_url, prefix, "stats", COLUMNS="60")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60, result.stdout
+    for name in [*NAMES_AT_60, "invoice-senders-group"]:
+        assert any(name in line for line in lines), (name, result.stdout)
+    assert "length 1, delayed 0, dlq 0" in result.stdout  # the numbers, labelled
+    wide = cli(redis_url, prefix, "stats", COLUMNS="120").stdout  # where the tables fit: tables
+    assert any(line.startswith("│ orders.created.eu-west-1 │") for line in wide.splitlines()), wide
+
+
 # -- dead letters --------------------------------------------------------------------------
 
 
@@ -265,6 +397,21 @@ def test_dlq_replay_one_then_all(redis_url: str, prefix: str) -> None:
         assert "replayed 2 dead letters" in rest.stderr
         assert bus.dead_letters("jobs") == []
         assert sorted(m.payload["n"] for m in bus.read("jobs", "workers")) == [0, 2]
+
+
+def test_dlq_replay_of_an_unknown_id_is_an_error_and_replays_nothing(redis_url: str, prefix: str) -> None:
+    dead_letters(redis_url, prefix, "jobs", 2)
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        real = bus.dead_letters("jobs")[0].id
+        assert_one_line_error(cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", "nope"),
+                              "no dead letter of 'jobs' has the id 'nope'; nothing was replayed")
+        mixed = cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", real, "--id", "nope", "--id", "gone")
+        assert_one_line_error(mixed, "has the ids 'nope', 'gone'; nothing was replayed")
+        assert real not in mixed.stderr
+        assert len(bus.dead_letters("jobs")) == 2 and bus.read("jobs", "workers") == []
+        entry = cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", bus.dead_letters("jobs")[1].entry_id)
+        assert entry.exit_code == 0 and "replayed 1 dead letters" in entry.stderr  # a DLQ entry id
+        assert [m.id for m in bus.dead_letters("jobs")] == [real]
 
 
 def test_dlq_purge_asks_first(redis_url: str, prefix: str) -> None:
@@ -296,6 +443,28 @@ def test_cleanup_runs_the_cleanup_hooks(redis_url: str, prefix: str) -> None:
     assert "cleanup done over 1 topics" in result.stderr
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         assert [m.payload for m in bus.history("done")] == ["unread"]
+
+
+def test_cleanup_json_reports_each_topic_before_and_after(redis_url: str, prefix: str) -> None:
+    nothing = cli(redis_url, prefix, "cleanup", "--json")
+    assert nothing.exit_code == 0 and nothing.stderr == ""
+    assert json.loads(nothing.stdout) == {"ok": True, "seconds": json.loads(nothing.stdout)["seconds"],
+                                          "topics": []}
+    dead_letters(redis_url, prefix, "failing", 1)
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish_many("done", list(range(5)))
+        bus.ack(*bus.read("done", "g", count=5))
+        bus.publish("done", "unread")
+    result = cli(redis_url, prefix, "cleanup", "--json", RELAYBUS_RETENTION_MAX_LEN="0")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["seconds"] >= 0
+    assert report["topics"] == [
+        {"topic": "done", "length_before": 6, "length_after": 1, "dlq_length_before": 0,
+         "dlq_length_after": 0},
+        {"topic": "failing", "length_before": 1, "length_after": 0, "dlq_length_before": 1,
+         "dlq_length_after": 1},
+    ]
 
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -11,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 import typer
 from redis.exceptions import RedisError
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -26,13 +28,46 @@ from .errors import RelayBusError
 
 T = TypeVar("T")
 DEFAULT_URL = "redis://localhost:6379/0"
+UNWRAPPED = 100_000  # the width of output to a pipe or file: in effect, no wrapping
 
-console = Console()  # results, on stdout
-err = Console(stderr=True)  # errors and progress, on stderr: stdout stays machine-readable
+
+class _Console(Console):
+    """Rich's console, except that output to a pipe or a file is not wrapped at 80 columns
+    (rich's default there), so `relaybus stats | grep` finds whole lines. A terminal, or an
+    explicit COLUMNS, sets the width as usual."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+            return size
+        return ConsoleDimensions(UNWRAPPED, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self.width, self.height = new_size
+
+
+console = _Console()  # results, on stdout
+err = _Console(stderr=True)  # errors and progress, on stderr: stdout stays machine-readable
 
 URL = typer.Option(DEFAULT_URL, "--redis-url", envvar="RELAYBUS_URL",
                    help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.")
 PREFIX = typer.Option("relaybus", "--prefix", help="Key prefix; nothing outside it is touched.")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `error: message` as one line on stderr; raise what this returns (exit 1)."""
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(1)
+
+
+def require_extra(command: str, extra: str, module: str) -> None:
+    """Exit with one line naming the extra to install when `module` does not import."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise fail(f"relaybus {command} needs the {extra!r} extra: pip install 'relaybus[{extra}]'") from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -45,8 +80,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (RelayBusError, ValueError, RedisError, TimeoutError) as exc:
-        err.print(f"[red]error:[/] {escape(one_line(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise fail(one_line(exc)) from None
 
 
 def run(job: Coroutine[Any, Any, T]) -> T:

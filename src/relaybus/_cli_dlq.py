@@ -11,12 +11,14 @@ from ._cli_common import PREFIX, URL, err, run, with_progress
 from ._cli_common import console as out
 from ._cli_render import dead_letters_view
 from .bus import Bus
+from .engine.retained import FOREIGN  # the header of a DLQ entry relaybus did not write: never replayed
 from .keys import validate_topic
 from .message import Message
 
 app = typer.Typer(help="Dead letters of a topic: list, replay, purge.", no_args_is_help=True)
 TOPIC = typer.Argument(..., help="The topic whose dead letters to act on.")
-IDS = typer.Option(None, "--id", help="Only this message (or DLQ entry) id; repeatable. Default: all.")
+IDS = typer.Option(None, "--id", help="Only this message (or DLQ entry) id; repeatable. Default: all. "
+                   "An id that names no dead letter is an error, and nothing is replayed.")
 
 
 @contextlib.asynccontextmanager
@@ -66,6 +68,14 @@ def replay(
         async with _bus_for(redis_url, prefix, topic) as bus:
             key = bus.keys.dlq(topic)
             before = int(await bus.redis.xlen(key))
+            if ids:  # an id naming no dead letter is a mistake, not "replayed 0": say so, replay nothing
+                dead = await bus.dead_letters(topic, limit=max(before, 1))
+                known = {i for m in dead if FOREIGN not in m.headers for i in (m.id, m.entry_id)}
+                missing = list(dict.fromkeys(i for i in ids if i not in known))
+                if missing:
+                    named = ", ".join(repr(i) for i in missing)
+                    raise ValueError(f"no dead letter of {topic!r} has the id{'s' * (len(missing) > 1)} "
+                                     f"{named}; nothing was replayed")
             total = min(before, len(ids)) if ids else before
 
             async def done() -> int:  # replay deletes each entry from the DLQ as it goes

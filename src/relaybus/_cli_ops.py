@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
+import orjson
 import typer
 
-from ._cli_common import PREFIX, URL, ctrl_c, err, parse_headers, parse_json, pause, run, with_progress
+from ._cli_common import (
+    PREFIX,
+    URL,
+    ctrl_c,
+    err,
+    parse_headers,
+    parse_json,
+    pause,
+    require_extra,
+    run,
+    with_progress,
+)
 from ._cli_common import console as out
 from ._cli_render import message_line, stats_view
 from ._cli_tail import consume, watch
@@ -82,15 +95,23 @@ def tail(
     run(job())
 
 
-def topics(redis_url: str = URL, prefix: str = PREFIX) -> None:
+def topics(
+    as_json: bool = typer.Option(False, "--json", help="One JSON list of the names."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
     """List every topic published to under the prefix, one per line."""
 
     async def job() -> list[str]:
         async with Bus.from_url(redis_url, prefix=prefix) as bus:
             return await bus.topics()
 
-    for name in run(job()):
-        print(name)
+    names = run(job())
+    if as_json:
+        print(orjson.dumps(names).decode())
+    else:
+        for name in names:
+            print(name)
 
 
 def stats(
@@ -119,18 +140,33 @@ def stats(
         out.print(stats_view(result))
 
 
-def cleanup(redis_url: str = URL, prefix: str = PREFIX) -> None:
+def cleanup(
+    as_json: bool = typer.Option(False, "--json", help="Print each topic's length and dead letters "
+                                 "before and after, as one JSON object."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
     """Run every on_cleanup hook once: trim consumed history, expiry, retention."""
 
-    async def job() -> int:
+    async def job() -> tuple[int, list[dict[str, Any]]]:
         async with Bus.from_url(redis_url, prefix=prefix) as bus:
-            n = len(await bus.topics())
-            await with_progress(f"cleanup over {n} topics", bus.cleanup())
-            return n
+            names = await bus.topics()
+            before = (await bus.stats(names)).topics if as_json else []
+            await with_progress(f"cleanup over {len(names)} topics", bus.cleanup())
+            after = {t.topic: t for t in (await bus.stats(names)).topics} if as_json else {}
+            # the hooks report nothing of what they did: the topics' lengths around them do
+            return len(names), [
+                {"topic": t.topic, "length_before": t.length, "length_after": after[t.topic].length,
+                 "dlq_length_before": t.dlq_length, "dlq_length_after": after[t.topic].dlq_length}
+                for t in before]
 
     started = time.perf_counter()
-    n = run(job())
-    err.print(f"cleanup done over {n} topics in {time.perf_counter() - started:.1f}s")
+    n, report = run(job())
+    seconds = time.perf_counter() - started
+    if as_json:
+        print(orjson.dumps({"ok": True, "seconds": round(seconds, 3), "topics": report}).decode())
+    else:
+        err.print(f"cleanup done over {n} topics in {seconds:.1f}s")
 
 
 def metrics(
@@ -146,12 +182,8 @@ def metrics(
     Queue gauges of every topic and group, refreshed from stats every --interval
     seconds, and this process's own metrics.
     """
-    try:
-        import prometheus_client
-    except ImportError:
-        err.print("[red]error:[/] 'relaybus metrics' needs prometheus-client: "
-                  "pip install 'relaybus[metrics]'")
-        raise typer.Exit(1) from None
+    require_extra("metrics", "metrics", "prometheus_client")
+    import prometheus_client
 
     async def job() -> None:
         async with Bus.from_url(redis_url, prefix=prefix) as bus:

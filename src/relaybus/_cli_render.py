@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 
 import orjson
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from .message import Message
-from .stats import BusStats
+from .stats import BusStats, TopicStats
 
 PAYLOAD_WIDTH = 120  # characters of payload shown in tables; `--json` has it all
+UNBOUNDED = 1 << 30  # the width to measure a table's natural width in
 
 
 def size(n: int) -> str:
@@ -58,8 +61,26 @@ def message_line(message: Message) -> Text:
     return line
 
 
-def stats_view(stats: BusStats) -> RenderableType:
-    """Topics, groups, the server and recommendations, as `relaybus stats` prints them."""
+class _Fitting:
+    """The `wide` tables where every one fits the width whole, else the `narrow` rendering:
+    squeezed, a table gives up its topic names first."""
+
+    def __init__(self, wide: list[Table], narrow: RenderableType) -> None:
+        self.wide, self.narrow = wide, narrow
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        unbounded = options.update(max_width=UNBOUNDED)  # measuring within the width clamps to it
+        fits = all(Measurement.get(console, unbounded, t).maximum <= options.max_width for t in self.wide)
+        yield Group(*self.wide) if fits else self.narrow
+
+
+def _counts(t: TopicStats) -> str:
+    dropped = t.counts.get("dropped", 0) + t.counts.get("dropped_overflow", 0)
+    return f"{t.counts.get('expired', 0):,}/{t.counts.get('filtered', 0):,}/{dropped:,}"
+
+
+def _topic_tables(stats: BusStats) -> list[Table]:
+    """A table of topics and one of consumer groups (if any), a row each."""
     topics = Table(title=f"topics under prefix {stats.prefix!r}", title_justify="left")
     for column in ("topic", "length", "delayed", "dlq", "memory", "expired/filtered/dropped"):
         topics.add_column(column, justify="left" if column == "topic" else "right",
@@ -73,20 +94,43 @@ def stats_view(stats: BusStats) -> RenderableType:
                           overflow="fold" if text else "ellipsis", no_wrap=not text,
                           min_width=widest if column == "topic" else None)
     for t in stats.topics:
-        dropped = t.counts.get("dropped", 0) + t.counts.get("dropped_overflow", 0)
         topics.add_row(escape(t.topic), f"{t.length:,}", f"{t.delayed:,}",
                        f"[red]{t.dlq_length:,}[/]" if t.dlq_length else "0", size(t.memory_bytes),
-                       f"{t.counts.get('expired', 0):,}/{t.counts.get('filtered', 0):,}/{dropped:,}")
+                       _counts(t))
         for g in t.groups:
             groups.add_row(escape(t.topic), escape(g.name), str(g.consumers), f"{g.pending:,}",
                            "?" if g.lag is None else f"{g.lag:,}", age(g.oldest_pending_age_s))
+    return [topics, groups] if groups.row_count else [topics]
+
+
+def _topic_list(stats: BusStats) -> RenderableType:
+    """The same as the tables, for a narrow terminal: each topic's name on a line of its own,
+    its numbers and its groups indented below, wrapping between words."""
+    parts: list[RenderableType] = [Text(f"topics under prefix {stats.prefix!r}", style="table.title")]
+    for t in stats.topics:
+        parts.append(Text(t.topic, style="bold cyan", overflow="fold"))
+        dlq = Text(f"dlq {t.dlq_length:,}", style="red" if t.dlq_length else "")
+        numbers = Text.assemble(f"length {t.length:,}, delayed {t.delayed:,}, ", dlq,
+                                f", memory {size(t.memory_bytes)}, expired/filtered/dropped {_counts(t)}")
+        parts.append(Padding(numbers, (0, 0, 0, 2), expand=False))
+        for g in t.groups:
+            lag = "?" if g.lag is None else f"{g.lag:,}"
+            parts.append(Padding(Text.assemble(
+                ("group ", "dim"), (g.name, "bold"),
+                f": consumers {g.consumers}, pending {g.pending:,}, lag {lag}, "
+                f"oldest pending {age(g.oldest_pending_age_s)}"), (0, 0, 0, 2), expand=False))
+    return Group(*parts)
+
+
+def stats_view(stats: BusStats) -> RenderableType:
+    """Topics, groups, the server and recommendations, as `relaybus stats` prints them: as
+    tables where they fit, else as an indented list that keeps every name whole."""
     memory = stats.server.memory
     limit = f"of {size(memory.maxmemory)}" if memory.maxmemory else "(no maxmemory)"
     parts: list[RenderableType] = [
-        topics if stats.topics else Text("no topics under this prefix", style="dim"),
+        _Fitting(_topic_tables(stats), _topic_list(stats)) if stats.topics
+        else Text("no topics under this prefix", style="dim"),
     ]
-    if groups.row_count:
-        parts.append(groups)
     parts.append(Text(f"Redis {stats.server.redis_version}, {stats.server.connected_clients} clients, "
                       f"{size(memory.used_memory)} used {limit}, maxmemory-policy "
                       f"{memory.maxmemory_policy}", style="dim"))

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 
 import typer
 
-from . import _cli_dlq, _cli_ops
-from ._cli_common import PREFIX, console, err, run, user_errors
+from . import __version__, _cli_dlq, _cli_ops
+from ._cli_common import PREFIX, console, err, require_extra, run, user_errors
 from .redact import redact_url
 
 app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
@@ -37,8 +38,15 @@ def _redis_url(url: str | None) -> Iterator[str]:
         yield server.url
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"relaybus {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
     """relaybus: a message bus for AI agents on Redis."""
 
 
@@ -63,12 +71,29 @@ ALLOWED_TOPICS = typer.Option(None, "--allowed-topics", help="Glob patterns of t
                               "use, comma-separated or repeated; default: every topic.")
 
 
+class Transport(StrEnum):
+    stdio = "stdio"
+    http = "http"
+
+
+TRANSPORT = typer.Option(Transport.stdio, "--transport", help="stdio (stdout carries only the protocol), "
+                         "or streamable HTTP at http://HOST:PORT/mcp.")
+
+
 @app.command()
-def mcp(redis_url: str | None = MCP_URL, prefix: str = PREFIX,
-        allowed_topics: list[str] | None = ALLOWED_TOPICS) -> None:
-    """Serve the bus to MCP clients over stdio; stdout carries only the protocol."""
-    from .adapters.mcp import serve_stdio
+def mcp(
+    redis_url: str | None = MCP_URL,
+    prefix: str = PREFIX,
+    allowed_topics: list[str] | None = ALLOWED_TOPICS,
+    transport: Transport = TRANSPORT,
+    host: str = typer.Option("127.0.0.1", "--host", help="With --transport http: the address to listen on."),
+    port: int = typer.Option(8765, "--port", min=1, max=65535, help="With --transport http: the port."),
+) -> None:
+    """Serve the bus to MCP clients (Claude Desktop, IDEs, agents) over stdio or HTTP."""
+    require_extra("mcp", "mcp", "mcp.server.mcpserver")
+    from .adapters.mcp import serve
 
     patterns = None if not allowed_topics else [
         p.strip() for arg in allowed_topics for p in arg.split(",") if p.strip()]
-    run(serve_stdio(redis_url, prefix, patterns))  # Ctrl-C: "interrupted", exit 130
+    run(serve(redis_url, prefix, patterns, transport="http" if transport is Transport.http else "stdio",
+              host=host, port=port))  # Ctrl-C: "interrupted", exit 130

@@ -149,7 +149,3 @@ async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | No
         else:
             await server.run_streamable_http_async(host=host, port=port)
 
-
-async def serve_stdio(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None) -> None:
-    """`serve` over stdio (what `relaybus mcp` did before the HTTP transport)."""
-    await serve(url, prefix, allowed_topics)
