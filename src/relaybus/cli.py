@@ -10,7 +10,7 @@ from enum import StrEnum
 
 import typer
 
-from . import __version__, _cli_dlq, _cli_ops
+from . import __version__, _cli_dashboard, _cli_dlq, _cli_ops
 from ._cli_common import PREFIX, console, err, require_extra, run, user_errors
 from .redact import redact_url
 
@@ -20,6 +20,7 @@ for command in (_cli_ops.publish, _cli_ops.tail, _cli_ops.topics, _cli_ops.stats
                 _cli_ops.metrics):
     app.command()(command)
 app.add_typer(_cli_dlq.app, name="dlq")
+_cli_dashboard.register(app)
 
 DEMO_URL = typer.Option(None, "--redis-url", envvar="RELAYBUS_URL",
                         help="Redis URL; default: env RELAYBUS_URL, else an embedded Redis.")
