@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
@@ -29,6 +30,7 @@ from ..connection import UNAVAILABLE, slot_map_read
 from .autopipeline import AutoPipeline
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
+NOSCRIPT_RETRIES = 3  # loads and reruns of calls a server answered NOSCRIPT
 NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
@@ -67,8 +69,10 @@ class Scripts:
         self.client = client
         self._cluster = client if isinstance(client, RedisCluster) else None
         self._stale = False  # a cluster node failed: ask the cluster for its slots again first
-        self._auto = AutoPipeline(self.client.connection_pool.get_connection, _exchange) if (
-            self._cluster is None) else None
+        # one server only: a Cluster has a pool per node, and under Sentinel a held connection
+        # outlived a failover badly (the sentinel test lost acknowledged publishes): pooled there
+        standalone = self._cluster is None and not isinstance(client.connection_pool, SentinelConnectionPool)
+        self._auto = AutoPipeline(client.connection_pool.get_connection, _exchange) if standalone else None
         for name in NAMES:
             setattr(self, name, client.register_script(source(name)))
 
@@ -82,21 +86,35 @@ class Scripts:
     async def run(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         """Run calls - a script, or a plain command named by a string - in one pipelined
         round trip (on a Cluster, one per node, concurrently); replies in order, an error
-        as its exception. Script calls refused with NOSCRIPT (a restarted or new server)
-        are loaded and run once more: they did not run at all the first time. `tail`
-        commands follow on the connection the last execution of the last call used (WAIT
-        counts that connection's writes); their replies come last."""
+        as its exception. Script calls refused with NOSCRIPT (a restarted, new or newly
+        promoted server) are loaded - on the connection they go by - and run again, a few
+        times: they did not run at all. `tail` commands follow on the connection the last
+        execution of the last call used (WAIT counts that connection's writes); their
+        replies come last."""
         replies = await self._pipelined(calls, tail)
-        missing = [i for i, r in enumerate(replies[:len(calls)]) if isinstance(r, NoScriptError)]
-        if missing:
-            for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-                assert isinstance(script, AsyncScript)
-                script.sha = await self.client.script_load(script.script)
+        for _ in range(NOSCRIPT_RETRIES):
+            missing = [i for i, r in enumerate(replies[:len(calls)]) if isinstance(r, NoScriptError)]
+            if not missing:
+                break
+            await self._load({id(calls[i][0]): calls[i][0] for i in missing}.values(), pooled=bool(tail))
             again = await self._pipelined([calls[i] for i in missing], tail)
             for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
             replies[len(calls):] = again[len(missing):]
         return replies
+
+    async def _load(self, scripts: Iterable[Any], pooled: bool) -> None:
+        """SCRIPT LOAD where the calls will go: on one server over the held connection
+        (a pooled one may reach another server while Sentinel fails over), else as
+        redis-py routes it (a Cluster: every master)."""
+        for script in scripts:
+            assert isinstance(script, AsyncScript)
+            if self._auto is not None and not pooled:
+                [loaded] = await self._auto.run([("SCRIPT", [], ["LOAD", script.script])])
+                if isinstance(loaded, Exception):
+                    raise loaded
+            else:
+                await self.client.script_load(script.script)
 
     async def _pipelined(self, calls: Sequence[Call], tail: Sequence[Call] = ()) -> list[Any]:
         if not calls:
