@@ -50,5 +50,9 @@ def bench(session: nox.Session) -> None:
     # the consume target (docs/benchmarks.md) is relative to FastStream: installed here only
     session.install("faststream[redis]>=0.7.8,<0.8")
     session.run("python", "bench/bench_faststream.py")
+    # every Python Redis queue in one run (docs/benchmarks.md): the peers are installed here
+    # only. Plain `saq`, not saq[redis]: that extra pins redis-py < 8 for the whole session
+    session.install("taskiq-redis>=1.2.4,<2", "streaq>=7.2,<8", "saq>=0.26.4,<0.27")
+    session.run("python", "bench/bench_peers.py")
     session.install("-e", ".[metrics]")
     session.run("python", "bench/bench_metrics.py")
