@@ -105,6 +105,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from relaybus import Bus
+from relaybus_plugins.otel import NO_PROVIDER_RECHECK_S
 
 spans = InMemorySpanExporter()
 provider = TracerProvider()
@@ -114,6 +115,7 @@ async def main(url, prefix):
     async with Bus.from_url(url, prefix=prefix) as bus:
         await bus.publish("untraced", 1)  # no provider yet: nothing added
         trace.set_tracer_provider(provider)
+        await asyncio.sleep(NO_PROVIDER_RECHECK_S)  # looked for again once this has passed
         await bus.publish("traced", 1)
         done = asyncio.Event()
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import orjson
 import pytest
 
 from relaybus import DecodeError, Message, MessageTooLargeError, RelayBusError
 from relaybus.keys import Keys, is_pattern, validate_pattern, validate_topic
-from relaybus.message import decode, encode, new_id
+from relaybus.message import decode, encode, id_time_ms, made, new_id
 
 
 def test_ids_are_unique_sortable_and_ulid_shaped() -> None:
@@ -18,6 +19,50 @@ def test_ids_are_unique_sortable_and_ulid_shaped() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(len(i) == 26 and i.isalnum() and i.isupper() for i in ids[:10])
+
+
+def test_an_id_carries_the_time_it_was_made_and_counts_up_within_a_millisecond() -> None:
+    before = int(time.time() * 1000)
+    ids = [new_id() for _ in range(1_000)]
+    assert before <= id_time_ms(ids[0]) <= id_time_ms(ids[-1]) <= int(time.time() * 1000)
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    values = [sum(crockford.index(c) << 5 * (25 - n) for n, c in enumerate(i)) for i in ids]
+    same_ms = [(a, b) for a, b, x, y in zip(values, values[1:], ids, ids[1:], strict=False)
+               if x[:10] == y[:10]]
+    assert same_ms and all(b == a + 1 for a, b in same_ms)  # the random part counts up by one
+
+
+EVERY_FIELD = {"priority": 7, "headers": {"h": "v"}, "dedup_key": "d", "sender": "s",
+               "correlation_id": "c", "reply_to": "r"}
+NO_FIELD = dict.fromkeys(EVERY_FIELD) | {"priority": 0}
+
+
+@pytest.mark.parametrize("fields", [NO_FIELD, EVERY_FIELD, {**NO_FIELD, "headers": {}}])
+def test_the_publish_fast_path_makes_what_validation_makes(fields: dict[str, object]) -> None:
+    """`made` skips validation of what the bus made: its messages are what the model
+    makes from the same fields - the same values, fields set, order and behaviour."""
+    fast = made("a.b", [{"n": 1}, [2]], 1.5, 9.5, **fields)
+    for message, payload in zip(fast, [{"n": 1}, [2]], strict=True):
+        given = {**fields, "headers": fields["headers"] or {}}
+        slow = Message(id=message.id, topic="a.b", payload=payload, created_at=1.5, expires_at=9.5, **given)
+        assert message == slow and repr(message) == repr(slow)
+        assert message.model_fields_set == slow.model_fields_set - {"id"}
+        assert message.model_dump() == slow.model_dump() and encode(message) == encode(slow)
+        assert message.model_copy(update={"lane": 3}).lane == 3
+    assert fast[0].headers is not fast[1].headers  # each its own dict
+    fast[0].priority = 9  # assignable, as a validated one is
+    assert fast[0].priority == 9 and fast[1].priority == fields["priority"]
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("priority", 10, "less than or equal to 9"), ("priority", "high", "valid integer"),
+    ("headers", {"h": 1}, "valid string"), ("sender", 5, "valid string"),
+])
+def test_the_publish_fast_path_still_validates_what_the_caller_gave(
+    field: str, value: object, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        made("t", [1], 1.0, None, **{**NO_FIELD, field: value})
 
 
 def test_codec_round_trip_keeps_every_field() -> None:

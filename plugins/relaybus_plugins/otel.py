@@ -19,6 +19,7 @@ want of an optional dependency.
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -34,6 +35,7 @@ else:
 
 SYSTEM = "relaybus"
 CONTEXT_HEADERS = ("traceparent", "tracestate")
+NO_PROVIDER_RECHECK_S = 1.0
 
 
 def _attributes(message: Message, operation: str) -> dict[str, str | int]:
@@ -49,16 +51,30 @@ class TracingPlugin:
         if not AVAILABLE:
             raise ImportError("the otel plugin needs opentelemetry-api: pip install 'relaybus[otel]'")
         self.tracer_provider = tracer_provider
+        self._found: tuple[Any, Any] | None = None  # (provider, its tracer), once there is one
+        self._none_until = 0.0  # no provider: looked for again after this (time.monotonic())
 
     def _tracer(self) -> Any | None:
         """The tracer, or None while no provider is configured (spans would be no-ops:
-        not worth their cost on every publish)."""
-        provider = self.tracer_provider or trace.get_tracer_provider()
+        not worth their cost on every publish). The global provider is set once, so a
+        tracer found is kept; while there is none it is looked for again at most every
+        NO_PROVIDER_RECHECK_S (the lookup reads the environment: profiled, 5% of a publish)."""
+        provider = self.tracer_provider
+        if provider is None:
+            if self._found is not None:
+                return self._found[1]
+            if time.monotonic() < self._none_until:
+                return None
+            provider = trace.get_tracer_provider()
+        elif self._found is not None and self._found[0] is provider:
+            return self._found[1]
         if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            self._none_until = time.monotonic() + NO_PROVIDER_RECHECK_S
             return None
         from relaybus import __version__
 
-        return provider.get_tracer("relaybus", __version__)
+        self._found = (provider, provider.get_tracer("relaybus", __version__))
+        return self._found[1]
 
     @hookimpl
     def on_publish(self, message: Message) -> Message | None:

@@ -8,6 +8,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -32,18 +33,23 @@ class _IdMaker:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._last_rand = 0
+        self._prefix = ""
 
     def __call__(self) -> str:
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms <= self._last_ms:
-                ms = self._last_ms
-                rand = self._last_rand + 1
+                rand = self._last_rand = self._last_rand + 1
+                prefix = self._prefix
             else:
-                rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
-            self._last_ms, self._last_rand = ms, rand
-        n = (ms << 80) | rand
-        return "".join([_PAIRS[(n >> shift) & 1023] for shift in range(120, -1, -10)])
+                rand = self._last_rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+                self._last_ms = ms
+                # the first 10 characters are the time's: made once a millisecond
+                prefix = self._prefix = "".join([_PAIRS[ms >> shift & 1023] for shift in range(40, -1, -10)])
+        p = _PAIRS  # unrolled: a publish's hottest line after the round trip
+        return (prefix + p[rand >> 70 & 1023] + p[rand >> 60 & 1023] + p[rand >> 50 & 1023]
+                + p[rand >> 40 & 1023] + p[rand >> 30 & 1023] + p[rand >> 20 & 1023]
+                + p[rand >> 10 & 1023] + p[rand & 1023])
 
 
 new_id = _IdMaker()
@@ -88,6 +94,46 @@ class Message(BaseModel):
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+
+# the fields a publish sets (`model_fields_set` of a message made by `made`)
+_MADE_SET = frozenset({"topic", "payload", "headers", "priority", "created_at", "expires_at", "dedup_key",
+                       "sender", "correlation_id", "reply_to"})
+_set = object.__setattr__
+
+
+def made(
+    topic: str, payloads: Sequence[Any], created_at: float, expires_at: float | None, *, priority: Any,
+    headers: Any, dedup_key: Any, sender: Any, correlation_id: Any, reply_to: Any,
+) -> list[Message]:
+    """The messages of one publish. What the caller gave beside the payloads is validated
+    once, by making the first message the usual way, and only when it differs from the
+    defaults; the rest - the topic (validated by the caller), ids and times - the bus made
+    itself, so each message is set up as `model_construct` would, without its per-field
+    Python loop (profiled: validation was a fifth of an awaited publish's CPU)."""
+    headers = headers or {}
+    if not (type(priority) is int and priority == 0 and headers == {} and dedup_key is None
+            and sender is None and correlation_id is None and reply_to is None):
+        first = Message(topic=topic, payload=payloads[0] if payloads else None, headers=headers,
+                        priority=priority, created_at=created_at, expires_at=expires_at,
+                        dedup_key=dedup_key, sender=sender, correlation_id=correlation_id,
+                        reply_to=reply_to)
+        priority, headers, dedup_key = first.priority, first.headers, first.dedup_key
+        sender, correlation_id, reply_to = first.sender, first.correlation_id, first.reply_to
+    messages = []
+    for payload in payloads:
+        message = object.__new__(Message)
+        _set(message, "__dict__", {  # in the fields' order, as validation leaves it
+            "id": new_id(), "topic": topic, "payload": payload, "headers": dict(headers),
+            "priority": priority, "created_at": created_at, "expires_at": expires_at,
+            "dedup_key": dedup_key, "attempt": 1, "sender": sender, "correlation_id": correlation_id,
+            "reply_to": reply_to, "entry_id": None, "group": None, "lane": 0, "stream_key": None,
+        })
+        _set(message, "__pydantic_fields_set__", set(_MADE_SET))
+        _set(message, "__pydantic_extra__", None)
+        _set(message, "__pydantic_private__", None)
+        messages.append(message)
+    return messages
 
 
 # Fields written to the wire; defaults are left out to keep entries small.

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio.connection import Connection
 
-Send = Callable[[Connection, Sequence[Any]], Awaitable[list[Any]]]
+Send = Callable[[Connection, Sequence[Any], float | None], Awaitable[list[Any]]]  # socket_timeout
 
 
 class AutoPipeline:
@@ -23,6 +23,7 @@ class AutoPipeline:
     def __init__(self, connect: Callable[[], Awaitable[Connection]], send: Send) -> None:
         self._connect, self._send = connect, send
         self._connection: Connection | None = None
+        self._timeout: float | None = None  # the held connection's socket_timeout, applied by send
         self._queue: list[tuple[Sequence[Any], asyncio.Future[list[Any]]]] = []
         self._busy = False
         self._drainer: asyncio.Task[None] | None = None
@@ -69,8 +70,10 @@ class AutoPipeline:
 
     async def _exchange(self, calls: Sequence[Any]) -> list[Any]:
         if self._connection is None:
-            self._connection = await self._connect()
-        return await self._send(self._connection, calls)
+            connection = await self._connect()
+            self._timeout, connection.socket_timeout = connection.socket_timeout, None
+            self._connection = connection
+        return await self._send(self._connection, calls, self._timeout)
 
     async def close(self) -> None:
         """Stop sending; the held connection is closed with the client's pool."""

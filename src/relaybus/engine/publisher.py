@@ -20,7 +20,7 @@ from ..arguments import seconds as check_seconds
 from ..connection import UNAVAILABLE, unavailable
 from ..errors import BusUnavailableError, QueueFullError, RedisFullError, ReplicationError
 from ..keys import validate_topic
-from ..message import Message, encode, id_time_ms
+from ..message import encode, id_time_ms, made
 from ..outbox import Outbox, OutboxEntry
 from .context import Context
 from .groups import redis_full
@@ -154,15 +154,9 @@ class Publisher:
             raise ValueError(f"dedup_key must be a non-empty string, got {dedup_key!r}")
         ttl = ttl if ttl is not None else self.config.default_ttl
         now = time.time()
-        messages = [
-            Message(
-                topic=topic, payload=payload, priority=priority, created_at=now,
-                expires_at=now + ttl if ttl is not None else None, dedup_key=dedup_key,
-                headers=headers or {}, sender=sender, correlation_id=correlation_id,
-                reply_to=reply_to,
-            )
-            for payload in payloads
-        ]
+        messages = made(topic, payloads, now, now + ttl if ttl is not None else None,
+                        priority=priority, dedup_key=dedup_key, headers=headers, sender=sender,
+                        correlation_id=correlation_id, reply_to=reply_to)
         hooks = self.ctx.plugins.call
         if hooks.changes_published():
             messages = [await hooks.on_publish(self.ctx.bus, m) for m in messages]
