@@ -5,10 +5,12 @@ guarantees. One server only: a Cluster client keeps a pool per node."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import redis
 
-from relaybus import Bus, QueueFullError
+from relaybus import Bus, QueueFullError, RedisFullError
+from relaybus.embedded import EmbeddedRedis, free_port
 
 from .helpers import running, wait_for
 
@@ -28,6 +30,49 @@ async def test_concurrent_publishes_share_a_connection_and_each_gets_its_id(
         assert len(set(ids)) == 200
         stored = [m.id for m in await bus.history("burst", limit=300)]
         assert stored[1:] == ids  # each its own id, in the order the calls were made
+
+
+def script_runs(raw: redis.Redis) -> int:
+    return int(raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_concurrent_appends_to_one_topic_share_one_script_run(
+    redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    """Queued plain appends to one topic are merged into one append.lua call; every
+    message is still there once, in the order of the calls, and other topics' calls
+    in the same round trip are not merged with them."""
+    async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        await bus.publish("merged", -1)
+        await bus.publish("apart", -1)
+        before = script_runs(raw)
+        calls = [bus.publish(topic, n) for n in range(100) for topic in ("merged", "apart")]
+        ids = await asyncio.gather(*calls)
+        assert script_runs(raw) - before < 100  # 200 publishes, far fewer script runs
+        for topic, mine in (("merged", ids[0::2]), ("apart", ids[1::2])):
+            stored = await bus.history(topic, limit=200)
+            assert [m.id for m in stored][1:] == mine
+            assert [m.payload for m in stored][1:] == list(range(100))
+
+
+async def test_merged_appends_refused_by_a_full_redis_fail_every_caller(
+    server_factory: Callable[..., EmbeddedRedis], prefix: str
+) -> None:
+    """A merged call is refused whole (maxmemory, noeviction): every caller it carried
+    gets RedisFullError and none of their messages is appended."""
+    with server_factory(port=free_port()) as server:
+        admin = redis.Redis.from_url(server.url)
+        async with Bus.from_url(server.url, prefix=prefix) as bus:
+            await bus.publish("full", -1)
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
+            results = await asyncio.gather(*(bus.publish("full", n) for n in range(50)),
+                                           return_exceptions=True)
+            assert all(isinstance(r, RedisFullError) for r in results), results
+            assert admin.xlen(bus.keys.stream("full")) == 1
+            admin.config_set("maxmemory", 0)
+            assert await bus.publish("full", 50)
+        admin.close()
 
 
 async def test_each_caller_gets_its_own_error(redis_url: str, prefix: str) -> None:

@@ -172,14 +172,15 @@ def _non_finite(value: Any, path: str) -> str | None:
 
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
     """Envelope JSON for the stream field `m`; refuses payloads that are not JSON."""
+    fields = message.__dict__  # the values as they are; no attribute lookups per field
     body: dict[str, Any] = {
-        "id": message.id,
-        "topic": message.topic,
-        "payload": message.payload,
-        "created_at": message.created_at,
+        "id": fields["id"],
+        "topic": fields["topic"],
+        "payload": fields["payload"],
+        "created_at": fields["created_at"],
     }
     for name, default in _WIRE_DEFAULTS.items():
-        value = getattr(message, name)
+        value = fields[name]
         if value != default:
             body[name] = value
     try:

@@ -13,6 +13,9 @@ from typing import Any
 from redis.asyncio.connection import Connection
 
 Send = Callable[[Connection, Sequence[Any], float | None], Awaitable[list[Any]]]  # socket_timeout
+# calls of several callers -> the calls sent, and for each call given the index of the
+# call that carries it (so that one call can carry several: merged appends)
+Merge = Callable[[list[Any]], tuple[list[Any], list[int]]]
 
 
 class AutoPipeline:
@@ -20,8 +23,8 @@ class AutoPipeline:
     the round trip they went in. A caller cancelled while queued may still have its
     calls sent, as a command in flight would."""
 
-    def __init__(self, connect: Callable[[], Awaitable[Connection]], send: Send) -> None:
-        self._connect, self._send = connect, send
+    def __init__(self, connect: Callable[[], Awaitable[Connection]], send: Send, merge: Merge) -> None:
+        self._connect, self._send, self._merge = connect, send, merge
         self._connection: Connection | None = None
         self._timeout: float | None = None  # the held connection's socket_timeout, applied by send
         self._queue: list[tuple[Sequence[Any], asyncio.Future[list[Any]]]] = []
@@ -46,8 +49,9 @@ class AutoPipeline:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
+                sent, carrier = self._merge([call for calls, _ in batch for call in calls])
                 try:
-                    replies = await self._exchange([call for calls, _ in batch for call in calls])
+                    replies = await self._exchange(sent)
                 except Exception as exc:
                     for _, future in batch:
                         if not future.done():
@@ -60,7 +64,7 @@ class AutoPipeline:
                 start = 0
                 for calls, future in batch:
                     if not future.done():
-                        future.set_result(replies[start:start + len(calls)])
+                        future.set_result([replies[i] for i in carrier[start:start + len(calls)]])
                     start += len(calls)
         finally:
             self._busy = False

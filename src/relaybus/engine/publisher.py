@@ -5,12 +5,11 @@ while Redis is unreachable."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +48,7 @@ def _run(entries: list[OutboxEntry]) -> list[OutboxEntry]:
     return run
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ would set each field through object.__setattr__
 class Write:
     """One encoded message and what the publish script needs to append it."""
 
@@ -73,25 +72,22 @@ class Write:
         return cls(entry.data, entry.message_id, **entry.options)
 
 
-@contextlib.contextmanager
-def _refusals_as_errors(topic: str, limit: int | None) -> Iterator[None]:
+def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
     """A publish script refused for max_queue_size, or by a full Redis: the error saying
-    so. Either refusal comes before the script's first write: nothing was appended."""
-    try:
-        yield
-    except ResponseError as exc:
-        if redis_full(exc):
-            raise RedisFullError(
-                f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
-                "was appended; consumers acking and cleanup trimming free it, or raise maxmemory"
-            ) from None
-        words = str(exc).split()
-        if not words or words[0] != "QUEUEFULL":
-            raise
-        raise QueueFullError(
-            f"topic {topic!r} holds {words[1]} unconsumed messages and max_queue_size is {limit}: "
-            f"the {words[2]} message(s) of this publish were not appended (overflow='reject')"
-        ) from None
+    so (either refusal comes before the script's first write: nothing was appended);
+    any other error as it is."""
+    if redis_full(exc):
+        return RedisFullError(
+            f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
+            "was appended; consumers acking and cleanup trimming free it, or raise maxmemory"
+        )
+    words = str(exc).split()
+    if not words or words[0] != "QUEUEFULL":
+        return exc
+    return QueueFullError(
+        f"topic {topic!r} holds {words[1]} unconsumed messages and max_queue_size is {limit}: "
+        f"the {words[2]} message(s) of this publish were not appended (overflow='reject')"
+    )
 
 
 class Publisher:
@@ -262,9 +258,10 @@ class Publisher:
         """The fast path: one append.lua call."""
         keys, scripts = self.ctx.keys, self.ctx.scripts
         try:
-            with _refusals_as_errors(topic, self.config.max_queue_size):
-                await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic)],
-                                         [w.data for w in writes]))
+            await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic)],
+                                     [w.data for w in writes]))
+        except ResponseError as exc:
+            raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
 
@@ -285,8 +282,9 @@ class Publisher:
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
         call_keys.append(keys.wake(topic))
         try:
-            with _refusals_as_errors(topic, self.config.max_queue_size):
-                replies = await self._send(topic, (self.ctx.scripts.publish, call_keys, args))
+            replies = await self._send(topic, (self.ctx.scripts.publish, call_keys, args))
+        except ResponseError as exc:
+            raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
