@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
@@ -83,7 +83,7 @@ def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
         )
     words = str(exc).split()
     if not words or words[0] != "QUEUEFULL":
-        return exc
+        return cast(Exception, exc)  # redis-py's exceptions are untyped here
     return QueueFullError(
         f"topic {topic!r} holds {words[1]} unconsumed messages and max_queue_size is {limit}: "
         f"the {words[2]} message(s) of this publish were not appended (overflow='reject')"
