@@ -125,11 +125,12 @@ class Settlement:
             await self._ack_counted(message, "filtered")
             await self._settled(message, sub, "filtered", None)
             return
-        if not hooks.wraps_handlers():
+        contexts = hooks.handler_context(message, sub) if hooks.wraps_handlers() else None
+        if not contexts:  # the usual case (a tracing plugin without a tracer answers None)
             await self._run(sub, message, acks)
             return
         with contextlib.ExitStack() as around:  # a plugin's (a tracing span): handler and settling
-            for context in hooks.handler_context(message, sub):
+            for context in contexts:
                 around.enter_context(context)
             await self._run(sub, message, acks)
 
