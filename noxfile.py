@@ -1,5 +1,8 @@
 """Checks: `nox` runs unit and integration tests; lint, typecheck, docs and bench on demand."""
 
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["unit", "integration"]
@@ -40,10 +43,13 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Throughput against raw redis-py in the same run; never part of the tests."""
+    """Throughput against raw redis-py in the same run, then DESIGN §8's targets; never part of the tests."""
     session.install("-e", ".[embedded]")
-    session.run("python", "bench/bench_core.py", *session.posargs)
-    session.run("python", "bench/bench_engine.py")
+    results = Path(session.create_tmp()) / "bench-results"  # kept: bench_targets.py --markdown
+    shutil.rmtree(results, ignore_errors=True)  # never judge an earlier run's figures
+    results.mkdir()
+    session.run("python", "bench/bench_core.py", "--results", str(results / "core.json"), *session.posargs)
+    session.run("python", "bench/bench_engine.py", "--results", str(results / "engine.json"))
     session.run("python", "bench/bench_cluster.py")
     session.run("python", "bench/bench_policies.py")
     session.run("python", "bench/bench_streams.py")
@@ -53,6 +59,7 @@ def bench(session: nox.Session) -> None:
     # every Python Redis queue in one run (docs/benchmarks.md): the peers are installed here
     # only. Plain `saq`, not saq[redis]: that extra pins redis-py < 8 for the whole session
     session.install("taskiq-redis>=1.2.4,<2", "streaq>=7.2,<8", "saq>=0.26.4,<0.27")
-    session.run("python", "bench/bench_peers.py")
+    session.run("python", "bench/bench_peers.py", "--results", str(results / "peers.json"))
     session.install("-e", ".[metrics]")
     session.run("python", "bench/bench_metrics.py")
+    session.run("python", "bench/bench_targets.py", str(results))  # last: the targets table

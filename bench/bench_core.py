@@ -16,6 +16,7 @@ a payload encoded once up front, pipelining where relaybus may pipeline.
     python bench/bench_core.py            # full run, rich table
     python bench/bench_core.py -n 0.2     # a fifth of the messages, quick
     python bench/bench_core.py --json     # machine-readable
+    python bench/bench_core.py --results core.json   # the table, and the JSON to a file
     python bench/bench_core.py --loop both   # asyncio's event loop, then uvloop's
 """
 
@@ -29,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -263,6 +265,8 @@ def main() -> None:
     parser.add_argument("-n", "--scale", type=float, default=1.0,
                         help="multiply every message count by this (default 1.0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="also write the JSON to FILE (bench_targets.py judges the targets from it)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="asyncio",
                         help="event loop: asyncio's, uvloop's (the `uvloop` extra), or each in turn")
     args = parser.parse_args()
@@ -274,10 +278,13 @@ def main() -> None:
         for loop in loops:  # raw and relaybus on the same loop: each ratio is like for like
             with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
                 measured[loop] = runner.run(measure(server.url, args.scale))
+    results = {loop: [asdict(row) for row in rows] for loop, rows in measured.items()}
+    document = json.dumps({"scale": args.scale, "repeats": REPEATS, "slices": SLICES, "batch": BATCH,
+                           "results": results}, indent=2)
+    if args.results:
+        args.results.write_text(document)
     if args.json:
-        results = {loop: [asdict(row) for row in rows] for loop, rows in measured.items()}
-        print(json.dumps({"repeats": REPEATS, "slices": SLICES, "batch": BATCH, "results": results},
-                         indent=2))
+        print(document)
     else:
         for loop, rows in measured.items():
             show(rows, Console(), loop)

