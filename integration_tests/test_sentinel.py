@@ -52,11 +52,14 @@ async def test_killing_the_master_loses_no_acknowledged_publish(sentinel: Sentin
             sentinel.master.kill()
             before = len(acknowledged)
             await asyncio.to_thread(wait_until, lambda: sentinel.master_port() != old_master, 30, "failover")
+            promoted = sentinel.master_port()
             sentinel.master.start()  # back as a replica of the new master (Sentinel reconfigures it)
             await wait_for(lambda: len(acknowledged) >= before + 100, 60)
             done.set()
             await publisher
             await wait_for(lambda: set(acknowledged) <= handled, 30)
-    assert sentinel.master_port() == sentinel.replica.port
+    # The replica was promoted; who is master at the end is Sentinel's business: under CI's load
+    # it once failed back to the old master later on, a second failover the publishes survive too
+    assert promoted == sentinel.replica.port
     assert len(acknowledged) >= before + 100  # carried on after the failover by itself
     assert set(acknowledged) <= handled, f"{len(set(acknowledged) - handled)} acknowledged publishes lost"
