@@ -524,10 +524,11 @@ def main() -> None:
         parser.error("--scale must be > 0")
     with EmbeddedRedis(port=free_port(), executable=args.redis_server) as server:
         results = asyncio.run(measure(server.url, args.scale))
+    document = json.dumps(results, indent=2)
     if args.results:
-        args.results.write_text(json.dumps(results, indent=2))
+        args.results.write_text(document)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(document)
     else:
         show(results, Console())
 
