@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,6 +112,25 @@ async def test_delayed_late_first_attempt_appends_nothing(server: EmbeddedRedis,
             while len(got) < 6:  # the warm-up, then the five once due
                 got += [m.id for m in await reader.read("t", group="g", count=10, block_ms=200)]
         assert proxy.late_links == 1  # the first attempt is still on its way
+        await landed(proxy)
+        once_each(ids, copies(server.url, bus.keys, "t"))
+
+
+async def test_late_attempts_after_the_outbox_flush_append_nothing(
+    server: EmbeddedRedis, prefix: str, tmp_path: Path
+) -> None:
+    """The first attempt and the retry are late, the publish goes to the outbox, and the
+    flush appends before either arrives: the flush's sent markers stop both."""
+    async with FaultProxy("127.0.0.1", server.port) as proxy, \
+            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.3, outbox_path=tmp_path / "outbox.db",
+                         **SETTINGS) as bus:
+        await bus.publish("t", "warm-up")
+        proxy.late_open(LATE, match=b"EVALSHA")
+        proxy.late_next(LATE, match=b"EVALSHA")
+        ids = await bus.publish_many("t", list(range(10)))
+        assert bus.publisher.backlog  # in the outbox
+        await wait_for(lambda: all(copies(server.url, bus.keys, "t")[i] for i in ids), seconds=LATE)
+        assert proxy.late_links  # flushed before the late attempts arrived
         await landed(proxy)
         once_each(ids, copies(server.url, bus.keys, "t"))
 
