@@ -205,7 +205,7 @@ class Publisher:
             # runs is in the window up to now, one arriving after it finds the fence
             window = (started_ms + self.skew_ms - CHECK_MARGIN_MS, "+")
             try:
-                ids = await self._scripted(topic, writes, check=window, mark_ms=FENCE_TTL_MS)
+                ids = await self._scripted(topic, writes, check=window)
             except BusUnavailableError as exc:
                 error, pause = exc, min(pause * 2, 1.0)
                 continue
@@ -275,7 +275,8 @@ class Publisher:
             raise unavailable(f"publish to {topic!r}", exc) from None
 
     async def _scripted(
-        self, topic: str, writes: list[Write], check: tuple[int, int | str] | None = None, mark_ms: int = 0
+        self, topic: str, writes: list[Write], check: tuple[int, int | str] | None = None,
+        mark_ms: int = FENCE_TTL_MS,
     ) -> list[str]:
         """Dedup, lanes, delay, max_queue_size, and for a later attempt (`check`: the window
         of entry-id times an earlier one would be in) the written-already check and the
