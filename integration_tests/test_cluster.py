@@ -78,6 +78,27 @@ async def test_no_script_crosses_slots(cluster_redis_url: str, prefix: str) -> N
     assert after == before
 
 
+async def test_a_retry_fence_stays_in_the_topic_slot(cluster_redis_url: str, prefix: str) -> None:
+    """A retry's sent markers and fence key (built inside the scripts from a prefix key),
+    and a first attempt reading them, on the fast path and the script path: no CROSSSLOT,
+    and the fenced copy is not appended."""
+    from relaybus.engine.publisher import Write
+    from relaybus.message import encode
+
+    before = {k: v for k, v in _errorstats(cluster_redis_url).items() if "CROSSSLOT" in k}
+    async with Bus.from_url(cluster_redis_url, prefix=prefix) as bus:
+        await bus.publish("jobs.f", {"n": 1})
+        [message] = await bus.history("jobs.f")
+        write = Write(encode(message), message.id)
+        publisher = bus.publisher
+        assert await publisher._scripted("jobs.f", [write], check=(1, "+")) == [message.id]
+        await publisher._append("jobs.f", [write])  # a late first attempt: fenced
+        assert await publisher._scripted("jobs.f", [Write(write.data, write.id, lane=3)]) == [message.id]
+        assert [m.id for m in await bus.history("jobs.f")] == [message.id]
+    after = {k: v for k, v in _errorstats(cluster_redis_url).items() if "CROSSSLOT" in k}
+    assert after == before
+
+
 async def test_topics_spread_over_every_master(cluster_redis_url: str, prefix: str) -> None:
     topics = [f"spread.{i}" for i in range(30)]
     keys = Keys(prefix)

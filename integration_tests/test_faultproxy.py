@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .faultproxy import FaultProxy
+from .helpers import wait_for
 
 
 @pytest.fixture
@@ -94,3 +95,19 @@ async def test_forward_then_drop_reply(proxied: tuple[FaultProxy, redis.Redis]) 
         assert direct.get("counter") == b"1"  # the write was applied, once
         proxy.set("pass")
         assert await r.incr("counter") == 2
+
+
+async def test_late_bytes_reach_the_server_after_the_client_left(
+    proxied: tuple[FaultProxy, redis.Redis],
+) -> None:
+    proxy, direct = proxied
+    async with client(proxy, timeout=0.3) as r:
+        await r.ping()
+        proxy.late_open(1.0, match=b"SET")
+        assert await r.ping()  # not matched: on time
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await r.set("late", "1")
+        assert direct.get("late") is None and proxy.late_links == 1
+        await r.aclose()  # the client gave up on it
+    await wait_for(lambda: proxy.late_links == 0, seconds=5)
+    assert direct.get("late") == b"1"

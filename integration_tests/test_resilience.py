@@ -147,9 +147,10 @@ async def test_half_done_flush_appends_nothing_twice(
         bus.publisher.backlog = False  # keep this bus's own flusher out of the way
         half = await outbox.entries(4)
         async with Bus.from_url(server.url, prefix=prefix) as direct:
-            from relaybus.engine.publisher import Write
+            from relaybus.engine.publisher import MARK_TTL_MS, Write
 
-            await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], mark=True)
+            await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], check=(1, "+"),
+                                             mark_ms=MARK_TTL_MS)
         bus.publisher.backlog = True
         await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 11, seconds=10)
         await asyncio.sleep(0.6)  # another flush round would have appended duplicates by now

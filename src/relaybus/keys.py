@@ -102,9 +102,15 @@ class Keys:
     def dedup(self, topic: str, key: str) -> str:
         return self._topic(topic, f"dedup:{key}")
 
-    def sent(self, topic: str, message_id: str) -> str:
-        """Set when an outbox flush appended this message: a resumed flush skips it."""
+    def sent(self, topic: str, message_id: str = "") -> str:
+        """A message's sent marker, left by a retry or an outbox flush (scripts/publish.lua):
+        every other attempt of it then appends nothing. With no id, the prefix the scripts extend."""
         return self._topic(topic, f"sent:{message_id}")
+
+    def fence(self, topic: str) -> str:
+        """Exists while sent markers of the topic may matter to a first attempt: its
+        scripts look for markers only then (one EXISTS, usually of a missing key)."""
+        return self._topic(topic, "fence")
 
     def wake(self, topic: str) -> str:
         """The topic's wake key, and the pub/sub channel of the same name (scripts/wake.lua)."""

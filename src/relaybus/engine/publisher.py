@@ -30,6 +30,10 @@ CHECK_MARGIN_MS = 2_000  # entry ids are server time; a message id is client tim
 FLUSH_BATCH = 100
 FLUSH_RUN_SPAN_MS = 60_000  # one flush script checks one window: entries made within a minute
 MARK_TTL_MS = 7 * 86_400_000  # how long a flushed message is remembered as sent
+# How long a retried message's sent marker (and the topic's fence) fences off its earlier
+# attempts: bytes of an attempt the client gave up on can still reach Redis late (a slow
+# proxy, retransmission; Linux gives up retransmitting after ~15 minutes)
+FENCE_TTL_MS = 20 * 60_000
 
 
 def _now_ms() -> int:
@@ -73,15 +77,18 @@ class Write:
 
 
 def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
-    """A publish script refused for max_queue_size, or by a full Redis: the error saying
-    so (either refusal comes before the script's first write: nothing was appended);
-    any other error as it is."""
+    """A publish script refused for max_queue_size, by a full Redis, or as an attempt a
+    later one superseded: the error saying so (each refusal comes before the script's
+    first append: nothing was appended); any other error as it is."""
     if redis_full(exc):
         return RedisFullError(
             f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
             "was appended; consumers acking and cleanup trimming free it, or raise maxmemory"
         )
     words = str(exc).split()
+    if words and words[0] == "STALE":  # only when this host's clock went back: try again later
+        return BusUnavailableError(f"publish to {topic!r}: a later attempt of it was refused; this "
+                                   "attempt appended nothing")
     if not words or words[0] != "QUEUEFULL":
         return cast(Exception, exc)  # redis-py's exceptions are untyped here
     return QueueFullError(
@@ -92,8 +99,9 @@ def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
 
 class Publisher:
     """Appends for one Bus. A failed attempt is retried with backoff for up to
-    `publish_timeout_s`, each retry checking first whether the lost attempt was applied
-    (by message id), so nothing is appended twice; then the outbox, if configured, takes
+    `publish_timeout_s`, each retry checking first whether an earlier attempt was applied
+    (by message id) and fencing the ids off, so that an earlier attempt arriving late
+    appends nothing either (scripts/publish.lua); then the outbox, if configured, takes
     the messages, and holds every later publish too until it is flushed, in order."""
 
     def __init__(self, ctx: Context) -> None:
@@ -193,8 +201,9 @@ class Publisher:
             await asyncio.sleep(random.uniform(pause / 2, pause))
             if self.closed:
                 break
-            # every earlier attempt began after started_ms and was applied, if at all, by now
-            window = (started_ms + self.skew_ms - CHECK_MARGIN_MS, _now_ms() + self.skew_ms + CHECK_MARGIN_MS)
+            # every earlier attempt began after started_ms; one applied before this retry
+            # runs is in the window up to now, one arriving after it finds the fence
+            window = (started_ms + self.skew_ms - CHECK_MARGIN_MS, "+")
             try:
                 ids = await self._scripted(topic, writes, check=window)
             except BusUnavailableError as exc:
@@ -240,7 +249,7 @@ class Publisher:
                 window = (id_time_ms(run[0].message_id) + self.skew_ms - CHECK_MARGIN_MS,
                           id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
                 try:
-                    await self._scripted(run[0].topic, writes, check=window, mark=True)
+                    await self._scripted(run[0].topic, writes, check=window, mark_ms=MARK_TTL_MS)
                 except (QueueFullError, RedisFullError, ResponseError) as exc:
                     # this topic waits (its order kept) for the next flush; the others go on
                     log.warning("relaybus: outbox entries for %r refused (%s: %s); retrying later",
@@ -258,27 +267,28 @@ class Publisher:
         """The fast path: one append.lua call."""
         keys, scripts = self.ctx.keys, self.ctx.scripts
         try:
-            await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic)],
-                                     [w.data for w in writes]))
+            await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic), keys.fence(topic),
+                                                      keys.sent(topic)], [w.data for w in writes]))
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
             raise unavailable(f"publish to {topic!r}", exc) from None
 
     async def _scripted(
-        self, topic: str, writes: list[Write], check: tuple[int, int] | None = None, mark: bool = False
+        self, topic: str, writes: list[Write], check: tuple[int, int | str] | None = None,
+        mark_ms: int = FENCE_TTL_MS,
     ) -> list[str]:
-        """Dedup, lanes, delay, max_queue_size and the written-already check (in the window
-        `check` of entry-id times, with sent markers set when `mark`): one script call."""
+        """Dedup, lanes, delay, max_queue_size, and for a later attempt (`check`: the window
+        of entry-id times an earlier one would be in) the written-already check and the
+        fence, its sent markers kept `mark_ms`: one script call."""
         keys = self.ctx.keys
         call_keys = [keys.stream(topic), keys.delayed(topic), keys.lanes(topic), keys.counters(topic),
-                     keys.lane(topic)]
+                     keys.lane(topic), keys.sent(topic), keys.fence(topic)]
         check_from, check_to = (max(1, check[0]), check[1]) if check else (0, 0)
         args: list[Any] = [self.config.max_queue_size or 0, self.config.overflow, check_from, check_to,
-                           MARK_TTL_MS if mark else 0]
+                           mark_ms, _now_ms() if check else 0, FENCE_TTL_MS]
         for w in writes:
-            call_keys += [keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0],
-                          keys.sent(topic, w.id) if check or mark else call_keys[0]]
+            call_keys.append(keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0])
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
         call_keys.append(keys.wake(topic))
         try:

@@ -3,21 +3,28 @@
 -- Append a batch of messages to one topic, atomically with their dedup checks, their
 -- priority lanes, their delays and the topic's max_queue_size.
 -- KEYS[1] topic stream (lane 0), KEYS[2] delayed set, KEYS[3] set of lanes in use,
--- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, then two per message: its
--- dedup key and its sent-marker key (KEYS[1] where unused; all keys share the topic's
--- hash tag), and last the topic's wake key
+-- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, KEYS[6] sent-marker key prefix,
+-- KEYS[7] the topic's fence key, then one per message: its dedup key (KEYS[1] where
+-- unused), and last the topic's wake key (all keys share the topic's hash tag)
 -- ARGV[1] max_queue_size (0: none), ARGV[2] overflow ('reject' | 'drop_oldest'),
--- ARGV[3], ARGV[4]: a window of entry-id times (ms; 0 0: no check) in which an earlier
--- attempt of this batch would have appended - a retry after a lost reply, an outbox
--- flush: a message found there, in the delayed set at its due time, or with its sent
--- marker set, is not written again; ARGV[5] sent-marker TTL ms (0: set none; outbox
--- flushes set them, since a flush can be resumed much later),
+-- ARGV[3], ARGV[4]: a window of entry-id times (ms, ARGV[4] may be '+'; 0 0: a first
+-- attempt) in which an earlier attempt of this batch would have appended - a retry
+-- after a lost reply, an outbox flush: a message found there or in the delayed set at
+-- its due time is not written again; ARGV[5] sent-marker TTL ms, ARGV[6] this attempt's
+-- stamp (ms, later attempts higher), ARGV[7] fence TTL ms,
 -- then five per message: envelope, id, dedup window ms (0: no dedup), due ms (0: now), lane
+-- Fences (docs/guarantees.md, "Late bytes"): a retry or flush leaves, per message id, a
+-- sent marker - '1': written (by it or an earlier attempt), 'r<stamp>': the attempt of
+-- that stamp was refused - and sets the fence key; any attempt finding '1' appends
+-- nothing, and one no later than a refusal is void (error 'STALE', nothing written):
+-- whichever attempt of a message runs second appends nothing, in any order of arrival.
+-- First attempts (stamp 0) look at markers only while the fence key exists.
 -- Returns the ids in order (the original's for a duplicate inside its window), or the
--- error 'QUEUEFULL <unconsumed> <incoming>' having written nothing.
-local n = (#ARGV - 5) / 5
+-- error 'QUEUEFULL <unconsumed> <incoming>' having appended nothing.
+local n = (#ARGV - 7) / 5
 local wake = KEYS[#KEYS]
-local check_from, check_to, mark_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local check_from, mark_ms, stamp = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local retry = check_from > 0
 
 local function lane_key(lane)
   if lane == '0' then
@@ -27,17 +34,36 @@ local function lane_key(lane)
 end
 
 local function arg(i, k)  -- message i's k-th argument
-  return ARGV[5 + (i - 1) * 5 + k]
+  return ARGV[7 + (i - 1) * 5 + k]
+end
+
+-- Per id: true where a sent marker says it is written; error STALE where a later attempt
+-- was refused.
+local function marked()
+  local found = {}
+  if not retry and redis.call('EXISTS', KEYS[7]) == 0 then
+    return found
+  end
+  for i = 1, n do
+    local id = arg(i, 2)
+    local m = redis.call('GET', KEYS[6] .. id)
+    if m == '1' then
+      found[id] = true
+    elseif m and string.sub(m, 1, 1) == 'r' and stamp <= (tonumber(string.sub(m, 2)) or 0) then
+      return nil
+    end
+  end
+  return found
 end
 
 -- The ids of this batch an earlier attempt wrote: one pass over each lane's window
 -- (our encoder puts the id first in the envelope), and the delayed set at each due time.
-local function already_written()
-  local wanted, lanes, found = {}, {}, {}
+local function already_written(found)
+  local wanted, lanes = {}, {}
   for i = 1, n do
     local id = arg(i, 2)
-    if redis.call('GET', KEYS[5 + 2 * i]) then
-      found[id] = true
+    if found[id] then
+      -- a sent marker said so
     elseif tonumber(arg(i, 4)) > 0 then
       local member = '*' .. arg(i, 5) .. '|{"id":"' .. id .. '"'
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], arg(i, 4), arg(i, 4))) do
@@ -53,7 +79,7 @@ local function already_written()
   for lane in pairs(lanes) do
     local cursor = check_from .. '-0'
     while true do
-      local page = redis.call('XRANGE', lane_key(lane), cursor, tostring(check_to), 'COUNT', 500)
+      local page = redis.call('XRANGE', lane_key(lane), cursor, ARGV[4], 'COUNT', 500)
       for _, entry in ipairs(page) do
         local f = entry[2]
         for j = 1, #f, 2 do
@@ -74,12 +100,30 @@ local function already_written()
   return found
 end
 
+-- Leave this attempt's markers (a retry or flush only): `value` for each id not written.
+local function fence(value, append)
+  if not retry then
+    return
+  end
+  for i = 1, n do
+    local v = append == nil and value or (append[i] and value) or '1'
+    redis.call('SET', KEYS[6] .. arg(i, 2), v, 'PX', mark_ms)
+  end
+  redis.call('SET', KEYS[7], '1', 'PX', ARGV[7])
+end
+
 -- 1. which messages are duplicates (of a remembered key, of one earlier in the batch, or
--- already written by an attempt whose reply was lost)
-local written = check_from > 0 and already_written() or {}
+-- already written by another attempt)
+local written = marked()
+if not written then
+  return redis.error_reply('STALE a later attempt of this publish was refused; this one appended nothing')
+end
+if retry then
+  written = already_written(written)
+end
 local ids, append, seen, incoming = {}, {}, {}, 0
 for i = 1, n do
-  local id, window, dedup = arg(i, 2), tonumber(arg(i, 3)), KEYS[4 + 2 * i]
+  local id, window, dedup = arg(i, 2), tonumber(arg(i, 3)), KEYS[7 + i]
   local original = nil
   if window > 0 then
     original = seen[dedup] or redis.call('GET', dedup)
@@ -185,6 +229,7 @@ if max > 0 and incoming > 0 then
   local keys = topic_streams()
   local over = unconsumed(keys, max) + incoming - max
   if over > 0 and (ARGV[2] ~= 'drop_oldest' or incoming > max) then
+    fence('r' .. ARGV[6], append)  -- void the earlier attempts: the caller hears "refused"
     return redis.error_reply('QUEUEFULL ' .. (over + max - incoming) .. ' ' .. incoming)
   end
   local dropped, progress = 0, true
@@ -210,10 +255,7 @@ for i = 1, n do
   if append[i] then
     local data, id, window, due, lane = arg(i, 1), arg(i, 2), arg(i, 3), tonumber(arg(i, 4)), arg(i, 5)
     if tonumber(window) > 0 then
-      redis.call('SET', KEYS[4 + 2 * i], id, 'PX', window)
-    end
-    if mark_ms > 0 then
-      redis.call('SET', KEYS[5 + 2 * i], '1', 'PX', mark_ms)
+      redis.call('SET', KEYS[7 + i], id, 'PX', window)
     end
     if lane ~= '0' then
       redis.call('SADD', KEYS[3], lane)
@@ -225,5 +267,6 @@ for i = 1, n do
     end
   end
 end
+fence('1')
 ring(wake)
 return ids
