@@ -28,6 +28,7 @@ import relaybus
 from relaybus import Bus, SyncBus
 from relaybus.cli import app
 from relaybus.embedded import free_port
+from relaybus.keys import Keys
 
 COMMAND = [sys.executable, "-c", "from relaybus.cli import app; app()"]
 
@@ -412,6 +413,62 @@ def test_dlq_replay_of_an_unknown_id_is_an_error_and_replays_nothing(redis_url: 
         entry = cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", bus.dead_letters("jobs")[1].entry_id)
         assert entry.exit_code == 0 and "replayed 1 dead letters" in entry.stderr  # a DLQ entry id
         assert [m.id for m in bus.dead_letters("jobs")] == [real]
+
+
+def test_dlq_list_and_replay_step_over_an_undecodable_dead_letter(redis_url: str, prefix: str,
+                                                                 raw: redis.Redis) -> None:
+    """A dead letter another client wrote, nested too deep to decode: listed as undecodable,
+    reported and kept by a replay of the others; naming it to replay is a one-line error."""
+    dead_letters(redis_url, prefix, "jobs", 2)
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    envelope = json.dumps({"id": "x", "topic": "jobs", "created_at": 1.5, "payload": deep})
+    entry = raw.xadd(Keys(prefix).dlq("jobs"), {"v": "1", "m": envelope, "group": "workers"}).decode()
+    table = cli(redis_url, prefix, "dlq", "list", "jobs")
+    assert table.exit_code == 0, table.output
+    assert entry in table.stdout and "does not decode" in table.stdout
+    listed = cli(redis_url, prefix, "dlq", "list", "jobs", "--json")
+    lines = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert lines[2]["id"] == entry and "x-dead-undecodable" in lines[2]["headers"]  # its entry id as id
+    assert_one_line_error(cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", entry),
+                          f"dead letter {entry!r} of 'jobs' does not decode")
+    replay = subprocess.run([*COMMAND, "dlq", "replay", "jobs", "--redis-url", redis_url, "--prefix", prefix],
+                            capture_output=True, text=True, timeout=60)  # a process: the bus's warning shows
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed 2 dead letters" in replay.stderr and "Traceback" not in replay.stderr
+    said = "do not decode: not replayed, they stay in the DLQ (listing the dead letters shows why)"
+    assert f"{said}: {entry}" in replay.stderr
+    assert [e.decode() for e, _ in raw.xrange(Keys(prefix).dlq("jobs"))] == [entry]
+
+
+def test_values_from_redis_are_shown_as_written_never_read_as_markup(redis_url: str, prefix: str,
+                                                                   raw: redis.Redis) -> None:
+    """Ids, headers, group names and reasons another client wrote are text: markup, emoji
+    codes and a time no calendar has are shown as they are, by tail, dlq list and stats."""
+    keys = Keys(prefix)
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        bus.publish("jobs", {"n": 1})
+    for fields in ({"id": "[/]", "headers": {"[bold]": "[/red]"}}, {"id": ":smile:", "created_at": 1e17}):
+        raw.xadd(keys.stream("jobs"), {"v": "1", "m": json.dumps({"topic": "jobs", "created_at": 1.5,
+                                                                    "payload": "[/]", **fields})})
+    raw.xgroup_create(keys.stream("jobs"), "[/]:smile:", id="$")
+    raw.xadd(keys.dlq("jobs"), {"v": "1", "m": json.dumps({"id": "[/b]", "topic": "jobs", "created_at": 1}),
+                                "reason": "[/]", "group": "[red]", "dead_at": "1e17"})
+    raw.xadd(keys.dlq("jobs"), {"v": "1", "m": json.dumps({"id": "[/i]", "topic": "jobs", "created_at": 1}),
+                                "reason": ":smile:", "group": "workers", "dead_at": "nan"})
+    for args in (["tail", "jobs"], ["tail", "jobs", "--group", "g"]):
+        shown = cli(redis_url, prefix, *args)
+        assert shown.exit_code == 0, shown.output
+        assert "[/]" in shown.stdout and "[bold]=[/red]" in shown.stdout and ":smile:" in shown.stdout
+        assert "1e+17" in shown.stdout
+    dlq = cli(redis_url, prefix, "dlq", "list", "jobs")
+    assert dlq.exit_code == 0, dlq.output
+    for text in ("[/b]", "[/i]", "group [red]", "[/]", ":smile:", "1e17", "nan"):
+        assert text in dlq.stdout, text
+    for columns in ("200", "60"):  # tables, and the narrow list
+        stats = cli(redis_url, prefix, "stats", COLUMNS=columns)
+        assert stats.exit_code == 0 and "[/]:smile:" in stats.stdout, stats.output
 
 
 def test_dlq_purge_asks_first(redis_url: str, prefix: str) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from rich.console import Console
 
 from relaybus import Message
 from relaybus._cli_common import one_line, parse_headers, parse_json
-from relaybus._cli_render import age, dead_letters_view, message_line, payload_text, size, stats_view
+from relaybus._cli_render import age, clock, dead_letters_view, message_line, payload_text, size, stats_view
+from relaybus.engine.retained import FOREIGN
 from relaybus.stats import BusStats, GroupStats, MemoryStats, ServerStats, TopicStats
 
 
@@ -79,3 +81,43 @@ def test_dead_letters_view_fits_80_columns() -> None:
     text = rendered(dead_letters_view("t", [dead]))
     assert dead.id in text and "group g, attempt 3" in text and "rejected: Reject: bad input" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+MARKUP = ["[/]", "[bold red]x", ":smile:", "[link=http://x]y[/link]"]
+
+
+@pytest.mark.parametrize("text", MARKUP)
+def test_values_from_redis_are_shown_as_written(text: str) -> None:
+    """An id, a topic, a header, a group name, a reason another client wrote: text, never
+    markup or an emoji code (`[/]` made tail and dlq list fail)."""
+    message = Message(id=text, topic="t", payload=text, headers={text: text})
+    assert f"t {text} {text}={text} {orjson.dumps(text).decode()}" in message_line(message).plain
+    dead = Message(id=text, topic="t", payload=1, headers={
+        "x-dead-reason": text, "x-dead-group": text, "x-dead-dead-at": text, FOREIGN: text})
+    shown = rendered(dead_letters_view("t", [dead]), width=200)
+    assert shown.count(text) == 5  # id, reason, group, time, why it is no message
+    assert f"group {text}, attempt ?" in shown and f"not replayable ({text})" in shown
+    group = GroupStats(name=text, consumers=1, pending=0, lag=0, oldest_pending_age_s=None)
+    topic = TopicStats(topic="t", length=1, lanes={0: 1}, delayed=0, dlq_length=0, memory_bytes=1,
+                       groups=[group], counts={})
+    server = ServerStats(redis_version=text, connected_clients=1,
+                         memory=MemoryStats(used_memory=1, maxmemory=0, maxmemory_policy=text, pressure=None))
+    stats = BusStats.model_construct(prefix="p", topics=[topic], server=server, recommendations=[text])
+    for width in (200, 30):  # tables, and the narrow list
+        assert rendered(stats_view(stats), width).count(text) >= 4, width
+
+
+@pytest.mark.parametrize("when", [1e17, -1e17, 1e300, 253402300800.0 * 1e6])
+def test_a_time_no_calendar_has_is_shown_as_the_number(when: float) -> None:
+    assert clock(when) == str(when)
+    assert message_line(Message(topic="t", payload=1, created_at=when)).plain.startswith(f"{when} t ")
+
+
+@pytest.mark.parametrize("dead_at", ["1e17", "nan", "inf", "soon"])
+def test_a_dead_letter_time_no_calendar_has_is_shown_as_written(dead_at: str) -> None:
+    dead = Message(topic="t", payload=1, headers={"x-dead-dead-at": dead_at})
+    assert dead_at in rendered(dead_letters_view("t", [dead]), width=120)
+
+
+def test_a_time_is_local_with_milliseconds() -> None:
+    assert clock(0.25).endswith(".250") and len(clock(0.25)) == len("1970-01-01 00:00:00.250")

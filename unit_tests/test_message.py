@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from relaybus import DecodeError, Message, MessageTooLargeError, RelayBusError
 from relaybus.keys import Keys, is_pattern, validate_pattern, validate_topic
-from relaybus.message import decode, encode, id_time_ms, made, new_id
+from relaybus.message import MAX_PAYLOAD_DEPTH, decode, encode, id_time_ms, made, new_id
 
 
 def test_ids_are_unique_sortable_and_ulid_shaped() -> None:
@@ -138,3 +139,48 @@ def test_a_non_finite_float_is_refused_naming_where(payload: object, where: str)
 
 def test_none_and_finite_floats_still_encode() -> None:
     assert b'"payload":{"a":null,"b":1.5}' in encode(Message(topic="t", payload={"a": None, "b": 1.5}))
+
+
+def nested(depth: int, kind: str = "list", leaf: object = 1) -> object:
+    """`leaf` inside `depth` levels of `kind` ("mixed": dicts, lists and tuples in turn)."""
+    value = leaf
+    for level in range(depth):
+        kind_here = ("dict", "list", "tuple")[level % 3] if kind == "mixed" else kind
+        value = {"dict": lambda v: {"a": v}, "list": lambda v: [v], "tuple": lambda v: (v,)}[kind_here](value)
+    return value
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple", "mixed"])
+def test_the_deepest_payload_a_publish_accepts_decodes_and_one_deeper_is_refused(kind: str) -> None:
+    """One limit: a new message (encode with max_bytes) nested MAX_PAYLOAD_DEPTH deep is
+    written and decodes unchanged; one level more is refused naming the limit - tuples
+    too, which orjson writes without counting them (so a count of its own would miss them)."""
+    deepest = Message(topic="t", payload=nested(MAX_PAYLOAD_DEPTH, kind))
+    decoded = decode({b"v": b"1", b"m": encode(deepest, max_bytes=1 << 20)}, "1-0", "t")
+    assert decoded.payload == orjson.loads(orjson.dumps(deepest.payload))  # tuples come back as lists
+    for too_deep in (nested(MAX_PAYLOAD_DEPTH + 1, kind), nested(MAX_PAYLOAD_DEPTH, kind, leaf=[]),
+                     nested(2_000, kind)):
+        with pytest.raises(RelayBusError, match=f"nests deeper than {MAX_PAYLOAD_DEPTH} levels of arrays"):
+            encode(Message(topic="t", payload=too_deep), max_bytes=1 << 20)
+
+
+def test_a_wide_payload_is_not_a_deep_one() -> None:
+    """Many brackets (in strings too) are no depth: a thousand objects in a list encode."""
+    wide = [{"text": "[[[{{{" * 50, "n": [i]} for i in range(1_000)]
+    data = encode(Message(topic="t", payload=wide), max_bytes=1 << 20)
+    assert decode({b"v": b"1", b"m": data}, "1-0").payload == wide
+
+
+def test_an_envelope_deeper_than_a_reader_decodes_is_refused_naming_the_limit() -> None:
+    deep = json.dumps({"id": "x", "topic": "t", "created_at": 1, "payload": nested(MAX_PAYLOAD_DEPTH + 1)})
+    with pytest.raises(DecodeError, match=f"nests more than {MAX_PAYLOAD_DEPTH + 1} levels deep"):
+        decode({b"v": b"1", b"m": deep.encode()}, "1-0", "t")
+
+
+def test_what_a_reader_decodes_is_written_back_whatever_its_depth() -> None:
+    """A retry, a dead letter, a replay re-encode (no max_bytes) what decode read: the
+    decoder reads an empty array one level past the limit, and that is written back too."""
+    payload = nested(MAX_PAYLOAD_DEPTH, leaf=[])
+    raw = json.dumps({"id": "x", "topic": "t", "created_at": 1, "payload": payload})
+    message = decode({b"v": b"1", b"m": raw.encode()}, "1-0", "t")
+    assert decode({b"v": b"1", b"m": encode(message)}, "1-0", "t").payload == message.payload

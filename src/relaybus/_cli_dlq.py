@@ -11,7 +11,7 @@ from ._cli_common import PREFIX, URL, err, run, with_progress
 from ._cli_common import console as out
 from ._cli_render import dead_letters_view
 from .bus import Bus
-from .engine.retained import FOREIGN  # the header of a DLQ entry relaybus did not write: never replayed
+from .engine.retained import FOREIGN  # the header of a dead letter that is no message: never replayed
 from .keys import validate_topic
 from .message import Message
 
@@ -70,6 +70,12 @@ def replay(
             before = int(await bus.redis.xlen(key))
             if ids:  # an id naming no dead letter is a mistake, not "replayed 0": say so, replay nothing
                 dead = await bus.dead_letters(topic, limit=max(before, 1))
+                kept = list(dict.fromkeys(m.id for m in dead if FOREIGN in m.headers and m.id in ids))
+                if kept:  # listed with their entry ids as ids
+                    named, many = ", ".join(repr(i) for i in kept), len(kept) > 1
+                    raise ValueError(f"dead letter{'s' * many} {named} of {topic!r} "
+                                     f"{'do' if many else 'does'} not decode and cannot be replayed "
+                                     f"(`relaybus dlq list {topic}` shows why); nothing was replayed")
                 known = {i for m in dead if FOREIGN not in m.headers for i in (m.id, m.entry_id)}
                 missing = list(dict.fromkeys(i for i in ids if i not in known))
                 if missing:

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import typer
+from rich.markup import escape
 
 from ._cli_common import (
     PREFIX,
@@ -203,7 +204,8 @@ def metrics(
                     try:
                         await refresh(bus)
                     except Exception as exc:  # keep serving the last numbers; their timestamp ages
-                        err.print(f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: {exc}")
+                        err.print(f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: "
+                                  f"{escape(str(exc))}")
                     await pause(stop, interval)
             finally:
                 server.shutdown()

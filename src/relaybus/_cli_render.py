@@ -1,4 +1,7 @@
-"""How the CLI shows things to people: rich tables and one-line messages. Pure functions."""
+"""How the CLI shows things to people: rich tables and one-line messages. Pure functions.
+
+Every value read from Redis is another client's text: it is put in a `Text`, never in a
+markup string, so `[/]` or `:smile:` in an id, a header or a group name is shown as it is."""
 
 from __future__ import annotations
 
@@ -6,12 +9,12 @@ import time
 
 import orjson
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from .engine.retained import FOREIGN  # the header of a dead letter that is no message: why
 from .message import Message
 from .stats import BusStats, TopicStats
 
@@ -38,8 +41,25 @@ def age(seconds: float | None) -> str:
 
 
 def clock(timestamp: float) -> str:
-    """Local time with milliseconds: messages are often seconds apart, or less."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}"
+    """Local time with milliseconds: messages are often seconds apart, or less. A time no
+    calendar of this platform has (another client's 1e17, say) is shown as the number."""
+    return _local(timestamp) or str(timestamp)
+
+
+def _clock_text(text: str) -> str:
+    """A time as a header carries it, shown as `clock` shows it, else as it is written."""
+    try:
+        return _local(float(text)) or text
+    except ValueError:
+        return text
+
+
+def _local(timestamp: float) -> str | None:
+    try:
+        day = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return None
+    return f"{day}.{int(timestamp % 1 * 1000):03d}"
 
 
 def payload_text(payload: object, width: int | None = None) -> str:
@@ -52,9 +72,8 @@ def message_line(message: Message) -> Text:
     extra = [f"priority={message.priority}"] if message.priority else []
     extra += [f"attempt={message.attempt}"] if message.attempt > 1 else []
     extra += [f"{k}={v}" for k, v in sorted(message.headers.items())]
-    line = Text.from_markup(
-        f"[dim]{clock(message.created_at)}[/] [cyan]{escape(message.topic)}[/] [dim]{message.id}[/]"
-    )
+    line = Text.assemble((clock(message.created_at), "dim"), " ", (message.topic, "cyan"), " ",
+                         (message.id, "dim"))
     if extra:
         line.append(" " + " ".join(extra), style="yellow")
     line.append(" " + payload_text(message.payload))
@@ -94,11 +113,11 @@ def _topic_tables(stats: BusStats) -> list[Table]:
                           overflow="fold" if text else "ellipsis", no_wrap=not text,
                           min_width=widest if column == "topic" else None)
     for t in stats.topics:
-        topics.add_row(escape(t.topic), f"{t.length:,}", f"{t.delayed:,}",
+        topics.add_row(Text(t.topic), f"{t.length:,}", f"{t.delayed:,}",
                        f"[red]{t.dlq_length:,}[/]" if t.dlq_length else "0", size(t.memory_bytes),
                        _counts(t))
         for g in t.groups:
-            groups.add_row(escape(t.topic), escape(g.name), str(g.consumers), f"{g.pending:,}",
+            groups.add_row(Text(t.topic), Text(g.name), str(g.consumers), f"{g.pending:,}",
                            "?" if g.lag is None else f"{g.lag:,}", age(g.oldest_pending_age_s))
     return [topics, groups] if groups.row_count else [topics]
 
@@ -147,8 +166,11 @@ def dead_letters_view(topic: str, dead: list[Message]) -> Table:
     for m in dead:
         h = m.headers
         why = [h.get("x-dead-reason"), h.get("x-dead-error-type"), h.get("x-dead-error")]
+        if FOREIGN in h:
+            why.append(f"not replayable ({h[FOREIGN]})")
+        where = f"\ngroup {h.get('x-dead-group', '?')}, attempt {h.get('x-dead-attempts', '?')}"
         dead_at = h.get("x-dead-dead-at")
-        where = f"group {escape(h.get('x-dead-group', '?'))}, attempt {h.get('x-dead-attempts', '?')}"
-        table.add_row(f"{m.id}\n[dim]{where}\n{clock(float(dead_at)) if dead_at else ''}[/]",
-                      escape(": ".join(w for w in why if w)), escape(payload_text(m.payload, PAYLOAD_WIDTH)))
+        where += f"\n{_clock_text(dead_at)}" if dead_at else ""
+        table.add_row(Text.assemble(m.id, (where, "dim")), Text(": ".join(w for w in why if w)),
+                      Text(payload_text(m.payload, PAYLOAD_WIDTH)))
     return table

@@ -18,6 +18,10 @@ from .errors import DecodeError, MessageTooLargeError, RelayBusError
 from .keys import validate_topic
 
 WIRE_VERSION = b"1"
+# How deep a payload may nest arrays and objects (`[{"a": 1}]` is 2 deep). With the envelope
+# around it that is 200 levels: the most pydantic-core, relaybus's decoder, reads. orjson
+# writes up to 254, so without this check publish accepted what no reader could decode.
+MAX_PAYLOAD_DEPTH = 199
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 chars
 
@@ -171,7 +175,10 @@ def _non_finite(value: Any, path: str) -> str | None:
 
 
 def encode(message: Message, max_bytes: int | None = None) -> bytes:
-    """Envelope JSON for the stream field `m`; refuses payloads that are not JSON."""
+    """Envelope JSON for the stream field `m`; refuses payloads that are not JSON. A new
+    message (with `max_bytes`: publish, reply, broadcast) must also fit `max_bytes` and nest
+    at most MAX_PAYLOAD_DEPTH deep; a decoded one written back (a retry, a dead letter, a
+    replay) is as decode read it, so it needs neither check."""
     fields = message.__dict__  # the values as they are; no attribute lookups per field
     body: dict[str, Any] = {
         "id": fields["id"],
@@ -186,18 +193,54 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
     try:
         data = orjson.dumps(body)
     except TypeError as exc:
+        if str(exc) == _ORJSON_TOO_DEEP:
+            raise _depth_error(message.topic) from None
         raise RelayBusError(
             f"payload for topic {message.topic!r} is not JSON-serialisable: {exc}"
         ) from None
     if b"null" in data and (where := _non_finite(message.payload, "payload")):  # only then walk it
         raise RelayBusError(f"{where} of a message for topic {message.topic!r} is not a finite number: "
                             "JSON has no NaN or infinity (it would arrive as null)")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise MessageTooLargeError(
-            f"message for topic {message.topic!r} is {len(data)} bytes encoded; "
-            f"max_message_bytes is {max_bytes}"
-        )
+    if max_bytes is not None:
+        if _too_deep(data):
+            raise _depth_error(message.topic)
+        if len(data) > max_bytes:
+            raise MessageTooLargeError(
+                f"message for topic {message.topic!r} is {len(data)} bytes encoded; "
+                f"max_message_bytes is {max_bytes}"
+            )
     return data
+
+
+_ORJSON_DEPTH = 254  # the most levels orjson writes (lists, objects; it does not count tuples)
+_ORJSON_TOO_DEEP = "Recursion limit reached"  # what it raises past them
+_NOT_OPENERS = bytes(set(range(256)) - set(b"[{"))
+
+
+def _too_deep(data: bytes) -> bool:
+    """Whether the envelope `data` carries a payload nested deeper than MAX_PAYLOAD_DEPTH.
+    Only a text with more '[' and '{' than that can; that one is read back and written
+    again inside enough lists that orjson's own limit falls just past it (a walk in Python
+    takes ten times as long). Measured on the text, not the payload: orjson writes tuples
+    without counting them as levels."""
+    if len(data) <= 2 * MAX_PAYLOAD_DEPTH or len(data.translate(None, _NOT_OPENERS)) <= MAX_PAYLOAD_DEPTH:
+        return False
+    try:
+        nested = orjson.loads(data)["payload"]
+    except orjson.JSONDecodeError:  # deeper than orjson reads (1024 levels)
+        return True
+    for _ in range(_ORJSON_DEPTH - MAX_PAYLOAD_DEPTH):
+        nested = [nested]
+    try:
+        orjson.dumps(nested)
+    except orjson.JSONEncodeError:  # read back from JSON: nothing else it could refuse
+        return True
+    return False
+
+
+def _depth_error(topic: str) -> RelayBusError:
+    return RelayBusError(f"payload for topic {topic!r} nests deeper than {MAX_PAYLOAD_DEPTH} levels "
+                         "of arrays and objects, the most a reader decodes (docs/wire-format.md)")
 
 
 def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str | None = None) -> Message:
@@ -221,7 +264,13 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
         elif message.topic != topic:
             raise DecodeError(f"{_where(entry_id)} in a stream of topic {topic!r} names topic "
                               f"{message.topic!r}")
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        if any("recursion limit exceeded" in e["msg"] for e in exc.errors(include_url=False)):
+            raise DecodeError(f"{_where(entry_id)} does not decode: its JSON nests more than "
+                              f"{MAX_PAYLOAD_DEPTH + 1} levels deep (the envelope and a payload of at "
+                              f"most {MAX_PAYLOAD_DEPTH}: docs/wire-format.md)") from None
+        raise DecodeError(f"{_where(entry_id)} does not decode: {exc}") from None
+    except ValueError as exc:
         raise DecodeError(f"{_where(entry_id)} does not decode: {exc}") from None
     message.__dict__["entry_id"] = entry_id  # not a wire field: nothing to validate
     return message

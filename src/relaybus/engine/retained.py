@@ -3,6 +3,7 @@ purge) and trimming (only what every group consumed, by age and length)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,13 +11,16 @@ import orjson
 from redis.exceptions import ResponseError
 
 from ..errors import DecodeError
-from ..keys import lanes_in
-from ..message import Message, encode
+from ..keys import lanes_in, validate_group
+from ..message import Message, decode, encode
 from .context import Context
 from .groups import Groups
 
 REPLAY_BATCH = 200
-FOREIGN = "x-dead-undecodable"  # a DLQ entry relaybus did not write: why it does not decode
+KEPT_NAMED = 10  # undecodable dead letters a replay's warning names by entry id
+FOREIGN = "x-dead-undecodable"  # a dead letter that is no message (never replayed): its size and why
+FOREIGN_MAX = 300  # characters of that header
+log = logging.getLogger("relaybus")
 
 
 async def history(ctx: Context, groups: Groups, topic: str, limit: int) -> list[Message]:
@@ -43,27 +47,35 @@ async def dead_letters(ctx: Context, topic: str, limit: int) -> list[Message]:
 
 async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | None) -> int:
     """Each chosen dead letter back to the retry stream of the group it died in, with a
-    fresh attempt count, deleted from the DLQ in the same script; returns how many."""
+    fresh attempt count, deleted from the DLQ in the same script; returns how many. One
+    that does not decode stays in the DLQ, logged, and stops none of the others."""
     keys, scripts = ctx.keys, ctx.scripts
     wanted = set(ids) if ids is not None else None
     dlq = keys.dlq(topic)
     replayed, cursor = 0, "-"
+    kept: list[str] = []  # undecodable: left in the DLQ
     while True:
         entries = await ctx.redis.xrange(dlq, min=cursor, count=REPLAY_BATCH)
         batch: list[Any] = []
         for eid, fields in entries:
             message = dead_letter_message(topic, eid, fields)
-            chosen = wanted is None or {message.id, message.entry_id} & wanted
-            if b"m" not in fields or FOREIGN in message.headers or not chosen:
+            if wanted is not None and not {message.id, message.entry_id} & wanted:
+                continue
+            if FOREIGN in message.headers:
+                kept.append(eid.decode())
                 continue
             message.attempt = 1
-            group = fields.get(b"group", b"").decode()
-            batch += [eid, group, encode(message)]
+            batch += [eid, message.headers["x-dead-group"], encode(message)]
         if batch:
             replayed += await scripts.call(scripts.replay, [dlq, keys.retry(topic), keys.wake(topic)], batch)
         if len(entries) < REPLAY_BATCH:
-            return replayed
+            break
         cursor = "(" + entries[-1][0].decode()
+    if kept:
+        named = ", ".join(kept[:KEPT_NAMED]) + (", ..." if len(kept) > KEPT_NAMED else "")
+        log.warning("%d dead letter(s) of topic %r do not decode: not replayed, they stay in the DLQ "
+                    "(listing the dead letters shows why): %s", len(kept), topic, named)
+    return replayed
 
 
 async def purge_dead_letters(ctx: Context, topic: str) -> int:
@@ -75,26 +87,35 @@ async def purge_dead_letters(ctx: Context, topic: str) -> int:
 
 
 def dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
-    """A DLQ entry as a Message whose `x-dead-*` headers say why it died."""
+    """A DLQ entry as a Message whose `x-dead-*` headers say why it died. Its `m` is decoded
+    as a stream entry's is, so whatever is listed as a message can be replayed. One that
+    cannot be - dead-lettered undecodable, or written by another client - is listed as its
+    fields' text under the header FOREIGN (its size and why), with its entry id as id."""
     info = {k.decode(): v.decode(errors="replace") for k, v in fields.items() if k not in (b"m", b"raw")}
     headers = {f"x-dead-{k.replace('_', '-')}": v for k, v in info.items() if k != "v"}
+    eid = entry_id.decode()
     try:
         if b"m" in fields:
-            message = Message.model_validate(orjson.loads(fields[b"m"]))
-            if message.topic != topic:
-                raise ValueError(f"names topic {message.topic!r}")
+            message = decode({b"v": fields.get(b"v", b""), b"m": fields[b"m"]}, eid, topic)
+            validate_group(info.get("group", ""))  # where replay sends it back to
             message.headers = {**message.headers, **headers}
-        else:
-            message = Message(topic=topic, payload={"raw": orjson.loads(fields.get(b"raw", b"{}"))},
-                              headers=headers)
-    except (ValueError, TypeError) as exc:  # orjson's and pydantic's errors are ValueErrors
-        # a foreign entry: shown as its text, never replayed; one must not hide the others
-        raw = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()
-               if k in (b"m", b"raw")}
-        message = Message(topic=topic, payload={"raw": raw},
-                          headers={**headers, FOREIGN: f"{type(exc).__name__}: {exc}"[:200]})
-    message.entry_id = entry_id.decode()
-    return message
+            return message
+        payload, why = {"raw": _raw_fields(fields.get(b"raw", b"{}"))}, info.get("error", "")
+    except (DecodeError, ValueError) as exc:  # one must not hide, nor stop, the others
+        payload = {"raw": {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()
+                           if k in (b"m", b"raw")}}
+        why = str(exc)
+    size = sum(len(v) for k, v in fields.items() if k in (b"m", b"raw"))
+    return Message(id=eid, topic=topic, payload=payload, entry_id=eid,
+                   headers={**headers, FOREIGN: f"{size} bytes: {why}"[:FOREIGN_MAX]})
+
+
+def _raw_fields(raw: bytes) -> dict[str, str]:
+    """The `raw` of an undecodable entry's dead letter: its fields as text (wire-format.md)."""
+    fields = orjson.loads(raw)
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+        raise ValueError("its 'raw' is not a JSON object of text")
+    return fields
 
 
 async def trim(ctx: Context, topic: str, keep_s: float | None, keep_len: int | None) -> int:
