@@ -80,6 +80,15 @@ class Transport(StrEnum):
 TRANSPORT = typer.Option(Transport.stdio, "--transport", help="stdio (stdout carries only the protocol), "
                          "or streamable HTTP at http://HOST:PORT/mcp.")
 
+MCP_TOKEN = typer.Option(None, "--token", envvar="RELAYBUS_MCP_TOKEN", show_default=False,
+                         help="With --transport http: the bearer token every request must carry (env "
+                              "RELAYBUS_MCP_TOKEN keeps it out of `ps`); required beyond loopback.")
+MCP_ALLOWED_HOST = typer.Option(None, "--allowed-host", help="With --transport http: a Host name also "
+                                "answered (repeat it); --host, localhost, 127.0.0.1 and [::1] always are, "
+                                "any other is refused (DNS rebinding).")
+MCP_ALLOWED_ORIGIN = typer.Option(None, "--allowed-origin", help="With --transport http: a browser Origin "
+                                  "also accepted, e.g. https://app.example.com (repeat it).")
+
 
 @app.command()
 def mcp(
@@ -89,6 +98,9 @@ def mcp(
     transport: Transport = TRANSPORT,
     host: str = typer.Option("127.0.0.1", "--host", help="With --transport http: the address to listen on."),
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="With --transport http: the port."),
+    token: str | None = MCP_TOKEN,
+    allowed_host: list[str] | None = MCP_ALLOWED_HOST,
+    allowed_origin: list[str] | None = MCP_ALLOWED_ORIGIN,
 ) -> None:
     """Serve the bus to MCP clients (Claude Desktop, IDEs, agents) over stdio or HTTP."""
     require_extra("mcp", "mcp", "mcp.server.mcpserver")
@@ -97,4 +109,5 @@ def mcp(
     patterns = None if not allowed_topics else [
         p.strip() for arg in allowed_topics for p in arg.split(",") if p.strip()]
     run(serve(redis_url, prefix, patterns, transport="http" if transport is Transport.http else "stdio",
-              host=host, port=port))  # Ctrl-C: "interrupted", exit 130
+              host=host, port=port, token=token, allowed_hosts=allowed_host or (),
+              allowed_origins=allowed_origin or ()))  # Ctrl-C: "interrupted", exit 130
