@@ -33,16 +33,17 @@ SERVE = "from relaybus.cli import app; app()"
 
 
 def server(redis_url: str, prefix: str, *options: str) -> StdioServerParameters:
-    return StdioServerParameters(
+    return StdioServerParameters(  # the environment, PYTHONPATH too: the code under test, not the installed
         command=sys.executable,
         args=["-c", SERVE, "mcp", "--redis-url", redis_url, "--prefix", prefix, *options],
+        env=dict(os.environ),
     )
 
 
 ALLOWED = ["tasks.*", "reviews.*", "notes"]
 HTTP_SERVE = ("import asyncio, sys; from relaybus.adapters.mcp import serve; "
               "asyncio.run(serve(sys.argv[1], sys.argv[2], sys.argv[4].split(','), 'http', '127.0.0.1', "
-              "int(sys.argv[3])))")
+              "int(sys.argv[3]), new_groups=['reviewers']))")
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -61,7 +62,7 @@ async def connect(redis_url: str, prefix: str, transport: str = "stdio") -> Asyn
     and exited in one task)."""
     if transport == "stdio":
         params = server(redis_url, prefix, "--allowed-topics", "tasks.*,reviews.*",
-                        "--allowed-topics", "notes")
+                        "--allowed-topics", "notes", "--new-groups", "reviewers")
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             yield session
@@ -176,6 +177,27 @@ async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, p
     assert "topic 'payments.refund' is not allowed" in text and "tasks.*, reviews.*, notes" in text
     assert bad.is_error and "invalid group 'no spaces'" in bad.content[0].text  # type: ignore[union-attr]
     assert await bus.topics() == []
+
+
+async def test_a_read_makes_no_group_or_topic_nothing_would_clean(redis_url: str, prefix: str, bus: Bus,
+                                                                 transport: str) -> None:
+    """A made-up group is refused (the server makes only the groups --new-groups names); a
+    read of a topic that does not exist creates no key, even waiting for it."""
+    await bus.publish("tasks.review", {"pr": 1})
+    await bus.ack(*await bus.read("tasks.review", "workers"))
+    keys = {k async for k in bus.redis.scan_iter(match=f"{prefix}:*")}
+    async with connect(redis_url, prefix, transport) as session:
+        made_up = await session.call_tool("relaybus_read", {"topic": "tasks.review", "group": "ghosts"})
+        nothing = await session.call_tool("relaybus_read", {"topic": "tasks.nobody", "group": "reviewers",
+                                                            "wait_seconds": 0.3})
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert made_up.is_error and made_up.content[0].text == (  # type: ignore[union-attr]
+        "Error executing tool relaybus_read: no consumer group 'ghosts' reads topic 'tasks.review', "
+        "and this agent may not make one; its groups: workers")
+    assert nothing.structured_content == {"topic": "tasks.nobody", "messages": []}
+    assert [g.name for g in (await bus.stats(["tasks.review"])).topics[0].groups] == ["workers"]
+    assert {k async for k in bus.redis.scan_iter(match=f"{prefix}:*")} == keys
+    assert "new ones named reviewers" in (tools["relaybus_read"].description or "")
 
 
 async def test_resources_list_topics_and_show_history(redis_url: str, prefix: str, bus: Bus,
@@ -296,7 +318,8 @@ async def test_with_a_token_every_request_carries_it(redis_url: str, prefix: str
     the token is never in the server's output."""
     stderr: list[str] = []
     async with http_server(redis_url, prefix, host="127.0.0.2", token=TOKEN, allowed_topics=ALLOWED,
-                           allowed_hosts=["relay.internal"], _stderr=stderr) as (url, _):
+                           new_groups=["reviewers"], allowed_hosts=["relay.internal"],
+                           _stderr=stderr) as (url, _):
         assert await post(url, {}) == 401
         assert await post(url, {"Authorization": f"Bearer {TOKEN}x"}) == 401
         assert await post(url, {"Authorization": f"Basic {TOKEN}"}) == 401

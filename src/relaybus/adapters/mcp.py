@@ -93,9 +93,11 @@ def _compact(result: BaseModel | dict[str, Any]) -> CallToolResult:
                           structured_content=structured)
 
 
-def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None) -> MCPServer[Any]:
-    """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all)."""
-    allow = Allowlist(allowed_topics)
+def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None,
+                  new_groups: Iterable[str] | None = None) -> MCPServer[Any]:
+    """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all),
+    `new_groups` those of the consumer groups `relaybus_read` may create (None: none)."""
+    allow = Allowlist(allowed_topics, new_groups)
     server = _Server("relaybus", version=__version__, instructions=INSTRUCTIONS)
 
     @server.tool(description=allow.tool_description("relaybus_publish"), annotations=SENDS)
@@ -180,18 +182,19 @@ def http_app(server: MCPServer[Any], host: str = "127.0.0.1", *, token: str | No
 async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None,
                 transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8765, *,
                 token: str | None = None, allowed_hosts: Iterable[str] = (),
-                allowed_origins: Iterable[str] = ()) -> None:
+                allowed_origins: Iterable[str] = (), new_groups: Iterable[str] | None = None) -> None:
     """Connect to Redis first (so an unreachable one fails before any protocol traffic),
     then serve MCP - on stdin/stdout until the client closes them, or as streamable HTTP
     at http://host:port/mcp until stopped (see `http_app`; uvicorn's logs, its request
     log among them, go to the logging config, never to stdout)."""
     allow = list(allowed_topics) if allowed_topics is not None else None
-    Allowlist(allow)  # bad patterns fail before connecting
+    groups = list(new_groups) if new_groups is not None else None
+    Allowlist(allow, groups)  # bad patterns fail before connecting
     hosts, origins = list(allowed_hosts), list(allowed_origins)
     if transport == "stdio" and (token or hosts or origins):
         raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
     bus = Bus.from_url(url, prefix=prefix) if url else Bus(prefix=prefix)
-    server = create_server(bus, allow)
+    server = create_server(bus, allow, groups)
     if transport == "stdio":
         async with bus:
             await server.run_stdio_async()
