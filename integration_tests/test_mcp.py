@@ -294,10 +294,11 @@ async def test_host_and_origin_are_checked_on_any_loopback_address(redis_url: st
 
 async def test_a_bind_beyond_loopback_needs_a_token(redis_url: str, prefix: str) -> None:
     """Refused before connecting to Redis or binding anything (an unreachable Redis is
-    not what it reports), for the wildcard address and a LAN one alike."""
-    for host in ("0.0.0.0", "192.0.2.10", "::"):
-        with pytest.raises(ValueError, match=f"refusing to serve MCP on {host}, beyond this machine, "
-                                             "without a token"):
+    not what it reports), for the wildcard address, a LAN one and an unusual spelling
+    of loopback alike."""
+    for host in ("0.0.0.0", "192.0.2.10", "::", "127.1"):
+        with pytest.raises(ValueError, match=f"refusing to serve MCP on {host} without a token: it is not "
+                                             "a loopback address"):
             await serve("redis://127.0.0.1:1/0", prefix, transport="http", host=host, port=free_port())
     with pytest.raises(ValueError, match="for --transport http only"):
         await serve(redis_url, prefix, token=TOKEN)
@@ -308,8 +309,10 @@ def test_the_command_refuses_a_bind_beyond_loopback_without_a_token(redis_url: s
                            "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.strip() == ("error: refusing to serve MCP on 0.0.0.0, beyond this machine, without a "
-                                   "token: pass --token (or RELAYBUS_MCP_TOKEN), or listen on 127.0.0.1")
+    assert done.stderr.strip() == (
+        "error: refusing to serve MCP on 0.0.0.0 without a token: it is not a loopback address (localhost, "
+        "127.0.0.0/8, ::1), so other machines may reach it; pass --token (or RELAYBUS_MCP_TOKEN), or listen "
+        "on 127.0.0.1")
 
 
 async def test_with_a_token_every_request_carries_it(redis_url: str, prefix: str, bus: Bus) -> None:

@@ -190,7 +190,7 @@ async def read(
     allow.check(topic)
     validate_group(group)
     deadline = time.monotonic() + wait_seconds
-    while not await bus.redis.sismember(bus.keys.registry, topic):
+    while topic not in await bus.topics():  # the registry, as cleanup and stats know topics
         left = deadline - time.monotonic()
         if left <= 0:
             return Messages(topic=topic, messages=[])

@@ -166,8 +166,9 @@ def http_app(server: MCPServer[Any], host: str = "127.0.0.1", *, token: str | No
     any port; their http(s) origins and `allowed_origins` - and, with `token`, a bearer
     token. A bind beyond loopback without a token is refused (ValueError)."""
     if not token and not is_loopback(host):
-        raise ValueError(f"refusing to serve MCP on {host}, beyond this machine, without a token: "
-                         "pass --token (or RELAYBUS_MCP_TOKEN), or listen on 127.0.0.1")
+        raise ValueError(f"refusing to serve MCP on {host} without a token: it is not a loopback address "
+                         "(localhost, 127.0.0.0/8, ::1), so other machines may reach it; pass --token "
+                         "(or RELAYBUS_MCP_TOKEN), or listen on 127.0.0.1")
     names = host_names(host, allowed_hosts)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
