@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -70,10 +72,12 @@ def _post(url: str, body: bytes = b"{}", headers: dict[str, str] | None = None) 
 
 
 @contextlib.asynccontextmanager
-async def dashboard(redis_url: str, prefix: str, token: str | None = TOKEN) -> AsyncIterator[str]:
-    """The dashboard served in this process; yields its base URL."""
+async def dashboard(redis_url: str, prefix: str, token: str | None = TOKEN, bus: Bus | None = None,
+                    **options: Any) -> AsyncIterator[str]:
+    """The dashboard (over `bus`, else its own) served in this process on 127.0.0.1,
+    whatever `host` it is told it has; yields its base URL."""
     port = free_port()
-    app = create_app(Bus.from_url(redis_url, prefix=prefix), token)
+    app = create_app(bus or Bus.from_url(redis_url, prefix=prefix), token, **options)
     stop = asyncio.Event()
     server = asyncio.create_task(serve(app, listen("127.0.0.1", port), stop))
     base = f"http://127.0.0.1:{port}"
@@ -373,6 +377,138 @@ async def test_the_http_side_refuses_foreign_hosts_and_sets_security_headers(red
         assert (await asyncio.to_thread(_get, f"{base}/api/topics/bad%20topic"))[0] == 400
 
 
+SPELLINGS = ["127.1", "0x7f000001", "[::ffff:127.0.0.1]", "127.0.0.2", "2130706433", "localhost.", "[::1]"]
+
+
+@pytest.mark.parametrize("bound", ["127.0.0.1", "127.1", "0x7f000001", "::ffff:127.0.0.1", "0.0.0.0"])
+async def test_the_host_check_is_an_allow_list_of_exact_names(redis_url: str, prefix: str,
+                                                              bound: str) -> None:
+    """Whatever spelling of an address the dashboard is bound to, it answers its own name,
+    the loopback names and the configured ones - never another name nor another spelling
+    of loopback (a DNS-rebinding page names its own host)."""
+    async with dashboard(redis_url, prefix, host=bound, allowed_hosts=["dash.internal"]) as base:
+        port = base.rsplit(":", 1)[1]
+
+        def status(host: str) -> int:
+            return _get(f"{base}/api/overview", {"Host": f"{host}:{port}"})[0]
+
+        own = [] if bound == "0.0.0.0" else [f"[{bound}]" if ":" in bound else bound]
+        for host in ["localhost", "127.0.0.1", "[::1]", "dash.internal", "DASH.internal", *own]:
+            assert await asyncio.to_thread(status, host) == 200, host
+        for host in ["attacker.example", "0.0.0.0", *(s for s in SPELLINGS if s not in own and s != "[::1]")]:
+            assert await asyncio.to_thread(status, host) == 400, host
+
+
+async def test_pages_of_other_sites_cannot_make_it_work(redis_url: str, prefix: str, bus: Bus) -> None:
+    """A request another site's page makes the browser send (Sec-Fetch-Site, Origin) is
+    refused before it does anything, even with the admin token; the dashboard's own
+    requests, the address bar and clients that send neither header are served."""
+    await dead_letter(bus, "jobs", {"job": 1}, "bad input")
+    async with dashboard(redis_url, prefix) as base:
+        own = base.replace("http://", "")
+        replay = f"{base}/api/topics/jobs/dead-letters/replay"
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Origin": "http://attacker.example"}, {"Origin": "null"},
+                        {"Origin": f"http://localhost:{own.split(':')[1]}"}):
+            assert (await asyncio.to_thread(_get, f"{base}/find?id=x&topic=jobs", headers))[0] == 403, headers
+            assert (await asyncio.to_thread(_post, replay, b"{}", {**bearer, **headers}))[0] == 403, headers
+        assert (await bus.stats(["jobs"])).topics[0].dlq_length == 1  # nothing replayed
+        for headers in ({}, {"Sec-Fetch-Site": "none"}, {"Sec-Fetch-Site": "same-origin"}):
+            assert (await asyncio.to_thread(_get, f"{base}/find?id=x&topic=jobs", headers))[0] == 200
+        assert (await asyncio.to_thread(_post, replay, b"{}", {**bearer, "Origin": base,
+                                                              "Sec-Fetch-Site": "same-origin"}))[0] == 200
+
+
+def watched_bus(redis_url: str, prefix: str, loaded: list[int], in_flight: list[int]) -> Bus:
+    """A Bus that counts the entries its history() and dead_letters() return, and the most
+    of those calls in flight at once (`in_flight`: now, most)."""
+    bus = Bus.from_url(redis_url, prefix=prefix)
+
+    def counted(method: Any) -> Any:
+        async def wrapper(topic: str, limit: int = 100) -> list[Message]:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+            try:
+                got: list[Message] = await method(topic, limit)
+            finally:
+                in_flight[0] -= 1
+            loaded.append(len(got))
+            return got
+        return wrapper
+
+    bus.history = counted(bus.history)  # type: ignore[method-assign]
+    bus.dead_letters = counted(bus.dead_letters)  # type: ignore[method-assign]
+    return bus
+
+
+@contextlib.contextmanager
+def another_site(body: str) -> Iterator[int]:
+    """A web server on another port of 127.0.0.1 serving `body` as its page; yields the port.
+    Real, not a Playwright route: Chromium then sees it in the loopback address space, so
+    its requests to the dashboard are not blocked by the browser itself."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+
+
+async def test_a_page_of_another_origin_makes_it_load_nothing(redis_url: str, prefix: str, bus: Bus,
+                                                              page: Any) -> None:
+    """In the browser: a page of another port of this host (same-site) and one of another
+    site (localhost) send no-cors fetches and images at /find - none of them is served."""
+    await bus.publish_many("big", [{"n": n} for n in range(500)])
+    loaded: list[int] = []
+    async with dashboard(redis_url, prefix, bus=watched_bus(redis_url, prefix, loaded, [0, 0])) as base:
+        target = f"{base}/find?id=x&topic=big"
+        attack = (f"<script>fetch('{target}', {{mode: 'no-cors'}}); new Image().src = '{target}&img';"
+                  "document.title = 'sent'</script>")
+        with another_site(attack) as port:
+            for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+                await page.goto(f"{origin}/")
+                await expect(page).to_have_title("sent")
+                await asyncio.sleep(1)
+        assert loaded == []
+        await page.goto(target)  # the dashboard's own search still works
+        await expect(page.locator("#result")).to_contain_text("No message with id")
+    assert sum(loaded) == 500
+
+
+async def test_a_search_loads_a_bounded_number_of_entries(redis_url: str, prefix: str, bus: Bus) -> None:
+    """Entries read per GET /find are bounded (counted as the Bus returns them), with a
+    topic and without, and concurrent searches run one at a time."""
+    await bus.publish_many("big", [{"n": n} for n in range(3_000)])
+    for n in range(25):
+        await bus.publish(f"t{n:02}", {"n": n})
+    loaded: list[int] = []
+    running_now = [0, 0]  # searches in flight, the most seen
+    async with dashboard(redis_url, prefix, bus=watched_bus(redis_url, prefix, loaded, running_now)) as base:
+        for query in ("id=x&topic=big", "id=x"):
+            loaded.clear()
+            status, _, body = await asyncio.to_thread(_get, f"{base}/find?{query}")
+            assert status == 200 and "No message with id" in body
+            assert 0 < sum(loaded) <= 2_000, (query, sum(loaded))
+        assert "each of the first 10 of 26 topics" in body
+        loaded.clear()
+        results = await asyncio.gather(*(asyncio.to_thread(_get, f"{base}/find?id=x&topic=big")
+                                         for _ in range(6)))
+    assert [r[0] for r in results] == [200] * 6 and sum(loaded) <= 6 * 2_000
+    assert running_now[1] == 1
+
+
 def test_the_redis_url_is_shown_without_secrets() -> None:
     assert shown_url("redis://app:hunter2@redis.internal:6380/2") == "redis://app:***@redis.internal:6380/2"
     assert "hunter2" not in shown_url("rediss://redis.internal:6380/0?password=hunter2")
@@ -397,7 +533,7 @@ COMMAND = [sys.executable, "-c", "import typer; from relaybus._cli_dashboard imp
 def test_the_command_serves_until_ctrl_c(redis_url: str, prefix: str) -> None:
     port = free_port()
     with subprocess.Popen([*COMMAND, "dashboard", "--redis-url", redis_url, "--prefix", prefix,
-                           "--port", str(port)], stdout=subprocess.PIPE,
+                           "--port", str(port), "--allowed-host", "dash.internal"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
@@ -406,6 +542,8 @@ def test_the_command_serves_until_ctrl_c(redis_url: str, prefix: str) -> None:
             assert f"prefix {prefix!r}" in first and "replay and purge are off" in first
             status, _, body = _get(f"http://127.0.0.1:{port}/")
             assert status == 200 and "Topics" in body
+            assert _get(f"http://127.0.0.1:{port}/", {"Host": "dash.internal"})[0] == 200
+            assert _get(f"http://127.0.0.1:{port}/", {"Host": "dash.internal.attacker.example"})[0] == 400
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=20)
         finally:

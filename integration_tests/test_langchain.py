@@ -16,8 +16,10 @@ from relaybus.adapters.langchain import RelayBusToolkit
 from .helpers import running
 
 
-def tools_of(bus: Bus | SyncBus, allowed: list[str] | None = None) -> dict[str, BaseTool]:
-    return {t.name: t for t in RelayBusToolkit(bus=bus, allowed_topics=allowed).get_tools()}
+def tools_of(bus: Bus | SyncBus, allowed: list[str] | None = None,
+             new_groups: list[str] | None = None) -> dict[str, BaseTool]:
+    return {t.name: t for t in RelayBusToolkit(bus=bus, allowed_topics=allowed,
+                                               new_groups=new_groups).get_tools()}
 
 
 def call(name: str, **args: object) -> dict[str, object]:
@@ -48,7 +50,7 @@ def test_a_bad_allowlist_pattern_fails_when_the_toolkit_is_built(bus: Bus) -> No
 
 
 async def test_publish_then_read_round_trip_and_read_acks(bus: Bus) -> None:
-    tools = tools_of(bus, ["tasks.*"])
+    tools = tools_of(bus, ["tasks.*"], new_groups=["reviewers"])
     published = await tools["relaybus_publish"].ainvoke(
         call("relaybus_publish", topic="tasks.review", payload={"pr": 42}, priority=5))
     assert isinstance(published, ToolMessage) and published.status == "success"
@@ -94,6 +96,42 @@ async def test_bus_errors_and_bad_arguments_are_tool_errors_too(bus: Bus) -> Non
     assert await bus.topics() == []
 
 
+async def keys_of(bus: Bus) -> set[str]:
+    return {k.decode() async for k in bus.redis.scan_iter(match=f"{bus.keys.prefix}:*")}
+
+
+async def test_a_read_makes_no_group_or_topic_nothing_would_clean(bus: Bus) -> None:
+    """A model's made-up group is refused (it would never read again, so retention would
+    keep everything after it for good); a topic that does not exist is not created by a
+    read, even one that waits; a group `new_groups` names is made and then read."""
+    await bus.publish("tasks.review", {"pr": 1})
+    await bus.ack(*await bus.read("tasks.review", "workers"))  # the group the workers read
+    tools = tools_of(bus, ["tasks.*"], new_groups=["agents-*"])
+    read = tools["relaybus_read"]
+    made_up = await read.ainvoke(call("relaybus_read", topic="tasks.review", group="ghosts"))
+    assert made_up.status == "error"
+    assert made_up.content == ("relaybus_read failed: no consumer group 'ghosts' reads topic 'tasks.review', "
+                               "and this agent may not make one; its groups: workers")
+    stats = await bus.stats(["tasks.review"])
+    assert [g.name for g in stats.topics[0].groups] == ["workers"]
+
+    await bus.publish("tasks.review", {"pr": 2})
+    await bus.ack(*await bus.read("tasks.review", "workers"))
+    assert await bus.trim("tasks.review", keep_len=0) == 2  # consumed by every group: nothing pinned
+
+    before = await keys_of(bus)
+    for wait in (0, 0.3):
+        nothing = json.loads(await read.ainvoke({"topic": "tasks.nobody", "group": "agents-1",
+                                                 "wait_seconds": wait}))
+        assert nothing == {"topic": "tasks.nobody", "messages": []}
+    assert await keys_of(bus) == before and await bus.topics() == ["tasks.review"]
+
+    await bus.publish("tasks.review", {"pr": 3})
+    mine = json.loads(await read.ainvoke({"topic": "tasks.review", "group": "agents-1"}))
+    assert [m["payload"] for m in mine["messages"]] == [{"pr": 3}]
+    assert "Only groups that exist can be read, and new ones named agents-*." in read.description
+
+
 async def test_history_is_the_latest_messages_oldest_first(bus: Bus) -> None:
     for n in range(5):
         await bus.publish("tasks.log", {"n": n})
@@ -114,7 +152,8 @@ async def test_stats_report_only_allowed_topics(bus: Bus) -> None:
 
 
 async def test_read_waits_for_a_message_when_asked(bus: Bus) -> None:
-    read = tools_of(bus)["relaybus_read"]
+    """Also on a topic that does not exist yet: the read waits for it to appear."""
+    read = tools_of(bus, new_groups=["g"])["relaybus_read"]
 
     async def publish_later() -> str:
         await asyncio.sleep(0.3)
@@ -129,7 +168,7 @@ async def test_read_waits_for_a_message_when_asked(bus: Bus) -> None:
 
 
 def test_sync_invoke_with_a_sync_bus(sync_bus: SyncBus) -> None:
-    tools = tools_of(sync_bus, ["tasks.*"])
+    tools = tools_of(sync_bus, ["tasks.*"], new_groups=["g"])
     sent = json.loads(tools["relaybus_publish"].invoke({"topic": "tasks.sync", "payload": "hello"}))
     got = json.loads(tools["relaybus_read"].invoke({"topic": "tasks.sync", "group": "g"}))
     assert [(m["id"], m["payload"]) for m in got["messages"]] == [(sent["id"], "hello")]

@@ -52,7 +52,7 @@ class _OnSyncBus:
 
     @property
     def tool_constructor_params(self) -> dict[str, Any]:
-        return {"bus": self.the_bus, "allowed_topics": ALLOWED}
+        return {"bus": self.the_bus, "allowed_topics": ALLOWED, "new_groups": ["reviewers"]}
 
     @property
     def tool_invoke_params_example(self) -> dict[str, Any]:

@@ -3,13 +3,19 @@ driven by the MCP SDK's ClientSession: the same tests over both transports."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
+import httpx2
 import pytest
 from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -18,6 +24,7 @@ from mcp.shared.exceptions import MCPError
 
 import relaybus
 from relaybus import Bus, Message
+from relaybus.adapters.mcp import serve
 from relaybus.embedded import free_port
 
 from .helpers import running, wait_for
@@ -26,16 +33,17 @@ SERVE = "from relaybus.cli import app; app()"
 
 
 def server(redis_url: str, prefix: str, *options: str) -> StdioServerParameters:
-    return StdioServerParameters(
+    return StdioServerParameters(  # the environment, PYTHONPATH too: the code under test, not the installed
         command=sys.executable,
         args=["-c", SERVE, "mcp", "--redis-url", redis_url, "--prefix", prefix, *options],
+        env=dict(os.environ),
     )
 
 
 ALLOWED = ["tasks.*", "reviews.*", "notes"]
 HTTP_SERVE = ("import asyncio, sys; from relaybus.adapters.mcp import serve; "
               "asyncio.run(serve(sys.argv[1], sys.argv[2], sys.argv[4].split(','), 'http', '127.0.0.1', "
-              "int(sys.argv[3])))")
+              "int(sys.argv[3]), new_groups=['reviewers']))")
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -54,7 +62,7 @@ async def connect(redis_url: str, prefix: str, transport: str = "stdio") -> Asyn
     and exited in one task)."""
     if transport == "stdio":
         params = server(redis_url, prefix, "--allowed-topics", "tasks.*,reviews.*",
-                        "--allowed-topics", "notes")
+                        "--allowed-topics", "notes", "--new-groups", "reviewers")
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             yield session
@@ -171,6 +179,27 @@ async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, p
     assert await bus.topics() == []
 
 
+async def test_a_read_makes_no_group_or_topic_nothing_would_clean(redis_url: str, prefix: str, bus: Bus,
+                                                                 transport: str) -> None:
+    """A made-up group is refused (the server makes only the groups --new-groups names); a
+    read of a topic that does not exist creates no key, even waiting for it."""
+    await bus.publish("tasks.review", {"pr": 1})
+    await bus.ack(*await bus.read("tasks.review", "workers"))
+    keys = {k async for k in bus.redis.scan_iter(match=f"{prefix}:*")}
+    async with connect(redis_url, prefix, transport) as session:
+        made_up = await session.call_tool("relaybus_read", {"topic": "tasks.review", "group": "ghosts"})
+        nothing = await session.call_tool("relaybus_read", {"topic": "tasks.nobody", "group": "reviewers",
+                                                            "wait_seconds": 0.3})
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert made_up.is_error and made_up.content[0].text == (  # type: ignore[union-attr]
+        "Error executing tool relaybus_read: no consumer group 'ghosts' reads topic 'tasks.review', "
+        "and this agent may not make one; its groups: workers")
+    assert nothing.structured_content == {"topic": "tasks.nobody", "messages": []}
+    assert [g.name for g in (await bus.stats(["tasks.review"])).topics[0].groups] == ["workers"]
+    assert {k async for k in bus.redis.scan_iter(match=f"{prefix}:*")} == keys
+    assert "new ones named reviewers" in (tools["relaybus_read"].description or "")
+
+
 async def test_resources_list_topics_and_show_history(redis_url: str, prefix: str, bus: Bus,
                                                       transport: str) -> None:
     async with connect(redis_url, prefix, transport) as session:
@@ -203,3 +232,121 @@ def test_unreachable_redis_fails_on_stderr_with_nothing_on_stdout() -> None:
     assert done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         done.stderr.strip()] and "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
+
+
+# -- streamable HTTP at its boundary: Host/Origin on every bind address, the token, the logs --------
+
+SERVE_WITH = ("import asyncio, json, sys; from relaybus.adapters.mcp import serve; "
+              "asyncio.run(serve(sys.argv[1], sys.argv[2], transport='http', **json.loads(sys.argv[3])))")
+TOKEN = "mcp-test-token-5f3a9c0e"
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                         "clientInfo": {"name": "test", "version": "0"}}}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    """Python running `args`; its logs (the SDK's rich handler) one line each."""
+    return subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "COLUMNS": "400"})
+
+
+def reachable(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
+@contextlib.asynccontextmanager
+async def http_server(redis_url: str, prefix: str, **options: Any) -> AsyncIterator[tuple[str, str]]:
+    """`serve(..., transport='http', **options)` in a subprocess; yields its URL and, once
+    it stopped, leaves its stderr in the list given as `options['_stderr']`."""
+    stderr: list[str] = options.pop("_stderr", [])
+    host, port = options.setdefault("host", "127.0.0.1"), options.setdefault("port", free_port())
+    proc = start(SERVE_WITH, redis_url, prefix, json.dumps(options))
+    try:
+        await wait_for(lambda: reachable(host, port) or proc.poll() is not None, 30)
+        assert proc.poll() is None, proc.communicate()
+        yield f"http://{host}:{port}/mcp", f"{host}:{port}"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+        stderr.append(err)
+        assert out == ""  # stdout is never the server's log
+
+
+async def post(url: str, headers: dict[str, str]) -> int:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(url, json=INITIALIZE, headers={**ACCEPT, **headers})
+        return response.status_code
+
+
+async def test_host_and_origin_are_checked_on_any_loopback_address(redis_url: str, prefix: str) -> None:
+    """127.0.0.2 is loopback but not one of the three names the SDK protects by itself: a
+    DNS-rebinding page (Host: its own name) or another site's page (Origin) is refused."""
+    async with http_server(redis_url, prefix, host="127.0.0.2") as (url, netloc):
+        assert await post(url, {"Host": "attacker.example:8765"}) == 421
+        assert await post(url, {"Host": "127.1:8765"}) == 421  # only exact names
+        assert await post(url, {"Origin": "http://attacker.example"}) == 403
+        assert await post(url, {}) == 200
+        assert await post(url, {"Host": f"localhost:{netloc.split(':')[1]}",
+                                "Origin": "http://localhost:6274"}) == 200
+
+
+async def test_a_bind_beyond_loopback_needs_a_token(redis_url: str, prefix: str) -> None:
+    """Refused before connecting to Redis or binding anything (an unreachable Redis is
+    not what it reports), for the wildcard address, a LAN one and an unusual spelling
+    of loopback alike."""
+    for host in ("0.0.0.0", "192.0.2.10", "::", "127.1"):
+        with pytest.raises(ValueError, match=f"refusing to serve MCP on {host} without a token: it is not "
+                                             "a loopback address"):
+            await serve("redis://127.0.0.1:1/0", prefix, transport="http", host=host, port=free_port())
+    with pytest.raises(ValueError, match="for --transport http only"):
+        await serve(redis_url, prefix, token=TOKEN)
+
+
+def test_the_command_refuses_a_bind_beyond_loopback_without_a_token(redis_url: str) -> None:
+    done = subprocess.run([sys.executable, "-c", SERVE, "mcp", "--redis-url", redis_url,
+                           "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == (
+        "error: refusing to serve MCP on 0.0.0.0 without a token: it is not a loopback address (localhost, "
+        "127.0.0.0/8, ::1), so other machines may reach it; pass --token (or RELAYBUS_MCP_TOKEN), or listen "
+        "on 127.0.0.1")
+
+
+async def test_with_a_token_every_request_carries_it(redis_url: str, prefix: str, bus: Bus) -> None:
+    """The token as a bearer header, nothing else: none or a wrong one is a 401 (a right one
+    with a forged Host is still refused); the official client with it uses every tool;
+    the token is never in the server's output."""
+    stderr: list[str] = []
+    async with http_server(redis_url, prefix, host="127.0.0.2", token=TOKEN, allowed_topics=ALLOWED,
+                           new_groups=["reviewers"], allowed_hosts=["relay.internal"],
+                           _stderr=stderr) as (url, _):
+        assert await post(url, {}) == 401
+        assert await post(url, {"Authorization": f"Bearer {TOKEN}x"}) == 401
+        assert await post(url, {"Authorization": f"Basic {TOKEN}"}) == 401
+        assert await post(url, {"Authorization": f"Bearer {TOKEN}", "Host": "attacker.example"}) == 421
+        assert await post(url, {"Authorization": f"Bearer {TOKEN}", "Host": "relay.internal:80"}) == 200
+        client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
+        async with client, streamable_http_client(url, http_client=client) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            await check_each_tool(session, bus)
+    assert TOKEN not in stderr[0]
+
+
+async def test_the_request_log_goes_to_stderr_never_stdout(redis_url: str, prefix: str) -> None:
+    """`relaybus mcp --transport http`: uvicorn's request log is on stderr; stdout stays empty."""
+    port = free_port()
+    proc = start(SERVE, "mcp", "--redis-url", redis_url, "--prefix", prefix, "--transport", "http",
+                 "--port", str(port))
+    try:
+        await wait_for(lambda: reachable("127.0.0.1", port), 30)
+        assert await post(f"http://127.0.0.1:{port}/mcp", {}) == 200
+        await asyncio.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert out == ""
+    assert '"POST /mcp HTTP/1.1" 200' in err

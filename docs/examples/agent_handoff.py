@@ -88,7 +88,8 @@ def describe(message: BaseMessage) -> str:
 async def main(url: str, prefix: str) -> list[BaseMessage]:
     async with Bus.from_url(url, prefix=prefix) as planner_bus, \
             Bus.from_url(url, prefix=prefix) as reviewer_bus:
-        tools = RelayBusToolkit(bus=planner_bus, allowed_topics=["tasks.*", "reviews.*"]).get_tools()
+        tools = RelayBusToolkit(bus=planner_bus, allowed_topics=["tasks.*", "reviews.*"],
+                                new_groups=["planner"]).get_tools()  # the one group its reads may make
         events = RelayBusCallbackHandler(bus=planner_bus, topic="agents.events")
         review = asyncio.create_task(reviewer(reviewer_bus))
         transcript = await run_agent(ScriptedToolModel(responses=PLANNER_SCRIPT), tools,

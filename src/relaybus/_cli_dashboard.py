@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from ._cli_common import PREFIX, URL, ctrl_c, err, require_extra, run
 from ._cli_common import console as out
@@ -14,6 +15,9 @@ PORT = typer.Option(9752, "--port", min=1, max=65535, help="Port to listen on.")
 TOKEN = typer.Option(None, "--admin-token", envvar="RELAYBUS_DASHBOARD_TOKEN", show_default=False,
                      help="Token the page must send to replay or purge dead letters (env "
                           "RELAYBUS_DASHBOARD_TOKEN keeps it out of `ps`); without it, read-only.")
+ALLOWED_HOST = typer.Option(None, "--allowed-host", help="A Host name the dashboard also answers "
+                            "(repeat it); it always answers the --host address, localhost, 127.0.0.1 "
+                            "and [::1], and refuses any other name (DNS rebinding).")
 
 
 def _origin(host: str, port: int) -> str:
@@ -26,12 +30,14 @@ def dashboard(
     host: str = HOST,
     port: int = PORT,
     admin_token: str | None = TOKEN,
+    allowed_host: list[str] | None = ALLOWED_HOST,
 ) -> None:
     """Serve a web dashboard: topics, live messages, groups, dead letters (Ctrl-C stops it)."""
     for module in ("starlette", "jinja2", "uvicorn", "sse_starlette"):
         require_extra("dashboard", "dashboard", module)
+    from ._web import host_names, is_loopback
     from .dashboard import create_app, listen, serve
-    from .dashboard.app import is_loopback, shown_url
+    from .dashboard.app import shown_url
 
     async def job() -> None:
         stop = ctrl_c()
@@ -39,14 +45,17 @@ def dashboard(
         sock = listen(host, port)  # a port in use: one line, before connecting
         try:
             await bus.connect()  # Redis unreachable: one line here, not a traceback at startup
-            app = create_app(bus, admin_token, host=host)  # its lifespan keeps the bus, then closes it
+            app = create_app(bus, admin_token, host=host,  # its lifespan keeps the bus, then closes it
+                             allowed_hosts=allowed_host or ())
             out.print(f"relaybus dashboard on [bold]{_origin(host, port)}/[/] - prefix {prefix!r} on "
                       f"{shown_url(redis_url)}; replay and purge "
                       f"{'need the admin token' if admin_token else 'are off (no --admin-token)'}",
                       soft_wrap=True, markup=True, highlight=False)
             if not is_loopback(host):
-                err.print(f"[yellow]warning:[/] listening on {host}, beyond this machine: anyone who can "
-                          "reach it reads every message", soft_wrap=True)
+                err.print(f"[yellow]warning:[/] listening on {escape(host)}, beyond this machine: anyone "
+                          "who can reach it reads every message; it answers the Host names "
+                          f"{escape(', '.join(host_names(host, allowed_host or ())))} (add others with "
+                          "--allowed-host)", soft_wrap=True, markup=True, highlight=False)
             await serve(app, sock, stop)
         finally:
             sock.close()

@@ -70,6 +70,13 @@ MCP_URL = typer.Option(None, "--redis-url", envvar="RELAYBUS_URL",
                        help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.")
 ALLOWED_TOPICS = typer.Option(None, "--allowed-topics", help="Glob patterns of the topics agents may "
                               "use, comma-separated or repeated; default: every topic.")
+NEW_GROUPS = typer.Option(None, "--new-groups", help="Glob patterns of the consumer groups relaybus_read "
+                          "may create, comma-separated or repeated; default none: agents read groups "
+                          "that exist (a group never read again would stop its topic's retention).")
+
+
+def _listed(values: list[str] | None) -> list[str] | None:
+    return None if not values else [p.strip() for arg in values for p in arg.split(",") if p.strip()]
 
 
 class Transport(StrEnum):
@@ -80,21 +87,34 @@ class Transport(StrEnum):
 TRANSPORT = typer.Option(Transport.stdio, "--transport", help="stdio (stdout carries only the protocol), "
                          "or streamable HTTP at http://HOST:PORT/mcp.")
 
+MCP_TOKEN = typer.Option(None, "--token", envvar="RELAYBUS_MCP_TOKEN", show_default=False,
+                         help="With --transport http: the bearer token every request must carry (env "
+                              "RELAYBUS_MCP_TOKEN keeps it out of `ps`); required beyond loopback.")
+MCP_ALLOWED_HOST = typer.Option(None, "--allowed-host", help="With --transport http: a Host name also "
+                                "answered (repeat it); --host, localhost, 127.0.0.1 and [::1] always are, "
+                                "any other is refused (DNS rebinding).")
+MCP_ALLOWED_ORIGIN = typer.Option(None, "--allowed-origin", help="With --transport http: a browser Origin "
+                                  "also accepted, e.g. https://app.example.com (repeat it).")
+
 
 @app.command()
 def mcp(
     redis_url: str | None = MCP_URL,
     prefix: str = PREFIX,
     allowed_topics: list[str] | None = ALLOWED_TOPICS,
+    new_groups: list[str] | None = NEW_GROUPS,
     transport: Transport = TRANSPORT,
     host: str = typer.Option("127.0.0.1", "--host", help="With --transport http: the address to listen on."),
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="With --transport http: the port."),
+    token: str | None = MCP_TOKEN,
+    allowed_host: list[str] | None = MCP_ALLOWED_HOST,
+    allowed_origin: list[str] | None = MCP_ALLOWED_ORIGIN,
 ) -> None:
     """Serve the bus to MCP clients (Claude Desktop, IDEs, agents) over stdio or HTTP."""
     require_extra("mcp", "mcp", "mcp.server.mcpserver")
     from .adapters.mcp import serve
 
-    patterns = None if not allowed_topics else [
-        p.strip() for arg in allowed_topics for p in arg.split(",") if p.strip()]
-    run(serve(redis_url, prefix, patterns, transport="http" if transport is Transport.http else "stdio",
-              host=host, port=port))  # Ctrl-C: "interrupted", exit 130
+    run(serve(redis_url, prefix, _listed(allowed_topics),
+              transport="http" if transport is Transport.http else "stdio", host=host, port=port, token=token,
+              allowed_hosts=allowed_host or (), allowed_origins=allowed_origin or (),
+              new_groups=_listed(new_groups)))  # Ctrl-C: "interrupted", exit 130

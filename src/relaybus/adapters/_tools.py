@@ -7,24 +7,27 @@ topic allowlist and the same compact results; only how errors reach the model di
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, Field, ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..bus import Bus
 from ..errors import RelayBusError
-from ..keys import is_pattern, validate_pattern, validate_topic
+from ..keys import is_pattern, validate_group, validate_pattern, validate_topic
 from ..message import Message
 
 # What an agent gets back as a readable tool error instead of a failed run: the bus's
 # own errors, bad names and arguments, and a server refusal (full memory, READONLY,
 # NOPERM) that reaches us as redis-py's error.
 AGENT_ERRORS = (RelayBusError, ValueError, RedisError)
+TOPIC_POLL_S = 0.2  # how often a read waiting on a topic that does not exist yet looks for it
 
 Topic = Annotated[str, Field(
     description="Topic name, e.g. 'tasks.review': letters, digits and '. _ - :', no wildcards."
@@ -77,18 +80,38 @@ class TopicNotAllowedError(RelayBusError):
     """The agent asked for a topic its allowlist does not cover."""
 
 
-class Allowlist:
-    """Glob patterns (`*`, `?`, `[...]`) naming the topics an agent may use; None: every topic."""
+class GroupNotAllowedError(RelayBusError):
+    """The agent asked to read a consumer group that does not exist and it may not make."""
 
-    def __init__(self, patterns: Iterable[str] | None = None) -> None:
-        if isinstance(patterns, str):  # its characters would be the patterns, '*' among them
-            raise TypeError(f"allowed topics must be a list of patterns, not one string: use [{patterns!r}]")
-        self.patterns = None if patterns is None else [validate_pattern(p) for p in patterns]
+
+def _patterns(patterns: Iterable[str] | None, what: str) -> list[str] | None:
+    if isinstance(patterns, str):  # its characters would be the patterns, '*' among them
+        raise TypeError(f"{what} must be a list of patterns, not one string: use [{patterns!r}]")
+    try:
+        return None if patterns is None else [validate_pattern(p) for p in patterns]
+    except ValueError as exc:  # says "topic pattern": name the argument it came from
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) if is_pattern(p) else name == p for p in patterns)
+
+
+class Allowlist:
+    """What an agent may use: glob patterns (`*`, `?`, `[...]`) naming its topics (None:
+    every topic), and those naming the consumer groups its reads may create (None: none -
+    a group that never reads again would stop retention of its topic for good)."""
+
+    def __init__(self, patterns: Iterable[str] | None = None,
+                 new_groups: Iterable[str] | None = None) -> None:
+        self.patterns = _patterns(patterns, "allowed topics")
+        self.new_groups = _patterns(new_groups, "new groups") or []
 
     def allows(self, topic: str) -> bool:
-        return self.patterns is None or any(
-            fnmatch.fnmatchcase(topic, p) if is_pattern(p) else topic == p for p in self.patterns
-        )
+        return self.patterns is None or _matches(topic, self.patterns)
+
+    def may_create(self, group: str) -> bool:
+        return _matches(group, self.new_groups)
 
     def check(self, topic: str) -> str:
         """The topic, validated and allowed, or an error the model can act on."""
@@ -106,9 +129,13 @@ class Allowlist:
 
     def tool_description(self, name: str) -> str:
         """The tool's description, telling the model which topics it may use."""
+        text = DESCRIPTIONS[name]
+        if name == "relaybus_read":
+            text += (" Only groups that exist can be read"
+                     + (f", and new ones named {', '.join(self.new_groups)}." if self.new_groups else "."))
         if name == "relaybus_stats" or self.patterns is None:
-            return DESCRIPTIONS[name]
-        return f"{DESCRIPTIONS[name]} Allowed topics: {self.describe()}."
+            return text
+        return f"{text} Allowed topics: {self.describe()}."
 
 
 class MessageView(BaseModel):
@@ -156,12 +183,38 @@ async def read(
     bus: Bus, allow: Allowlist, topic: str, group: str, count: int = 10, wait_seconds: float = 0
 ) -> Messages:
     """Read and ack at once: a tool result is the agent's only copy, so the group moves on
-    (at-most-once for the agent, unlike a handler, which acks after it succeeded)."""
+    (at-most-once for the agent, unlike a handler, which acks after it succeeded).
+    A model's read makes nothing in Redis that nothing would clean: a topic that does not
+    exist is waited for (up to `wait_seconds`), never created; a group that does not exist
+    is made only when `allow.new_groups` names it."""
     allow.check(topic)
-    got = await bus.read(topic, group, count=count, block_ms=max(0, int(wait_seconds * 1000)))
+    validate_group(group)
+    deadline = time.monotonic() + wait_seconds
+    while topic not in await bus.topics():  # the registry, as cleanup and stats know topics
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Messages(topic=topic, messages=[])
+        await asyncio.sleep(min(TOPIC_POLL_S, left))
+    groups = await _groups(bus, topic)
+    if group not in groups and not allow.may_create(group):
+        raise GroupNotAllowedError(
+            f"no consumer group {group!r} reads topic {topic!r}, and this agent may not make one; "
+            f"its groups: {', '.join(sorted(groups)) or 'none'}"
+        )
+    left_ms = int((deadline - time.monotonic()) * 1000)
+    got = await bus.read(topic, group, count=count, block_ms=max(0, left_ms))
     if got:
         await bus.ack(*got)
     return Messages(topic=topic, messages=[MessageView.of(m) for m in got])
+
+
+async def _groups(bus: Bus, topic: str) -> set[str]:
+    """The consumer groups of a topic (each is made on its topic stream)."""
+    try:
+        found = await bus.redis.xinfo_groups(bus.keys.stream(topic))
+    except ResponseError:  # no topic stream (only priority lanes so far): no group yet
+        return set()
+    return {g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in found}
 
 
 async def request(bus: Bus, allow: Allowlist, topic: str, payload: Any, timeout_s: float = 30) -> Replied:

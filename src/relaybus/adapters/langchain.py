@@ -79,14 +79,19 @@ class RelayBusTool(BaseTool):
     bus: Bus | SyncBus = Field(exclude=True)
     allowed_topics: list[str] | None = None
     """Glob patterns of the topics this tool may touch; None: every topic."""
+    new_groups: list[str] | None = None
+    """Glob patterns of the consumer groups a read may create; None: it reads existing ones only."""
     # On by default: refusals and bad arguments are tool output the model can act on.
     handle_tool_error: bool | str | Callable[[ToolException], Any] | None = True
     handle_validation_error: bool | str | Callable[[Any], str] | None = _explain_invalid_args
 
     @model_validator(mode="after")
     def _describe_allowlist(self) -> RelayBusTool:
-        self.description = Allowlist(self.allowed_topics).tool_description(self.name)
+        self.description = self._allowlist().tool_description(self.name)
         return self
+
+    def _allowlist(self) -> Allowlist:
+        return Allowlist(self.allowed_topics, self.new_groups)
 
     @abstractmethod
     async def _execute(self, bus: Bus, allow: Allowlist, args: dict[str, Any]) -> BaseModel | dict[str, Any]:
@@ -94,7 +99,7 @@ class RelayBusTool(BaseTool):
 
     async def _answer(self, bus: Bus, args: dict[str, Any]) -> str:
         try:
-            result = await self._execute(bus, Allowlist(self.allowed_topics), args)
+            result = await self._execute(bus, self._allowlist(), args)
         except _tools.AGENT_ERRORS as exc:
             raise ToolException(f"{self.name} failed: {exc}") from exc
         if isinstance(result, BaseModel):
@@ -165,12 +170,14 @@ class StatsTool(RelayBusTool):
 
 
 class RelayBusToolkit(BaseToolkit):
-    """The five relaybus tools over one bus, limited to `allowed_topics` (glob patterns)."""
+    """The five relaybus tools over one bus, limited to `allowed_topics` (glob patterns);
+    `relaybus_read` reads existing groups, and makes only those `new_groups` names."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     bus: Bus | SyncBus
     allowed_topics: list[str] | None = None
+    new_groups: list[str] | None = None
 
     @field_validator("allowed_topics")
     @classmethod
@@ -178,6 +185,12 @@ class RelayBusToolkit(BaseToolkit):
         Allowlist(patterns)  # a bad pattern fails here, not on the model's first call
         return patterns
 
+    @field_validator("new_groups")
+    @classmethod
+    def _valid_groups(cls, patterns: list[str] | None) -> list[str] | None:
+        Allowlist(None, patterns)
+        return patterns
+
     def get_tools(self) -> list[BaseTool]:
-        return [tool(bus=self.bus, allowed_topics=self.allowed_topics)
+        return [tool(bus=self.bus, allowed_topics=self.allowed_topics, new_groups=self.new_groups)
                 for tool in (PublishTool, RequestTool, ReadTool, HistoryTool, StatsTool)]

@@ -7,7 +7,8 @@ topic's latest messages). Results are compact JSON without empty fields, as the
 LangChain tools give. Errors the model should read — a topic outside the allowlist,
 a bad name or argument, a full queue, no reply in time — are raised as the SDK's
 `ToolError`, in one line; the SDK hides any other exception's message. `relaybus mcp`
-serves it over stdio or streamable HTTP. Needs the `mcp` extra.
+serves it over stdio or streamable HTTP (`http_app`: Host/Origin checked on every bind
+address, a bearer token beyond loopback). Needs the `mcp` extra.
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
+from .._web import bearer_ok, host_names, is_loopback, listen
 from ..bus import Bus
 from . import _tools
 from ._tools import (
@@ -86,9 +93,11 @@ def _compact(result: BaseModel | dict[str, Any]) -> CallToolResult:
                           structured_content=structured)
 
 
-def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None) -> MCPServer[Any]:
-    """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all)."""
-    allow = Allowlist(allowed_topics)
+def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None,
+                  new_groups: Iterable[str] | None = None) -> MCPServer[Any]:
+    """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all),
+    `new_groups` those of the consumer groups `relaybus_read` may create (None: none)."""
+    allow = Allowlist(allowed_topics, new_groups)
     server = _Server("relaybus", version=__version__, instructions=INSTRUCTIONS)
 
     @server.tool(description=allow.tool_description("relaybus_publish"), annotations=SENDS)
@@ -134,18 +143,67 @@ def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None) -> MCPS
     return server
 
 
+class BearerToken:
+    """Every request must carry `Authorization: Bearer <token>` (constant-time compare;
+    the token is never logged or echoed); anything else is a 401 before MCP sees it."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not bearer_ok(Headers(scope=scope).get("authorization"), self.token):
+            refused = Response("missing or wrong bearer token", status_code=401,
+                               headers={"WWW-Authenticate": 'Bearer realm="relaybus"'})
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def http_app(server: MCPServer[Any], host: str = "127.0.0.1", *, token: str | None = None,
+             allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()) -> ASGIApp:
+    """`server` as streamable HTTP at /mcp, behind the SDK's Host/Origin checks (DNS
+    rebinding) on every bind address - the names of `_web.host_names` and `allowed_hosts`,
+    any port; their http(s) origins and `allowed_origins` - and, with `token`, a bearer
+    token. A bind beyond loopback without a token is refused (ValueError)."""
+    if not token and not is_loopback(host):
+        raise ValueError(f"refusing to serve MCP on {host} without a token: it is not a loopback address "
+                         "(localhost, 127.0.0.0/8, ::1), so other machines may reach it; pass --token "
+                         "(or RELAYBUS_MCP_TOKEN), or listen on 127.0.0.1")
+    names = host_names(host, allowed_hosts)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[h for n in names for h in (n, f"{n}:*")],
+        allowed_origins=[*(f"{scheme}://{n}{port}" for n in names for scheme in ("http", "https")
+                           for port in ("", ":*")), *allowed_origins],
+    )
+    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
+    return BearerToken(app, token) if token else app
+
+
 async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None,
-                transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
+                transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8765, *,
+                token: str | None = None, allowed_hosts: Iterable[str] = (),
+                allowed_origins: Iterable[str] = (), new_groups: Iterable[str] | None = None) -> None:
     """Connect to Redis first (so an unreachable one fails before any protocol traffic),
     then serve MCP - on stdin/stdout until the client closes them, or as streamable HTTP
-    at http://host:port/mcp until stopped."""
+    at http://host:port/mcp until stopped (see `http_app`; uvicorn's logs, its request
+    log among them, go to the logging config, never to stdout)."""
     allow = list(allowed_topics) if allowed_topics is not None else None
-    Allowlist(allow)  # bad patterns fail before connecting
+    groups = list(new_groups) if new_groups is not None else None
+    Allowlist(allow, groups)  # bad patterns fail before connecting
+    hosts, origins = list(allowed_hosts), list(allowed_origins)
+    if transport == "stdio" and (token or hosts or origins):
+        raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
     bus = Bus.from_url(url, prefix=prefix) if url else Bus(prefix=prefix)
-    async with bus:
-        server = create_server(bus, allow)
-        if transport == "stdio":
+    server = create_server(bus, allow, groups)
+    if transport == "stdio":
+        async with bus:
             await server.run_stdio_async()
-        else:
-            await server.run_streamable_http_async(host=host, port=port)
-
+        return
+    app = http_app(server, host, token=token, allowed_hosts=hosts, allowed_origins=origins)
+    async with bus:
+        sock = listen(host, port)
+        try:
+            await uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on")).serve(sockets=[sock])
+        finally:
+            sock.close()

@@ -6,6 +6,7 @@ See docs/dashboard.md. `create_app` builds the Starlette app, `listen` binds its
 
 from __future__ import annotations
 
-from .app import create_app, listen, serve
+from .._web import listen
+from .app import create_app, serve
 
 __all__ = ["create_app", "listen", "serve"]

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
-import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,10 +26,11 @@ import uvicorn
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -39,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from .. import __version__
+from .._web import QuietServer, bearer_ok, host_names
 from ..bus import Bus
 from ..engine.retained import FOREIGN  # a DLQ entry relaybus did not write: shown, never replayed
 from ..errors import RelayBusError
@@ -53,9 +53,9 @@ SPARK_POINTS = 60  # samples kept per topic: about a minute at SAMPLE_S
 POLL_S = 0.5  # how often a topic page's message stream looks at the topic's history
 STREAM_LIMIT = 50  # messages a stream sends on connect, and looks at per poll
 DLQ_LIMIT = 100  # dead letters a topic page shows
-SEARCH_ONE = 10_000  # find by id, topic given: that topic's latest messages and dead letters
-SEARCH_ALL = 1_000  # find by id, no topic: each topic's latest messages and dead letters
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+SEARCH_ONE = 1_000  # find by id, topic given: that topic's latest messages, and as many dead letters
+SEARCH_ALL = 100  # find by id, no topic: each topic's latest messages and dead letters...
+SEARCH_BUDGET = 2_000  # ...until this many entries are read: what one search may load, at most
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
                                  b"img-src 'self'; connect-src 'self'; form-action 'self'; "
@@ -72,15 +72,6 @@ def shown_url(url: str) -> str:
     takes `?password=` there too)."""
     parts = urlsplit(redact_url(url))
     return urlunsplit(parts._replace(query="")) if parts.query else redact_url(url)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Sampler:
@@ -180,10 +171,7 @@ def _authorized(request: Request) -> bool:
     """The admin token as `Authorization: Bearer TOKEN`, compared in constant time; with
     no token configured, nobody is."""
     token: str | None = request.app.state.admin_token
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if not token or scheme.lower() != "bearer":
-        return False
-    return secrets.compare_digest(given.strip().encode(), token.encode())
+    return bool(token) and bearer_ok(request.headers.get("authorization"), str(token))
 
 
 # -- pages ------------------------------------------------------------------------
@@ -209,7 +197,10 @@ async def topic_page(request: Request) -> Response:
 
 
 async def find(request: Request) -> Response:
-    """A message by id (message id or stream entry id): the topic given, or every topic."""
+    """A message by id (message id or stream entry id): the topic given, or every topic.
+    The Bus has no lookup by id, so this reads recent entries - a bounded number: at most
+    SEARCH_BUDGET per search, one search at a time, so no request (nor a page of another
+    site, which SameOrigin refuses anyway) can make the dashboard load a topic's history."""
     wanted = request.query_params.get("id", "").strip()
     topic = request.query_params.get("topic", "").strip() or None
     context: dict[str, Any] = {"wanted": wanted, "topic": topic, "found": [], "searched": ""}
@@ -221,17 +212,21 @@ async def find(request: Request) -> Response:
         topics, limit = [topic], SEARCH_ONE
     else:
         topics, limit = await bus.topics(), SEARCH_ALL
+    every = len(topics)
+    topics = topics[:SEARCH_BUDGET // (2 * limit)]
     found: list[tuple[str, Message]] = []
-    for name in topics:
-        for where, messages in (("history", await bus.history(name, limit)),
-                                ("dead letters", await bus.dead_letters(name, limit))):
-            found += [(where, m) for m in messages if wanted in (m.id, m.entry_id)]
+    async with request.app.state.searching:
+        for name in topics:
+            for where, messages in (("history", await bus.history(name, limit)),
+                                    ("dead letters", await bus.dead_letters(name, limit))):
+                found += [(where, m) for m in messages if wanted in (m.id, m.entry_id)]
     context["found"] = [{"where": where, "topic": m.topic, "id": m.id, "entry_id": m.entry_id,
                          "created_at": m.created_at, "headers": sorted(m.headers.items()),
                          "payload": orjson.dumps(m.payload, option=orjson.OPT_INDENT_2).decode()}
                         for where, m in found]
-    context["searched"] = (f"the latest {limit:,} messages and dead letters of "
-                           + (f"topic {topic!r}" if topic else f"each of the {len(topics)} topics"))
+    where = (f"topic {topic!r}" if topic else f"each of the {every} topics" if len(topics) == every
+             else f"each of the first {len(topics)} of {every} topics (give a topic to search the others)")
+    context["searched"] = f"the latest {limit:,} messages and dead letters of {where}"
     return _page(request, "find.html", **context)
 
 
@@ -355,6 +350,28 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return _page(request, "missing.html", 503, what=f"Redis trouble: {message}")
 
 
+class SameOrigin:
+    """Refuse what a page of another site makes the browser send: `Sec-Fetch-Site`
+    cross-site or same-site (another port of this host), or an `Origin` that is not this
+    dashboard's own. A link from elsewhere is refused too; the address bar, a bookmark
+    and the dashboard's own pages are not (and clients without these headers, curl)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+            if headers.get("sec-fetch-site") in ("cross-site", "same-site") or (origin and origin != own):
+                refused = PlainTextResponse("refused: a request sent by another site's page; open the "
+                                            "dashboard from the address bar", status_code=403)
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class SecurityHeaders:
     """CSP (scripts only from /static, no inline ones), no framing, no sniffing, no referrer."""
 
@@ -371,10 +388,11 @@ class SecurityHeaders:
 
 
 def create_app(bus: Bus, admin_token: str | None = None, *, host: str = "127.0.0.1",
-               sample_s: float = SAMPLE_S) -> Starlette:
+               sample_s: float = SAMPLE_S, allowed_hosts: Iterable[str] = ()) -> Starlette:
     """The dashboard for `bus`, which its lifespan connects (if it is not yet) and closes.
-    `host` is where it listens: on a loopback address only loopback Host headers are
-    served (a page elsewhere cannot reach it by DNS rebinding)."""
+    `host` is where it listens. Only requests whose Host is one of `host`, `localhost`,
+    `127.0.0.1`, `[::1]` and `allowed_hosts` are served (a page elsewhere cannot reach it
+    by DNS rebinding), and none that another site's page sent (`SameOrigin`)."""
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                      undefined=jinja2.StrictUndefined)
     sampler = Sampler(bus, sample_s)
@@ -410,47 +428,23 @@ def create_app(bus: Bus, admin_token: str | None = None, *, host: str = "127.0.0
         Route("/api/topics/{topic}/dead-letters/purge", api_purge, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    hosts = LOOPBACK_HOSTS if is_loopback(host) else ["*"]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        middleware=[Middleware(SecurityHeaders),
+                    Middleware(TrustedHostMiddleware, allowed_hosts=host_names(host, allowed_hosts)),
+                    Middleware(SameOrigin)],
         exception_handlers={ValueError: _bad_request, **dict.fromkeys(TROUBLE, _unavailable)},
     )
     app.state.bus, app.state.sampler = bus, sampler
     app.state.admin_token = admin_token or None
     app.state.templates = Jinja2Templates(env=environment)
     app.state.startup_error = None
+    app.state.searching = asyncio.Semaphore(1)
     return app
 
 
 # -- serving ------------------------------------------------------------------------
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A bound listening socket, so a port in use is one clear error before anything starts."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: whoever runs it stops it with an event."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def serve(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> None:
@@ -458,7 +452,7 @@ async def serve(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> Non
     closes the bus. An error connecting at startup is raised as itself."""
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5)
-    server = _Server(config)
+    server = QuietServer(config)
 
     async def stopper() -> None:
         await stop.wait()
