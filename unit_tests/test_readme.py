@@ -39,6 +39,12 @@ def test_the_readme_keeps_its_two_commands() -> None:
     assert "relaybus demo" in commands[0] and "nox" in commands[1]
 
 
+def test_ci_runs_the_readme_test_command_exactly() -> None:
+    """.ci/run must not pass by a command the README does not give."""
+    [command] = blocks(README, "bash")[1].strip().splitlines()
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
 def test_there_are_extras_to_check() -> None:
     assert {"embedded", "langchain", "mcp", "metrics", "uvloop", "all"} <= set(EXTRAS)
 
