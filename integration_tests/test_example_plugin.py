@@ -94,11 +94,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = root / "src"
     shutil.copytree(EXAMPLE, source)
     target = root / "site"
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--disable-pip-version-check",
-               "--target", str(target)]
-    if all(importlib.util.find_spec(m) is not None for m in ("setuptools", "wheel")):
-        command.append("--no-build-isolation")  # build with the setuptools already here: offline
-    # else pip fetches setuptools into an isolated build environment (needs the package index)
+    # offline: built with the setuptools of the test group (>= 70.1 makes wheels by itself),
+    # never one fetched from the package index into an isolated build environment
+    assert importlib.util.find_spec("setuptools") is not None, "setuptools: in the test dependency group"
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-build-isolation",
+               "--quiet", "--disable-pip-version-check", "--target", str(target)]
     done = subprocess.run([*command, str(source)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert list(target.glob("relaybus_team_policy-*.dist-info")), list(target.iterdir())

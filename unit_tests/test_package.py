@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ast
 import shlex
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 import relaybus
@@ -53,13 +56,14 @@ def nox_runs(session: str) -> list[list[str]]:
     ]
 
 
-def nox_installs(session: str) -> list[str]:
+def nox_groups(session: str) -> list[str]:
+    """The dependency groups a noxfile.py session installs (its `_groups(...)` calls)."""
     tree = ast.parse((ROOT / "noxfile.py").read_text())
     function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == session)
     return [
         arg.value
         for call in ast.walk(function)
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "install"
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "_groups"
         for arg in call.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
     ]
 
@@ -85,9 +89,47 @@ def test_pre_commit_runs_the_mypy_of_the_typecheck_session() -> None:
     assert hook["pass_filenames"] is False  # files on the command line would override `packages`
 
 
-def test_the_dev_extra_pins_the_ruff_ci_installs() -> None:
-    """CI's lint session installs ruff by itself; the dev venv that pre-commit uses gets
-    it from the dev extra. Both must name the same series."""
-    (lint_ruff,) = [r for r in nox_installs("lint") if r.startswith("ruff")]
-    assert lint_ruff in PYPROJECT["project"]["optional-dependencies"]["dev"]
-    assert any(r.startswith("mypy") for r in PYPROJECT["project"]["optional-dependencies"]["dev"])
+def test_the_dev_group_has_the_tools_ci_installs() -> None:
+    """The dev venv that pre-commit uses gets ruff and mypy from the dev dependency group,
+    which includes the groups the lint and typecheck sessions install: the same series."""
+    groups = PYPROJECT["dependency-groups"]
+    assert {"include-group": "lint"} in groups["dev"] and {"include-group": "typecheck"} in groups["dev"]
+    assert [r for r in groups["lint"] if r.startswith("ruff")] == ["ruff>=0.17,<0.18"]
+    assert any(r.startswith("mypy") for r in groups["typecheck"])
+    assert "lint" in nox_groups("lint") and "typecheck" in nox_groups("typecheck")
+
+
+def test_tools_are_not_an_extra_of_the_package() -> None:
+    """Users never get the test tools with relaybus: they live in dependency groups."""
+    assert "dev" not in PYPROJECT["project"]["optional-dependencies"]
+
+
+# -- what installing relaybus costs others --------------------------------------------
+
+
+def test_the_pytest_plugin_imports_neither_the_bus_nor_redis() -> None:
+    """pytest loads relaybus.testing in every project that installs relaybus (pytest11):
+    loading it must not import the bus, pydantic-settings or redis-py."""
+    heavy = ["relaybus.bus", "redis", "pydantic_settings", "pydantic"]
+    code = ("import sys, relaybus.testing\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_is_importable_from_the_package() -> None:
+    """The facade is lazy (PEP 562); each name in __all__ still resolves, to the real object."""
+    from relaybus.bus import Bus
+
+    assert relaybus.Bus is Bus
+    assert sorted(relaybus.__all__) == sorted(relaybus._PUBLIC)
+    for name in relaybus.__all__:
+        assert getattr(relaybus, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Bsu'"):
+        relaybus.Bsu  # noqa: B018
+
+
+def test_python_dash_m_relaybus_is_the_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "relaybus", "--version"], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == f"relaybus {relaybus.__version__}"

@@ -39,6 +39,23 @@ def test_the_readme_keeps_its_two_commands() -> None:
     assert "relaybus demo" in commands[0] and "nox" in commands[1]
 
 
+def test_the_readme_links_work_on_the_package_index() -> None:
+    """PyPI shows README.md without the repository around it: every link is absolute,
+    and under the Source URL pyproject.toml gives."""
+    source = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Source"]
+    links = re.findall(r"\]\(([^)]+)\)", README)
+    assert links
+    for link in links:
+        assert link.startswith(f"{source}/blob/main/"), link
+        assert (ROOT / link.removeprefix(f"{source}/blob/main/")).is_file(), link
+
+
+def test_ci_runs_the_readme_test_command_exactly() -> None:
+    """.ci/run must not pass by a command the README does not give."""
+    [command] = blocks(README, "bash")[1].strip().splitlines()
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
 def test_there_are_extras_to_check() -> None:
     assert {"embedded", "langchain", "mcp", "metrics", "uvloop", "all"} <= set(EXTRAS)
 

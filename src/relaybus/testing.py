@@ -20,17 +20,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import redis
-from redis.cluster import ClusterNode, RedisCluster
 
-from .bus import Bus
-from .deployment import parse
-from .embedded import EmbeddedRedis, free_port
-from .errors import RelayBusError
-from .sync import SyncBus
+if TYPE_CHECKING:
+    from .bus import Bus
+    from .sync import SyncBus
+
+# pytest loads this module in every run of every project that installs relaybus: the bus
+# and redis-py are imported by the fixtures that use them, not here.
 
 ENV_URL = "RELAYBUS_TEST_URL"
 
@@ -39,6 +38,10 @@ ENV_URL = "RELAYBUS_TEST_URL"
 def relaybus_url() -> Iterator[str]:
     """The Redis URL the tests use: $RELAYBUS_TEST_URL, else an embedded redis-server
     started for the session (on 127.0.0.1 and a free port) and stopped at its end."""
+    from .deployment import parse
+    from .embedded import EmbeddedRedis, free_port
+    from .errors import RelayBusError
+
     if url := os.environ.get(ENV_URL):
         if parse(url).kind == "sentinel":
             pytest.fail(f"{ENV_URL} must name one Redis server or a Cluster, not Sentinel",
@@ -58,6 +61,11 @@ def relaybus_url() -> Iterator[str]:
 
 def _client(url: str) -> Any:
     """A plain (sync) client of the server or cluster a URL names."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    from .deployment import parse
+
     where = parse(url)
     if where.kind == "cluster":
         nodes = [ClusterNode(host, port) for host, port in where.nodes]
@@ -93,6 +101,8 @@ def relaybus_prefix(relaybus_url: str) -> Iterator[str]:
 @pytest.fixture
 def relaybus_sync_bus(relaybus_url: str, relaybus_prefix: str) -> Iterator[SyncBus]:
     """A connected SyncBus under this test's prefix; closed after the test."""
+    from .sync import SyncBus
+
     with SyncBus.from_url(relaybus_url, prefix=relaybus_prefix) as bus:
         yield bus
 
@@ -111,5 +121,7 @@ else:
     @pytest_asyncio.fixture
     async def relaybus_bus(relaybus_url: str, relaybus_prefix: str) -> AsyncIterator[Bus]:
         """A connected Bus under this test's prefix; closed after the test."""
+        from .bus import Bus
+
         async with Bus.from_url(relaybus_url, prefix=relaybus_prefix) as bus:
             yield bus
