@@ -27,11 +27,12 @@ CLUSTER_SUITES = frozenset({"test_core", "test_policies", "test_streams", "test_
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test on a Redis of its own runs on each server line there is (the session
     server, and server_factory's servers): Redis 6.2, 7.x and Valkey 9; modules that go
-    through BINARIES themselves on the newest Redis only; CLUSTER_SUITES once more on a
-    cluster. REDIS_URL: that one only."""
+    through BINARIES themselves, or start NEWEST, on the newest Redis only; CLUSTER_SUITES
+    once more on a cluster. REDIS_URL: that one only."""
     if not {"redis_url", "server_factory"} & set(metafunc.fixturenames) or os.environ.get("REDIS_URL"):
         return
-    lines = [b for b in BINARIES if b == NEWEST] if "BINARIES" in vars(metafunc.module) else BINARIES
+    one_line = {"BINARIES", "NEWEST"} & set(vars(metafunc.module))
+    lines = [b for b in BINARIES if b == NEWEST] if one_line else BINARIES
     ids = [VERSIONS[b] for b in lines]
     if "redis_url" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in CLUSTER_SUITES:
         lines, ids = [*lines, "cluster"], [*ids, "cluster"]
