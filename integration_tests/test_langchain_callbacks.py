@@ -21,6 +21,7 @@ from relaybus import Bus, SyncBus
 from relaybus.adapters.langchain import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
 from relaybus.embedded import EmbeddedRedis, free_port
 
+from .faultproxy import FaultProxy
 from .helpers import wait_for
 
 TOPIC = "langchain.events"
@@ -315,3 +316,26 @@ def test_a_sync_run_on_the_sync_bus_loop_thread_returns_and_publishes_every_even
     assert sorted(e["event"] for e in evts) == ["chain_end"] * 3 + ["chain_start"] * 3
     assert evts[0]["parent_run_id"] is None and evts[-1]["run_id"] == evts[0]["run_id"]
     assert in_order(evts) and evts[-1]["outputs"] == {"a": 6, "b": 10}
+
+
+@pytest.mark.timeout(60)
+async def test_a_run_cancelled_while_its_event_is_sent_neither_loses_nor_repeats_it(
+    server_factory: type[EmbeddedRedis], prefix: str
+) -> None:
+    """The run awaiting its event is cancelled while the publish is on the wire: the
+    event is published once, and the handler's later events still follow it."""
+    with server_factory(port=free_port()) as server:
+        async with (FaultProxy("127.0.0.1", server.port) as proxy,
+                    Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=10) as bus):
+            handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+            proxy.set("delay", 0.5)
+            run = asyncio.create_task(model("one").ainvoke("hi", config={"callbacks": [handler]}))
+            await asyncio.sleep(0.2)  # chat_model_start is on its way
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            proxy.set("pass")
+            assert (await model("two").ainvoke("hi", config={"callbacks": [handler]})).content == "two"
+            evts = await events(bus)
+    assert [(e["event"], e.get("text")) for e in evts] == [
+        ("chat_model_start", None), ("chat_model_start", None), ("chat_model_end", "two")]

@@ -373,17 +373,19 @@ class _Handoff:
         while True:
             while self.queue:
                 name, payload, done = self.queue[0]
+                # a waiter cancelled (its run was) has cancelled `done`: nobody to tell
+                told = done if done is not None and done.set_running_or_notify_cancel() else None
                 try:
                     if payload is not None:
                         await self.bus.publish(self.options.topic, payload)
                 except Exception as exc:
-                    if done is not None:
-                        done.set_exception(exc)
+                    if told is not None:
+                        told.set_exception(exc)
                     else:  # nobody waits to be told: logged, whatever raise_errors says
                         self.options.failed(name, exc, quiet=True)
                 else:
-                    if done is not None:
-                        done.set_result(None)
+                    if told is not None:
+                        told.set_result(None)
                 self.queue.popleft()
             if closing.is_set():
                 return
