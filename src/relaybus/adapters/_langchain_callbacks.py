@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -330,7 +332,8 @@ def _on(loop: asyncio.AbstractEventLoop | None) -> bool:
 
 
 class _Handoff:
-    """A handler's events, published in order by one task on the bus's loop.
+    """The callback handlers' events of one bus, published in order by one task on the
+    bus's loop (one per bus, however many handlers: `_Handoff.of(bus)`).
 
     A callback running on that loop's thread but outside it - LangChain's sync path
     blocks the thread while the callback runs - must not wait for the loop: it hands
@@ -342,47 +345,62 @@ class _Handoff:
     bus publishes what is still queued.
     """
 
-    def __init__(self, bus: Bus, options: _Options) -> None:
-        self.bus = bus
-        self.options = options
-        self.queue: deque[tuple[str, dict[str, Any] | None, Future[None] | None]] = deque()
+    _of: weakref.WeakKeyDictionary[Bus, _Handoff] = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, bus: Bus) -> _Handoff:
+        with cls._lock:
+            handoff = cls._of.get(bus)
+            if handoff is None:
+                handoff = cls._of[bus] = cls(bus)
+            return handoff
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = weakref.ref(bus)  # weak: the bus is this one's key in _of
+        self.queue: deque[tuple[_Options, str, dict[str, Any] | None, Future[None] | None]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.wake: asyncio.Event | None = None
 
-    def put(self, name: str, payload: dict[str, Any] | None, *, wait: bool) -> Future[None] | None:
+    def put(self, options: _Options, name: str, payload: dict[str, Any] | None, *,
+            wait: bool) -> Future[None] | None:
         """Queue an event (None: a flush marker); its future if `wait`."""
-        loop = self.bus.loop
+        bus = self._bus()
+        loop = bus.loop if bus is not None else None
         if loop is None or not loop.is_running():
-            raise RelayBusError(f"event {name} not published to {self.options.topic!r}: the bus is not "
+            raise RelayBusError(f"event {name} not published to {options.topic!r}: the bus is not "
                                 "connected (or its loop has ended)")
         done: Future[None] | None = Future() if wait else None
-        self.queue.append((name, payload, done))  # deque.append is atomic: any thread
+        self.queue.append((options, name, payload, done))  # deque.append is atomic: any thread
         loop.call_soon_threadsafe(self._kick)
         return done
 
     def _kick(self) -> None:
+        bus = self._bus()
+        if bus is None:
+            return
         if self.task is None or self.task.done():
             self.wake = asyncio.Event()
-            self.task = asyncio.get_running_loop().create_task(self._send(self.wake))
-            self.bus._background.append(self.task)  # awaited by Bus.close, which sets _closing first
+            self.task = asyncio.get_running_loop().create_task(self._send(bus, self.wake))
+            bus._background.append(self.task)  # awaited by Bus.close, which sets _closing first
         assert self.wake is not None
         self.wake.set()
 
-    async def _send(self, wake: asyncio.Event) -> None:
-        closing = self.bus._closing
+    async def _send(self, bus: Bus, wake: asyncio.Event) -> None:
+        closing = bus._closing
         while True:
             while self.queue:
-                name, payload, done = self.queue[0]
+                options, name, payload, done = self.queue[0]
                 # a waiter cancelled (its run was) has cancelled `done`: nobody to tell
                 told = done if done is not None and done.set_running_or_notify_cancel() else None
                 try:
                     if payload is not None:
-                        await self.bus.publish(self.options.topic, payload)
+                        await bus.publish(options.topic, payload)
                 except Exception as exc:
                     if told is not None:
                         told.set_exception(exc)
                     else:  # nobody waits to be told: logged, whatever raise_errors says
-                        self.options.failed(name, exc, quiet=True)
+                        options.failed(name, exc, quiet=True)
                 else:
                     if told is not None:
                         told.set_result(None)
@@ -422,7 +440,7 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
                                 events=events, nested_chains=nested_chains, include_io=include_io,
                                 max_event_bytes=max_event_bytes)
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
-        self._handoff = _Handoff(bus, self.options)
+        self._handoff = _Handoff.of(bus)
 
     async def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """On the bus's loop: wait for the event (and those before it) to be in Redis. On
@@ -431,7 +449,7 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
         try:
             payload = self.options.event(name, args, kwargs)
             if payload is not None and not self.options.unreachable(self.bus, name):
-                done = self._handoff.put(name, payload, wait=_on(self.bus.loop))
+                done = self._handoff.put(self.options, name, payload, wait=_on(self.bus.loop))
                 if done is not None:
                     await asyncio.wrap_future(done)
         except Exception as exc:
@@ -441,7 +459,7 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
         """Wait until every event handed over so far is published (or its failure logged):
         after a sync `invoke` on the bus's loop thread, say. Call it from any loop but
         not from a sync run on the bus's loop thread."""
-        done = self._handoff.put("flush", None, wait=True)
+        done = self._handoff.put(self.options, "flush", None, wait=True)
         assert done is not None
         await asyncio.wrap_future(done)
 
@@ -461,7 +479,7 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
                                 events=events, nested_chains=nested_chains, include_io=include_io,
                                 max_event_bytes=max_event_bytes)
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
-        self._handoff = _Handoff(bus.bus, self.options)
+        self._handoff = _Handoff.of(bus.bus)
         self._on_loop_runs: set[Any] = set()  # runs started on the bus's loop thread, not yet ended
 
     def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -476,7 +494,7 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
             payload = self.options.event(name, args, kwargs)
             if payload is not None and not self.options.unreachable(self.bus.bus, name):
                 wait = not on_loop and not self._on_loop_runs
-                done = self._handoff.put(name, payload, wait=wait)
+                done = self._handoff.put(self.options, name, payload, wait=wait)
                 if done is not None:
                     done.result()
         except Exception as exc:
@@ -490,7 +508,7 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
         Not from the bus's loop thread: that thread publishes them."""
         if _on(self.bus.bus.loop):
             raise RuntimeError("flush() waits for the bus's loop: call it from another thread")
-        done = self._handoff.put("flush", None, wait=True)
+        done = self._handoff.put(self.options, "flush", None, wait=True)
         assert done is not None
         done.result()
 
