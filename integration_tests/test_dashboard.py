@@ -100,7 +100,7 @@ async def browser() -> AsyncIterator[Any]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        _no_browser("the playwright package is not installed (pip install -e '.[dev]')")
+        _no_browser("the playwright package is not installed (pip install -e '.[all]' --group test)")
     if not os.access(CHROMIUM, os.X_OK):
         _no_browser(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     async with async_playwright() as playwright:

@@ -19,10 +19,10 @@ import redis
 from relaybus import Bus, Message, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 
-from .helpers import BINARIES, running, wait_for
+from .helpers import BINARIES, VERSIONS, running, wait_for
 
 
-@pytest.fixture(scope="module", params=BINARIES)
+@pytest.fixture(scope="module", params=BINARIES, ids=VERSIONS.get)
 def server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
     """A private server per binary: these tests count clients and commands."""
     with EmbeddedRedis(port=free_port(), executable=request.param) as s:

@@ -16,10 +16,10 @@ from relaybus import Bus, Message, PluginError, RedisFullError, Reject, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.message import encode
 
-from .helpers import BINARIES, running, wait_for
+from .helpers import BINARIES, VERSIONS, running, wait_for
 
 
-@pytest.fixture(params=BINARIES)
+@pytest.fixture(params=BINARIES, ids=VERSIONS.get)
 def server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis(port=free_port(), executable=request.param) as s:
         yield s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from langchain_core.callbacks import adispatch_custom_event
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel
 from langchain_core.tools import tool
 from pydantic import ConfigDict
 
@@ -20,6 +21,7 @@ from relaybus import Bus, SyncBus
 from relaybus.adapters.langchain import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
 from relaybus.embedded import EmbeddedRedis, free_port
 
+from .faultproxy import FaultProxy
 from .helpers import wait_for
 
 TOPIC = "langchain.events"
@@ -237,3 +239,103 @@ async def test_an_event_larger_than_its_cap_is_cut_to_a_preview(bus: Bus) -> Non
         assert event["truncated"] > 50_000
     with pytest.raises(ValueError, match="max_event_bytes"):
         RelayBusCallbackHandler(bus=bus, max_event_bytes=10)
+
+
+def in_order(evts: list[dict[str, Any]]) -> bool:
+    """Each run's start before its end, and a child's start after its parent's."""
+    seen: dict[str, int] = {}
+    for i, e in enumerate(evts):
+        if e["event"].endswith("_start"):
+            if e["parent_run_id"] and e["parent_run_id"] not in seen:
+                return False
+            seen[e["run_id"]] = i
+        elif e["run_id"] not in seen:
+            return False
+    return True
+
+
+@pytest.mark.timeout(30)
+async def test_a_sync_invoke_on_the_bus_loop_thread_returns_and_every_event_follows(bus: Bus) -> None:
+    """A sync `invoke` from a coroutine on the bus's loop (LangChain then blocks that
+    thread while the async handler runs elsewhere): the run returns instead of waiting
+    forever for the blocked loop; its events are published once the loop is free, in
+    order, none lost - `flush()` waits for them."""
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC, nested_chains=True)
+    prepare: Runnable[int, dict[str, int]] = RunnableLambda(lambda n: {"x": n + 1}, name="prepare")
+    assert (prepare | double).invoke(4, config={"callbacks": [handler]}) == 10
+    await handler.flush()
+    evts = await events(bus)
+    assert [e["event"] for e in evts] == [
+        "chain_start", "chain_start", "chain_end", "tool_start", "tool_end", "chain_end"]
+    assert in_order(evts) and evts[-1]["outputs"] == 10
+
+
+@pytest.mark.timeout(30)
+async def test_closing_the_bus_publishes_the_events_still_handed_over(
+    redis_url: str, prefix: str, bus: Bus
+) -> None:
+    """Closing the bus right after a sync run on its loop thread loses none of the run's
+    events: close waits for the ones still queued."""
+    async with Bus.from_url(redis_url, prefix=prefix) as closing:
+        handler = RelayBusCallbackHandler(bus=closing, topic=TOPIC)
+        for x in range(5):
+            assert double.invoke({"x": x}, config={"callbacks": [handler]}) == 2 * x
+    assert [e.get("output") for e in await events(bus)] == [None, 0, None, 2, None, 4, None, 6, None, 8]
+
+
+@pytest.mark.timeout(30)
+async def test_events_awaited_on_the_loop_come_after_those_handed_to_it(bus: Bus) -> None:
+    """A sync run on the loop thread, then an async one: the async run's events, awaited,
+    are published after every event the sync run handed over; nothing to flush."""
+    handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+    assert double.invoke({"x": 1}, config={"callbacks": [handler]}) == 2
+    assert await double.ainvoke({"x": 2}, config={"callbacks": [handler]}) == 4
+    assert [(e["event"], e.get("output")) for e in await events(bus)] == [
+        ("tool_start", None), ("tool_end", 2), ("tool_start", None), ("tool_end", 4)]
+
+
+@pytest.mark.timeout(30, method="thread")  # a hang holds the loop SyncBus.close() needs: end the run
+def test_a_sync_run_on_the_sync_bus_loop_thread_returns_and_publishes_every_event(
+    redis_url: str, prefix: str
+) -> None:
+    """A sync run on a SyncBus's own loop thread (a coroutine handler, say), its parallel
+    branches in worker threads: no callback there waits for the busy loop, every event
+    is published, each run's start before its end."""
+    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+        handler = SyncRelayBusCallbackHandler(bus=bus, topic=TOPIC, nested_chains=True)
+        fan: Runnable[int, dict[str, int]] = RunnableParallel(
+            a=RunnableLambda(lambda n: n + 1, name="a"), b=RunnableLambda(lambda n: n * 2, name="b"))
+
+        async def on_the_loop() -> dict[str, int]:
+            return fan.invoke(5, config={"callbacks": [handler]})
+
+        assert bus.bus.loop is not None
+        assert asyncio.run_coroutine_threadsafe(on_the_loop(), bus.bus.loop).result() == {"a": 6, "b": 10}
+        handler.flush()
+        evts = [m.payload for m in bus.history(TOPIC)]
+    assert sorted(e["event"] for e in evts) == ["chain_end"] * 3 + ["chain_start"] * 3
+    assert evts[0]["parent_run_id"] is None and evts[-1]["run_id"] == evts[0]["run_id"]
+    assert in_order(evts) and evts[-1]["outputs"] == {"a": 6, "b": 10}
+
+
+@pytest.mark.timeout(60)
+async def test_a_run_cancelled_while_its_event_is_sent_neither_loses_nor_repeats_it(
+    server_factory: type[EmbeddedRedis], prefix: str
+) -> None:
+    """The run awaiting its event is cancelled while the publish is on the wire: the
+    event is published once, and the handler's later events still follow it."""
+    with server_factory(port=free_port()) as server:
+        async with (FaultProxy("127.0.0.1", server.port) as proxy,
+                    Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=10) as bus):
+            handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
+            proxy.set("delay", 0.5)
+            run = asyncio.create_task(model("one").ainvoke("hi", config={"callbacks": [handler]}))
+            await asyncio.sleep(0.2)  # chat_model_start is on its way
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            proxy.set("pass")
+            assert (await model("two").ainvoke("hi", config={"callbacks": [handler]})).content == "two"
+            evts = await events(bus)
+    assert [(e["event"], e.get("text")) for e in evts] == [
+        ("chat_model_start", None), ("chat_model_start", None), ("chat_model_end", "two")]

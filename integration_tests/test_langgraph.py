@@ -64,6 +64,24 @@ async def test_the_async_handler_under_a_langgraph_agent_logs_no_warning_and_pub
     assert all(len(json.dumps(e)) <= 16_384 for e in events)
 
 
+@pytest.mark.timeout(30)
+async def test_a_sync_prompt_step_with_nested_chains_returns_and_publishes_its_events(bus: Bus) -> None:
+    """create_react_agent's prompt is a sync step that LangGraph invokes on the running
+    loop - the bus's - from `ainvoke`: with every nested chain published (as the guide
+    suggests for tracing a graph) the run returns, and the prompt step's events are
+    published in order with the rest."""
+    scripted = example().ScriptedModel(messages=iter([AIMessage(content="hi")]))
+    handler = RelayBusCallbackHandler(bus, "agent.events", nested_chains=True)
+    agent = create_react_agent(scripted, [add], prompt="Be brief.")
+    result = await agent.ainvoke({"messages": [("user", "hello")]}, config={"callbacks": [handler]})
+    assert result["messages"][-1].content == "hi"
+    events = [m.payload for m in await bus.history("agent.events", limit=100)]
+    prompt = [e["event"] for e in events if e.get("name") == "Prompt"]
+    assert prompt == ["chain_start", "chain_end"]
+    assert events[0]["parent_run_id"] is None and events[-1]["run_id"] == events[0]["run_id"]
+    assert events[-1]["event"] == "chain_end"
+
+
 async def test_the_toolkit_in_a_tool_node(bus: Bus) -> None:
     graph = StateGraph(MessagesState)
     graph.add_node("tools", ToolNode(RelayBusToolkit(bus=bus, allowed_topics=["tasks.*"]).get_tools()))

@@ -18,10 +18,10 @@ from relaybus import Bus, ReplicationError
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .faultproxy import FaultProxy
-from .helpers import BINARIES, wait_for
+from .helpers import BINARIES, VERSIONS, wait_for
 
 
-@pytest.fixture(params=BINARIES)
+@pytest.fixture(params=BINARIES, ids=VERSIONS.get)
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[EmbeddedRedis, EmbeddedRedis]]:
     with (EmbeddedRedis(port=free_port(), executable=request.param) as master,
           EmbeddedRedis(port=free_port(), executable=request.param,

@@ -9,11 +9,11 @@ import pytest
 
 from relaybus import Bus, BusUnavailableError, Message, ReplicationError
 
-from .helpers import BINARIES, running, wait_for
+from .helpers import BINARIES, VERSIONS, running, wait_for
 from .topologies import SentinelSetup, wait_until
 
 
-@pytest.fixture(params=BINARIES)
+@pytest.fixture(params=BINARIES, ids=VERSIONS.get)
 def sentinel(request: pytest.FixtureRequest) -> SentinelSetup:
     with SentinelSetup(request.param) as setup:
         yield setup

@@ -16,7 +16,7 @@ import redis
 from relaybus import Bus
 from relaybus.embedded import EmbeddedRedis, free_port
 
-from .helpers import BINARIES, COUNTS, wait_for
+from .helpers import COUNTS, NEWEST, wait_for
 from .test_chaos import PREFETCH, TOPIC, produce, reconcile, workers
 
 pytestmark = pytest.mark.chaos
@@ -25,7 +25,7 @@ SOAK_S = float(os.environ.get("RELAYBUS_SOAK_S", "60"))
 
 @pytest.fixture
 def server() -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis(port=free_port(), executable=BINARIES[-1]) as s:
+    with EmbeddedRedis(port=free_port(), executable=NEWEST) as s:
         yield s
 
 

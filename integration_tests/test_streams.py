@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from relaybus import Bus, FilterError, Message, QueueFullError, Subscription, hookimpl
 from relaybus.embedded import EmbeddedRedis
@@ -324,6 +325,16 @@ async def test_stats_against_a_known_state(bus: Bus) -> None:
     assert stats.server.memory.used_memory > 0
     assert any("1 dead letters" in r for r in stats.recommendations)
     assert stats.model_dump_json()  # plain data, serialisable
+
+
+async def test_stats_name_the_server_and_its_own_version(bus: Bus, raw: redis.Redis) -> None:
+    """Valkey's INFO says redis_version 7.2.4 (what it is compatible with): stats name the
+    server and its own version, as HELLO does."""
+    node = raw.get_primaries()[0].redis_connection if isinstance(raw, RedisCluster) else raw
+    said = {k.decode(): v for k, v in node.execute_command("HELLO").items()}
+    server = (await bus.stats()).server
+    assert (server.server_name, server.server_version) == (said["server"].decode(), said["version"].decode())
+    assert server.redis_version  # what the server calls itself to Redis clients
 
 
 async def test_stats_of_an_empty_bus(bus: Bus) -> None:

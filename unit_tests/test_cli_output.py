@@ -21,7 +21,8 @@ def stats() -> BusStats:
     topics = [TopicStats(topic=name, length=10, lanes={0: 10}, delayed=1, dlq_length=2, memory_bytes=4096,
                          groups=[group] if name.startswith("billing") else [], counts={"expired": 4})
               for name in NAMES]
-    server = ServerStats(redis_version="7.2.4", connected_clients=5, memory=memory)
+    server = ServerStats(redis_version="7.2.4", server_name="redis", server_version="7.2.4",
+                         connected_clients=5, memory=memory)
     return BusStats.model_construct(prefix="p", topics=topics, server=server, recommendations=[])
 
 

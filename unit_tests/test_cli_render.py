@@ -63,13 +63,14 @@ def test_stats_view() -> None:
     group = GroupStats(name="workers", consumers=2, pending=3, lag=None, oldest_pending_age_s=75)
     topic = TopicStats(topic="orders.new", length=10, lanes={0: 10}, delayed=1, dlq_length=2,
                        memory_bytes=4096, groups=[group], counts={"expired": 4, "dropped": 1})
-    server = ServerStats(redis_version="7.2.4", connected_clients=5, memory=memory)
+    server = ServerStats(redis_version="7.2.4", server_name="valkey", server_version="9.1.2",
+                         connected_clients=5, memory=memory)
     # built without validation: the view reads only these fields, whatever else BusStats grows
     stats = BusStats.model_construct(prefix="p", topics=[topic], server=server, recommendations=["do X"])
     text = rendered(stats_view(stats))
     assert "orders.new" in text and "4.0 KiB" in text and "4/0/1" in text
     assert "workers" in text and "1.2m" in text and " ? " in text  # unknown lag
-    assert "Redis 7.2.4, 5 clients, 2.0 KiB used (no maxmemory)" in text and "! do X" in text
+    assert "Valkey 9.1.2, 5 clients, 2.0 KiB used (no maxmemory)" in text and "! do X" in text
     empty = BusStats.model_construct(prefix="p", topics=[], server=server, recommendations=[])
     assert "no topics under this prefix" in rendered(stats_view(empty))
 
@@ -100,7 +101,7 @@ def test_values_from_redis_are_shown_as_written(text: str) -> None:
     group = GroupStats(name=text, consumers=1, pending=0, lag=0, oldest_pending_age_s=None)
     topic = TopicStats(topic="t", length=1, lanes={0: 1}, delayed=0, dlq_length=0, memory_bytes=1,
                        groups=[group], counts={})
-    server = ServerStats(redis_version=text, connected_clients=1,
+    server = ServerStats(redis_version=text, server_name="redis", server_version=text, connected_clients=1,
                          memory=MemoryStats(used_memory=1, maxmemory=0, maxmemory_policy=text, pressure=None))
     stats = BusStats.model_construct(prefix="p", topics=[topic], server=server, recommendations=[text])
     for width in (200, 30):  # tables, and the narrow list

@@ -150,7 +150,9 @@ def stats_view(stats: BusStats) -> RenderableType:
         _Fitting(_topic_tables(stats), _topic_list(stats)) if stats.topics
         else Text("no topics under this prefix", style="dim"),
     ]
-    parts.append(Text(f"Redis {stats.server.redis_version}, {stats.server.connected_clients} clients, "
+    server = stats.server
+    name = "Valkey" if server.server_name == "valkey" else "Redis"
+    parts.append(Text(f"{name} {server.server_version}, {server.connected_clients} clients, "
                       f"{size(memory.used_memory)} used {limit}, maxmemory-policy "
                       f"{memory.maxmemory_policy}", style="dim"))
     parts += [Text(f"! {r}", style="yellow") for r in stats.recommendations]

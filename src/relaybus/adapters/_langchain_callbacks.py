@@ -9,17 +9,24 @@ error is logged unless the handler was built with `raise_errors=True`.
 Which events (`events`), how large one may be (`max_event_bytes`) and whether inputs
 and outputs go with them (`include_io`) are options. The defaults suit a LangGraph
 agent: a graph's nodes are nested chains each given the whole state, so only the
-root chain's start and end are published (every chain error is). The async handler
-publishes on the bus's own event loop whatever thread or loop LangChain calls it
-from (it runs sync steps in worker threads, with loops of their own).
+root chain's start and end are published (every chain error is).
+
+Each handler publishes its events in order, one task on the bus's own loop sending
+them, whatever thread or loop LangChain calls it from (sync steps run in worker
+threads, with loops of their own). A callback waits for its event only where waiting
+cannot deadlock; elsewhere it hands the event to that task and returns (_Handoff).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -33,7 +40,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from ..bus import Bus
-from ..errors import BusUnavailableError
+from ..errors import BusUnavailableError, RelayBusError
 from ..keys import validate_topic
 from ..sync import SyncBus
 
@@ -291,8 +298,9 @@ class _Options:
             payload["metadata"] = {}
         return payload
 
-    def failed(self, name: str, exc: Exception) -> None:
-        if self.raise_errors:
+    def failed(self, name: str, exc: Exception, *, quiet: bool = False) -> None:
+        """Raise (raise_errors, and someone to raise to) or log a failed publish."""
+        if self.raise_errors and not quiet:
             raise exc
         log.warning("relaybus callback %s: event not published to %r: %s: %s",
                     name, self.topic, type(exc).__name__, exc)
@@ -315,16 +323,96 @@ class _Options:
         return True
 
 
-async def _on_loop(loop: asyncio.AbstractEventLoop | None, work: Coroutine[Any, Any, Any]) -> None:
-    """Run `work` on `loop` (the bus's), waiting for it from whatever loop we are on."""
-    here = asyncio.get_running_loop()
-    if loop is None or loop is here:
-        await work
-        return
-    if not loop.is_running():
-        work.close()
-        raise RuntimeError("the bus's event loop is not running (was the bus closed?)")
-    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, loop))
+def _on(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether the calling thread is the one running `loop`."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class _Handoff:
+    """The callback handlers' events of one bus, published in order by one task on the
+    bus's loop (one per bus, however many handlers: `_Handoff.of(bus)`).
+
+    A callback running on that loop's thread but outside it - LangChain's sync path
+    blocks the thread while the callback runs - must not wait for the loop: it hands
+    the event over (`put(wait=False)`) and the run goes on; the task publishes it as
+    soon as the loop is free. A callback that may wait gets a future. Both go through
+    the same queue, so events are published in the order they were handed over, and a
+    waited-for event is in Redis only after every event before it. The task ends once
+    the queue is empty and the bus is closing (Bus.close waits for it), so closing the
+    bus publishes what is still queued.
+    """
+
+    _of: weakref.WeakKeyDictionary[Bus, _Handoff] = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, bus: Bus) -> _Handoff:
+        with cls._lock:
+            handoff = cls._of.get(bus)
+            if handoff is None:
+                handoff = cls._of[bus] = cls(bus)
+            return handoff
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = weakref.ref(bus)  # weak: the bus is this one's key in _of
+        self.queue: deque[tuple[_Options, str, dict[str, Any] | None, Future[None] | None]] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.wake: asyncio.Event | None = None
+
+    def put(self, options: _Options, name: str, payload: dict[str, Any] | None, *,
+            wait: bool) -> Future[None] | None:
+        """Queue an event (None: a flush marker); its future if `wait`."""
+        bus = self._bus()
+        loop = bus.loop if bus is not None else None
+        if loop is None or not loop.is_running():
+            raise RelayBusError(f"event {name} not published to {options.topic!r}: the bus is not "
+                                "connected (or its loop has ended)")
+        done: Future[None] | None = Future() if wait else None
+        self.queue.append((options, name, payload, done))  # deque.append is atomic: any thread
+        loop.call_soon_threadsafe(self._kick)
+        return done
+
+    def _kick(self) -> None:
+        bus = self._bus()
+        if bus is None:
+            return
+        if self.task is None or self.task.done():
+            self.wake = asyncio.Event()
+            self.task = asyncio.get_running_loop().create_task(self._send(bus, self.wake))
+            bus._background.append(self.task)  # awaited by Bus.close, which sets _closing first
+        assert self.wake is not None
+        self.wake.set()
+
+    async def _send(self, bus: Bus, wake: asyncio.Event) -> None:
+        closing = bus._closing
+        while True:
+            while self.queue:
+                options, name, payload, done = self.queue[0]
+                # a waiter cancelled (its run was) has cancelled `done`: nobody to tell
+                told = done if done is not None and done.set_running_or_notify_cancel() else None
+                try:
+                    if payload is not None:
+                        await bus.publish(options.topic, payload)
+                except Exception as exc:
+                    if told is not None:
+                        told.set_exception(exc)
+                    else:  # nobody waits to be told: logged, whatever raise_errors says
+                        options.failed(name, exc, quiet=True)
+                else:
+                    if told is not None:
+                        told.set_result(None)
+                self.queue.popleft()
+            if closing.is_set():
+                return
+            wake.clear()
+            woken = asyncio.ensure_future(wake.wait())
+            ended = asyncio.ensure_future(closing.wait())
+            await asyncio.wait([woken, ended], return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
+            ended.cancel()
 
 
 class RelayBusCallbackHandler(AsyncCallbackHandler):
@@ -352,14 +440,28 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
                                 events=events, nested_chains=nested_chains, include_io=include_io,
                                 max_event_bytes=max_event_bytes)
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
+        self._handoff = _Handoff.of(bus)
 
     async def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """On the bus's loop: wait for the event (and those before it) to be in Redis. On
+        any other loop - LangChain's sync path, whose thread may be the bus loop's own,
+        blocked until we return - hand it over without waiting."""
         try:
             payload = self.options.event(name, args, kwargs)
             if payload is not None and not self.options.unreachable(self.bus, name):
-                await _on_loop(self.bus.loop, self.bus.publish(self.options.topic, payload))
+                done = self._handoff.put(self.options, name, payload, wait=_on(self.bus.loop))
+                if done is not None:
+                    await asyncio.wrap_future(done)
         except Exception as exc:
             self.options.failed(name, exc)
+
+    async def flush(self) -> None:
+        """Wait until every event handed over so far is published (or its failure logged):
+        after a sync `invoke` on the bus's loop thread, say. Call it from any loop but
+        not from a sync run on the bus's loop thread."""
+        done = self._handoff.put(self.options, "flush", None, wait=True)
+        assert done is not None
+        await asyncio.wrap_future(done)
 
 
 class SyncRelayBusCallbackHandler(BaseCallbackHandler):
@@ -377,14 +479,38 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
                                 events=events, nested_chains=nested_chains, include_io=include_io,
                                 max_event_bytes=max_event_bytes)
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
+        self._handoff = _Handoff.of(bus.bus)
+        self._on_loop_runs: set[Any] = set()  # runs started on the bus's loop thread, not yet ended
 
     def _publish(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Wait for the event to be in Redis, except on the bus's loop thread (a sync run
+        in a coroutine there) and while such a run is open: its parallel steps call us
+        from worker threads it waits for, so the loop cannot publish before it ends."""
+        run_id = kwargs.get("run_id")
+        on_loop = _on(self.bus.bus.loop)
+        if on_loop and name.endswith("_start"):
+            self._on_loop_runs.add(run_id)
         try:
             payload = self.options.event(name, args, kwargs)
             if payload is not None and not self.options.unreachable(self.bus.bus, name):
-                self.bus.publish(self.options.topic, payload)
+                wait = not on_loop and not self._on_loop_runs
+                done = self._handoff.put(self.options, name, payload, wait=wait)
+                if done is not None:
+                    done.result()
         except Exception as exc:
             self.options.failed(name, exc)
+        finally:
+            if name.endswith(("_end", "_error")):
+                self._on_loop_runs.discard(run_id)
+
+    def flush(self) -> None:
+        """Wait until every event handed over so far is published (or its failure logged).
+        Not from the bus's loop thread: that thread publishes them."""
+        if _on(self.bus.bus.loop):
+            raise RuntimeError("flush() waits for the bus's loop: call it from another thread")
+        done = self._handoff.put(self.options, "flush", None, wait=True)
+        assert done is not None
+        done.result()
 
 
 # Each handler forwards every callback to the one event builder, then publishes.

@@ -28,7 +28,8 @@ def _fields(flat: Sequence[bytes] | None) -> dict[bytes, bytes] | None:
 
 
 def group_lost(exc: BaseException) -> bool:
-    """The stream or group was deleted under a reader (NOGROUP, or Redis 7's UNBLOCKED)."""
+    """The stream or group was deleted under a reader (NOGROUP, as Valkey 9 says it for a
+    blocked read too, or Redis 7's UNBLOCKED)."""
     text = str(exc)
     return isinstance(exc, ResponseError) and ("NOGROUP" in text or "no longer exists" in text)
 

@@ -125,7 +125,8 @@ async function overviewPage() {
       ...(data.recommendations || []).map((r) => el("li", {}, r)));
     if (data.server) {
       const s = data.server, c = data.connection;
-      setText("server", `Redis ${s.redis_version}, ${s.connected_clients} clients, ` +
+      const name = s.server_name === "valkey" ? "Valkey" : "Redis";
+      setText("server", `${name} ${s.server_version}, ${s.connected_clients} clients, ` +
         `maxmemory-policy ${s.memory.maxmemory_policy}; connection ${c.state}`);
     }
   });
