@@ -19,12 +19,12 @@ from ._cli_common import (
     pause,
     require_extra,
     run,
+    tool_bus,
     with_progress,
 )
 from ._cli_common import console as out
 from ._cli_render import message_line, stats_view
 from ._cli_tail import consume, watch
-from .bus import Bus
 from .errors import RelayBusError
 from .keys import validate_group, validate_pattern, validate_topic
 from .message import Message
@@ -51,7 +51,7 @@ def publish(
         validate_topic(topic)  # user mistakes first, before any connection attempt
         body = parse_json(sys.stdin.read() if payload == "-" else payload, "the payload")
         headers = parse_headers(header)
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             return await bus.publish(topic, body, priority=priority, ttl=ttl, delay=delay,
                                      dedup_key=dedup_key, headers=headers or None)
 
@@ -86,7 +86,7 @@ def tail(
         if group is not None:
             validate_group(group)
         stop = ctrl_c() if follow else None
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             if group is None:
                 await watch(bus, pattern, count, stop, show)
             else:
@@ -103,7 +103,7 @@ def topics(
     """List every topic published to under the prefix, one per line."""
 
     async def job() -> list[str]:
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             return await bus.topics()
 
     names = run(job())
@@ -125,7 +125,7 @@ def stats(
     async def job() -> BusStats:
         for name in topic or []:
             validate_topic(name)
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             if topic:
                 known = set(await bus.topics())
                 unknown = [t for t in topic if t not in known]
@@ -149,7 +149,7 @@ def cleanup(
     """Run every on_cleanup hook once: trim consumed history, expiry, retention."""
 
     async def job() -> tuple[int, list[dict[str, Any]]]:
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             names = await bus.topics()
             before = (await bus.stats(names)).topics if as_json else []
             await with_progress(f"cleanup over {len(names)} topics", bus.cleanup())
@@ -186,7 +186,7 @@ def metrics(
     import prometheus_client
 
     async def job() -> None:
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             refresh = getattr(bus.plugins.pm.get_plugin("metrics"), "refresh", None)
             if refresh is None:
                 raise RelayBusError("the metrics plugin is disabled (disabled_plugins)")

@@ -141,7 +141,9 @@ async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | No
     at http://host:port/mcp until stopped."""
     allow = list(allowed_topics) if allowed_topics is not None else None
     Allowlist(allow)  # bad patterns fail before connecting
-    bus = Bus.from_url(url, prefix=prefix) if url else Bus(prefix=prefix)
+    # a tool: retention is the topics' own, never applied by this process (docs/retention.md)
+    bus = (Bus.from_url(url, prefix=prefix, periodic_cleanup=False) if url
+           else Bus(prefix=prefix, periodic_cleanup=False))
     async with bus:
         server = create_server(bus, allow)
         if transport == "stdio":
