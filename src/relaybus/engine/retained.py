@@ -165,10 +165,10 @@ async def set_retention(ctx: Context, topic: str, wanted: Retention, at_least: b
 
 async def retention(ctx: Context, topic: str) -> Retention | None:
     """The topic's stored retention; None when nothing is stored."""
-    stored = await ctx.redis.hmget(ctx.keys.retention(topic), ["set", *_FIELDS])
-    if all(value is None for value in stored):
+    stored = await ctx.redis.hgetall(ctx.keys.retention(topic))
+    if not stored:
         return None
-    return _parsed(topic, stored[0], stored[1:])
+    return _parsed(topic, stored.get(b"set"), [stored.get(name.encode()) for name in _FIELDS])
 
 
 _FIELDS = ("keep_ms", "keep_len", "dlq_keep_ms", "dlq_keep_len")

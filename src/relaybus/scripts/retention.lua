@@ -6,21 +6,27 @@
 -- Returns what is stored: {set (0/1), keep_ms, keep_len, dlq_keep_ms, dlq_keep_len}.
 local key, mode = KEYS[1], ARGV[1]
 local names = {'keep_ms', 'keep_len', 'dlq_keep_ms', 'dlq_keep_len'}
-local set = redis.call('HGET', key, 'set') == '1'
+local stored = {}
+local flat = redis.call('HGETALL', key)  -- HGETALL only: one read command in the ACL rule
+for i = 1, #flat, 2 do
+  stored[flat[i]] = flat[i + 1]
+end
 if mode == 'set' then
+  stored.set = '1'
+  for i, name in ipairs(names) do
+    stored[name] = ARGV[i + 1]
+  end
   redis.call('HSET', key, 'set', '1', names[1], ARGV[2], names[2], ARGV[3], names[3], ARGV[4],
              names[4], ARGV[5])
-  set = true
-elseif not set then
+elseif stored.set ~= '1' then
   for i, name in ipairs(names) do
-    local old = redis.call('HGET', key, name)
-    local was, given = tonumber(old or ''), tonumber(ARGV[i + 1])
+    local was, given = tonumber(stored[name] or ''), tonumber(ARGV[i + 1])
     -- no limit wins; else the larger; a missing or foreign value is replaced
     if not was or (was >= 0 and (given < 0 or given > was)) then
+      stored[name] = ARGV[i + 1]
       redis.call('HSET', key, name, ARGV[i + 1])
     end
   end
 end
-local stored = redis.call('HMGET', key, unpack(names))
-table.insert(stored, 1, set and '1' or '0')
-return stored
+return {stored.set == '1' and '1' or '0', stored[names[1]] or false, stored[names[2]] or false,
+        stored[names[3]] or false, stored[names[4]] or false}
