@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from mcp.client import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from relaybus import Bus, PluginError, hookimpl
 from relaybus.embedded import free_port
@@ -186,6 +188,22 @@ def test_the_dashboard_metrics_and_tail_change_nothing(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def test_the_mcp_server_changes_nothing(
+    redis_url: str, prefix: str, raw: redis.Redis, tool_env: dict[str, str]
+) -> None:
+    async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        await consumed(bus, "pinned", 200)
+        await bus.set_retention("pinned", keep_s=0, keep_len=0)
+    params = StdioServerParameters(command=sys.executable, env=tool_env, args=[
+        "-c", "from relaybus.cli import app; app()", "mcp", "--redis-url", redis_url, "--prefix", prefix])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        seen = await session.call_tool("relaybus_history", {"topic": "pinned", "limit": 1})
+        assert not seen.is_error  # it is up, its bus connected
+        await asyncio.sleep(1.0)  # ten of the cleanup intervals it would run by
+        assert raw.xlen(f"{prefix}:{{pinned}}:stream") == 200
 
 
 def test_relaybus_cleanup_applies_the_topics_retention_not_its_own(
