@@ -5,6 +5,7 @@ stop another's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -18,8 +19,10 @@ import pytest
 import redis
 from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from typer.testing import CliRunner, Result
 
 from relaybus import Bus, PluginError, hookimpl
+from relaybus.cli import app
 from relaybus.embedded import free_port
 
 from .helpers import wait_for
@@ -221,6 +224,30 @@ def test_relaybus_cleanup_applies_the_topics_retention_not_its_own(
     assert done.returncode == 0, done.stderr
     assert raw.xlen(f"{prefix}:{{kept}}:stream") == 2000
     assert raw.xlen(f"{prefix}:{{pinned}}:stream") == 50
+
+
+def test_relaybus_retention_shows_and_sets_a_topics_retention(
+    redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(app, ["retention", *args, "--redis-url", redis_url, "--prefix", prefix])
+
+    async def app_publishes() -> None:
+        async with Bus.from_url(redis_url, prefix=prefix, retention_max_len=None) as bus:
+            await bus.publish("t", 1)
+
+    asyncio.run(app_publishes())
+    shown = cli("t")
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == {
+        "keep_s": 86400.0, "keep_len": None, "dlq_keep_s": None, "dlq_keep_len": None, "pinned": False}
+    assert json.loads(cli("nothing-there").stdout) is None
+    refused = cli("t", "--keep-len", "5")
+    assert refused.exit_code == 1 and "give --set to store a retention" in refused.stderr
+    assert json.loads(cli("t").stdout)["keep_len"] is None  # nothing stored
+    stored = cli("t", "--set", "--keep-len", "5")
+    assert json.loads(stored.stdout) == {
+        "keep_s": None, "keep_len": 5, "dlq_keep_s": None, "dlq_keep_len": None, "pinned": True}
+    assert raw.hget(f"{prefix}:{{t}}:retention", "keep_len") == b"5"
 
 
 # -- a failing cleanup plugin ------------------------------------------------------------------

@@ -49,6 +49,7 @@ class _Uses:
 
 
 _uses: weakref.WeakKeyDictionary[Bus, _Uses] = weakref.WeakKeyDictionary()
+Limits = tuple[float | None, int | None, float | None, int | None]  # keep_s, keep_len, dlq_*
 
 
 def _of(bus: Bus) -> _Uses:
@@ -77,11 +78,11 @@ async def on_published(bus: Bus, topic: str, messages: list[Message], ids: list[
 async def _declare(bus: Bus, topic: str, uses: _Uses) -> None:
     """This bus's settings onto the topic's stored retention (never lowering it)."""
     kept = bus.config.settings(RetentionSettings)
-    own = (kept.retention_s, kept.retention_max_len, kept.dlq_retention_s, kept.dlq_max_len)
+    own: Limits = (kept.retention_s, kept.retention_max_len, kept.dlq_retention_s, kept.dlq_max_len)
     stored = await bus.set_retention(topic, keep_s=own[0], keep_len=own[1], dlq_keep_s=own[2],
                                      dlq_keep_len=own[3], at_least=True)
     uses.declared.add(topic)
-    keeps = (stored.keep_s, stored.keep_len, stored.dlq_keep_s, stored.dlq_keep_len)
+    keeps: Limits = (stored.keep_s, stored.keep_len, stored.dlq_keep_s, stored.dlq_keep_len)
     if kept.model_fields_set and keeps != _stored_as(own) and topic not in uses.told:
         uses.told.add(topic)  # set explicitly, yet not what the topic keeps: said once per topic
         why = ("pinned with set_retention" if stored.pinned
@@ -90,15 +91,14 @@ async def _declare(bus: Bus, topic: str, uses: _Uses) -> None:
                     topic, _shown(keeps), why, _shown(own))
 
 
-def _stored_as(limits: tuple[float | None, int | None, float | None, int | None]) -> tuple[
-        float | None, int | None, float | None, int | None]:
+def _stored_as(limits: Limits) -> Limits:
     """Seconds as stored: whole milliseconds."""
     keep_s, keep_len, dlq_keep_s, dlq_keep_len = limits
     return (None if keep_s is None else int(keep_s * 1000) / 1000, keep_len,
             None if dlq_keep_s is None else int(dlq_keep_s * 1000) / 1000, dlq_keep_len)
 
 
-def _shown(limits: tuple[float | int | None, ...]) -> str:
+def _shown(limits: Limits) -> str:
     names = ("keep_s", "keep_len", "dlq_keep_s", "dlq_keep_len")
     return ", ".join(f"{name}={limit}" for name, limit in zip(names, limits, strict=True))
 

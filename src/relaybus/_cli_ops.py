@@ -1,4 +1,4 @@
-"""The operator commands: publish, tail, topics, stats, cleanup, metrics."""
+"""The operator commands: publish, tail, topics, stats, cleanup, retention, metrics."""
 
 from __future__ import annotations
 
@@ -167,6 +167,33 @@ def cleanup(
         print(orjson.dumps({"ok": True, "seconds": round(seconds, 3), "topics": report}).decode())
     else:
         err.print(f"cleanup done over {n} topics in {seconds:.1f}s")
+
+
+def retention(
+    topic: str = typer.Argument(..., help="The topic."),
+    set_: bool = typer.Option(False, "--set", help="Store the limits given (pinned: buses' settings no "
+                              "longer change them); a limit not given is none."),
+    keep_s: float | None = typer.Option(None, "--keep-s", min=0, help="Consumed history kept this long."),
+    keep_len: int | None = typer.Option(None, "--keep-len", min=0, help="Consumed entries kept per stream."),
+    dlq_keep_s: float | None = typer.Option(None, "--dlq-keep-s", min=0, help="Dead letters kept this long."),
+    dlq_keep_len: int | None = typer.Option(None, "--dlq-keep-len", min=0, help="Dead letters kept."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Print TOPIC's stored retention, which every cleanup trims it by, as JSON (null:
+    none stored, everything kept); with --set, store it first."""
+
+    async def job() -> str:
+        validate_topic(topic)
+        if not set_ and (keep_s, keep_len, dlq_keep_s, dlq_keep_len) != (None,) * 4:
+            raise ValueError("give --set to store a retention; without it the command only shows it")
+        async with tool_bus(redis_url, prefix) as bus:
+            stored = (await bus.set_retention(topic, keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s,
+                                              dlq_keep_len=dlq_keep_len)
+                      if set_ else await bus.retention(topic))
+        return "null" if stored is None else stored.model_dump_json()
+
+    print(run(job()))
 
 
 def metrics(
