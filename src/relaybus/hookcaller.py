@@ -174,7 +174,7 @@ class HookCaller:
                 failures.append(exc)
                 count = self._cleanup_failures[name] = self._cleanup_failures.get(name, 0) + 1
                 if count == 1:
-                    log.error("relaybus on_cleanup of plugin %r failed; the other plugins' cleanup ran",
+                    log.error("relaybus on_cleanup of plugin %r failed; the others' cleanup still runs",
                               name, exc_info=exc)
                 elif count & (count - 1) == 0:  # a power of two
                     log.error("relaybus on_cleanup of plugin %r failed %d times in a row (%s); logged "
