@@ -21,7 +21,7 @@ from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from typer.testing import CliRunner, Result
 
-from relaybus import Bus, PluginError, hookimpl
+from relaybus import Bus, PluginError, RelayBusError, hookimpl
 from relaybus.cli import app
 from relaybus.embedded import free_port
 
@@ -137,6 +137,23 @@ async def test_a_hand_written_retention_value_counts_as_no_limit(
 
 def ctrl_c_kills() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a terminal's Ctrl-C
+
+
+async def test_a_foreign_key_in_one_topics_place_stops_neither_publishing_nor_the_others_retention(
+    redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Bus.from_url(redis_url, prefix=prefix, retention_max_len=2) as bus:
+        raw.set(bus.keys.retention("a"), "not a hash")  # written by someone else
+        with caplog.at_level(logging.ERROR, logger="relaybus"):
+            for n in range(20):
+                await bus.publish("a", n)  # every publish goes in; the declaration fails once
+        assert raw.xlen(bus.keys.stream("a")) == 20
+        assert len([r for r in caplog.records if "on_published" in r.getMessage()]) == 1
+        await consumed(bus, "b", 10)
+        with pytest.raises(RelayBusError, match=r"retention failed for 2 topic.*the others were done: "
+                                                r"declaring on 'a': .*WRONGTYPE.*trimming 'a': WRONGTYPE"):
+            await bus.cleanup()
+        assert raw.xlen(bus.keys.stream("b")) == 2
 
 
 # -- tools ---------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ import weakref
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import ResponseError
 
-from relaybus import Bus, Message, Subscription, hookimpl
+from relaybus import Bus, Message, RelayBusError, Subscription, hookimpl
 from relaybus.keys import is_pattern
 
 log = logging.getLogger("relaybus.retention")
@@ -44,7 +45,7 @@ class _Uses:
     """What one bus knows of the topics it uses."""
 
     topics: set[str] = field(default_factory=set)  # published to or subscribed to by name
-    declared: set[str] = field(default_factory=set)  # its settings declared there since it was made
+    declared: set[str] = field(default_factory=set)  # declared at a publish already
     told: set[str] = field(default_factory=set)  # warned that the topic keeps other than its settings
 
 
@@ -69,9 +70,12 @@ def on_subscribe(bus: Bus, subscription: Subscription) -> None:
 @hookimpl
 async def on_published(bus: Bus, topic: str, messages: list[Message], ids: list[str]) -> None:
     uses = _of(bus)
-    if topic in uses.declared or bus.health.state != "connected":  # an outbox publish: at cleanup
+    if topic in uses.declared:
         return
-    uses.topics.add(topic)
+    uses.topics.add(topic)  # each cleanup declares it from now on
+    if bus.health.state != "connected":  # an outbox publish: the next cleanup declares it
+        return
+    uses.declared.add(topic)  # tried once here, even if it fails: cleanup tries again
     await _declare(bus, topic, uses)
 
 
@@ -81,7 +85,6 @@ async def _declare(bus: Bus, topic: str, uses: _Uses) -> None:
     own: Limits = (kept.retention_s, kept.retention_max_len, kept.dlq_retention_s, kept.dlq_max_len)
     stored = await bus.set_retention(topic, keep_s=own[0], keep_len=own[1], dlq_keep_s=own[2],
                                      dlq_keep_len=own[3], at_least=True)
-    uses.declared.add(topic)
     keeps: Limits = (stored.keep_s, stored.keep_len, stored.dlq_keep_s, stored.dlq_keep_len)
     if kept.model_fields_set and keeps != _stored_as(own) and topic not in uses.told:
         uses.told.add(topic)  # set explicitly, yet not what the topic keeps: said once per topic
@@ -115,14 +118,28 @@ async def on_cleanup(bus: Bus) -> None:
     if pressed:
         log.warning("Redis memory at %.0f%% of maxmemory: trimming all consumed history",
                     100 * (memory.pressure or 0))
-    uses = _of(bus)
+    uses, refused = _of(bus), []
     for topic in sorted(uses.topics):  # again each time: Redis may have restarted empty
-        await _declare(bus, topic, uses)
+        try:
+            await _declare(bus, topic, uses)
+        except ResponseError as exc:  # a foreign key in the topic's place: that topic alone
+            refused.append(f"declaring on {topic!r}: {exc}")
     for topic in await bus.topics():
-        kept = await bus.retention(topic)
-        if pressed:
-            await bus.trim(topic, keep_s=0, keep_len=0)
-        elif kept is not None:
-            await bus.trim(topic, keep_s=kept.keep_s, keep_len=kept.keep_len)
-        if kept is not None and (kept.dlq_keep_s is not None or kept.dlq_keep_len is not None):
-            await bus.trim_dead_letters(topic, keep_s=kept.dlq_keep_s, keep_len=kept.dlq_keep_len)
+        try:
+            await _trim(bus, topic, pressed)
+        except ResponseError as exc:
+            refused.append(f"trimming {topic!r}: {exc}")
+    if refused:
+        raise RelayBusError(f"retention failed for {len(refused)} topic(s), the others were done: "
+                            + "; ".join(refused[:3]))
+
+
+async def _trim(bus: Bus, topic: str, pressed: bool) -> None:
+    """The topic by its stored retention; under memory pressure, all consumed history."""
+    kept = await bus.retention(topic)
+    if pressed:
+        await bus.trim(topic, keep_s=0, keep_len=0)
+    elif kept is not None:
+        await bus.trim(topic, keep_s=kept.keep_s, keep_len=kept.keep_len)
+    if kept is not None and (kept.dlq_keep_s is not None or kept.dlq_keep_len is not None):
+        await bus.trim_dead_letters(topic, keep_s=kept.dlq_keep_s, keep_len=kept.dlq_keep_len)
