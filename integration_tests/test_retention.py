@@ -21,7 +21,7 @@ from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from typer.testing import CliRunner, Result
 
-from relaybus import Bus, PluginError, RelayBusError, hookimpl
+from relaybus import Bus, ConfigError, PluginError, RelayBusError, SyncBus, hookimpl
 from relaybus.cli import app
 from relaybus.embedded import free_port
 
@@ -123,6 +123,16 @@ async def test_bad_retention_arguments_are_clear_errors(bus: Bus) -> None:
         await bus.set_retention("t", keep_s=math.inf)
     with pytest.raises(ValueError, match="invalid topic"):
         await bus.retention("a b")
+    with pytest.raises(ConfigError, match="retention_s: Input should be less than or equal to 315360000"):
+        Bus(retention_s=1e12)  # refused when built, not at every cleanup
+
+
+def test_sync_bus_sets_and_reads_retention(redis_url: str, prefix: str) -> None:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+        assert bus.retention("t") is None
+        stored = bus.set_retention("t", keep_s=60, dlq_keep_len=3)
+        assert bus.retention("t") == stored
+        assert (stored.keep_s, stored.keep_len, stored.dlq_keep_len, stored.pinned) == (60, None, 3, True)
 
 
 async def test_a_hand_written_retention_value_counts_as_no_limit(

@@ -23,19 +23,22 @@ from relaybus.keys import is_pattern
 
 log = logging.getLogger("relaybus.retention")
 _warned: weakref.WeakSet[Bus] = weakref.WeakSet()
+TEN_YEARS_S = 10 * 365 * 86_400  # the longest duration the bus takes (set_retention, trim)
 
 
 class RetentionSettings(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     retention_s: float | None = Field(
-        86_400.0, ge=0, description="Consumed history kept this long (seconds); None: no age limit."
+        86_400.0, ge=0, le=TEN_YEARS_S,
+        description="Consumed history kept this long (seconds); None: no age limit.",
     )
     retention_max_len: int | None = Field(
         100_000, ge=0, description="Consumed history kept per stream (entries); None: no length limit."
     )
     dlq_retention_s: float | None = Field(
-        None, ge=0, description="Dead letters kept this long (seconds); None: until replayed or purged."
+        None, ge=0, le=TEN_YEARS_S,
+        description="Dead letters kept this long (seconds); None: until replayed or purged.",
     )
     dlq_max_len: int | None = Field(None, ge=0, description="Dead letters kept per topic; None: no limit.")
 
