@@ -490,12 +490,12 @@ def test_dlq_purge_asks_first(redis_url: str, prefix: str) -> None:
 
 
 def test_cleanup_runs_the_cleanup_hooks(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+    # retention (a built-in on_cleanup plugin): the app's setting is stored on the topic
+    with SyncBus.from_url(redis_url, prefix=prefix, retention_max_len=0) as bus:
         bus.publish_many("done", list(range(5)))
         bus.ack(*bus.read("done", "g", count=5))
         bus.publish("done", "unread")
-    # retention (a built-in on_cleanup plugin) keeps no consumed history with this setting
-    result = cli(redis_url, prefix, "cleanup", RELAYBUS_RETENTION_MAX_LEN="0")
+    result = cli(redis_url, prefix, "cleanup")
     assert result.exit_code == 0, result.output
     assert "cleanup done over 1 topics" in result.stderr
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
@@ -508,11 +508,12 @@ def test_cleanup_json_reports_each_topic_before_and_after(redis_url: str, prefix
     assert json.loads(nothing.stdout) == {"ok": True, "seconds": json.loads(nothing.stdout)["seconds"],
                                           "topics": []}
     dead_letters(redis_url, prefix, "failing", 1)
-    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
+    with SyncBus.from_url(redis_url, prefix=prefix, retention_max_len=0) as bus:
         bus.publish_many("done", list(range(5)))
         bus.ack(*bus.read("done", "g", count=5))
         bus.publish("done", "unread")
-    result = cli(redis_url, prefix, "cleanup", "--json", RELAYBUS_RETENTION_MAX_LEN="0")
+        bus.set_retention("failing", keep_len=0)
+    result = cli(redis_url, prefix, "cleanup", "--json")
     assert result.exit_code == 0 and result.stderr == "", result.output
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["seconds"] >= 0

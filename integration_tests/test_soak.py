@@ -51,8 +51,8 @@ async def test_a_bounded_soak_reconciles_and_stays_bounded(server: EmbeddedRedis
     refused: list[int] = []
     done = asyncio.Event()
     try:
-        async with Bus.from_url(server.url, prefix=prefix) as one, \
-                Bus.from_url(server.url, prefix=prefix) as two:
+        async with Bus.from_url(server.url, prefix=prefix, retention_max_len=2000) as one, \
+                Bus.from_url(server.url, prefix=prefix, retention_max_len=2000) as two:  # as the consumers
             producing = [asyncio.create_task(produce(b, done, acked, poison, refused)) for b in (one, two)]
             await asyncio.sleep(min(15.0, SOAK_S / 4))  # warmed up: the baseline
             rss_start = [rss_kb(p.pid) for p in procs]

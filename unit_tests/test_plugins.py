@@ -66,8 +66,9 @@ async def test_a_raising_plugin_is_named_in_the_error() -> None:
 
     pm = PluginManager()
     pm.register(Broken(), "broken-cleaner")
-    with pytest.raises(PluginError, match="'broken-cleaner' failed in on_cleanup: RuntimeError: boom"):
-        await pm.call.on_cleanup(None)
+    [failure] = await pm.call.on_cleanup(None)  # the others still run: handed back, not raised
+    assert isinstance(failure, PluginError)
+    assert "'broken-cleaner' failed in on_cleanup: RuntimeError: boom" in str(failure)
 
 
 def test_unknown_hook_is_refused_at_registration() -> None:

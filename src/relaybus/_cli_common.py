@@ -24,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from .bus import Bus
 from .errors import RelayBusError
 
 T = TypeVar("T")
@@ -54,6 +55,13 @@ err = _Console(stderr=True)  # errors and progress, on stderr: stdout stays mach
 URL = typer.Option(DEFAULT_URL, "--redis-url", envvar="RELAYBUS_URL",
                    help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.")
 PREFIX = typer.Option("relaybus", "--prefix", help="Key prefix; nothing outside it is touched.")
+
+
+def tool_bus(url: str, prefix: str) -> Bus:
+    """The bus of a command. It never runs cleanup on its own: what a topic keeps is the
+    topic's retention, applied by the apps' buses and `relaybus cleanup`
+    (docs/retention.md), and a tool that only looks must change nothing."""
+    return Bus.from_url(url, prefix=prefix, periodic_cleanup=False)
 
 
 def fail(message: str) -> typer.Exit:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from ._cli_common import PREFIX, URL, ctrl_c, err, require_extra, run
+from ._cli_common import PREFIX, URL, ctrl_c, err, require_extra, run, tool_bus
 from ._cli_common import console as out
-from .bus import Bus
 
 HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on; the default, loopback, keeps "
                     "it to this machine. Anyone who can reach it reads every message.")
@@ -41,7 +40,7 @@ def dashboard(
 
     async def job() -> None:
         stop = ctrl_c()
-        bus = Bus.from_url(redis_url, prefix=prefix)  # a bad URL or prefix: before anything else
+        bus = tool_bus(redis_url, prefix)  # a bad URL or prefix: before anything else
         sock = listen(host, port)  # a port in use: one line, before connecting
         try:
             await bus.connect()  # Redis unreachable: one line here, not a traceback at startup

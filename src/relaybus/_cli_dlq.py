@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import typer
 
-from ._cli_common import PREFIX, URL, err, run, with_progress
+from ._cli_common import PREFIX, URL, err, run, tool_bus, with_progress
 from ._cli_common import console as out
 from ._cli_render import dead_letters_view
 from .bus import Bus
@@ -25,7 +25,7 @@ IDS = typer.Option(None, "--id", help="Only this message (or DLQ entry) id; repe
 async def _bus_for(url: str, prefix: str, topic: str) -> AsyncIterator[Bus]:
     """A connected bus, once the topic is known to exist under the prefix."""
     validate_topic(topic)
-    async with Bus.from_url(url, prefix=prefix) as bus:
+    async with tool_bus(url, prefix) as bus:
         if topic not in await bus.topics():
             raise ValueError(f"unknown topic {topic!r} under prefix {prefix!r}")
         yield bus

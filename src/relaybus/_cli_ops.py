@@ -1,4 +1,4 @@
-"""The operator commands: publish, tail, topics, stats, cleanup, metrics."""
+"""The operator commands: publish, tail, topics, stats, cleanup, retention, metrics."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from ._cli_common import (
     pause,
     require_extra,
     run,
+    tool_bus,
     with_progress,
 )
 from ._cli_common import console as out
 from ._cli_render import message_line, stats_view
 from ._cli_tail import consume, watch
-from .bus import Bus
 from .errors import RelayBusError
 from .keys import validate_group, validate_pattern, validate_topic
 from .message import Message
@@ -52,7 +52,7 @@ def publish(
         validate_topic(topic)  # user mistakes first, before any connection attempt
         body = parse_json(sys.stdin.read() if payload == "-" else payload, "the payload")
         headers = parse_headers(header)
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             return await bus.publish(topic, body, priority=priority, ttl=ttl, delay=delay,
                                      dedup_key=dedup_key, headers=headers or None)
 
@@ -87,7 +87,7 @@ def tail(
         if group is not None:
             validate_group(group)
         stop = ctrl_c() if follow else None
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             if group is None:
                 await watch(bus, pattern, count, stop, show)
             else:
@@ -104,7 +104,7 @@ def topics(
     """List every topic published to under the prefix, one per line."""
 
     async def job() -> list[str]:
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             return await bus.topics()
 
     names = run(job())
@@ -126,7 +126,7 @@ def stats(
     async def job() -> BusStats:
         for name in topic or []:
             validate_topic(name)
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             if topic:
                 known = set(await bus.topics())
                 unknown = [t for t in topic if t not in known]
@@ -150,7 +150,7 @@ def cleanup(
     """Run every on_cleanup hook once: trim consumed history, expiry, retention."""
 
     async def job() -> tuple[int, list[dict[str, Any]]]:
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             names = await bus.topics()
             before = (await bus.stats(names)).topics if as_json else []
             await with_progress(f"cleanup over {len(names)} topics", bus.cleanup())
@@ -170,6 +170,33 @@ def cleanup(
         err.print(f"cleanup done over {n} topics in {seconds:.1f}s")
 
 
+def retention(
+    topic: str = typer.Argument(..., help="The topic."),
+    set_: bool = typer.Option(False, "--set", help="Store the limits given (pinned: buses' settings no "
+                              "longer change them); a limit not given is none."),
+    keep_s: float | None = typer.Option(None, "--keep-s", min=0, help="Consumed history kept this long."),
+    keep_len: int | None = typer.Option(None, "--keep-len", min=0, help="Consumed entries kept per stream."),
+    dlq_keep_s: float | None = typer.Option(None, "--dlq-keep-s", min=0, help="Dead letters kept this long."),
+    dlq_keep_len: int | None = typer.Option(None, "--dlq-keep-len", min=0, help="Dead letters kept."),
+    redis_url: str = URL,
+    prefix: str = PREFIX,
+) -> None:
+    """Print TOPIC's stored retention, which every cleanup trims it by, as JSON (null:
+    none stored, everything kept); with --set, store it first."""
+
+    async def job() -> str:
+        validate_topic(topic)
+        if not set_ and (keep_s, keep_len, dlq_keep_s, dlq_keep_len) != (None,) * 4:
+            raise ValueError("give --set to store a retention; without it the command only shows it")
+        async with tool_bus(redis_url, prefix) as bus:
+            stored = (await bus.set_retention(topic, keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s,
+                                              dlq_keep_len=dlq_keep_len)
+                      if set_ else await bus.retention(topic))
+        return "null" if stored is None else stored.model_dump_json()
+
+    print(run(job()))
+
+
 def metrics(
     port: int = typer.Option(9751, "--port", help="Port of the /metrics endpoint."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every one)."),
@@ -187,7 +214,7 @@ def metrics(
     import prometheus_client
 
     async def job() -> None:
-        async with Bus.from_url(redis_url, prefix=prefix) as bus:
+        async with tool_bus(redis_url, prefix) as bus:
             refresh = getattr(bus.plugins.pm.get_plugin("metrics"), "refresh", None)
             if refresh is None:
                 raise RelayBusError("the metrics plugin is disabled (disabled_plugins)")

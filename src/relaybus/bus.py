@@ -27,6 +27,7 @@ from .engine.context import Context
 from .engine.doorbell import Doorbell
 from .engine.groups import Groups, group_lost
 from .engine.publisher import Publisher
+from .engine.retained import Retention
 from .engine.scripts import Scripts
 from .engine.settlement import Settlement
 from .errors import BusUnavailableError, FilterError, RelayBusError
@@ -70,11 +71,11 @@ def _reports_unavailable(
     return guarded
 
 
-def _check_keep(keep_s: float | None, keep_len: int | None) -> None:
+def _check_keep(keep_s: float | None, keep_len: int | None, what: str = "") -> None:
     if keep_s is not None:
-        arguments.seconds("keep_s", keep_s)
+        arguments.seconds(f"{what}keep_s", keep_s)
     if keep_len is not None:
-        arguments.count("keep_len", keep_len, least=0)
+        arguments.count(f"{what}keep_len", keep_len, least=0)
 
 
 def default_consumer_name() -> str:
@@ -160,8 +161,9 @@ class Bus:
         await self.health.succeeded()
         self._loop = asyncio.get_running_loop()
         self._closing = asyncio.Event()
-        jobs = [(self.config.cleanup_interval_s, self.cleanup),
-                (self.config.health_check_interval_s, self._check_health)]
+        jobs = [(self.config.health_check_interval_s, self._check_health)]
+        if self.config.periodic_cleanup:
+            jobs.append((self.config.cleanup_interval_s, self._cleanup))
         if publisher.outbox is not None:
             jobs.append((OUTBOX_FLUSH_INTERVAL_S, self._flush_outbox))
         self._background = [asyncio.create_task(every(s, job, self._closing)) for s, job in jobs]
@@ -497,9 +499,42 @@ class Bus:
     # -- stream management -----------------------------------------------------
 
     async def cleanup(self) -> None:
-        """Run every `on_cleanup` hook once (an open bus also does every `cleanup_interval_s`)."""
+        """Run every `on_cleanup` hook once (an open bus also does every `cleanup_interval_s`
+        unless `periodic_cleanup` is off). Each runs whatever the others do; then the first
+        failure, if any, is raised."""
         await self.connect()
+        failures = await self.plugins.call.on_cleanup(self)
+        if failures:
+            raise failures[0]
+
+    async def _cleanup(self) -> None:
+        """The periodic run: a failing plugin is logged by the hook caller, boundedly."""
         await self.plugins.call.on_cleanup(self)
+
+    @_reports_unavailable
+    async def set_retention(
+        self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None,
+        dlq_keep_s: float | None = None, dlq_keep_len: int | None = None, at_least: bool = False,
+    ) -> Retention:
+        """Store on the topic what cleanup keeps of it, whatever process runs cleanup:
+        consumed history by age (`keep_s`) and length (`keep_len`), dead letters likewise;
+        None: no limit. It is pinned: buses' configurations no longer change it. With
+        `at_least`, raise each stored limit to at least these instead, never lowering one
+        and leaving a pinned one alone - what a bus does with its retention settings on the
+        topics it uses. Returns what is stored."""
+        validate_topic(topic)
+        _check_keep(keep_s, keep_len)
+        _check_keep(dlq_keep_s, dlq_keep_len, "dlq_")
+        wanted = retained.Retention(keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s,
+                                    dlq_keep_len=dlq_keep_len)
+        return await retained.set_retention(self._engine, topic, wanted, at_least)
+
+    @_reports_unavailable
+    async def retention(self, topic: str) -> Retention | None:
+        """The retention stored on the topic, which cleanup trims it by; None: none stored
+        (cleanup then keeps all of its history)."""
+        validate_topic(topic)
+        return await retained.retention(self._engine, topic)
 
     @_reports_unavailable
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:

@@ -17,7 +17,7 @@ from .redact import redact_url
 app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 for command in (_cli_ops.publish, _cli_ops.tail, _cli_ops.topics, _cli_ops.stats, _cli_ops.cleanup,
-                _cli_ops.metrics):
+                _cli_ops.retention, _cli_ops.metrics):
     app.command()(command)
 app.add_typer(_cli_dlq.app, name="dlq")
 _cli_dashboard.register(app)

@@ -85,6 +85,11 @@ class BusConfig(BaseSettings):
     cleanup_interval_s: float = Field(
         60.0, gt=0, description="How often an open bus runs its on_cleanup hooks."
     )
+    periodic_cleanup: bool = Field(
+        True,
+        description="Run the on_cleanup hooks every cleanup_interval_s while open; False for a tool "
+                    "(dashboard, metrics, tail): `bus.cleanup()` still runs them when called.",
+    )
     memory_pressure_ratio: float = Field(
         0.8, gt=0, le=1,
         description="used_memory / maxmemory at which cleanup drops all consumed history.",

@@ -36,6 +36,7 @@ class HookCaller:
 
     def __init__(self, plugins: PluginManager) -> None:
         self._impls = plugins.impls
+        self._cleanup_failures: dict[str, int] = {}  # plugin -> on_cleanup failures in a row
 
     # -- the shapes --------------------------------------------------------------------
 
@@ -161,8 +162,28 @@ class HookCaller:
     async def on_dead_letter(self, message: Message, reason: str, error: BaseException | None) -> None:
         await self._each("on_dead_letter", message=message, reason=reason, error=error)
 
-    async def on_cleanup(self, bus: Any) -> None:
-        await self._each("on_cleanup", bus=bus)
+    async def on_cleanup(self, bus: Any) -> list[Exception]:
+        """Every implementation, each on its own: one that fails (an error naming the
+        plugin) never keeps the others from their duty. A plugin failing run after run is
+        logged at its 1st, 2nd, 4th, 8th... failure in a row, not every interval."""
+        failures: list[Exception] = []
+        for name, function, argnames in self._impls("on_cleanup"):
+            try:
+                await self._one("on_cleanup", name, function, [bus for _ in argnames])
+            except Exception as exc:
+                failures.append(exc)
+                count = self._cleanup_failures[name] = self._cleanup_failures.get(name, 0) + 1
+                if count == 1:
+                    log.error("relaybus on_cleanup of plugin %r failed; the others' cleanup still runs",
+                              name, exc_info=exc)
+                elif count & (count - 1) == 0:  # a power of two
+                    log.error("relaybus on_cleanup of plugin %r failed %d times in a row (%s); logged "
+                              "again at %d", name, count, exc, 2 * count)
+                continue
+            failed = self._cleanup_failures.pop(name, 0)
+            if failed:
+                log.info("relaybus on_cleanup of plugin %r works again after %d failures", name, failed)
+        return failures
 
     def redis_connection_options(self, config: BusConfig) -> list[dict[str, Any] | None]:
         return [answer for _, answer in self._sync("redis_connection_options", config=config)]

@@ -115,9 +115,10 @@ def on_dead_letter(message: Message, reason: str, error: BaseException | None) -
 
 @hookspec
 def on_cleanup(bus: Bus) -> None:
-    """Called every `cleanup_interval_s` while the bus is open, and by `bus.cleanup()`:
-    trimming, expiry, retention, memory pressure. Return value ignored; an awaitable
-    is awaited.
+    """Called every `cleanup_interval_s` while the bus is open (unless
+    `periodic_cleanup` is off), and by `bus.cleanup()`: trimming, expiry, retention,
+    memory pressure. Each implementation runs whatever the others do. Return value
+    ignored; an awaitable is awaited.
     """
 
 

@@ -125,6 +125,10 @@ class Keys:
     def counters(self, topic: str) -> str:
         return self._topic(topic, "counters")
 
+    def retention(self, topic: str) -> str:
+        """What cleanup keeps of the topic, whichever process runs it (scripts/retention.lua)."""
+        return self._topic(topic, "retention")
+
     @property
     def registry(self) -> str:
         """A set of every topic name published under this prefix (pattern subscriptions)."""

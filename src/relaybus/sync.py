@@ -11,6 +11,7 @@ from typing import Any, TypeVar, Unpack
 from .bus import Bus
 from .config import BusConfig
 from .delivery import Handler
+from .engine.retained import Retention
 from .message import Message
 from .options import PublishOptions
 from .stats import BusStats, MemoryStats
@@ -135,6 +136,17 @@ class SyncBus:
         self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None
     ) -> int:
         return self._call(self.bus.trim_dead_letters(topic, keep_s=keep_s, keep_len=keep_len))
+
+    def set_retention(
+        self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None,
+        dlq_keep_s: float | None = None, dlq_keep_len: int | None = None, at_least: bool = False,
+    ) -> Retention:
+        return self._call(self.bus.set_retention(topic, keep_s=keep_s, keep_len=keep_len,
+                                                 dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len,
+                                                 at_least=at_least))
+
+    def retention(self, topic: str) -> Retention | None:
+        return self._call(self.bus.retention(topic))
 
     def memory(self) -> MemoryStats:
         return self._call(self.bus.memory())

@@ -194,7 +194,9 @@ async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | No
     hosts, origins = list(allowed_hosts), list(allowed_origins)
     if transport == "stdio" and (token or hosts or origins):
         raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
-    bus = Bus.from_url(url, prefix=prefix) if url else Bus(prefix=prefix)
+    # a tool: retention is the topics' own, never applied by this process (docs/retention.md)
+    bus = (Bus.from_url(url, prefix=prefix, periodic_cleanup=False) if url
+           else Bus(prefix=prefix, periodic_cleanup=False))
     server = create_server(bus, allow, groups)
     if transport == "stdio":
         async with bus:

@@ -1,5 +1,6 @@
 """What a topic retains, read and managed: its history, its dead letters (list, replay,
-purge) and trimming (only what every group consumed, by age and length)."""
+purge), trimming (only what every group consumed, by age and length) and the retention
+stored on the topic that cleanup trims by."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 from redis.exceptions import ResponseError
 
 from ..errors import DecodeError
@@ -16,6 +18,7 @@ from ..message import Message, decode, encode
 from .context import Context
 from .groups import Groups
 
+log = logging.getLogger("relaybus.retention")
 REPLAY_BATCH = 200
 KEPT_NAMED = 10  # undecodable dead letters a replay's warning names by entry id
 FOREIGN = "x-dead-undecodable"  # a dead letter that is no message (never replayed): its size and why
@@ -156,3 +159,61 @@ async def _groups_of(ctx: Context, stream: str) -> list[dict[str, Any]]:
         if "no such key" in str(exc):
             return []
         raise
+
+
+class Retention(BaseModel):
+    """What cleanup keeps of a topic, stored on the topic (None: no limit). `pinned`: set
+    with `set_retention`, so what buses declare from their configuration leaves it alone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keep_s: float | None = None
+    keep_len: int | None = None
+    dlq_keep_s: float | None = None
+    dlq_keep_len: int | None = None
+    pinned: bool = False
+
+
+async def set_retention(ctx: Context, topic: str, wanted: Retention, at_least: bool) -> Retention:
+    """Store `wanted` as the topic's retention (pinned), or with `at_least` raise each
+    stored limit to at least it, unless pinned; returns what is stored."""
+    limits = [_ms(wanted.keep_s), _int(wanted.keep_len), _ms(wanted.dlq_keep_s), _int(wanted.dlq_keep_len)]
+    stored = await ctx.scripts.call(ctx.scripts.retention, [ctx.keys.retention(topic)],
+                                    ["at_least" if at_least else "set", *limits])
+    return _parsed(topic, stored[0], stored[1:])
+
+
+async def retention(ctx: Context, topic: str) -> Retention | None:
+    """The topic's stored retention; None when nothing is stored."""
+    stored = await ctx.redis.hgetall(ctx.keys.retention(topic))
+    if not stored:
+        return None
+    return _parsed(topic, stored.get(b"set"), [stored.get(name.encode()) for name in _FIELDS])
+
+
+_FIELDS = ("keep_ms", "keep_len", "dlq_keep_ms", "dlq_keep_len")
+
+
+def _ms(seconds: float | None) -> int:
+    return -1 if seconds is None else int(seconds * 1000)
+
+
+def _int(count: int | None) -> int:
+    return -1 if count is None else count
+
+
+def _parsed(topic: str, pinned: Any, values: list[Any]) -> Retention:
+    """A stored value that is no integer (written by hand) counts as no limit: safe."""
+    limits: list[int | None] = []
+    for name, value in zip(_FIELDS, values, strict=True):
+        try:
+            number: int | None = int(value) if value is not None else None
+        except ValueError:
+            log.warning("relaybus: retention %s of topic %r is %r, no integer: taken as no limit",
+                        name, topic, value)
+            number = None
+        limits.append(None if number is None or number < 0 else number)
+    keep_ms, keep_len, dlq_keep_ms, dlq_keep_len = limits
+    return Retention(keep_s=None if keep_ms is None else keep_ms / 1000, keep_len=keep_len,
+                     dlq_keep_s=None if dlq_keep_ms is None else dlq_keep_ms / 1000,
+                     dlq_keep_len=dlq_keep_len, pinned=pinned in (b"1", "1"))
