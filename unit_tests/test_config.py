@@ -59,7 +59,7 @@ def test_url_password_is_redacted_in_the_config_repr() -> None:
     ("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster", "sentinel",
      (("10.0.0.5", 26379), ("10.0.0.6", 26379)), "mymaster", 0, False),
     ("rediss+sentinel://u:p@h:1/m/3", "sentinel", (("h", 1),), "m", 3, True),
-    ("redis://localhost:6379/2", "standalone", (), "", 0, False),
+    ("redis://localhost:6379/2", "standalone", (), "", 2, False),
 ])
 def test_cluster_and_sentinel_urls_name_their_nodes(
     url: str, kind: str, nodes: tuple[tuple[str, int], ...], service: str, db: int, tls: bool
@@ -79,7 +79,7 @@ def test_cluster_and_sentinel_urls_name_their_nodes(
     ("redis://10.0.0.9:6379/0?password=pw", "?options ['password'] are not taken"),
     ("redis+sentinel://h:1/m?db=2", "?options ['db'] are not taken"),
     ("redis+sentinel://h:26379", "needs the master's service name"),
-    ("redis+sentinel://h:26379/m/x", "needs the master's service name"),
+    ("redis+sentinel://h:26379/m/x", "database '/m/x' is not a number"),
 ])
 def test_a_malformed_cluster_or_sentinel_url_is_a_config_error_saying_why(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=rf"url: .*{re.escape(problem)}"):
@@ -102,6 +102,31 @@ def test_the_scheme_error_never_shows_the_url_password() -> None:
     with pytest.raises(ConfigError) as caught:
         BusConfig.build(url="http://agent:s3cret@localhost:6379")
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://localhost:99999/0", "port '99999' (in 'localhost:99999') is not a number from 1 to 65535"),
+    ("redis://u:s3cret@localhost:abc/0", "port 'abc' (in 'localhost:abc') is not a number"),
+    ("rediss://[::1]:0/0", "port '0' (in '[::1]:0')"),
+    ("redis://localhost:6379/x", "database '/x' is not a number"),
+    ("redis://localhost:6379/1/2", "database '/1/2' is not a number"),
+    ("redis://localhost:6379/0?db=y", "database '?db=y' is not a number"),
+    ("unix:///tmp/redis.sock?db=x", "database '?db=x' is not a number"),
+    ("redis+cluster://h:1,h:65536", "each port 1-65535 (got 'h:65536')"),
+])
+def test_a_junk_port_or_database_is_a_config_error_naming_that_part(url: str, problem: str) -> None:
+    """redis-py would find a junk port only when connecting, and read /x as database 0."""
+    with pytest.raises(ConfigError, match=rf"url: .*{re.escape(problem)}") as caught:
+        BusConfig.build(url=url)
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "db"), [
+    ("redis://localhost:6379", 0), ("redis://localhost:6379/", 0), ("redis://[::1]:6379/7", 7),
+    ("rediss://h/3", 3), ("unix:///tmp/redis.sock?db=2", 2), ("unix:///tmp/redis.sock", 0),
+])
+def test_a_standalone_url_names_its_database(url: str, db: int) -> None:
+    assert BusConfig.build(url=url).deployment.db == db
 
 
 @pytest.mark.parametrize("url", [
