@@ -163,3 +163,14 @@ def test_model_dump_never_prints_the_url_password() -> None:
 def test_a_duration_setting_must_be_finite(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=rf"{field}: Input should be a finite number"):
         BusConfig.build(**{field: value})
+
+
+@pytest.mark.parametrize(("field", "floor"), [
+    ("cleanup_interval_s", 0.1), ("health_check_interval_s", 0.1),
+    ("socket_timeout", 0.01), ("connect_timeout", 0.01),
+])
+def test_an_interval_or_timeout_below_its_floor_is_a_config_error(field: str, floor: float) -> None:
+    """At 1e-9 s an idle bus sent thousands of commands a second; the floor is named."""
+    with pytest.raises(ConfigError, match=rf"{field}: Input should be greater than or equal to {floor}"):
+        BusConfig.build(**{field: 1e-9})
+    assert getattr(BusConfig.build(**{field: floor}), field) == floor

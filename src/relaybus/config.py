@@ -29,6 +29,10 @@ from .keys import PREFIX_RE
 from .redact import redact_url
 
 M = TypeVar("M", bound=BaseModel)
+# Floors of the settings that pace periodic work or bound a round trip: at 1e-9 s an idle bus
+# sent thousands of commands a second (each cleanup and health check is a round trip or more).
+MIN_INTERVAL_S = 0.1
+MIN_TIMEOUT_S = 0.01
 
 
 class BusConfig(BaseSettings):
@@ -83,7 +87,7 @@ class BusConfig(BaseSettings):
         False, description="Dead-letter expired messages (reason 'expired'), not only count them."
     )
     cleanup_interval_s: float = Field(
-        60.0, gt=0, description="How often an open bus runs its on_cleanup hooks."
+        60.0, ge=MIN_INTERVAL_S, description="How often an open bus runs its on_cleanup hooks."
     )
     memory_pressure_ratio: float = Field(
         0.8, gt=0, le=1,
@@ -103,10 +107,12 @@ class BusConfig(BaseSettings):
         description="How long a publish waits for min_replicas_acked replicas before ReplicationError.",
     )
     health_check_interval_s: float = Field(
-        5.0, gt=0, description="How often an open bus PINGs Redis to track its connection state."
+        5.0, ge=MIN_INTERVAL_S, description="How often an open bus PINGs Redis to track its connection state."
     )
-    socket_timeout: float = Field(5.0, gt=0, description="Seconds a command may take before it fails.")
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
+    socket_timeout: float = Field(
+        5.0, ge=MIN_TIMEOUT_S, description="Seconds a command may take before it fails."
+    )
+    connect_timeout: float = Field(5.0, ge=MIN_TIMEOUT_S, description="Seconds to establish a connection.")
     max_connections: int = Field(64, ge=2, description="Connection pool size.")
     username: str | None = Field(None, description="ACL user (also taken from the URL).")
     password: SecretStr | None = Field(None, description="ACL password (also taken from the URL).")
