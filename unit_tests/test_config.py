@@ -174,3 +174,17 @@ def test_an_interval_or_timeout_below_its_floor_is_a_config_error(field: str, fl
     with pytest.raises(ConfigError, match=rf"{field}: Input should be greater than or equal to {floor}"):
         BusConfig.build(**{field: 1e-9})
     assert getattr(BusConfig.build(**{field: floor}), field) == floor
+
+
+def test_a_misspelt_disabled_plugin_is_a_config_error_naming_the_closest_plugin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misspelling would disable nothing, silently: checked against the entry points."""
+    with pytest.raises(ConfigError, match=r"disabled_plugins names no installed plugin: "
+                                          r"'metircs' \(did you mean 'metrics'\?\)"):
+        BusConfig.build(disabled_plugins=["dlq", "metircs"])
+    monkeypatch.setenv("RELAYBUS_DISABLED_PLUGINS", "dlq,no_such_plugin")
+    with pytest.raises(ConfigError, match=r"'no_such_plugin' \(installed: .*dlq"):
+        BusConfig.build()
+    monkeypatch.delenv("RELAYBUS_DISABLED_PLUGINS")
+    assert BusConfig.build(disabled_plugins=["dlq", "metrics"]).disabled_plugins == ["dlq", "metrics"]
