@@ -16,13 +16,18 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisClusterException
+from redis.exceptions import (
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from .config import BusConfig, loopback
 from .errors import BusUnavailableError, ConfigError, PluginError
-from .redact import redact_text
+from .redact import redact_text, redact_url
 
 # No CLIENT SETINFO on each new connection: one round trip less, and one command less
 # for a least-privilege ACL user to be granted (docs/security.md).
@@ -33,18 +38,23 @@ try:
 except ImportError:
     NO_SETINFO = {"lib_name": None, "lib_version": None}
 
-# What "Redis could not be reached" looks like from redis-py.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# What "Redis could not be reached" looks like from redis-py: on a Cluster also no node
+# answering, or a slot without one (a failover under way) - no ConnectionError there.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
+               RedisClusterUnreachableError, SlotNotCoveredError)
 
 
-def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
-    """The error for a command that could not reach Redis (raise it `from None`) - or,
-    on a Cluster, found every connection to a node busy: redis-py's cluster client
-    cannot wait for one (docs/scaling.md), and that is no outage."""
+def unavailable(action: str, exc: BaseException, url: str | None = None) -> BusUnavailableError:
+    """The error for a command that could not reach Redis (raise it `from None`), naming
+    the bus's `url` (redacted; a Cluster's lists its seed nodes, where redis-py names one
+    node) - or, on a Cluster, found every connection to a node busy: redis-py's cluster
+    client cannot wait for one (docs/scaling.md), and that is no outage."""
     if isinstance(exc, MaxConnectionsError):
         return BusUnavailableError(f"{action} failed: every connection to a Redis Cluster node is busy "
                                    "(max_connections per node); raise max_connections")
-    return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
+    at = f" at {redact_url(url)}" if url else ""
+    return BusUnavailableError(f"{action} failed, Redis unreachable{at}: "
+                               f"{redact_text(f'{type(exc).__name__}: {exc}')}")
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]

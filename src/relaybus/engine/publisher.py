@@ -263,7 +263,7 @@ class Publisher:
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
-            raise unavailable(f"publish to {topic!r}", exc) from None
+            raise unavailable(f"publish to {topic!r}", exc, self.config.url) from None
 
     async def _scripted(
         self, topic: str, writes: list[Write], check: tuple[int, int] | None = None, mark: bool = False
@@ -286,7 +286,7 @@ class Publisher:
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
-            raise unavailable(f"publish to {topic!r}", exc) from None
+            raise unavailable(f"publish to {topic!r}", exc, self.config.url) from None
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
     async def _send(self, topic: str, call: Call) -> Any:
