@@ -91,15 +91,21 @@ def cluster_url(nodes: list[EmbeddedRedis]) -> str:
 
 
 class SentinelSetup:
-    """A master, one replica and three sentinels (quorum 2, down-after 1000 ms)."""
+    """A master, one replica and three sentinels (quorum 2, down-after 1000 ms); with
+    `password` the master and replica require it, with `sentinel_password` the sentinels
+    require theirs (requirepass) of clients and of each other."""
 
     service = "relaybus-test"
 
-    def __init__(self, executable: str, master_args: list[str] | None = None) -> None:
+    def __init__(self, executable: str, master_args: list[str] | None = None, password: str | None = None,
+                 sentinel_password: str | None = None) -> None:
         self.executable = executable
-        self.master = EmbeddedRedis(port=cluster_port(), executable=executable, args=master_args)
+        self.password, self.sentinel_password = password, sentinel_password
+        auth = ["--masterauth", password] if password else []  # requirepass once started (start() PINGs)
+        self.master = EmbeddedRedis(port=cluster_port(), executable=executable,
+                                    args=[*(master_args or []), *auth])
         self.replica = EmbeddedRedis(port=cluster_port(), executable=executable,
-                                     args=[*(master_args or []), "--replicaof", "127.0.0.1", "0"])
+                                     args=[*(master_args or []), *auth, "--replicaof", "127.0.0.1", "0"])
         self.sentinel_ports = [cluster_port() for _ in range(3)]
         self._dir = tempfile.TemporaryDirectory(prefix="relaybus-sentinel-")
         self._sentinels: list[subprocess.Popen[bytes]] = []
@@ -110,7 +116,7 @@ class SentinelSetup:
         return f"redis+sentinel://{sentinels}/{self.service}"
 
     def master_port(self) -> int:
-        client = redis.Redis(port=self.sentinel_ports[0])
+        client = redis.Redis(port=self.sentinel_ports[0], password=self.sentinel_password)
         try:
             return int(client.sentinel_get_master_addr_by_name(self.service)[1])
         finally:
@@ -120,7 +126,11 @@ class SentinelSetup:
         self.master.start()
         self.replica.args[-1] = str(self.master.port)
         self.replica.start()
-        replica = redis.Redis(port=self.replica.port)
+        for server in (self.master, self.replica) if self.password else ():
+            admin = redis.Redis(port=server.port)
+            admin.config_set("requirepass", self.password)
+            admin.close()
+        replica = redis.Redis(port=self.replica.port, password=self.password)
         wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 20, "replica in sync")
         replica.close()
         for port in self.sentinel_ports:
@@ -131,12 +141,15 @@ class SentinelSetup:
                 f"sentinel down-after-milliseconds {self.service} 1000\n"
                 f"sentinel failover-timeout {self.service} 4000\n"
                 f"sentinel parallel-syncs {self.service} 1\n"
+                + (f"sentinel auth-pass {self.service} {self.password}\n" if self.password else "")
+                + (f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
+                   if self.sentinel_password else "")
             )
             self._sentinels.append(subprocess.Popen(
                 [self.executable, str(conf), "--sentinel"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for port in self.sentinel_ports:
-            client = redis.Redis(port=port)
+            client = redis.Redis(port=port, password=self.sentinel_password)
 
             def knows_all(client: redis.Redis = client) -> bool:
                 state = client.sentinel_master(self.service)

@@ -188,3 +188,17 @@ def test_a_misspelt_disabled_plugin_is_a_config_error_naming_the_closest_plugin(
         BusConfig.build()
     monkeypatch.delenv("RELAYBUS_DISABLED_PLUGINS")
     assert BusConfig.build(disabled_plugins=["dlq", "metrics"]).disabled_plugins == ["dlq", "metrics"]
+
+
+def test_sentinel_credentials_are_for_sentinel_urls_and_never_shown() -> None:
+    config = BusConfig.build(url="redis+sentinel://127.0.0.1:26379/m", sentinel_password="zq7-secret",
+                             sentinel_username="watcher")
+    secret = config.sentinel_password
+    assert secret is not None and secret.get_secret_value() == "zq7-secret"
+    assert "zq7" not in repr(config) + config.model_dump_json()
+    with pytest.raises(ConfigError, match=r"sentinel_password need a redis\+sentinel:// URL"):
+        BusConfig.build(url="redis://127.0.0.1:6379/0", sentinel_password="zq7-secret")
+    with pytest.raises(ConfigError, match="password over plain TCP to a remote host is refused") as caught:
+        BusConfig.build(url="redis+sentinel://10.0.0.5:26379/m", sentinel_password="zq7-secret")
+    assert "zq7" not in str(caught.value)
+    assert BusConfig.build(url="rediss+sentinel://10.0.0.5:26379/m", sentinel_password="zq7-secret")

@@ -116,6 +116,13 @@ class BusConfig(BaseSettings):
     max_connections: int = Field(64, ge=2, description="Connection pool size.")
     username: str | None = Field(None, description="ACL user (also taken from the URL).")
     password: SecretStr | None = Field(None, description="ACL password (also taken from the URL).")
+    sentinel_username: str | None = Field(
+        None, description="ACL user on the sentinels themselves (redis+sentinel:// only)."
+    )
+    sentinel_password: SecretStr | None = Field(
+        None, description="Password of the sentinels themselves (their requirepass; redis+sentinel:// only); "
+                          "the URL's credentials are the master's."
+    )
 
     @field_validator("url")
     @classmethod
@@ -159,7 +166,11 @@ class BusConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _password_not_in_clear(self) -> BusConfig:
-        if self.password is not None and not (self.deployment.tls or self.allow_insecure or _local(self.url)):
+        where = self.deployment
+        if where.kind != "sentinel" and (self.sentinel_username, self.sentinel_password) != (None, None):
+            raise ValueError("sentinel_username and sentinel_password need a redis+sentinel:// URL")
+        secret = self.password is not None or self.sentinel_password is not None
+        if secret and not (where.tls or self.allow_insecure or _local(self.url)):
             raise ValueError(
                 "a password over plain TCP to a remote host is refused: use rediss://, "
                 "or set allow_insecure=True"

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
@@ -69,7 +69,14 @@ class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionP
         self._guard_password = guard_password
 
     async def get_master_address(self) -> tuple[str, int]:
-        host, port = await super().get_master_address()
+        try:
+            host, port = await super().get_master_address()
+        except MasterNotFoundError as exc:  # each sentinel named by host:port, not a client's repr
+            text = str(exc)
+            for sentinel in self.sentinel_manager.sentinels:
+                where = sentinel.connection_pool.connection_kwargs
+                text = text.replace(str(sentinel), f"{where.get('host')}:{where.get('port')}")
+            raise MasterNotFoundError(text) from None
         if self._guard_password and self.connection_kwargs.get("password") is not None and not loopback(host):
             raise ConfigError(
                 f"Sentinel names {host}:{port} as master of {self.service_name!r}: a password over plain "
@@ -129,10 +136,14 @@ def make_client(
         return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
                             maint_notifications_config=MaintNotificationsConfig(enabled=False),
                             **options, **added)
-    # Sentinels answer only SENTINEL commands: the same timeouts and TLS, no password.
+    # Sentinels answer only SENTINEL commands: the same timeouts and TLS; their own
+    # credentials (sentinel_username/sentinel_password), never the master's.
+    secret = config.sentinel_password
     sentinel = Sentinel(list(where.nodes), sentinel_kwargs={
         "socket_timeout": config.socket_timeout, "socket_connect_timeout": config.connect_timeout,
-        "ssl": where.tls, **{k: v for k, v in added.items() if k.startswith("ssl_")}})
+        "ssl": where.tls, "username": config.sentinel_username,
+        "password": secret.get_secret_value() if secret is not None else None,
+        **{k: v for k, v in added.items() if k.startswith("ssl_")}})
     pool = _SentinelBlockingPool(where.service, sentinel, db=where.db, timeout=None,
                                  guard_password=not (where.tls or config.allow_insecure), **options, **added)
     return aioredis.Redis.from_pool(pool)
