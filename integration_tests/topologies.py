@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -55,23 +56,41 @@ def wait_until(check: object, seconds: float, what: str) -> None:
     raise RuntimeError(f"{what} not within {seconds}s")
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files: the CA, and a certificate and key it signed (the nodes' own, which
+    redis-cli presents as its client certificate too)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 @contextlib.contextmanager
-def cluster(executable: str, masters: int = 3, replicas: int = 0) -> Iterator[list[EmbeddedRedis]]:
+def cluster(executable: str, masters: int = 3, replicas: int = 0,
+            tls: TLSFiles | None = None) -> Iterator[list[EmbeddedRedis]]:
     """`masters` cluster-enabled servers, each with `replicas` replicas, joined with
-    `redis-cli --cluster create`."""
+    `redis-cli --cluster create`. With `tls`, clients and the nodes among themselves
+    (cluster bus, replication) speak TLS only, with client certificates required;
+    each node's port is its TLS port."""
     nodes: list[EmbeddedRedis] = []
+    files = ["--cacert", tls.ca, "--cert", tls.cert, "--key", tls.key] if tls else []
     try:
         for _ in range(masters * (1 + replicas)):
-            node = EmbeddedRedis(port=cluster_port(), executable=executable, args=[
+            port = cluster_port()
+            secure = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication",
+                      "yes", "--tls-ca-cert-file", tls.ca, "--tls-cert-file", tls.cert,
+                      "--tls-key-file", tls.key] if tls else []
+            node = EmbeddedRedis(port=port, executable=executable, args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000", "--appendonly", "no"])
+                "--cluster-node-timeout", "2000", "--appendonly", "no", *secure])
             nodes.append(node.start())
         subprocess.run(
-            [redis_cli(executable), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            [redis_cli(executable), *(["--tls", *files] if tls else []), "--cluster", "create",
+             *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
-        clients = [redis.Redis(port=n.port) for n in nodes]
+        clients = [redis.Redis(unix_socket_path=str(n.socket_path)) for n in nodes]  # plain, local
 
         def formed() -> bool:
             return all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients) and all(
