@@ -110,7 +110,8 @@ def test_the_scheme_error_never_shows_the_url_password() -> None:
     ("rediss://[::1]:0/0", "port '0' (in '[::1]:0')"),
     ("redis://localhost:6379/x", "database '/x' is not a number"),
     ("redis://localhost:6379/1/2", "database '/1/2' is not a number"),
-    ("redis://localhost:6379/0?db=y", "database '?db=y' is not a number"),
+    ("redis://localhost:6379?db=y", "database '?db=y' is not a number"),
+    ("redis://localhost:6379/5?db=0", "gives its database twice"),
     ("unix:///tmp/redis.sock?db=x", "database '?db=x' is not a number"),
     ("redis+cluster://h:1,h:65536", "each port 1-65535 (got 'h:65536')"),
 ])

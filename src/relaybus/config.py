@@ -165,12 +165,16 @@ class BusConfig(BaseSettings):
         return data
 
     @model_validator(mode="after")
-    def _password_not_in_clear(self) -> BusConfig:
-        where = self.deployment
-        if where.kind != "sentinel" and (self.sentinel_username, self.sentinel_password) != (None, None):
+    def _sentinel_credentials_for_sentinels(self) -> BusConfig:
+        given = (self.sentinel_username, self.sentinel_password) != (None, None)
+        if given and self.deployment.kind != "sentinel":
             raise ValueError("sentinel_username and sentinel_password need a redis+sentinel:// URL")
+        return self
+
+    @model_validator(mode="after")
+    def _password_not_in_clear(self) -> BusConfig:
         secret = self.password is not None or self.sentinel_password is not None
-        if secret and not (where.tls or self.allow_insecure or _local(self.url)):
+        if secret and not (self.deployment.tls or self.allow_insecure or _local(self.url)):
             raise ValueError(
                 "a password over plain TCP to a remote host is refused: use rediss://, "
                 "or set allow_insecure=True"

@@ -75,11 +75,12 @@ def _standalone_db(scheme: str, netloc: str, path: str, options: dict[str, list[
     port = netloc.rpartition("]")[2].partition(":")[2]  # after an IPv6 literal's "]"
     if scheme != "unix" and port and not (DIGITS.fullmatch(port) and 0 < int(port) < 65536):
         raise ValueError(f"the URL's port {port!r} (in {netloc!r}) is not a number from 1 to 65535")
+    no_path = scheme == "unix" or path in ("", "/")  # a unix:// URL's path is its socket
     if "db" in options:
-        if len(options["db"]) > 1:
-            raise ValueError("the URL gives ?db= more than once")
+        if len(options["db"]) > 1 or not no_path:
+            raise ValueError("the URL gives its database twice (as ?db= and /db, or ?db= twice)")
         return _db(options["db"][0], f"?db={options['db'][0]}")
-    if scheme == "unix" or path in ("", "/"):
+    if no_path:
         return 0
     return _db(path[1:], path)
 
