@@ -41,7 +41,8 @@ HOOK_MARKER = re.compile(r"^<!-- hook: (\w+) -->[ \t]*$", re.MULTILINE)
 # Section of docs/configuration.md -> the BusConfig fields documented there, in table order.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "connection": (
-        "url", "username", "password", "allow_insecure", "socket_timeout", "connect_timeout",
+        "url", "username", "password", "sentinel_username", "sentinel_password", "allow_insecure",
+        "socket_timeout", "connect_timeout",
         "max_connections", "publish_timeout_s", "health_check_interval_s", "min_replicas_acked",
         "replica_ack_timeout_ms",
     ),

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -106,6 +107,14 @@ def test_user_mistakes_are_one_line_and_exit_1(redis_url: str, prefix: str, args
 def test_unreachable_redis_is_one_line_and_exit_1(args: list[str]) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     assert_one_line_error(cli(closed, "p", *args), "cannot reach Redis")
+
+
+def test_an_unusable_outbox_path_is_one_line_naming_it_and_why(redis_url: str, prefix: str,
+                                                               tmp_path: Path) -> None:
+    """Not SQLite's "unable to open database file" in a 59-line traceback."""
+    path = tmp_path / "no such dir" / "outbox.db"
+    result = cli(redis_url, prefix, "publish", "t", "1", RELAYBUS_OUTBOX_PATH=str(path))
+    assert_one_line_error(result, f"outbox_path {path}: cannot open it: No such file or directory")
 
 
 def test_default_url_comes_from_the_environment(redis_url: str, prefix: str) -> None:

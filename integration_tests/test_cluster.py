@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from redis.cluster import key_slot
 
 from relaybus import Bus, BusUnavailableError, Message, ReplicationError
 from relaybus.deployment import parse
+from relaybus.embedded import free_port
 from relaybus.keys import Keys
+from relaybus.redact import redact_url
 
 from .conftest import sync_client
 from .helpers import running, wait_for
@@ -302,3 +305,37 @@ async def test_tryagain_during_a_slot_migration_is_retried(
             await asyncio.to_thread(migrate_slot, [_port(m) for m in replicated], slot, _port(target))
         await asyncio.wait_for(publishing, 10)
         assert [m.payload["n"] for m in await bus.history("moving")] == [0, 2]
+
+
+async def test_an_unreachable_cluster_is_bus_unavailable_naming_its_seeds(prefix: str) -> None:
+    """redis-py's RedisClusterUnreachableError is no ConnectionError: connect() and every
+    call gave it as it was, naming one node. Now each is a BusUnavailableError naming
+    the call and the seed nodes (the URL, its password redacted)."""
+    closed = f"redis+cluster://u:s3cret@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    with pytest.raises(BusUnavailableError, match=rf"^cannot reach Redis at {re.escape(redact_url(closed))}: "
+                                                  r"RedisClusterUnreachableError") as caught:
+        await Bus.from_url(closed, prefix=prefix, connect_timeout=0.5).connect()
+    assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+    executable = shutil.which("redis-server")
+    assert executable
+    with cluster(executable) as nodes:
+        url = cluster_url(nodes)
+        async with Bus.from_url(url, prefix=prefix, publish_timeout_s=0, socket_timeout=0.5,
+                                connect_timeout=0.5, claim_idle_ms=1000) as bus:
+            await bus.publish("t", 1)
+            [message] = await bus.read("t", group="g")
+            for node in nodes:
+                node.kill()
+            calls = {
+                "read()": bus.read("t", group="g"), "ack()": bus.ack(message), "history()": bus.history("t"),
+                "dead_letters()": bus.dead_letters("t"), "topics()": bus.topics(),
+                "replay_dead_letters()": bus.replay_dead_letters("t"),
+                "purge_dead_letters()": bus.purge_dead_letters("t"),
+                "trim()": bus.trim("t", keep_len=0), "stats()": bus.stats(), "memory()": bus.memory(),
+                "dead_letter()": bus.dead_letter(message, "x"), "publish to 't'": bus.publish("t", 2),
+            }
+            for name, call in calls.items():
+                expected = rf"^{re.escape(name)} failed, Redis unreachable at {re.escape(url)}: "
+                with pytest.raises(BusUnavailableError, match=expected):
+                    await call
+            assert bus.health.state != "connected"

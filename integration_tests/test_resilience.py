@@ -17,7 +17,7 @@ from relaybus import Bus, BusUnavailableError, Message, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .faultproxy import FaultProxy
-from .helpers import running, wait_for
+from .helpers import run_until, running, wait_for
 
 FAST = {"block_ms": 100, "claim_idle_ms": 1000, "socket_timeout": 1.0, "connect_timeout": 0.5,
         "health_check_interval_s": 0.2}
@@ -342,3 +342,40 @@ async def test_a_server_that_is_not_redis_is_reported_as_redis_unreachable(prefi
     finally:
         web.close()
         await web.wait_closed()
+
+
+async def test_the_publish_meeting_an_emptied_redis_registers_its_topic_again(
+    server_factory: type[EmbeddedRedis], prefix: str
+) -> None:
+    """Redis restarts empty: the publish that meets it registers its topic again in that
+    round trip, so topics() and pattern subscriptions - the one running and one started
+    afterwards - see it right after the reconnect, not health_check_interval_s later."""
+    server = server_factory(port=free_port()).start()
+    fast = {**FAST, "health_check_interval_s": 60}
+    got: list[int] = []
+    later: list[int] = []
+    try:
+        async with Bus.from_url(server.url, prefix=prefix, **fast) as publisher, \
+                Bus.from_url(server.url, prefix=prefix, **fast) as consumer:
+
+            @consumer.subscribe("jobs.*", group="g")
+            async def handle(message: Message) -> None:
+                got.append(message.payload)
+
+            async with running(consumer):
+                await publisher.publish("jobs.a", 0)
+                await wait_for(lambda: got == [0])
+                server.kill()
+                server.start()
+                await publisher.publish("jobs.a", 1)
+                assert await publisher.topics() == ["jobs.a"]
+                await wait_for(lambda: got == [0, 1], seconds=10)
+            async with Bus.from_url(server.url, prefix=prefix, **fast) as newcomer:
+
+                @newcomer.subscribe("jobs.*", group="late")
+                async def handle_late(message: Message) -> None:
+                    later.append(message.payload)
+
+                await run_until(newcomer, lambda: later == [1])
+    finally:
+        server.close()

@@ -63,3 +63,28 @@ async def test_killing_the_master_loses_no_acknowledged_publish(sentinel: Sentin
     assert promoted == sentinel.replica.port
     assert len(acknowledged) >= before + 100  # carried on after the failover by itself
     assert set(acknowledged) <= handled, f"{len(set(acknowledged) - handled)} acknowledged publishes lost"
+
+
+@pytest.fixture(params=BINARIES)
+def secured_sentinel(request: pytest.FixtureRequest) -> SentinelSetup:
+    with SentinelSetup(request.param, password="master-pw-zq7", sentinel_password="sentinel-pw-zq7") as setup:
+        yield setup
+
+
+async def test_sentinels_with_a_password_of_their_own(secured_sentinel: SentinelSetup, prefix: str) -> None:
+    """Sentinels with requirepass (and a master with another password): sentinel_password
+    reaches them, the URL's password the master; neither password shows in an error,
+    a repr or a dump."""
+    url = secured_sentinel.url.replace("redis+sentinel://", "redis+sentinel://:master-pw-zq7@")
+    first = secured_sentinel.sentinel_ports[0]  # named by host:port, not by a redis-py client's repr
+    refused = (r"^cannot reach Redis at redis\+sentinel://:\*\*\*@.*: MasterNotFoundError: No master found "
+               rf"for 'relaybus-test' : 127.0.0.1:{first} - auth:AuthenticationError")
+    with pytest.raises(BusUnavailableError, match=refused) as caught:
+        await Bus.from_url(url, prefix=prefix, connect_timeout=1).connect()  # no sentinel_password
+    assert "zq7" not in str(caught.value)
+    bus = Bus.from_url(url, prefix=prefix, sentinel_password="sentinel-pw-zq7", connect_timeout=1)
+    assert "zq7" not in repr(bus.config) + repr(bus) + bus.config.model_dump_json()
+    async with bus:
+        await bus.publish("t", {"n": 1})
+        [message] = await bus.read("t", group="g")
+        assert message.payload == {"n": 1} and await bus.ack(message) == 1

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import trustme
 
 from relaybus import Bus, BusConfig, BusUnavailableError, ConfigError, RelayBusError, hookimpl
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .conftest import _unavailable
+from .topologies import TLSFiles, cluster
 
 
 @dataclass
@@ -148,3 +150,40 @@ async def test_plugin_options_reach_redis_py(tls_server: TLSServer) -> None:
     bus.plugins.register(ClientName("agent"), name="client_name")
     async with bus:
         assert await bus.redis.client_getname() == "agent-tls"
+
+
+async def test_a_three_master_cluster_over_tls(tmp_path: Path) -> None:
+    """rediss+cluster://: the seeds and every node of the slot map are reached over TLS
+    (client certificates required, host names checked), the nodes talk TLS among
+    themselves; topics spread over the three masters publish, read and ack. A client
+    that does not trust the cluster's CA is refused."""
+    ca = trustme.CA()
+    node, client = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("relaybus-client")
+    files = TLSFiles(ca=_write(tmp_path, "ca.pem", ca.cert_pem),
+                     cert=_write(tmp_path, "node.pem", node.cert_chain_pems[0]),
+                     key=_write(tmp_path, "node.key", node.private_key_pem))
+    options = {"ssl_ca_certs": files.ca, "prefix": "tls", "connect_timeout": 3.0,
+               "ssl_certfile": _write(tmp_path, "client.pem", client.cert_chain_pems[0]),
+               "ssl_keyfile": _write(tmp_path, "client.key", client.private_key_pem)}
+    with cluster(tls_redis_server(), tls=files) as nodes:
+        url = "rediss+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+        with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+            await Bus.from_url(url, **{**options, "ssl_ca_certs": _write(tmp_path, "other.pem",
+                                                                         trustme.CA().cert_pem)}).connect()
+        topics = [f"secure.{n}" for n in range(12)]
+        async with Bus.from_url(url, **options) as bus:
+            ids = {t: await bus.publish(t, {"topic": t}) for t in topics}
+            for topic in topics:
+                [message] = await bus.read(topic, group="g")
+                assert (message.id, message.payload) == (ids[topic], {"topic": topic})
+                assert await bus.ack(message) == 1
+            assert await bus.topics() == sorted(topics)
+            masters = bus.redis.get_primaries()  # each one used, over TLS
+            assert len(masters) == 3 and all(m._connections for m in masters)
+            assert {m.connection_class.__name__ for m in masters} == {"SSLConnection"}
+        holding = [redis.Redis(unix_socket_path=str(n.socket_path)) for n in nodes]  # plain, local
+        try:
+            assert all(admin.dbsize() > 0 for admin in holding)  # every master holds some topic
+        finally:
+            for admin in holding:
+                admin.close()

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -55,23 +56,41 @@ def wait_until(check: object, seconds: float, what: str) -> None:
     raise RuntimeError(f"{what} not within {seconds}s")
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files: the CA, and a certificate and key it signed (the nodes' own, which
+    redis-cli presents as its client certificate too)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 @contextlib.contextmanager
-def cluster(executable: str, masters: int = 3, replicas: int = 0) -> Iterator[list[EmbeddedRedis]]:
+def cluster(executable: str, masters: int = 3, replicas: int = 0,
+            tls: TLSFiles | None = None) -> Iterator[list[EmbeddedRedis]]:
     """`masters` cluster-enabled servers, each with `replicas` replicas, joined with
-    `redis-cli --cluster create`."""
+    `redis-cli --cluster create`. With `tls`, clients and the nodes among themselves
+    (cluster bus, replication) speak TLS only, with client certificates required;
+    each node's port is its TLS port."""
     nodes: list[EmbeddedRedis] = []
+    files = ["--cacert", tls.ca, "--cert", tls.cert, "--key", tls.key] if tls else []
     try:
         for _ in range(masters * (1 + replicas)):
-            node = EmbeddedRedis(port=cluster_port(), executable=executable, args=[
+            port = cluster_port()
+            secure = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication",
+                      "yes", "--tls-ca-cert-file", tls.ca, "--tls-cert-file", tls.cert,
+                      "--tls-key-file", tls.key] if tls else []
+            node = EmbeddedRedis(port=port, executable=executable, args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000", "--appendonly", "no"])
+                "--cluster-node-timeout", "2000", "--appendonly", "no", *secure])
             nodes.append(node.start())
         subprocess.run(
-            [redis_cli(executable), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            [redis_cli(executable), *(["--tls", *files] if tls else []), "--cluster", "create",
+             *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )
-        clients = [redis.Redis(port=n.port) for n in nodes]
+        clients = [redis.Redis(unix_socket_path=str(n.socket_path)) for n in nodes]  # plain, local
 
         def formed() -> bool:
             return all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients) and all(
@@ -91,15 +110,21 @@ def cluster_url(nodes: list[EmbeddedRedis]) -> str:
 
 
 class SentinelSetup:
-    """A master, one replica and three sentinels (quorum 2, down-after 1000 ms)."""
+    """A master, one replica and three sentinels (quorum 2, down-after 1000 ms); with
+    `password` the master and replica require it, with `sentinel_password` the sentinels
+    require theirs (requirepass) of clients and of each other."""
 
     service = "relaybus-test"
 
-    def __init__(self, executable: str, master_args: list[str] | None = None) -> None:
+    def __init__(self, executable: str, master_args: list[str] | None = None, password: str | None = None,
+                 sentinel_password: str | None = None) -> None:
         self.executable = executable
-        self.master = EmbeddedRedis(port=cluster_port(), executable=executable, args=master_args)
+        self.password, self.sentinel_password = password, sentinel_password
+        auth = ["--masterauth", password] if password else []  # requirepass once started (start() PINGs)
+        self.master = EmbeddedRedis(port=cluster_port(), executable=executable,
+                                    args=[*(master_args or []), *auth])
         self.replica = EmbeddedRedis(port=cluster_port(), executable=executable,
-                                     args=[*(master_args or []), "--replicaof", "127.0.0.1", "0"])
+                                     args=[*(master_args or []), *auth, "--replicaof", "127.0.0.1", "0"])
         self.sentinel_ports = [cluster_port() for _ in range(3)]
         self._dir = tempfile.TemporaryDirectory(prefix="relaybus-sentinel-")
         self._sentinels: list[subprocess.Popen[bytes]] = []
@@ -110,7 +135,7 @@ class SentinelSetup:
         return f"redis+sentinel://{sentinels}/{self.service}"
 
     def master_port(self) -> int:
-        client = redis.Redis(port=self.sentinel_ports[0])
+        client = redis.Redis(port=self.sentinel_ports[0], password=self.sentinel_password)
         try:
             return int(client.sentinel_get_master_addr_by_name(self.service)[1])
         finally:
@@ -120,7 +145,11 @@ class SentinelSetup:
         self.master.start()
         self.replica.args[-1] = str(self.master.port)
         self.replica.start()
-        replica = redis.Redis(port=self.replica.port)
+        for server in (self.master, self.replica) if self.password else ():
+            admin = redis.Redis(port=server.port)
+            admin.config_set("requirepass", self.password)
+            admin.close()
+        replica = redis.Redis(port=self.replica.port, password=self.password)
         wait_until(lambda: replica.info("replication")["master_link_status"] == "up", 20, "replica in sync")
         replica.close()
         for port in self.sentinel_ports:
@@ -131,12 +160,15 @@ class SentinelSetup:
                 f"sentinel down-after-milliseconds {self.service} 1000\n"
                 f"sentinel failover-timeout {self.service} 4000\n"
                 f"sentinel parallel-syncs {self.service} 1\n"
+                + (f"sentinel auth-pass {self.service} {self.password}\n" if self.password else "")
+                + (f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
+                   if self.sentinel_password else "")
             )
             self._sentinels.append(subprocess.Popen(
                 [self.executable, str(conf), "--sentinel"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for port in self.sentinel_ports:
-            client = redis.Redis(port=port)
+            client = redis.Redis(port=port, password=self.sentinel_password)
 
             def knows_all(client: redis.Redis = client) -> bool:
                 state = client.sentinel_master(self.service)

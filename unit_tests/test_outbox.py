@@ -8,10 +8,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from relaybus import OutboxFullError, RelayBusError
+from relaybus import ConfigError, OutboxFullError, RelayBusError
 from relaybus.outbox import Outbox
 
 WRITER = """
@@ -190,3 +191,35 @@ async def test_a_batch_is_stored_all_or_none(tmp_path: Path) -> None:
     await box.put_many("t", [("a", b"1", None), ("b", b"2", None), ("c", b"3", None)])  # a: stored already
     assert [e.message_id for e in await box.entries()] == ["a", "b", "c"]
     box.close()
+
+
+def _not_a_database(tmp_path: Path) -> Path:
+    (tmp_path / "notes.txt").write_text("not SQLite " * 100)
+    return tmp_path / "notes.txt"
+
+
+def _old_schema(tmp_path: Path) -> Path:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "o.db")
+    db.execute("PRAGMA user_version=7")
+    db.close()
+    return tmp_path / "o.db"
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda tmp: tmp / "missing" / "o.db", "cannot open it: No such file or directory"),
+    (lambda tmp: tmp, "cannot open it: Is a directory"),
+    (lambda tmp: (tmp / "file").write_text("x") and tmp / "file" / "o.db", "cannot open it: Not a directory"),
+    (_not_a_database, "file is not a database"),
+    (_old_schema, "an outbox of schema 7, not 1"),
+])
+def test_an_outbox_path_that_cannot_be_used_is_one_config_error_naming_it_and_why(
+    tmp_path: Path, make: Any, reason: str
+) -> None:
+    """Not SQLite's bare "unable to open database file" (a 59-line traceback in the CLI)."""
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        Outbox(path, max_entries=1, max_bytes=1)
+    assert str(caught.value) == f"outbox_path {path}: {reason}"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

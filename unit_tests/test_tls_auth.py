@@ -34,7 +34,7 @@ def test_url_credentials_win_over_the_fields() -> None:
 @pytest.mark.parametrize("fields", [
     {"url": "redis://agent:hunter2@redis.example.com:6379/0"},
     {"url": "redis://10.1.2.3:6379/0", "password": "hunter2"},
-    {"url": "redis://127.0.0.1:26379,redis.example.com:26379/mymaster", "password": "hunter2"},
+    {"url": "redis+sentinel://127.0.0.1:26379,redis.example.com:26379/mymaster", "password": "hunter2"},
 ])
 def test_password_over_plain_tcp_to_a_remote_host_is_refused(fields: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="allow_insecure") as info:

@@ -66,7 +66,7 @@ def _reports_unavailable(
             return await method(bus, *args, **kwargs)
         except UNAVAILABLE as exc:
             await bus.health.failed(exc)
-            raise unavailable(f"{method.__name__}()", exc) from None
+            raise unavailable(f"{method.__name__}()", exc, bus.config.url) from None
 
     return guarded
 

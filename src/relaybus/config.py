@@ -29,6 +29,10 @@ from .keys import PREFIX_RE
 from .redact import redact_url
 
 M = TypeVar("M", bound=BaseModel)
+# Floors of the settings that pace periodic work or bound a round trip: at 1e-9 s an idle bus
+# sent thousands of commands a second (each cleanup and health check is a round trip or more).
+MIN_INTERVAL_S = 0.1
+MIN_TIMEOUT_S = 0.01
 
 
 class BusConfig(BaseSettings):
@@ -83,7 +87,7 @@ class BusConfig(BaseSettings):
         False, description="Dead-letter expired messages (reason 'expired'), not only count them."
     )
     cleanup_interval_s: float = Field(
-        60.0, gt=0, description="How often an open bus runs its on_cleanup hooks."
+        60.0, ge=MIN_INTERVAL_S, description="How often an open bus runs its on_cleanup hooks."
     )
     periodic_cleanup: bool = Field(
         True,
@@ -108,13 +112,22 @@ class BusConfig(BaseSettings):
         description="How long a publish waits for min_replicas_acked replicas before ReplicationError.",
     )
     health_check_interval_s: float = Field(
-        5.0, gt=0, description="How often an open bus PINGs Redis to track its connection state."
+        5.0, ge=MIN_INTERVAL_S, description="How often an open bus PINGs Redis to track its connection state."
     )
-    socket_timeout: float = Field(5.0, gt=0, description="Seconds a command may take before it fails.")
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
+    socket_timeout: float = Field(
+        5.0, ge=MIN_TIMEOUT_S, description="Seconds a command may take before it fails."
+    )
+    connect_timeout: float = Field(5.0, ge=MIN_TIMEOUT_S, description="Seconds to establish a connection.")
     max_connections: int = Field(64, ge=2, description="Connection pool size.")
     username: str | None = Field(None, description="ACL user (also taken from the URL).")
     password: SecretStr | None = Field(None, description="ACL password (also taken from the URL).")
+    sentinel_username: str | None = Field(
+        None, description="ACL user on the sentinels themselves (redis+sentinel:// only)."
+    )
+    sentinel_password: SecretStr | None = Field(
+        None, description="Password of the sentinels themselves (their requirepass; redis+sentinel:// only); "
+                          "the URL's credentials are the master's."
+    )
 
     @field_validator("url")
     @classmethod
@@ -157,8 +170,16 @@ class BusConfig(BaseSettings):
         return data
 
     @model_validator(mode="after")
+    def _sentinel_credentials_for_sentinels(self) -> BusConfig:
+        given = (self.sentinel_username, self.sentinel_password) != (None, None)
+        if given and self.deployment.kind != "sentinel":
+            raise ValueError("sentinel_username and sentinel_password need a redis+sentinel:// URL")
+        return self
+
+    @model_validator(mode="after")
     def _password_not_in_clear(self) -> BusConfig:
-        if self.password is not None and not (self.deployment.tls or self.allow_insecure or _local(self.url)):
+        secret = self.password is not None or self.sentinel_password is not None
+        if secret and not (self.deployment.tls or self.allow_insecure or _local(self.url)):
             raise ValueError(
                 "a password over plain TCP to a remote host is refused: use rediss://, "
                 "or set allow_insecure=True"

@@ -13,16 +13,21 @@ from pydantic import SecretStr
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisClusterException
+from redis.exceptions import (
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from .config import BusConfig, loopback
 from .errors import BusUnavailableError, ConfigError, PluginError
-from .redact import redact_text
+from .redact import redact_text, redact_url
 
 # No CLIENT SETINFO on each new connection: one round trip less, and one command less
 # for a least-privilege ACL user to be granted (docs/security.md).
@@ -33,18 +38,23 @@ try:
 except ImportError:
     NO_SETINFO = {"lib_name": None, "lib_version": None}
 
-# What "Redis could not be reached" looks like from redis-py.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# What "Redis could not be reached" looks like from redis-py: on a Cluster also no node
+# answering, or a slot without one (a failover under way) - no ConnectionError there.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
+               RedisClusterUnreachableError, SlotNotCoveredError)
 
 
-def unavailable(action: str, exc: BaseException) -> BusUnavailableError:
-    """The error for a command that could not reach Redis (raise it `from None`) - or,
-    on a Cluster, found every connection to a node busy: redis-py's cluster client
-    cannot wait for one (docs/scaling.md), and that is no outage."""
+def unavailable(action: str, exc: BaseException, url: str | None = None) -> BusUnavailableError:
+    """The error for a command that could not reach Redis (raise it `from None`), naming
+    the bus's `url` (redacted; a Cluster's lists its seed nodes, where redis-py names one
+    node) - or, on a Cluster, found every connection to a node busy: redis-py's cluster
+    client cannot wait for one (docs/scaling.md), and that is no outage."""
     if isinstance(exc, MaxConnectionsError):
         return BusUnavailableError(f"{action} failed: every connection to a Redis Cluster node is busy "
                                    "(max_connections per node); raise max_connections")
-    return BusUnavailableError(f"{action} failed, Redis unreachable: {type(exc).__name__}: {exc}")
+    at = f" at {redact_url(url)}" if url else ""
+    return BusUnavailableError(f"{action} failed, Redis unreachable{at}: "
+                               f"{redact_text(f'{type(exc).__name__}: {exc}')}")
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]
@@ -59,7 +69,14 @@ class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionP
         self._guard_password = guard_password
 
     async def get_master_address(self) -> tuple[str, int]:
-        host, port = await super().get_master_address()
+        try:
+            host, port = await super().get_master_address()
+        except MasterNotFoundError as exc:  # each sentinel named by host:port, not a client's repr
+            text = str(exc)
+            for sentinel in self.sentinel_manager.sentinels:
+                where = sentinel.connection_pool.connection_kwargs
+                text = text.replace(str(sentinel), f"{where.get('host')}:{where.get('port')}")
+            raise MasterNotFoundError(text) from None
         if self._guard_password and self.connection_kwargs.get("password") is not None and not loopback(host):
             raise ConfigError(
                 f"Sentinel names {host}:{port} as master of {self.service_name!r}: a password over plain "
@@ -119,10 +136,14 @@ def make_client(
         return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
                             maint_notifications_config=MaintNotificationsConfig(enabled=False),
                             **options, **added)
-    # Sentinels answer only SENTINEL commands: the same timeouts and TLS, no password.
+    # Sentinels answer only SENTINEL commands: the same timeouts and TLS; their own
+    # credentials (sentinel_username/sentinel_password), never the master's.
+    secret = config.sentinel_password
     sentinel = Sentinel(list(where.nodes), sentinel_kwargs={
         "socket_timeout": config.socket_timeout, "socket_connect_timeout": config.connect_timeout,
-        "ssl": where.tls, **{k: v for k, v in added.items() if k.startswith("ssl_")}})
+        "ssl": where.tls, "username": config.sentinel_username,
+        "password": secret.get_secret_value() if secret is not None else None,
+        **{k: v for k, v in added.items() if k.startswith("ssl_")}})
     pool = _SentinelBlockingPool(where.service, sentinel, db=where.db, timeout=None,
                                  guard_password=not (where.tls or config.allow_insecure), **options, **added)
     return aioredis.Redis.from_pool(pool)

@@ -3,6 +3,7 @@ master (sentinels and a service name). redis-py's own URL parser knows only the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -13,6 +14,7 @@ SCHEMES: dict[str, tuple[Kind, bool]] = {  # scheme -> (kind, tls)
     "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
     "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True),
 }
+DIGITS = re.compile(r"[0-9]+")  # not str.isdigit(): that takes "²" too
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +49,9 @@ def parse(url: str) -> Deployment:
     if refused or parts.fragment:
         raise ValueError(f"the URL's ?options {refused or ['#' + parts.fragment]} are not taken: "
                          "set them as config fields (only ?db= on redis://, rediss://, unix://)")
+    netloc = parts.netloc.rsplit("@", 1)[-1]  # what follows the credentials: safe to show
     if kind == "standalone":
-        return Deployment(kind, tls)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
+        return Deployment(kind, tls, db=_standalone_db(parts.scheme, netloc, parts.path, options))
     nodes = tuple(_node(n, parts.scheme) for n in netloc.split(",")) if netloc else ()
     if not nodes:
         raise ValueError(f"{parts.scheme}:// needs at least one host:port")
@@ -60,14 +62,38 @@ def parse(url: str) -> Deployment:
         if path not in ([], ["0"]):
             raise ValueError("a Redis Cluster has database 0 only: the URL takes no other /db")
         return Deployment(kind, tls, nodes, username=user, password=password)
-    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+    if not path or len(path) > 2:
         raise ValueError(f"{parts.scheme}:// needs the master's service name: "
                          f"{parts.scheme}://host:port[,host:port]/service_name[/db]")
-    return Deployment(kind, tls, nodes, path[0], int(path[1]) if len(path) == 2 else 0, user, password)
+    db = _db(path[1], f"/{path[0]}/{path[1]}") if len(path) == 2 else 0
+    return Deployment(kind, tls, nodes, path[0], db, user, password)
+
+
+def _standalone_db(scheme: str, netloc: str, path: str, options: dict[str, list[str]]) -> int:
+    """The database a redis://, rediss:// or unix:// URL names, after checking its port:
+    redis-py would take a junk port only when connecting, and a junk /db as database 0."""
+    port = netloc.rpartition("]")[2].partition(":")[2]  # after an IPv6 literal's "]"
+    if scheme != "unix" and port and not (DIGITS.fullmatch(port) and 0 < int(port) < 65536):
+        raise ValueError(f"the URL's port {port!r} (in {netloc!r}) is not a number from 1 to 65535")
+    no_path = scheme == "unix" or path in ("", "/")  # a unix:// URL's path is its socket
+    if "db" in options:
+        if len(options["db"]) > 1 or not no_path:
+            raise ValueError("the URL gives its database twice (as ?db= and /db, or ?db= twice)")
+        return _db(options["db"][0], f"?db={options['db'][0]}")
+    if no_path:
+        return 0
+    return _db(path[1:], path)
+
+
+def _db(text: str, part: str) -> int:
+    if not DIGITS.fullmatch(text):
+        raise ValueError(f"the URL's database {part!r} is not a number")
+    return int(text)
 
 
 def _node(text: str, scheme: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{scheme}:// lists nodes as host:port, comma-separated (got {text!r})")
+    if not sep or not host or not DIGITS.fullmatch(port) or not 0 < int(port) < 65536:
+        raise ValueError(f"{scheme}:// lists nodes as host:port, comma-separated, each port 1-65535 "
+                         f"(got {text!r})")
     return host.strip("[]"), int(port)

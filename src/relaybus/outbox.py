@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .errors import OutboxFullError
+from .errors import ConfigError, OutboxFullError
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -67,15 +67,22 @@ class Outbox:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        try:  # first by hand: SQLite says only "unable to open database file", not why
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise ConfigError(f"outbox_path {self.path}: cannot open it: {exc.strerror}") from None
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError(f"an outbox of schema {version}, not {SCHEMA_VERSION}")
+            self._db.execute(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
             self._db.close()
-            raise ValueError(f"{self.path} is an outbox of schema {version}, not {SCHEMA_VERSION}")
-        self._db.execute(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            raise ConfigError(f"outbox_path {self.path}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<Outbox {self.path}>"

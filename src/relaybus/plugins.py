@@ -10,8 +10,9 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .hookcaller import HookCaller
+from .settings import unknown_names
 
 log = logging.getLogger("relaybus.plugins")
 ENTRY_POINT_GROUP = "relaybus"
@@ -30,12 +31,18 @@ class PluginManager:
         self.call = HookCaller(self)
 
     def load_entry_points(self) -> None:
-        """Register every `relaybus` entry point not disabled by name.
+        """Register every `relaybus` entry point not disabled by name; ConfigError when a
+        disabled name is no entry point's (a misspelling would silently disable nothing).
 
         A broken built-in is a bug in relaybus and fails loudly; a broken third-party
         plugin is logged and skipped so one bad install cannot stop the bus.
         """
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        unknown = unknown_names(sorted(self.disabled), sorted(points.names))
+        if unknown:
+            raise ConfigError(f"disabled_plugins names no installed plugin: {', '.join(unknown)} "
+                              f"(installed: {', '.join(sorted(points.names))})")
+        for ep in points:
             if ep.name in self.disabled or self.pm.has_plugin(ep.name):
                 continue
             builtin = ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION

@@ -115,9 +115,11 @@ class Publisher:
         self.backlog = False  # the outbox holds entries: new publishes queue behind them
         self.skew_ms = 0  # server clock minus ours, measured at connect
         # topic -> when this Bus last registered it: registered again once that is older
-        # than health_check_interval_s, so a registry lost to a restart without persistence
-        # or to eviction is whole again within one interval of the next publish
+        # than health_check_interval_s (a registry lost to eviction), and with every publish
+        # while the connection is not `connected` or after it reconnected (Redis may have
+        # restarted empty: the topic is registered in the round trip that meets it)
         self._registered: dict[str, float] = {}
+        self._reconnects = 0  # health.reconnects when _registered was last trusted
         self.closed = False  # a publish still retrying when the bus closes gives up cleanly
 
     async def start(self) -> None:
@@ -272,7 +274,7 @@ class Publisher:
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
-            raise unavailable(f"publish to {topic!r}", exc) from None
+            raise unavailable(f"publish to {topic!r}", exc, self.config.url) from None
 
     async def _scripted(
         self, topic: str, writes: list[Write], check: tuple[int, int | str] | None = None,
@@ -296,14 +298,17 @@ class Publisher:
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
-            raise unavailable(f"publish to {topic!r}", exc) from None
+            raise unavailable(f"publish to {topic!r}", exc, self.config.url) from None
         return [r.decode() if isinstance(r, bytes) else r for r in replies]
 
     async def _send(self, topic: str, call: Call) -> Any:
         """One write-script call in one round trip - with the topic's registration when due
         (see `_registered`) and, with `min_replicas_acked`, a WAIT on the same connection.
         Raises ReplicationError when fewer replicas confirm in time."""
-        scripts, wanted = self.ctx.scripts, self.config.min_replicas_acked
+        scripts, wanted, health = self.ctx.scripts, self.config.min_replicas_acked, self.ctx.health
+        if health.state != "connected" or health.reconnects != self._reconnects:
+            self._registered.clear()
+            self._reconnects = health.reconnects
         now = time.monotonic()
         first = now - self._registered.get(topic, -math.inf) > self.config.health_check_interval_s
         if not first and not wanted:
