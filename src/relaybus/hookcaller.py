@@ -159,7 +159,7 @@ class HookCaller:
         await self._observe("on_connection_state", bus=bus, old=old, new=new, error=error)
 
     async def on_dead_letter(self, message: Message, reason: str, error: BaseException | None) -> None:
-        await self._each("on_dead_letter", message=message, reason=reason, error=error)
+        await self._observe("on_dead_letter", message=message, reason=reason, error=error)
 
     async def on_cleanup(self, bus: Any) -> None:
         await self._each("on_cleanup", bus=bus)
