@@ -18,7 +18,7 @@ from relaybus.embedded import EmbeddedRedis, free_port
 from relaybus.engine.publisher import Write
 from relaybus.message import encode
 
-from .helpers import BINARIES, run_until, wait_for
+from .helpers import BINARIES, run_until, running, wait_for
 
 DOC = Path(__file__).parent.parent / "docs" / "security.md"
 PREFIX, USER, PASSWORD = "acl", "relaybus-agent", "s3cret-acl-pw"
@@ -103,6 +103,14 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         await run_until(bus, lambda: len(attempts) == 4, seconds=10)
         assert await bus.purge_dead_letters("failing") == 1
 
+        # request/reply: the requester's inbox (made, expired, read and deleted by it)
+        @bus.subscribe("asks", group="answerers")
+        async def answer(msg: Message) -> None:
+            await bus.reply(msg, msg.payload + 1)
+
+        async with running(bus):
+            assert (await bus.request("asks", 1, timeout=10)).payload == 2
+
         # broadcast / listen over Pub/Sub
         heard: list[Message] = []
 
@@ -117,10 +125,10 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         await asyncio.wait_for(listener, 5)
         assert heard[0].payload == {"load": 0.9}
 
-        assert await bus.topics() == ["failing", "jobs"]
+        assert await bus.topics() == ["asks", "failing", "jobs"]
         await bus.cleanup()
         stats = await bus.stats()
-        assert {t.topic for t in stats.topics} == {"failing", "jobs"}
+        assert {t.topic for t in stats.topics} == {"asks", "failing", "jobs"}
 
     assert admin.execute_command("ACL", "LOG") == []
 
