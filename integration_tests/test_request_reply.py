@@ -174,12 +174,12 @@ async def test_more_replies_in_flight_than_ever_before_are_none_of_them_lost(
     deleted, so the inbox is bounded by what is unread."""
     count = 1500
     async with two_buses(redis_url, prefix) as (server, client):
-        asking = asyncio.gather(*(client.request("bulk", n, timeout=120) for n in range(count)))
+        asking = asyncio.gather(*(client.request("bulk", n, timeout=60) for n in range(count)))
         got: list[Message] = []
         while len(got) < count:
             got += await server.read("bulk", group="g", count=count, block_ms=100)
         await asyncio.gather(*(server.reply(m, m.payload * 2) for m in got))  # all at once
-        answers = await asyncio.wait_for(asking, 120)
+        answers = await asking
         assert [a.payload for a in answers] == [2 * n for n in range(count)]
         assert client._inbox is not None
         assert raw.xlen(client._inbox.key) == 0
@@ -279,7 +279,7 @@ async def test_a_reply_without_the_requests_token_is_ignored(
         while not got:
             got = await server.read("asks", group="g", block_ms=100)
         [request] = got
-        assert client._inbox is not None and request.headers[replies.TOKEN]
+        assert client._inbox is not None
         for token in ({}, {replies.TOKEN: "guessed"}):
             forged = Message(topic="asks", payload="forged", correlation_id=request.correlation_id,
                              headers=token)
@@ -289,7 +289,7 @@ async def test_a_reply_without_the_requests_token_is_ignored(
         await server.reply(request, "real")
         await server.reply(request, "a second answer")
         answer = await asking
-        assert answer.payload == "real"
+        assert answer.payload == "real" and answer.headers[replies.TOKEN] == request.headers[replies.TOKEN]
 
 
 async def test_only_the_requester_sets_when_its_inbox_expires(
