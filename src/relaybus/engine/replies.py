@@ -137,6 +137,7 @@ class Inbox:
         try:
             await self.ctx.scripts.call(self.ctx.scripts.inbox, [self.key], [ttl_ms])
         except UNAVAILABLE as exc:
+            await self.ctx.health.failed(exc)
             raise unavailable("request()", exc) from None
 
     async def _read(self) -> None:
