@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import RedisError
 
-from ..connection import UNAVAILABLE
 from ..delivery import FailureDecision, Subscription
 from ..errors import DecodeError, Reject, RelayBusError
 from ..message import Message, encode
@@ -233,7 +233,7 @@ class Settlement:
         already, so Redis failing now costs the requester its wait, never the message."""
         try:
             await replies.append(self.ctx, *told, message.id)
-        except (RelayBusError, *UNAVAILABLE) as exc:
+        except (RelayBusError, RedisError, OSError) as exc:  # Redis away, or a foreign key there
             log.warning("relaybus: could not tell the requester of message %s that it failed "
                         "(%s: %s); it times out instead", message.id, type(exc).__name__, exc)
 

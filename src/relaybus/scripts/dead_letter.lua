@@ -16,7 +16,7 @@ if KEYS[3] then
 end
 local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, first))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if KEYS[3] then
-  redis.call('XADD', KEYS[3], 'NOMKSTREAM', '*', 'v', '1', 'm', ARGV[3])
+if KEYS[3] then  -- pcall: a foreign key there must not fail the move made above
+  redis.pcall('XADD', KEYS[3], 'NOMKSTREAM', '*', 'v', '1', 'm', ARGV[3])
 end
 return id
