@@ -147,10 +147,7 @@ class Inbox:
             while not self._closing:
                 try:
                     got = await client.xread({self.key: last}, count=100, block=BLOCK_MS)
-                    entries = [entry for _, batch in got or () for entry in batch]
-                    if entries:  # read, so deleted: the inbox holds only replies not yet read
-                        await client.xdel(self.key, *[entry_id for entry_id, _ in entries])
-                except UNAVAILABLE as exc:  # read again from `last`: nothing read is lost
+                except UNAVAILABLE as exc:
                     await self.ctx.health.failed(exc)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 5.0)
@@ -158,9 +155,15 @@ class Inbox:
                 pause = 0.1
                 if self._closing:  # woken by close(): nobody waits for what came with it
                     break
+                entries = [entry for _, batch in got or () for entry in batch]
                 for entry_id, fields in entries:
                     last = entry_id
                     self._deliver(entry_id, fields)
+                if entries:  # read, so deleted: the inbox holds only replies not read yet
+                    try:
+                        await client.xdel(self.key, *[entry_id for entry_id, _ in entries])
+                    except UNAVAILABLE as exc:  # they are read: left to expire with the inbox
+                        await self.ctx.health.failed(exc)
         finally:
             await client.aclose()
 
