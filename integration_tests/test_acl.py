@@ -15,10 +15,10 @@ import redis
 
 from relaybus import Bus, BusUnavailableError, Message
 from relaybus.embedded import EmbeddedRedis, free_port
-from relaybus.engine.publisher import Write
+from relaybus.engine.publisher import MARK_TTL_MS, Write
 from relaybus.message import encode
 
-from .helpers import BINARIES, VERSIONS, run_until, wait_for
+from .helpers import BINARIES, VERSIONS, run_until, running, wait_for
 
 DOC = Path(__file__).parent.parent / "docs" / "security.md"
 PREFIX, USER, PASSWORD = "acl", "relaybus-agent", "s3cret-acl-pw"
@@ -69,7 +69,8 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         # the written-already check of a retried publish and an outbox flush (sent markers),
         # here for a message that was written: nothing is appended
         again = [Write(encode(m), m.id) for m in await bus.history("jobs", limit=1)]
-        await bus.publisher._scripted("jobs", again, check=(1, int(time.time() * 1000) + 60_000), mark=True)
+        await bus.publisher._scripted("jobs", again, check=(1, int(time.time() * 1000) + 60_000),
+                                      mark_ms=MARK_TTL_MS)
         await asyncio.sleep(0.15)
 
         # pull: read and ack
@@ -103,6 +104,14 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         await run_until(bus, lambda: len(attempts) == 4, seconds=10)
         assert await bus.purge_dead_letters("failing") == 1
 
+        # request/reply: the requester's inbox (made, expired, read and deleted by it)
+        @bus.subscribe("asks", group="answerers")
+        async def answer(msg: Message) -> None:
+            await bus.reply(msg, msg.payload + 1)
+
+        async with running(bus):
+            assert (await bus.request("asks", 1, timeout=10)).payload == 2
+
         # broadcast / listen over Pub/Sub
         heard: list[Message] = []
 
@@ -117,10 +126,10 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         await asyncio.wait_for(listener, 5)
         assert heard[0].payload == {"load": 0.9}
 
-        assert await bus.topics() == ["failing", "jobs"]
+        assert await bus.topics() == ["asks", "failing", "jobs"]
         await bus.cleanup()
         stats = await bus.stats()
-        assert {t.topic for t in stats.topics} == {"failing", "jobs"}
+        assert {t.topic for t in stats.topics} == {"asks", "failing", "jobs"}
 
     assert admin.execute_command("ACL", "LOG") == []
 

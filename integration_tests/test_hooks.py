@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -372,3 +373,55 @@ async def test_on_settled_for_pull_reads_when_acked(bus: Bus) -> None:
     assert settled == []  # read alone settles nothing
     await bus.ack(*got)
     assert settled == [(1, "handled", None), (2, "handled", None)]
+
+
+class BrokenObservers:
+    """Every observer hook raises (one plugin's error must not switch off another's duty)."""
+
+    @hookimpl
+    def on_published(self) -> None:
+        raise RuntimeError("on_published broke")
+
+    @hookimpl
+    def on_dead_letter(self) -> None:
+        raise RuntimeError("on_dead_letter broke")
+
+    @hookimpl
+    async def on_settled(self) -> None:
+        raise RuntimeError("on_settled broke")
+
+
+async def test_a_raising_observer_is_logged_and_settling_goes_on(
+    bus: Bus, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """on_dead_letter raising (in a run handler's dead-lettering and a pull's bus.dead_letter)
+    is logged naming the plugin; the message is dead-lettered, said so, and another
+    plugin's on_settled fires once with the real outcome."""
+    settled: list[tuple[object, str]] = []
+
+    class Watch:
+        @hookimpl
+        def on_settled(self, message: Message, outcome: str) -> None:
+            settled.append((message.payload, outcome))
+
+    bus.plugins.register(Watch(), "watch")
+    bus.plugins.register(BrokenObservers(), "broken")
+    await bus.publish("observed", "rejected")
+
+    @bus.subscribe("observed", group="g")
+    async def handle(msg: Message) -> None:
+        raise Reject("never")
+
+    with caplog.at_level(logging.INFO, logger="relaybus"):
+        await run_until(bus, lambda: len(settled) == 1)
+        await asyncio.sleep(0.2)  # nothing more comes
+        await bus.publish("pulled", "bad")
+        [pulled] = await bus.read("pulled", group="g")
+        assert await bus.dead_letter(pulled, "bad input") is True
+    assert settled == [("rejected", "dead_lettered"), ("bad", "dead_lettered")]
+    assert raw.xlen(bus.keys.dlq("observed")) == raw.xlen(bus.keys.dlq("pulled")) == 1
+    assert raw.xpending(bus.keys.stream("observed"), "g")["pending"] == 0
+    failed = {r.getMessage() for r in caplog.records if "observer hook" in r.getMessage()}
+    assert failed == {f"relaybus observer hook {hook} of plugin 'broken' failed"
+                      for hook in ("on_published", "on_dead_letter", "on_settled")}
+    assert "stays pending" not in caplog.text

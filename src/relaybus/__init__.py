@@ -31,6 +31,7 @@ _PUBLIC = {
     "Reject": "errors",
     "RelayBusError": "errors",
     "ReplicationError": "errors",
+    "RequestFailedError": "errors",
     "RequestTimeoutError": "errors",
     "Subscription": "delivery",
     "SyncBus": "sync",
@@ -53,6 +54,7 @@ __all__ = [  # the same names as _PUBLIC (unit_tests/test_package.py holds them 
     "Reject",
     "RelayBusError",
     "ReplicationError",
+    "RequestFailedError",
     "RequestTimeoutError",
     "Subscription",
     "SyncBus",
@@ -90,6 +92,7 @@ if TYPE_CHECKING:  # what the names above are, for type checkers and editors
         Reject,
         RelayBusError,
         ReplicationError,
+        RequestFailedError,
         RequestTimeoutError,
     )
     from .hookspecs import hookimpl

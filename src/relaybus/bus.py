@@ -351,32 +351,33 @@ class Bus:
     ) -> Message:
         """Publish a request and wait for the reply (`reply` in the handler); the request
         expires after `timeout` seconds too, so no handler starts one nobody waits for.
-        RequestTimeoutError when no reply comes in time."""
+        RequestTimeoutError when no reply comes in time; RequestFailedError as soon as the
+        responder failed for good (dead-lettered or dropped)."""
         arguments.seconds("timeout", timeout, positive=True)
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = replies.Inbox(self._engine)
 
-        async def publish(correlation_id: str) -> None:
-            await self.publish(topic, payload, priority=priority, headers=headers, ttl=timeout,
-                               reply_to=inbox.address, correlation_id=correlation_id)
+        async def publish(correlation_id: str, token: str) -> None:
+            await self.publish(topic, payload, priority=priority, ttl=timeout, reply_to=inbox.address,
+                               correlation_id=correlation_id,
+                               headers={**(headers or {}), replies.TOKEN: token})
 
         return await inbox.ask(publish, timeout, repr(topic))
 
     async def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
         """Answer a request (a message with `reply_to`); returns the reply's id. The reply
         carries the request's `correlation_id` (or its id); to an inbox of `request` it
-        lives as long as the request would have, to a topic it is an ordinary publish."""
+        echoes the request's one-time token and is kept while the requester's inbox is
+        (not at all once it is gone), to a topic it is an ordinary publish."""
         if not isinstance(message, Message) or not message.reply_to:
             raise ValueError("reply() needs a delivered request: a Message with reply_to set")
-        correlation_id = message.correlation_id or message.id
         inbox = replies.inbox_of(message.reply_to)
         if inbox is None:
             return await self.publish(message.reply_to, payload, headers=headers,
-                                      correlation_id=correlation_id)
-        answer = Message(topic=message.topic, payload=payload, headers=headers or {},
-                         correlation_id=correlation_id, sender=self.consumer)
-        return await replies.send(self._engine, inbox, answer, message.expires_at)
+                                      correlation_id=message.correlation_id or message.id)
+        answer = replies.answer(message, payload, headers, self.consumer)
+        return await replies.send(self._engine, inbox, answer)
 
     @property
     def subscriptions(self) -> list[Subscription]:

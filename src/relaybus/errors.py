@@ -30,6 +30,20 @@ class RequestTimeoutError(RelayBusError, TimeoutError):
     """`request` got no reply within its timeout."""
 
 
+class RequestFailedError(RelayBusError):
+    """`request`'s responder failed for good (dead-lettered, retries used up, or dropped):
+    told at once instead of a timeout. `error_type` and `error` are the responder's error
+    type name and message (bounded), `outcome` "dead_lettered" or "dropped", `reason` why."""
+
+    def __init__(self, message: str, *, error_type: str = "", error: str = "", outcome: str = "",
+                 reason: str = "") -> None:  # defaults: an unpickled copy keeps its message
+        super().__init__(message)
+        self.error_type = error_type
+        self.error = error
+        self.outcome = outcome
+        self.reason = reason
+
+
 class RedisFullError(RelayBusError):
     """Redis refused a publish because its memory is full (`maxmemory` reached with
     `noeviction`): nothing of that publish was appended. Consumers can still drain."""

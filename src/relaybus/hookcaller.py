@@ -160,7 +160,7 @@ class HookCaller:
         await self._observe("on_connection_state", bus=bus, old=old, new=new, error=error)
 
     async def on_dead_letter(self, message: Message, reason: str, error: BaseException | None) -> None:
-        await self._each("on_dead_letter", message=message, reason=reason, error=error)
+        await self._observe("on_dead_letter", message=message, reason=reason, error=error)
 
     async def on_cleanup(self, bus: Any) -> list[Exception]:
         """Every implementation, each on its own: one that fails (an error naming the

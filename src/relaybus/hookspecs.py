@@ -110,7 +110,10 @@ def on_connection_state(bus: Bus, old: str, new: str, error: str | None) -> None
 
 @hookspec
 def on_dead_letter(message: Message, reason: str, error: BaseException | None) -> None:
-    """Called after a message was moved to its topic's dead-letter stream. Return value ignored."""
+    """Called after a message was moved to its topic's dead-letter stream. For observers
+    (alerts, metrics); return value ignored, an error is logged naming the plugin and
+    never affects the settlement (on_settled still fires) or the caller.
+    """
 
 
 @hookspec

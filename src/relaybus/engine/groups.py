@@ -272,11 +272,12 @@ class Groups:
 
     async def dead_letter(
         self, source: str, entry_id: bytes | str, group: str, topic: str, body: list[Any],
-        reason: str, error: BaseException | None, attempts: int,
+        reason: str, error: BaseException | None, attempts: int, reply: tuple[str, bytes] | None = None,
     ) -> bool:
         """Move a pending entry to the topic DLQ and ack it, atomically. `body` is
         ["m", envelope] or ["raw", fields-as-JSON]. False: it was no longer pending
-        (another consumer settled it first)."""
+        (another consumer settled it first). `reply`: (inbox key, failure reply) appended
+        in the same script - only where the inbox is on the same server (no Cluster)."""
         fields = [
             "v", "1", *body,
             "reason", reason,
@@ -287,8 +288,10 @@ class Groups:
             "group", group,
             "dead_at", f"{time.time():.6f}",
         ]
+        told = [] if reply is None else [reply[1]]
         moved = await self.scripts.dead_letter(
-            keys=[source, self.keys.dlq(topic)], args=[group, entry_id, *fields]
+            keys=[source, self.keys.dlq(topic), *([] if reply is None else [reply[0]])],
+            args=[group, entry_id, *told, *fields],
         )
         return moved is not None
 

@@ -33,7 +33,7 @@ from .autopipeline import AutoPipeline
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NOSCRIPT_RETRIES = 3  # loads and reruns of calls a server answered NOSCRIPT
-NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim", "retention")
+NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim", "retention", "inbox")
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
 
@@ -67,10 +67,12 @@ class Scripts:
     replay: AsyncScript
     trim: AsyncScript
     retention: AsyncScript
+    inbox: AsyncScript
 
     def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client
         self._cluster = client if isinstance(client, RedisCluster) else None
+        self.cluster = self._cluster is not None  # keys of different topics are on different nodes
         self._stale = False  # a cluster node failed: ask the cluster for its slots again first
         # one server only: a Cluster has a pool per node, and under Sentinel a held connection
         # outlived a failover badly (the sentinel test lost acknowledged publishes): pooled there

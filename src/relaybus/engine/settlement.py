@@ -14,10 +14,12 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import RedisError
 
 from ..delivery import FailureDecision, Subscription
 from ..errors import DecodeError, Reject, RelayBusError
 from ..message import Message, encode
+from . import replies
 from .context import Context
 from .groups import Entry, Groups
 
@@ -179,7 +181,8 @@ class Settlement:
         if decision.action == "dead_letter":
             await self._dead_letter(message, decision.reason, error)
             return "dead_lettered"
-        await self._ack_counted(message, "dropped")
+        await self._ack_counted(message, "dropped",
+                                replies.failure(self.ctx, message, "dropped", decision.reason, error))
         return "dropped"
 
     # -- pull reads: the caller is the handler -------------------------------------------
@@ -193,10 +196,10 @@ class Settlement:
         async with self.ctx.redis.pipeline(transaction=False) as pipe:
             for (stream, group), ids in by_source.items():
                 pipe.xack(stream, group, *ids)
-            replies = await pipe.execute()
+            acked = await pipe.execute()
         for m in messages:
             await self._settled(m, None, "handled", None)
-        return sum(int(r) for r in replies)
+        return sum(int(r) for r in acked)
 
     async def dead_lettered(self, message: Message, reason: str, error: BaseException | None) -> bool:
         """A pulled message dead-lettered by its caller."""
@@ -208,23 +211,43 @@ class Settlement:
     # -- the moves -------------------------------------------------------------------------
 
     async def _dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
-        """Move a delivered message to its topic's DLQ (append + ack in one script)."""
+        """Move a delivered message to its topic's DLQ (append + ack in one script); a
+        request's requester is told in that script, or on a Cluster (its inbox is on
+        another node) right after."""
         stream, group, entry_id = delivery_of(message)
+        told = replies.failure(self.ctx, message, "dead_lettered", reason, error)
+        together = None if self.ctx.scripts.cluster else told
         moved = await self.groups.dead_letter(
             stream, entry_id, group, message.topic, ["m", encode(message)], reason, error,
-            message.attempt,
+            message.attempt, together,
         )
         if moved:
+            if told is not None and together is None:
+                await self._tell(message, told)
             self.ctx.counters["dead_lettered"] += 1
             await self.ctx.plugins.call.on_dead_letter(message, reason, error)
         return moved
 
-    async def _ack_counted(self, message: Message, counter: str) -> None:
-        """Ack a message that will not reach a handler, and count why (per topic)."""
+    async def _tell(self, message: Message, told: tuple[str, bytes]) -> None:
+        """The failure reply that could not go with the settlement: the message is settled
+        already, so Redis failing now costs the requester its wait, never the message."""
+        try:
+            await replies.append(self.ctx, *told, message.id)
+        except (RelayBusError, RedisError, OSError) as exc:  # Redis away, or a foreign key there
+            log.warning("relaybus: could not tell the requester of message %s that it failed "
+                        "(%s: %s); it times out instead", message.id, type(exc).__name__, exc)
+
+    async def _ack_counted(
+        self, message: Message, counter: str, told: tuple[str, bytes] | None = None
+    ) -> None:
+        """Ack a message that will not reach a handler, and count why (per topic); with
+        `told`, tell its requester in the same round trip."""
         stream, group, entry_id = delivery_of(message)
         async with self.ctx.redis.pipeline(transaction=False) as pipe:
             pipe.xack(stream, group, entry_id)
             pipe.hincrby(self.ctx.keys.counters(message.topic), counter, 1)
+            if told is not None:
+                pipe.xadd(told[0], {"v": "1", "m": told[1]}, nomkstream=True)
             await pipe.execute()
         self.ctx.counters[counter] += 1
 
