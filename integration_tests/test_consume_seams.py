@@ -1,0 +1,102 @@
+"""Consuming across a fault, checked from Redis itself: a pull read that fails half-way,
+a saturated group through a Redis stall, and what an outage logs. Every test starts
+its own server (each Redis line there is)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from relaybus import Bus, BusUnavailableError, Message
+from relaybus.embedded import EmbeddedRedis, free_port
+
+from .faultproxy import FaultProxy
+
+CLAIM_IDLE_MS = 1000
+FAST = {"claim_idle_ms": CLAIM_IDLE_MS, "socket_timeout": 0.5, "connect_timeout": 0.5}
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., EmbeddedRedis], tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A private redis-server that keeps every write (AOF, fsync always) over a kill -9."""
+    (tmp_path / "data").mkdir()
+    with server_factory(port=free_port(), directory=tmp_path / "data",
+                        args=["--appendonly", "yes", "--appendfsync", "always"]) as instance:
+        yield instance
+
+
+async def read_all(bus: Bus, consumer: str, want: int, seconds: float) -> dict[int, Message]:
+    """Read (and ack) as one consumer keeps doing, until `want` messages or `seconds`."""
+    got: dict[int, Message] = {}
+    deadline = asyncio.get_running_loop().time() + seconds
+    while len(got) < want and asyncio.get_running_loop().time() < deadline:
+        batch = await bus.read("jobs", group="g", consumer=consumer, count=10)
+        if batch:
+            await bus.ack(*batch)
+        got.update((m.payload, m) for m in batch)
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_a_pull_read_failing_between_claim_and_read_strands_nothing(
+    server: EmbeddedRedis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's repro: c1 reads 100 and acks 50; Redis is killed (and restarted with
+    its AOF) just as c2's read goes on from claiming c1's idle entries to reading; c2
+    alone keeps reading and must get 50-99."""
+    admin = redis.Redis.from_url(server.url)
+    async with Bus.from_url(server.url, prefix=prefix, **FAST) as bus:
+        await bus.publish_many("jobs", list(range(100)))
+        taken = await bus.read("jobs", group="g", consumer="c1", count=100)
+        await bus.ack(*taken[:50])
+        await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.2)  # c1's other 50 are idle: claimable
+        scripts = bus.groups.scripts
+        run = scripts.run
+
+        async def killed_first(*args: Any, **kwargs: Any) -> Any:  # Redis dies as the script goes out
+            monkeypatch.setattr(scripts, "run", run)
+            server.kill()
+            return await run(*args, **kwargs)
+
+        monkeypatch.setattr(scripts, "run", killed_first)
+        with pytest.raises(BusUnavailableError):
+            await bus.read("jobs", group="g", consumer="c2", count=100)
+        server.start()
+        got = await read_all(bus, "c2", 50, CLAIM_IDLE_MS / 1000 * 3 + 2)
+        assert sorted(got) == list(range(50, 100))
+        assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 0
+    admin.close()
+
+
+async def test_a_pull_read_whose_reply_is_lost_strands_nothing(server: EmbeddedRedis, prefix: str) -> None:
+    """Redis ran the read - claimed c1's idle entries and read new ones for c2 - but its
+    reply never came back: c2 alone keeps reading and gets all of them, within
+    claim_idle_ms of the lost read."""
+    admin = redis.Redis.from_url(server.url)
+    async with (FaultProxy("127.0.0.1", server.port) as proxy,
+                Bus.from_url(server.url, prefix=prefix, **FAST) as direct,
+                Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus):
+        await direct.publish_many("jobs", list(range(100)))
+        taken = await direct.read("jobs", group="g", consumer="c1", count=100)  # read.lua is loaded
+        await direct.ack(*taken[:50])
+        await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.2)
+        await direct.publish_many("jobs", list(range(100, 120)))
+        proxy.set("forward_then_drop_reply")
+        with pytest.raises(BusUnavailableError):
+            await bus.read("jobs", group="g", consumer="c2", count=100)
+        proxy.set("pass")
+        by_consumer = {c["name"]: c["pending"] for c in admin.xinfo_consumers(bus.keys.stream("jobs"), "g")}
+        assert by_consumer.get(b"c2") == 70  # the lost read took c1's 50 and the 20 new ones
+        started = asyncio.get_running_loop().time()
+        got = await read_all(bus, "c2", 70, CLAIM_IDLE_MS / 1000 * 3 + 2)
+        assert sorted(got) == list(range(50, 120))
+        assert asyncio.get_running_loop().time() - started < CLAIM_IDLE_MS / 1000 + 1.5
+        assert all(m.attempt >= 2 for m in got.values())  # each one's lost delivery is counted
+        assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 0
+    admin.close()
+
