@@ -5,6 +5,7 @@ its own server (each Redis line there is)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from relaybus import Bus, BusUnavailableError, Message
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .faultproxy import FaultProxy
+from .helpers import wait_for
 
 CLAIM_IDLE_MS = 1000
 FAST = {"claim_idle_ms": CLAIM_IDLE_MS, "socket_timeout": 0.5, "connect_timeout": 0.5}
@@ -100,3 +102,58 @@ async def test_a_pull_read_whose_reply_is_lost_strands_nothing(server: EmbeddedR
         assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 0
     admin.close()
 
+
+
+def oldest_pending_s(admin: redis.Redis, stream: str, group: str) -> float:
+    """The longest any entry of the group has been pending since its last delivery, as
+    Redis counts it (XPENDING's idle times)."""
+    entries = admin.xpending_range(stream, group, min="-", max="+", count=100_000)
+    return max((e["time_since_delivered"] for e in entries), default=0) / 1000
+
+
+async def test_a_saturated_group_leaves_nothing_pending_past_the_bound_after_a_stall(
+    server: EmbeddedRedis, prefix: str
+) -> None:
+    """Two consumers with every slot busy (prefetch = concurrency) and a backlog behind
+    them; Redis is cut off (a blackhole: what is sent meanwhile is lost) for longer than
+    claim_idle_ms, so acks are given up and entries are left pending with nobody working
+    on them. Once the consumers are connected again, none of those may wait for the
+    backlog to drain: from claim_idle_ms + one handler run on, nothing is pending longer
+    than that (measured from Redis's XPENDING)."""
+    stall_s, handler_s, backlog = 2.5, 0.7, 200
+    bound_s = CLAIM_IDLE_MS / 1000 + handler_s  # docs/guarantees.md, after a reconnection
+    admin = redis.Redis.from_url(server.url)
+    handled: dict[int, int] = {}
+    async with FaultProxy("127.0.0.1", server.port) as proxy:
+        buses = [Bus.from_url(proxy.url, prefix=prefix, **FAST) for _ in range(2)]
+        for bus in buses:
+            @bus.subscribe("jobs", group="g", concurrency=4, prefetch=4)
+            async def handle(message: Message) -> None:
+                await asyncio.sleep(handler_s)
+                handled[message.payload] = handled.get(message.payload, 0) + 1
+
+        async with buses[0], buses[1]:
+            await buses[0].publish_many("jobs", list(range(backlog)))
+            runs = [asyncio.create_task(bus.run()) for bus in buses]
+            stream = buses[0].keys.stream("jobs")
+            await asyncio.sleep(1.0)
+            proxy.set("blackhole")
+            await asyncio.sleep(stall_s)
+            assert all(bus.health.state != "connected" for bus in buses)
+            proxy.set("pass")
+            await wait_for(lambda: all(bus.health.state == "connected" for bus in buses), 10)
+            back = time.monotonic()
+            worst_late = 0.0  # the oldest pending entry seen once the bound has passed
+            while len(handled) < backlog and time.monotonic() < back + 60:
+                oldest = await asyncio.to_thread(oldest_pending_s, admin, stream, "g")
+                if time.monotonic() - back > bound_s:
+                    worst_late = max(worst_late, oldest)
+                await asyncio.sleep(0.1)
+            assert time.monotonic() - back > bound_s + 3, "the backlog must outlast the bound: make it longer"
+            for bus in buses:
+                await bus.stop()
+            await asyncio.gather(*runs)
+    assert worst_late <= bound_s, f"an entry stayed pending {worst_late:.1f}s (bound {bound_s:.1f}s)"
+    assert sorted(handled) == list(range(backlog))
+    assert admin.xpending(stream, "g")["pending"] == 0
+    admin.close()

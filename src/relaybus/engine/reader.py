@@ -251,6 +251,8 @@ class Reader:
                         "delivered again", count, type(exc).__name__)
 
     async def _round(self) -> None:
+        if self._fetching and self._claims:  # before reads: a subscription always busy would
+            await self._claim()  # otherwise hand all its room to new entries, every round
         acks = self._acks.take()
         calls: list[Call] = [("XACK", [stream], [group, *ids]) for (stream, group), ids in acks.items()]
         plan = self._plan(calls) if self._fetching else []
@@ -266,8 +268,6 @@ class Reader:
             raise
         for (feed, count), reply in zip(plan, replies[len(acks):], strict=True):
             self._fetched(feed, count, reply)
-        if self._fetching and self._claims:
-            await self._claim()
 
     def _plan(self, calls: list[Call]) -> list[tuple[Feed, int]]:
         """Add this round's probes and reads to `calls`: every hungry subscription's room
