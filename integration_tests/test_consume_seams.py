@@ -5,6 +5,7 @@ its own server (each Redis line there is)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from relaybus import Bus, BusUnavailableError, Message
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .faultproxy import FaultProxy
-from .helpers import wait_for
+from .helpers import running, wait_for
 
 CLAIM_IDLE_MS = 1000
 FAST = {"claim_idle_ms": CLAIM_IDLE_MS, "socket_timeout": 0.5, "connect_timeout": 0.5}
@@ -157,3 +158,39 @@ async def test_a_saturated_group_leaves_nothing_pending_past_the_bound_after_a_s
     assert sorted(handled) == list(range(backlog))
     assert admin.xpending(stream, "g")["pending"] == 0
     admin.close()
+
+
+async def test_a_short_outage_logs_a_few_lines_with_counts_and_no_traceback_per_message(
+    server: EmbeddedRedis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis away for 0.7 s while a hundred handlers are running, each one's first attempt
+    failing (its retry cannot be scheduled while Redis is away): the outage is told in a
+    few warnings - one for the subscription, with the count of messages left pending -
+    never a traceback a message; every message is still handled."""
+    handled: set[int] = set()
+    total = 1500
+    caplog.set_level(logging.DEBUG, logger="relaybus")
+    async with Bus.from_url(server.url, prefix=prefix, retry_backoff_s=0.05, **FAST) as bus:
+        @bus.subscribe("jobs", group="g", concurrency=100)
+        async def handle(message: Message) -> None:
+            await asyncio.sleep(0.2)
+            if message.attempt == 1:
+                raise ValueError("first attempts fail")
+            handled.add(message.payload)
+
+        await bus.publish_many("jobs", list(range(total)))
+        async with running(bus):
+            await asyncio.sleep(0.8)
+            server.kill()
+            await asyncio.sleep(0.7)
+            server.start()
+            await wait_for(lambda: len(handled) == total, 30)
+        admin = redis.Redis.from_url(server.url)
+        assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 0
+        admin.close()
+    ours = [r for r in caplog.records if r.name == "relaybus"]
+    assert not [r for r in ours if r.exc_info], "a traceback was logged"
+    outage = [r.getMessage() for r in ours if r.levelno >= logging.WARNING]
+    assert len(outage) <= 8, outage
+    [left] = [m for m in outage if "could not be settled while Redis was unavailable" in m]
+    assert handle.__name__ in left and int(left.split()[1]) > 0
