@@ -51,15 +51,17 @@ async def test_late_group_gets_earlier_messages(bus: Bus) -> None:
     assert latest == []
 
 
-async def test_read_never_returns_own_pending_again(bus: Bus) -> None:
+async def test_read_returns_own_pending_only_once_idle_past_claim_idle_ms(bus: Bus) -> None:
     await bus.publish_many("own", [1, 2])
     first = await bus.read("own", group="g", consumer="c1", count=1)
     again = await bus.read("own", group="g", consumer="c1", count=10)
     assert [m.payload for m in first] == [1] and [m.payload for m in again] == [2]
-    assert await bus.read("own", group="g", consumer="c1", count=10) == []
-    # past claim_idle_ms its own idle entries are still not handed back to it
+    assert await bus.read("own", group="g", consumer="c1", count=10) == []  # not idle yet
+    # past claim_idle_ms its own unacked entries come back to it, as to any consumer
     await asyncio.sleep(bus.config.claim_idle_ms / 1000 + 0.2)
-    assert await bus.read("own", group="g", consumer="c1", count=10) == []
+    back = await bus.read("own", group="g", consumer="c1", count=10)
+    assert [(m.payload, m.attempt) for m in back] == [(1, 2), (2, 2)]
+    assert await bus.ack(*back) == 2
 
 
 async def test_reclaim_after_claim_idle_ms(bus: Bus) -> None:

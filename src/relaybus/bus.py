@@ -414,8 +414,9 @@ class Bus:
         block_ms: int | None = None,
         start: Literal["earliest", "latest"] = "earliest",
     ) -> list[Message]:
-        """Up to `count` messages: ones other consumers left idle past `claim_idle_ms`,
-        then new ones. Never this consumer's own still-pending messages. Ack each."""
+        """Up to `count` messages: ones left pending past `claim_idle_ms` (by any consumer,
+        this one too: after a failed read, what it took comes back), then new ones. Ack
+        each within `claim_idle_ms`, or it is delivered again."""
         validate_topic(topic)
         validate_group(group)
         arguments.count("count", count)

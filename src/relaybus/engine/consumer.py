@@ -110,7 +110,10 @@ class Consumer:
         await self._done.wait()
 
     async def _heartbeat(self) -> None:
-        await self._held.heartbeat(self._groups, self.ctx.consumer)
+        try:
+            await self._held.heartbeat(self._groups, self.ctx.consumer)
+        except UNAVAILABLE as exc:  # the reader's and the connection state's warnings say it
+            await self.ctx.health.failed(exc)
 
     async def _sweep(self) -> None:
         self._sweeps += 1

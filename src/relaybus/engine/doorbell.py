@@ -137,7 +137,7 @@ class Doorbell:
                     await self._subscribe_changes()
                 message = await self._pubsub.get_message(timeout=0.25)
             except UNAVAILABLE as exc:
-                await self._drop(exc)
+                await self._drop(exc, warn=not lost)  # once an outage: not per reconnect attempt
                 lost = True
                 await asyncio.sleep(random.uniform(pause / 2, pause))
                 pause = min(pause * 2, MAX_BACKOFF_S)
@@ -190,11 +190,12 @@ class Doorbell:
             if future is not None and not future.done():
                 future.set_result(None)
 
-    async def _drop(self, error: BaseException | None) -> None:
+    async def _drop(self, error: BaseException | None, warn: bool = True) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if error is not None:
             await self._health.failed(error)
-            log.warning("relaybus wake-up connection lost (%s); reconnecting", type(error).__name__)
+            log.log(logging.WARNING if warn else logging.DEBUG,
+                    "relaybus wake-up connection lost (%s); reconnecting", type(error).__name__)
         if pubsub is not None:
             with contextlib.suppress(*UNAVAILABLE):
                 await pubsub.aclose()

@@ -85,6 +85,7 @@ class Fetch:
     idle: bool = False  # a probe found entries idle in some consumer (claim them)
     own: bool = False  # a probe found entries pending for this very consumer
     pending: bool = False  # a probe found entries pending in some consumer of the group
+    delivered: dict[bytes, int] | None = None  # a claiming read: claimed entries' delivery counts
 
 
 class Groups:
@@ -127,9 +128,10 @@ class Groups:
         own: bool = False, keys: list[str] | None = None,
     ) -> Call:
         """One read.lua call (count 0: only probe, also for entries idle past `idle_ms`
-        and, with `own`, for this consumer's own pending ones), creating the group on its
-        first use from this bus: `earliest` starts at the oldest retained entry, `latest`
-        after the newest."""
+        and, with `own`, for this consumer's own pending ones; a read with `idle_ms` first
+        claims entries idle past it in any consumer), creating the group on its first use
+        from this bus: `earliest` starts at the oldest retained entry, `latest` after the
+        newest."""
         if (topic, group) in self._groups:
             create = ""
         else:
@@ -150,14 +152,19 @@ class Groups:
         if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own, pending}
             return Fetch([], next_due, bool(drained), drained != 2, bool(flat[0]), bool(flat[1]),
                          bool(flat[2]))
+        delivered = None
+        if flat and isinstance(flat[0], list):  # a claiming read: the claimed entries' counts
+            counts, flat = flat[0], flat[1:]
+            delivered = dict(zip(counts[::2], counts[1::2], strict=True))
         entries: list[Fetched] = []
         for key, batch in zip(flat[::2], flat[1::2], strict=True):
             source = _sid(key)
             entries += [(source, (entry[0], _fields(entry[1]))) for entry in batch]
-        return Fetch(entries, next_due, bool(drained), drained != 2)
+        return Fetch(entries, next_due, bool(drained), drained != 2, delivered=delivered)
 
-    async def read(self, topic: str, group: str, consumer: str, count: int, start: str) -> Fetch:
-        (reply,) = await self.scripts.run([self.read_call(topic, group, consumer, count, start)])
+    async def read(self, topic: str, group: str, consumer: str, count: int, start: str,
+                   idle_ms: int = 0) -> Fetch:
+        (reply,) = await self.scripts.run([self.read_call(topic, group, consumer, count, start, idle_ms)])
         return self.read_reply(topic, group, reply)
 
     async def claim_idle(
@@ -208,27 +215,6 @@ class Groups:
                 claimed = await self._claim(key, group, consumer, 0, ids)
                 out.extend((key, entry) for entry in claimed)
                 counts.update(_counts_after_claim(pending))
-        return out, counts
-
-    async def claim_from_others(
-        self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int
-    ) -> tuple[list[tuple[str, Entry]], dict[bytes, int]]:
-        """Entries other consumers left idle; never this consumer's own (pull reads).
-        Also returns each entry's delivery count, this delivery included."""
-        out: list[tuple[str, Entry]] = []
-        counts: dict[bytes, int] = {}
-        for key in await self.sources(topic, group):
-            pending = await _unless_no_group(self.redis.xpending_range(
-                key, group, min="-", max="+", count=count - len(out), idle=min_idle_ms
-            ))
-            others = [p for p in pending or () if _sid(p["consumer"]) != consumer]
-            if others:
-                ids = [p["message_id"] for p in others]
-                claimed = await self._claim(key, group, consumer, min_idle_ms, ids)
-                out.extend((key, entry) for entry in claimed)
-                counts.update(_counts_after_claim(others))
-            if len(out) >= count:
-                break
         return out, counts
 
     async def _claim(self, key: str, group: str, consumer: str, min_idle_ms: int,

@@ -19,18 +19,17 @@ async def read(
     ctx: Context, groups: Groups, settlement: Settlement, topic: str, group: str, consumer: str,
     count: int, block_ms: int, start: str,
 ) -> list[Message]:
-    """Up to `count` messages: entries other consumers left idle past claim_idle_ms, then
-    new ones; if there are none and `block_ms`, whatever arrives within it."""
-    claimed, counts = await groups.claim_from_others(topic, group, consumer, ctx.config.claim_idle_ms,
-                                                     count)
-    fresh: list[Fetched] = []
-    if len(claimed) < count:
-        want = count - len(claimed)
-        fresh = (await groups.read(topic, group, consumer, want, start)).entries
-        if not fresh and not claimed and block_ms > 0:
-            fresh = await _wait_and_read(ctx, groups, topic, group, consumer, want, start, block_ms)
+    """Up to `count` messages: entries pending past claim_idle_ms in any consumer of the
+    group - the caller's own too - then new ones, claimed and read in one script call; if
+    there are none and `block_ms`, whatever arrives within it. A read that fails after
+    Redis ran it (its reply lost) leaves what it took pending to `consumer`: the next
+    reads hand it out again once idle past claim_idle_ms, so nothing stays stranded."""
+    fetch = await groups.read(topic, group, consumer, count, start, ctx.config.claim_idle_ms)
+    fresh, counts = fetch.entries, fetch.delivered or {}
+    if not fresh and block_ms > 0:
+        fresh = await _wait_and_read(ctx, groups, topic, group, consumer, count, start, block_ms)
     out = []
-    for source, entry in [*claimed, *fresh]:
+    for source, entry in fresh:
         message = await settlement.admit(source, entry, group, counts.get(entry[0]))
         if message is not None:
             out.append(message)

@@ -78,7 +78,9 @@ class Reader:
         self._closing = False
         self._ack_deadline: float | None = None  # failing acks are given up after this
         self._give_up = False  # cancelled: acks get one more attempt, no retries
-        self._failing = False
+        self._failing = 0.0  # when the round trips began to fail (monotonic); 0: they do not
+        self._failures = 0  # round trips failed since
+        self._acks_given_up = 0  # acks given up since
         self._no_round = asyncio.Event()
         self._no_round.set()
 
@@ -185,6 +187,8 @@ class Reader:
             wait = self._fire_timers()
             if not self._has_work():
                 if self._closing:
+                    if self._failing:
+                        self._outage_over("run() ended with Redis unavailable")
                     return
                 for later in (SWEEP_TICK_S if self._sweep and self._fetching else None, self._acks_due()):
                     if later is not None:
@@ -195,11 +199,14 @@ class Reader:
             try:
                 await self._round()
             except UNAVAILABLE as exc:
-                self._failing = True
+                # one warning an outage, its end with counts: never a line per attempt
+                log.log(logging.DEBUG if self._failing else logging.WARNING,
+                        "relaybus reader: Redis unavailable (%s); retrying in %.2fs, then every %.0fs at "
+                        "most", type(exc).__name__, pause, MAX_BACKOFF_S)
+                self._failing = self._failing or time.monotonic()
+                self._failures += 1
                 await self.ctx.health.failed(exc)
                 self._give_up_acks_after_deadline(exc)
-                log.warning("relaybus reader: Redis unavailable (%s); retrying in %.2fs",
-                            type(exc).__name__, pause)
                 self._no_round.set()
                 if not (self._closing and self._give_up):
                     await asyncio.sleep(random.uniform(pause / 2, pause))
@@ -210,8 +217,17 @@ class Reader:
             pause = MIN_BACKOFF_S
             self._ack_deadline = None
             if self._failing:
-                self._failing = False
+                self._outage_over("Redis answers again")
                 await self.ctx.health.succeeded()
+
+    def _outage_over(self, how: str) -> None:
+        """The end of an outage, in one line: how long, how many round trips failed, how
+        many acks were given up (a warning then: those messages are delivered again)."""
+        log.log(logging.WARNING if self._acks_given_up else logging.INFO,
+                "relaybus reader: %s after %.1fs (%d round trip(s) failed); acks given up meanwhile: "
+                "%d (those messages are delivered again)",
+                how, time.monotonic() - self._failing, self._failures, self._acks_given_up)
+        self._failing, self._failures, self._acks_given_up = 0.0, 0, 0
 
     async def _idle(self, seconds: float | None) -> None:
         """Wait for a kick, or `seconds`."""
@@ -246,11 +262,16 @@ class Reader:
         if self._ack_deadline is None and not self._give_up:
             self._ack_deadline = now + self.ctx.config.claim_idle_ms / 2000
         elif (self._give_up or now > (self._ack_deadline or 0)) and self._acks.count:
-            count = len(self._acks.take())
-            log.warning("relaybus could not send acks for %d stream(s) (%s); those messages will be "
-                        "delivered again", count, type(exc).__name__)
+            count = self._acks.count
+            self._acks.take()
+            log.log(logging.DEBUG if self._acks_given_up else logging.WARNING,
+                    "relaybus could not send acks of %d message(s) (%s); they will be delivered again",
+                    count, type(exc).__name__)
+            self._acks_given_up += count
 
     async def _round(self) -> None:
+        if self._fetching and self._claims:  # before reads: a subscription always busy would
+            await self._claim()  # otherwise hand all its room to new entries, every round
         acks = self._acks.take()
         calls: list[Call] = [("XACK", [stream], [group, *ids]) for (stream, group), ids in acks.items()]
         plan = self._plan(calls) if self._fetching else []
@@ -266,8 +287,6 @@ class Reader:
             raise
         for (feed, count), reply in zip(plan, replies[len(acks):], strict=True):
             self._fetched(feed, count, reply)
-        if self._fetching and self._claims:
-            await self._claim()
 
     def _plan(self, calls: list[Call]) -> list[tuple[Feed, int]]:
         """Add this round's probes and reads to `calls`: every hungry subscription's room

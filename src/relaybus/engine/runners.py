@@ -8,13 +8,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..connection import UNAVAILABLE
 from ..delivery import Subscription
+from ..errors import BusUnavailableError
 from .groups import Entry, Groups, redis_full
 from .settlement import Acks, Settlement
 
 log = logging.getLogger("relaybus")
 FULL_WARN_EVERY_S = 60.0  # settlements refused by a full Redis: one warning per this
 HeldKey = tuple[str, str, bytes]  # (group, stream, entry id): two groups never share one
+OUTAGE = (*UNAVAILABLE, BusUnavailableError)  # a settlement that could not reach Redis
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ class Runners:
         self._idle_runners: deque[asyncio.Future[None]] = deque()  # one is woken per delivery
         self.inflight = 0  # fetched and not settled: queued or running
         self._full_warned_at = -FULL_WARN_EVERY_S
+        self._unsettled = 0  # settlements that could not reach Redis, this outage
+        self._unsettled_at = 0.0  # when the last one failed (loop time)
         self._tasks = [asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
                        for _ in range(sub.concurrency)]
         self._idle = asyncio.Event()
@@ -113,6 +118,15 @@ class Runners:
                                                      delivery.delivered)
                 if message is not None:
                     await settlement.handle(sub, message, self._acks)
+                if self._unsettled and self._outage_ended(loop.time()):
+                    self._outage_over()
+            except OUTAGE as exc:
+                if not self._unsettled:  # one warning an outage, not a traceback per message
+                    log.warning("relaybus could not settle messages of %s: Redis unavailable (%s); they "
+                                "stay pending and are delivered again", sub.name, type(exc).__name__)
+                    await settlement.ctx.health.failed(exc)
+                self._unsettled += 1
+                self._unsettled_at = loop.time()
             except Exception as exc:
                 if not redis_full(exc):
                     log.exception("relaybus could not settle entry %r of %s; it stays pending",
@@ -130,6 +144,17 @@ class Runners:
                 if self.hungry:  # only then may the reader fetch for us: no wake-up before
                     self._on_free()
 
+    def _outage_ended(self, now: float) -> bool:
+        """Connected again, and no settlement failed for a socket_timeout: those sent during
+        the outage have failed by then (they belong to it, not to a new one)."""
+        ctx = self._settlement.ctx
+        return ctx.health.state == "connected" and now - self._unsettled_at > ctx.config.socket_timeout
+
+    def _outage_over(self) -> None:
+        log.warning("relaybus: %d message(s) of %s could not be settled while Redis was unavailable; "
+                    "they stay pending and are delivered again", self._unsettled, self.sub.name)
+        self._unsettled = 0
+
     async def drain(self) -> None:
         """Wait until everything fetched is settled, then end the runners."""
         await self._idle.wait()
@@ -140,3 +165,5 @@ class Runners:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._unsettled:
+            self._outage_over()

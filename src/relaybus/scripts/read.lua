@@ -11,10 +11,15 @@
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] count (0: probe), ARGV[4] now (ms),
 -- ARGV[5] max to move, ARGV[6] '' or where to create the group ('0' oldest, '$' new
 -- entries only) when it may not exist yet; a probe also takes ARGV[7] an idle time (ms;
--- 0: do not look) and ARGV[8] '1' to look for this consumer's own pending entries
+-- 0: do not look) and ARGV[8] '1' to look for this consumer's own pending entries; a
+-- read with ARGV[7] > 0 (a pull read) first claims entries pending longer than ARGV[7]
+-- ms in any consumer of the group, this one included, so nothing a lost reply delivered
+-- stays pending unreturned: claim and read are one step
 -- A delayed member is "<target>|<envelope>": target "*<lane>" is the topic's lane
 -- stream, anything else the group whose retry stream gets it.
--- Returns {next due (ms) or false, drained, key, {entries}, key, {entries}, ...} where
+-- Returns {next due (ms) or false, drained, key, {entries}, key, {entries}, ...} (a
+-- claiming read: {next due, drained, {id, deliveries, ...}, key, {entries}, ...}, the
+-- claimed entries' delivery counts, this one included, and their sections first) where
 -- drained is 0 (there may be more), 1 (drained, wake key set) or 2 (drained, but Redis
 -- refused to set the wake key: look again later); a probe returns {next due, drained,
 -- idle 1|0, own 1|0, pending 1|0}: drained 0 when there is something new to read, idle 1 when an entry is pending longer than
@@ -143,8 +148,61 @@ if wanted == 0 then
   return {next_due, drained, idle, own, busy}
 end
 
+-- XCLAIM the entries of `key` pending longer than ARGV[7] ms, up to `left`: their
+-- section goes into `out`, their delivery counts into `counts`; returns how many.
+-- Redis 6.2 answers an entry deleted while pending with nil (keeping it pending) where
+-- 7.x drops it: those are acked, when the nils account for every id not returned.
+local function claim_idle(key, left, out, counts)
+  local idle = redis.pcall('XPENDING', key, ARGV[1], 'IDLE', ARGV[7], '-', '+', left)
+  if idle['err'] or #idle == 0 then  -- no group on that stream yet: nothing pending
+    return 0
+  end
+  local ids, delivered = {}, {}
+  for i, p in ipairs(idle) do
+    ids[i] = p[1]
+    delivered[p[1]] = p[4] + 1
+  end
+  local live, holes, got = {}, 0, {}
+  for _, entry in ipairs(redis.call('XCLAIM', key, ARGV[1], ARGV[2], ARGV[7], unpack(ids))) do
+    if entry and entry[1] then
+      live[#live + 1] = entry
+      got[entry[1]] = true
+      counts[#counts + 1] = entry[1]
+      counts[#counts + 1] = delivered[entry[1]]
+    else
+      holes = holes + 1
+    end
+  end
+  if holes > 0 then
+    local gone = {}
+    for _, id in ipairs(ids) do
+      if not got[id] then
+        gone[#gone + 1] = id
+      end
+    end
+    if #gone == holes then
+      redis.call('XACK', key, ARGV[1], unpack(gone))
+    end
+  end
+  if #live > 0 then
+    out[#out + 1] = key
+    out[#out + 1] = live
+  end
+  return #live
+end
+
 local left = wanted
 local out = {next_due, 0}
+if ARGV[7] ~= '0' then
+  local counts = {}
+  out[3] = counts
+  for _, key in ipairs(sources) do
+    if left <= 0 then
+      break
+    end
+    left = left - claim_idle(key, left, out, counts)
+  end
+end
 for _, key in ipairs(sources) do
   if left <= 0 then
     break
