@@ -20,7 +20,7 @@ from .faultproxy import FaultProxy
 from .helpers import VERSIONS
 from .system import LONG, Fault, System
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(2400 if LONG else 600)]  # a whole deployment
 
 
 async def test_the_whole_system_keeps_its_promise_under_faults(

@@ -1,5 +1,6 @@
 """The system checker (system.py) where Redis itself changes under the deployment, on the
-newest Redis line: restarted without its data, and a Sentinel failover."""
+newest Redis (NEWEST, this module's only line): restarted without its data, and a
+Sentinel failover."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from redis.sentinel import Sentinel
 from relaybus.embedded import EmbeddedRedis, free_port
 
 from .faultproxy import FaultProxy
-from .helpers import BINARIES, VERSIONS
-from .system import Fault, System
+from .helpers import NEWEST, VERSIONS
+from .system import LONG, Fault, System
 from .topologies import SentinelSetup, wait_until
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(2400 if LONG else 600)]  # a whole deployment
 
 
 async def test_the_whole_system_through_a_restart_without_data(
@@ -45,7 +46,7 @@ async def test_the_whole_system_through_a_restart_without_data(
 async def test_the_whole_system_through_a_sentinel_failover(redis_url: str, prefix: str,
                                                             tmp_path: Path) -> None:
     """min_replicas_acked=1: a publish that returned is on the replica that is promoted."""
-    with SentinelSetup(BINARIES[-1]) as sentinel:
+    with SentinelSetup(NEWEST) as sentinel:
         sentinels = Sentinel([("127.0.0.1", p) for p in sentinel.sentinel_ports], socket_timeout=2)
         master = sentinels.master_for(sentinel.service, socket_timeout=2)
         old = sentinel.master.port
@@ -58,6 +59,6 @@ async def test_the_whole_system_through_a_sentinel_failover(redis_url: str, pref
                         min_replicas_acked=1, publish_timeout_s=20, socket_timeout=1, connect_timeout=1)
         faults = [Fault("master SIGKILL, replica promoted", fail_over, 0.5, sentinel.master.start)]
         try:
-            await system.run(f"system checker, sentinel failover (redis {VERSIONS[BINARIES[-1]]})", faults)
+            await system.run(f"system checker, sentinel failover (redis {VERSIONS[NEWEST]})", faults)
         finally:
             master.close()
