@@ -19,6 +19,7 @@ made before it, and counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -288,6 +289,10 @@ class System:
     def appended(self) -> list[str]:
         return [orjson.loads(f[b"m"])["id"] for s in self.streams() for _, f in self.admin().xrange(s)]
 
+    def pending(self) -> int:
+        admin = self.admin()
+        return sum(admin.xpending(s, g)["pending"] for s in self.streams() for g in GROUPS if admin.exists(s))
+
     async def settle(self) -> None:
         ledger = self.ledger
 
@@ -296,13 +301,10 @@ class System:
             return all(due - ledger.poison <= set(self.handled(g))
                        and set(self.dead(g)) >= due & ledger.poison for g in GROUPS)
 
-        def pending() -> int:
-            admin = self.admin()
-            return sum(admin.xpending(s, g)["pending"] for s in self.streams() for g in GROUPS
-                       if admin.exists(s))
-
-        await wait_for(settled, 90)
-        await wait_for(lambda: pending() == 0, 60)
+        # given time to settle; what is still missing then, reconcile() counts and names
+        with contextlib.suppress(AssertionError):
+            await wait_for(settled, 90)
+            await wait_for(lambda: self.pending() == 0, 60)
 
     def reconcile(self, name: str, quiet_from: float) -> None:
         ledger, procs = self.ledger, self.procs
@@ -334,7 +336,8 @@ class System:
             f"tools alive {alive}, answering {up}"
         )
         for g in GROUPS:
-            assert not due - ledger.poison - set(handled[g]), f"{g}: acknowledged publishes lost"
+            lost = sorted(due - ledger.poison - set(handled[g]))
+            assert not lost, f"{g}: {len(lost)} acknowledged publishes lost, e.g. {lost[:5]}"
             assert sorted(set(dead[g]) & due) == sorted(due & ledger.poison), f"{g}: poison dead-lettered"
             assert len(dead[g]) == len(set(dead[g])), f"{g}: a message dead-lettered twice"
             assert not set(handled[g]) & ledger.poison, f"{g}: poison handled"
@@ -343,6 +346,7 @@ class System:
         assert len(appended) == len(set(appended)), "a message appended twice"
         assert due <= set(appended), "history trimmed though the topic keeps all"
         assert not ledger.stuck, f"pending past the bound: {ledger.stuck[:5]}"
+        assert self.pending() == 0, f"{self.pending()} entries still pending"
         assert not untrue, f"requests not told the truth: {untrue[:10]}"
         assert outcomes.get("answered", 0) > 0 and outcomes.get("failed", 0) > 0
         assert all(alive.values()) and all(up.values()), {n: procs.output(n) for n in alive}

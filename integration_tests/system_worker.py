@@ -18,7 +18,7 @@ import sys
 
 import redis.asyncio as aioredis
 
-from relaybus import Bus, BusUnavailableError, Message, Reject
+from relaybus import Bus, BusUnavailableError, Message, RedisFullError, Reject
 
 TOPIC, REQUESTS, CLAIM_IDLE_MS = "sys.jobs", "sys.requests", 2000
 
@@ -48,8 +48,8 @@ async def pull(bus: Bus, books: aioredis.Redis, key: str) -> None:
                     continue
                 await record(books, key, msg.id)
                 await bus.ack(msg)
-        except BusUnavailableError:  # Redis away: what was read and not acked is claimed later
-            await asyncio.sleep(0.2)
+        except (BusUnavailableError, RedisFullError):  # Redis away or full: what was read and
+            await asyncio.sleep(0.2)  # not settled comes back to a read once idle past claim_idle_ms
 
 
 async def responder(bus: Bus, books: aioredis.Redis, key: str) -> None:

@@ -101,6 +101,31 @@ async def test_a_full_redis_refuses_a_publish_whole_and_consumers_still_drain(se
     assert sorted(got) == list(range(-1, 205))
 
 
+async def test_a_pulled_message_dead_lettered_into_a_full_redis_is_redis_full_error(
+    server: EmbeddedRedis,
+) -> None:
+    """bus.dead_letter() when Redis's memory is full: RedisFullError naming the method
+    (never redis-py's OutOfMemoryError, which killed the system checker's pull consumer),
+    nothing written, the message still pending to its reader; dead-lettered once there
+    is room."""
+    admin = redis.Redis.from_url(server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    async with Bus.from_url(server.url, prefix=prefix()) as bus:
+        await bus.publish("jobs", {"n": 1})
+        [msg] = await bus.read("jobs", group="g")
+        try:
+            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
+            with pytest.raises(RedisFullError, match=r"dead_letter\(\): Redis's memory is full"):
+                await bus.dead_letter(msg, "poison")
+            assert admin.xlen(bus.keys.dlq("jobs")) == 0
+            assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 1
+        finally:
+            admin.config_set("maxmemory", 0)
+        assert await bus.dead_letter(msg, "poison")
+        assert admin.xlen(bus.keys.dlq("jobs")) == 1
+    admin.close()
+
+
 async def test_a_group_that_cannot_be_made_while_redis_is_full_waits_without_spinning(
     server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:

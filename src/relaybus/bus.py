@@ -25,12 +25,12 @@ from .engine import broadcast, pull, replies, retained
 from .engine.consumer import Consumer
 from .engine.context import Context
 from .engine.doorbell import Doorbell
-from .engine.groups import Groups, group_lost
+from .engine.groups import Groups, group_lost, redis_full
 from .engine.publisher import Publisher
 from .engine.retained import Retention
 from .engine.scripts import Scripts
 from .engine.settlement import Settlement
-from .errors import BusUnavailableError, FilterError, RelayBusError
+from .errors import BusUnavailableError, FilterError, RedisFullError, RelayBusError
 from .keys import Keys, registered_topics, validate_group, validate_pattern, validate_topic
 from .message import Message, new_id
 from .options import PublishOptions
@@ -58,7 +58,8 @@ def _reports_unavailable(
     method: Callable[Concatenate[Bus, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[Bus, P], Coroutine[Any, Any, T]]:
     """Redis unreachable inside a public method: a BusUnavailableError naming the
-    method (never redis-py's own exception), and the connection state updated."""
+    method (never redis-py's own exception), and the connection state updated. Redis
+    refusing a write because its memory is full: a RedisFullError naming the method."""
 
     @functools.wraps(method)
     async def guarded(bus: Bus, /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -67,6 +68,11 @@ def _reports_unavailable(
         except UNAVAILABLE as exc:
             await bus.health.failed(exc)
             raise unavailable(f"{method.__name__}()", exc, bus.config.url) from None
+        except ResponseError as exc:
+            if not redis_full(exc):
+                raise
+            raise RedisFullError(f"{method.__name__}(): Redis's memory is full (maxmemory with "
+                                 "noeviction) and it refused the write; nothing was changed") from None
 
     return guarded
 

@@ -45,8 +45,9 @@ class RequestFailedError(RelayBusError):
 
 
 class RedisFullError(RelayBusError):
-    """Redis refused a publish because its memory is full (`maxmemory` reached with
-    `noeviction`): nothing of that publish was appended. Consumers can still drain."""
+    """Redis refused a write because its memory is full (`maxmemory` reached with
+    `noeviction`): nothing of that publish (or dead-lettering, replay, ...) was written.
+    Consumers can still drain: reads and acks free memory."""
 
 
 class MessageTooLargeError(RelayBusError, ValueError):
