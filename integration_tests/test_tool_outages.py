@@ -50,8 +50,10 @@ class Tool:
         self.out: queue.Queue[str] = queue.Queue()
         self.err: list[str] = []
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.out.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.err.append), daemon=True).start()
+        streams = ((self.proc.stdout, self.out.put), (self.proc.stderr, self.err.append))
+        self.pumps = [threading.Thread(target=self._pump, args=pair, daemon=True) for pair in streams]
+        for pump in self.pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream: object, put: Callable[[str], None]) -> None:
@@ -85,8 +87,12 @@ class Tool:
         return got
 
     def ctrl_c(self) -> int:
+        """Its exit code after a Ctrl-C; all it wrote has been read."""
         self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=20)
+        code = self.proc.wait(timeout=20)
+        for pump in self.pumps:
+            pump.join(10)
+        return code
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -161,6 +167,20 @@ def test_tail_follow_rides_out_a_restart_and_a_stop(server: EmbeddedRedis, group
         if group:
             groups = [g for t in bus.stats().topics for g in t.groups]
             assert len(groups) == 2 and not any(g.pending for g in groups)  # all shown, all acked
+
+
+def test_ctrl_c_ends_a_follow_waiting_for_redis(server: EmbeddedRedis) -> None:
+    with SyncBus.from_url(server.url, prefix=PREFIX) as bus:
+        bus.publish("sys.a", "before")
+    tail = Tool("tail", "sys.*", "--follow", "--json", "--redis-url", server.url, "--prefix", PREFIX)
+    try:
+        assert payloads(tail.lines(1)) == ["before"]
+        server.kill()
+        tail.wait_said(UNREACHABLE)
+        assert tail.ctrl_c() == 0
+    finally:
+        tail.close()
+    assert not tail.failed(), tail.stderr()
 
 
 def test_metrics_and_dashboard_ride_out_a_restart_and_a_stop(server: EmbeddedRedis) -> None:
