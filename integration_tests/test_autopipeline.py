@@ -119,6 +119,7 @@ async def test_the_first_call_after_redis_restarted_goes_through(
         async with Bus.from_url(server.url, prefix=prefix) as bus:
             mid = await bus.publish("jobs", 1)  # the held connection is open from here
             server.kill()
+            await asyncio.sleep(0.2)  # away a moment, the bus idle: its loop sees the connection end
             server.start()
             assert [m.id for m in await bus.read("jobs", "g")] == [mid]
             assert await bus.publish("jobs", 2)
