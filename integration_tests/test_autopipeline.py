@@ -107,3 +107,20 @@ async def test_a_cancelled_caller_leaves_the_others_whole(redis_url: str, prefix
 
         async with running(bus):
             await wait_for(lambda: len(got) == len(stored))
+
+
+async def test_the_first_call_after_redis_restarted_goes_through(
+    server_factory: Callable[..., EmbeddedRedis], prefix: str
+) -> None:
+    """The held connection was left idle, Redis restarted under it: the next round trip
+    goes on a new connection (as a pooled one is checked at checkout), not on the dead one
+    - which failed the first read after every restart (reads are not retried)."""
+    with server_factory(port=free_port(), args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        async with Bus.from_url(server.url, prefix=prefix) as bus:
+            mid = await bus.publish("jobs", 1)  # the held connection is open from here
+            server.kill()
+            await asyncio.sleep(0.2)  # away a moment, the bus idle: its loop sees the connection end
+            server.start()
+            assert [m.id for m in await bus.read("jobs", "g")] == [mid]
+            assert await bus.publish("jobs", 2)
+            assert bus.health.failures == 0  # nothing failed on the way

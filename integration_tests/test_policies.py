@@ -12,7 +12,8 @@ import pytest
 import redis
 from pydantic import BaseModel
 
-from relaybus import Bus, Message
+from relaybus import Bus, Message, RelayBusError
+from relaybus.message import MAX_PAYLOAD_DEPTH
 
 from .helpers import run_until
 
@@ -145,6 +146,27 @@ async def test_dedup_in_publish_many_and_from_payload(redis_url: str, prefix: st
         assert [m.payload for m in await bus.history("p")] == [{"a": 1, "b": 2}, {"a": 2}]
         again = await bus.publish("p", {"a": 2})
         assert again == ids[2]
+
+
+@pytest.mark.parametrize("depth", [MAX_PAYLOAD_DEPTH + 1, 254, 255, 2_000])
+async def test_dedup_from_payload_gives_the_core_error_for_a_too_deep_payload(
+    redis_url: str, prefix: str, depth: int
+) -> None:
+    """The dedup plugin serialises the payload before the core does: past orjson's own 254
+    levels it used to fail first (PluginError "Recursion limit reached"). Now every depth
+    past the limit gets the core's error, with or without the plugin, and appends nothing."""
+    payload: object = 1
+    for _ in range(depth):
+        payload = [payload]
+    errors = []
+    for derive in (False, True):
+        async with Bus.from_url(redis_url, prefix=prefix, dedup_from_payload=derive) as bus:
+            with pytest.raises(RelayBusError) as caught:
+                await bus.publish("deep", payload)
+            errors.append(str(caught.value))
+            assert await bus.topics() == []  # nothing appended, nothing registered
+    assert errors[0] == errors[1]
+    assert f"nests deeper than {MAX_PAYLOAD_DEPTH} levels" in errors[1]
 
 
 async def test_priority_message_overtakes_a_backlog_in_read(bus: Bus) -> None:

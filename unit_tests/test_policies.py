@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from relaybus import BusConfig, FailureDecision, Message
+import pytest
+
+from relaybus import BusConfig, FailureDecision, Message, RelayBusError
+from relaybus.message import MAX_PAYLOAD_DEPTH, encode
 from relaybus_plugins import dedup, dlq, priority
 
 
@@ -32,6 +35,21 @@ def test_payload_key_ignores_key_order_and_respects_values() -> None:
     b = dedup.payload_key(Message(topic="t", payload={"b": [1, 2], "a": 1}))
     c = dedup.payload_key(Message(topic="t", payload={"a": 1, "b": [2, 1]}))
     assert a == b != c
+
+
+def test_payload_key_of_a_payload_json_cannot_carry_is_the_core_error() -> None:
+    """Past the 254 levels orjson writes, or not JSON at all: the error a publish gives."""
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    cases = [(deep, f"nests deeper than {MAX_PAYLOAD_DEPTH} levels"), ({1, 2}, "not JSON-serialisable")]
+    for payload, text in cases:
+        message = Message(topic="t", payload=payload)
+        with pytest.raises(RelayBusError) as from_plugin:
+            dedup.payload_key(message)
+        with pytest.raises(RelayBusError) as from_core:
+            encode(message, max_bytes=1 << 20)
+        assert str(from_plugin.value) == str(from_core.value) and text in str(from_plugin.value)
 
 
 def test_dedup_plugin_only_acts_when_configured_and_no_key_given() -> None:

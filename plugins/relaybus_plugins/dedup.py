@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from relaybus import Bus, Message, hookimpl
+from relaybus.message import to_json
 
 
 class DedupSettings(BaseModel):
@@ -19,8 +20,9 @@ class DedupSettings(BaseModel):
 
 
 def payload_key(message: Message) -> str:
-    """A stable key for a JSON payload: sha256 of its canonical (sorted-keys) form."""
-    canonical = orjson.dumps(message.payload, option=orjson.OPT_SORT_KEYS)
+    """A stable key for a JSON payload: sha256 of its canonical (sorted-keys) form. A
+    payload JSON cannot carry gets the error a publish gives it (too deep, not JSON)."""
+    canonical = to_json(message.payload, message.topic, orjson.OPT_SORT_KEYS)
     return "payload:" + hashlib.sha256(canonical).hexdigest()
 
 

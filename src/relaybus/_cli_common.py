@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -25,7 +26,9 @@ from rich.progress import (
 )
 
 from .bus import Bus
-from .errors import RelayBusError
+from .connection import UNAVAILABLE
+from .errors import BusUnavailableError, RelayBusError
+from .hookspecs import hookimpl
 
 T = TypeVar("T")
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -123,6 +126,60 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or less if `stop` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+OUTAGE = (BusUnavailableError, *UNAVAILABLE)  # Redis unreachable, as a bus method or redis-py says it
+RETRY_S = (0.25, 2.0)  # seconds between tries while Redis is away: the first wait, the longest
+
+
+class OutageNotice:
+    """A plugin for the bus of a long-running command: it says on stderr, once per outage,
+    that Redis is unreachable and the command retries, and again when Redis is back. It
+    follows the bus's connection state, so a hundred failed tries are one line."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    @hookimpl
+    def on_connection_state(self, new: str, error: str | None) -> None:
+        if new != "connected" and self.since is None:
+            self.since = time.monotonic()
+            err.print(f"[yellow]warning:[/] Redis unreachable ({escape(error or new)}); retrying until it "
+                      "is back (Ctrl-C stops)", soft_wrap=True)
+        elif new == "connected" and self.since is not None:
+            err.print(f"Redis reachable again after {time.monotonic() - self.since:.1f}s; carrying on",
+                      soft_wrap=True)
+            self.since = None
+
+
+def long_running(bus: Bus) -> Bus:
+    """`bus`, saying on stderr when Redis goes away and comes back (OutageNotice)."""
+    bus.plugins.register(OutageNotice(), "relaybus-cli-outage-notice")
+    return bus
+
+
+async def outlasting(bus: Bus, stop: asyncio.Event | None, attempt: Callable[[], Awaitable[T]]) -> T | None:
+    """`attempt()`'s result. A long-running command (`stop`: its Ctrl-C) waits Redis being
+    unreachable out: the bus's connection state is told (OutageNotice says so), and the
+    attempt is made again, less and less often, until it succeeds - or `stop` is set
+    (None). A one-shot command (no `stop`) fails at once, as it always does."""
+    wait = RETRY_S[0]
+    while True:
+        try:
+            result = await attempt()
+        except OUTAGE as exc:
+            if stop is None:
+                raise
+            if not isinstance(exc, BusUnavailableError):  # a bus method told it already
+                await bus.health.failed(exc)
+        else:
+            if stop is not None:
+                await bus.health.succeeded()
+            return result
+        await pause(stop, wait)
+        if stop.is_set():
+            return None
+        wait = min(wait * 2, RETRY_S[1])
 
 
 def parse_json(text: str, what: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from ._cli_common import PREFIX, URL, ctrl_c, err, require_extra, run, tool_bus
+from ._cli_common import PREFIX, URL, ctrl_c, err, long_running, require_extra, run, tool_bus
 from ._cli_common import console as out
 
 HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on; the default, loopback, keeps "
@@ -44,6 +44,7 @@ def dashboard(
         sock = listen(host, port)  # a port in use: one line, before connecting
         try:
             await bus.connect()  # Redis unreachable: one line here, not a traceback at startup
+            long_running(bus)  # later: the sampler and the pages wait it out, this says so once
             app = create_app(bus, admin_token, host=host,  # its lifespan keeps the bus, then closes it
                              allowed_hosts=allowed_host or ())
             out.print(f"relaybus dashboard on [bold]{_origin(host, port)}/[/] - prefix {prefix!r} on "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any
@@ -15,6 +16,8 @@ from ._cli_common import (
     URL,
     ctrl_c,
     err,
+    long_running,
+    outlasting,
     parse_headers,
     parse_json,
     pause,
@@ -88,6 +91,8 @@ def tail(
             validate_group(group)
         stop = ctrl_c() if follow else None
         async with tool_bus(redis_url, prefix) as bus:
+            if stop is not None:
+                long_running(bus)
             if group is None:
                 await watch(bus, pattern, count, stop, show)
             else:
@@ -215,6 +220,7 @@ def metrics(
 
     async def job() -> None:
         async with tool_bus(redis_url, prefix) as bus:
+            long_running(bus)
             refresh = getattr(bus.plugins.pm.get_plugin("metrics"), "refresh", None)
             if refresh is None:
                 raise RelayBusError("the metrics plugin is disabled (disabled_plugins)")
@@ -229,7 +235,7 @@ def metrics(
                 await pause(stop, interval)
                 while not stop.is_set():
                     try:
-                        await refresh(bus)
+                        await outlasting(bus, stop, functools.partial(refresh, bus))
                     except Exception as exc:  # keep serving the last numbers; their timestamp ages
                         err.print(f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: "
                                   f"{escape(str(exc))}")

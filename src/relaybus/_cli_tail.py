@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 from collections.abc import Callable
 
-from ._cli_common import pause
+from ._cli_common import outlasting, pause
 from .bus import Bus
 from .errors import DecodeError
 from .keys import lanes_in
@@ -30,19 +31,25 @@ def no_match(bus: Bus, pattern: str) -> ValueError:
 async def consume(bus: Bus, pattern: str, group: str, count: int, follow: asyncio.Event | None,
                   show: Show) -> None:
     """Read as `group` and ack what was shown: `count` messages at most, or with `follow`
-    until that event is set (then `count` is the batch size)."""
+    until that event is set (then `count` is the batch size), waiting out a Redis outage.
+    A failed ack is tried again, not the read: what was shown is not shown again."""
     remaining = count
     while follow is None or not follow.is_set():
-        topics = await matching(bus, pattern)
+        topics = await outlasting(bus, follow, functools.partial(matching, bus, pattern))
+        if topics is None:
+            return
         if not topics and not follow:
             raise no_match(bus, pattern)
         got = 0
         for topic in topics:
-            messages = await bus.read(topic, group, count=count if follow else remaining)
+            read = functools.partial(bus.read, topic, group, count=count if follow else remaining)
+            messages = await outlasting(bus, follow, read)
+            if messages is None:
+                return
             for message in messages:
                 show(message)
-            if messages:
-                await bus.ack(*messages)
+            if messages and await outlasting(bus, follow, functools.partial(bus.ack, *messages)) is None:
+                return  # Ctrl-C while Redis was away: these stay pending to the group
             got += len(messages)
             remaining -= len(messages)
             if remaining <= 0 and not follow:
@@ -55,14 +62,23 @@ async def consume(bus: Bus, pattern: str, group: str, count: int, follow: asynci
 
 async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None, show: Show) -> None:
     """Show the latest `count` messages of the matching topics (merged, oldest first), then
-    with `follow` every new one as it is appended, until that event is set. Reads history
-    only: no group, no acks."""
-    topics = await matching(bus, pattern)
-    if not topics and not follow:
-        raise no_match(bus, pattern)
-    cursors = await _positions(bus, topics, {}, first=True)  # before the history, so nothing falls between
-    latest = sorted([m for t in topics for m in await bus.history(t, limit=count)],
-                    key=lambda m: (m.created_at, m.id))[-count:]
+    with `follow` every new one as it is appended, until that event is set, waiting out a
+    Redis outage: the cursors move only past what was shown, so after one it goes on with
+    what was appended meanwhile. Reads history only: no group, no acks."""
+
+    async def start() -> tuple[dict[str, bytes], list[Message]]:
+        topics = await matching(bus, pattern)
+        if not topics and not follow:
+            raise no_match(bus, pattern)
+        cursors = await _positions(bus, topics, {}, first=True)  # before the history: nothing falls between
+        latest = sorted([m for t in topics for m in await bus.history(t, limit=count)],
+                        key=lambda m: (m.created_at, m.id))[-count:]
+        return cursors, latest
+
+    started = await outlasting(bus, follow, start)
+    if started is None:
+        return
+    cursors, latest = started
     for message in latest:
         show(message)
     if follow is None:
@@ -71,13 +87,25 @@ async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None
     polls = 0
     while not follow.is_set():
         polls += 1
-        if polls % DISCOVER_EVERY == 0:
-            cursors = await _positions(bus, await matching(bus, pattern), cursors, first=False)
-        for message in await _appended(bus, cursors):
+        poll = functools.partial(_poll, bus, pattern, cursors, discover=polls % DISCOVER_EVERY == 0)
+        if (polled := await outlasting(bus, follow, poll)) is None:
+            return
+        cursors, appended = polled
+        for message in appended:
             if message.id not in shown:
                 show(message)
         shown.clear()
         await pause(follow, POLL_S)
+
+
+async def _poll(bus: Bus, pattern: str, cursors: dict[str, bytes],
+                discover: bool) -> tuple[dict[str, bytes], list[Message]]:
+    """One look: with `discover`, for new topics and lanes first; then what was appended
+    after the cursors, and the cursors past it. `cursors` is left as it was, so a look
+    that fails half-way skips nothing."""
+    if discover:
+        cursors = await _positions(bus, await matching(bus, pattern), cursors, first=False)
+    return await _appended(bus, cursors)
 
 
 async def _positions(
@@ -95,17 +123,19 @@ async def _positions(
     return out
 
 
-async def _appended(bus: Bus, cursors: dict[str, bytes]) -> list[Message]:
-    """Entries appended after each cursor (cursors advance), in entry-time order."""
+async def _appended(bus: Bus, cursors: dict[str, bytes]) -> tuple[dict[str, bytes], list[Message]]:
+    """Entries appended after each cursor, in entry-time order, and the cursors past them
+    (a new dict)."""
     found: list[tuple[int, str, Message]] = []
+    advanced = dict(cursors)
     for key, cursor in cursors.items():
         entries = await bus.redis.xrange(key, min=b"(" + cursor, count=BATCH)
         for entry_id, fields in entries:
-            cursors[key] = entry_id
+            advanced[key] = entry_id
             try:
                 message = bus.groups.to_message((entry_id, fields), None, key)
             except DecodeError:
                 continue
             found.append((int(entry_id.split(b"-")[0]), message.id, message))
     found.sort(key=lambda f: (f[0], f[1]))
-    return [m for _, _, m in found]
+    return advanced, [m for _, _, m in found]

@@ -11,7 +11,7 @@ from enum import StrEnum
 import typer
 
 from . import __version__, _cli_dashboard, _cli_dlq, _cli_ops
-from ._cli_common import PREFIX, console, err, require_extra, run, user_errors
+from ._cli_common import PREFIX, OutageNotice, console, err, require_extra, run, user_errors
 from .redact import redact_url
 
 app = typer.Typer(help="relaybus: a message bus for AI agents on Redis.", no_args_is_help=True,
@@ -117,4 +117,4 @@ def mcp(
     run(serve(redis_url, prefix, _listed(allowed_topics),
               transport="http" if transport is Transport.http else "stdio", host=host, port=port, token=token,
               allowed_hosts=allowed_host or (), allowed_origins=allowed_origin or (),
-              new_groups=_listed(new_groups)))  # Ctrl-C: "interrupted", exit 130
+              new_groups=_listed(new_groups), plugins=[OutageNotice()]))  # Ctrl-C: "interrupted", exit 130

@@ -190,14 +190,7 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
         value = fields[name]
         if value != default:
             body[name] = value
-    try:
-        data = orjson.dumps(body)
-    except TypeError as exc:
-        if str(exc) == _ORJSON_TOO_DEEP:
-            raise _depth_error(message.topic) from None
-        raise RelayBusError(
-            f"payload for topic {message.topic!r} is not JSON-serialisable: {exc}"
-        ) from None
+    data = to_json(body, message.topic)
     if b"null" in data and (where := _non_finite(message.payload, "payload")):  # only then walk it
         raise RelayBusError(f"{where} of a message for topic {message.topic!r} is not a finite number: "
                             "JSON has no NaN or infinity (it would arrive as null)")
@@ -210,6 +203,19 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
                 f"max_message_bytes is {max_bytes}"
             )
     return data
+
+
+def to_json(value: Any, topic: str, option: int = 0) -> bytes:
+    """`value` - a payload of a message for `topic`, or an envelope around one - as JSON
+    (orjson `option`s), or the error a publish gives for a payload JSON cannot carry: not
+    serialisable, or deeper than orjson writes. Plugins that serialise a payload (dedup)
+    call it too, so such a payload gets the same error wherever it is found."""
+    try:
+        return orjson.dumps(value, option=option)
+    except TypeError as exc:
+        if str(exc) == _ORJSON_TOO_DEEP:
+            raise _depth_error(topic) from None
+        raise RelayBusError(f"payload for topic {topic!r} is not JSON-serialisable: {exc}") from None
 
 
 _ORJSON_DEPTH = 254  # the most levels orjson writes (lists, objects; it does not count tuples)

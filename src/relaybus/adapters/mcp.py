@@ -183,11 +183,14 @@ def http_app(server: MCPServer[Any], host: str = "127.0.0.1", *, token: str | No
 async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None,
                 transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8765, *,
                 token: str | None = None, allowed_hosts: Iterable[str] = (),
-                allowed_origins: Iterable[str] = (), new_groups: Iterable[str] | None = None) -> None:
+                allowed_origins: Iterable[str] = (), new_groups: Iterable[str] | None = None,
+                plugins: Iterable[object] = ()) -> None:
     """Connect to Redis first (so an unreachable one fails before any protocol traffic),
     then serve MCP - on stdin/stdout until the client closes them, or as streamable HTTP
     at http://host:port/mcp until stopped (see `http_app`; uvicorn's logs, its request
-    log among them, go to the logging config, never to stdout)."""
+    log among them, go to the logging config, never to stdout). A later outage fails the
+    tool calls made meanwhile, nothing more. `plugins` go on the bus (the CLI's outage
+    notice)."""
     allow = list(allowed_topics) if allowed_topics is not None else None
     groups = list(new_groups) if new_groups is not None else None
     Allowlist(allow, groups)  # bad patterns fail before connecting
@@ -197,6 +200,8 @@ async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | No
     # a tool: retention is the topics' own, never applied by this process (docs/retention.md)
     bus = (Bus.from_url(url, prefix=prefix, periodic_cleanup=False) if url
            else Bus(prefix=prefix, periodic_cleanup=False))
+    for plugin in plugins:
+        bus.plugins.register(plugin)
     server = create_server(bus, allow, groups)
     if transport == "stdio":
         async with bus:

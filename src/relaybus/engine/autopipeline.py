@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 Send = Callable[[Connection, Sequence[Any], float | None], Awaitable[list[Any]]]  # socket_timeout
 # calls of several callers -> the calls sent, and for each call given the index of the
@@ -77,6 +78,8 @@ class AutoPipeline:
             connection = await self._connect()
             self._timeout, connection.socket_timeout = connection.socket_timeout, None
             self._connection = connection
+        elif await _closed_by_server(self._connection):
+            await self._connection.disconnect()  # the send connects again: nothing went on the old one
         return await self._send(self._connection, calls, self._timeout)
 
     async def close(self) -> None:
@@ -84,3 +87,15 @@ class AutoPipeline:
         if self._drainer is not None and not self._drainer.done():
             self._drainer.cancel()
             await asyncio.gather(self._drainer, return_exceptions=True)
+
+
+async def _closed_by_server(connection: Connection) -> bool:
+    """Whether the held connection, idle since its last round trip, was closed under it (a
+    Redis restarted meanwhile) - what the pool checks at each checkout, which this
+    connection skips: else the first round trip after a restart fails, Redis being back."""
+    if not connection.is_connected:
+        return False  # the send connects it
+    try:
+        return bool(await connection.can_read())  # data no reply is owed for: as unusable
+    except (RedisConnectionError, OSError):  # end of stream, or a reset
+        return True
