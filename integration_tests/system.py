@@ -250,6 +250,11 @@ class System:
                                     **self.bus_options) as bus:
                 self.bus = bus
                 await bus.publish(TOPIC, {"n": -1, "poison": False})  # the topic exists for the tools
+                # a tool that cannot reach Redis when it starts says so and exits (docs/cli.md):
+                # the faults begin once they are up
+                await wait_for(lambda: answers(f"http://127.0.0.1:{self.dash_port}/")
+                               and answers(f"http://127.0.0.1:{self.metrics_port}/metrics")
+                               and "sys.jobs" in self.procs.output("tail"), 60)
                 done, quiet = asyncio.Event(), asyncio.Event()
                 numbers = itertools.count()
                 tasks = [asyncio.create_task(self.produce(bus, done)),

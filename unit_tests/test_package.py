@@ -4,6 +4,7 @@ the checks CI runs."""
 from __future__ import annotations
 
 import ast
+import re
 import shlex
 import subprocess
 import sys
@@ -133,3 +134,11 @@ def test_python_dash_m_relaybus_is_the_command() -> None:
     out = subprocess.run([sys.executable, "-m", "relaybus", "--version"], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == f"relaybus {relaybus.__version__}"
+
+
+def test_the_version_is_the_newest_release_in_the_changelog() -> None:
+    """A release is `__version__` with its own dated section under `[Unreleased]`."""
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", changelog, re.MULTILINE)
+    assert changelog.index("## [Unreleased]") < changelog.index(f"## [{relaybus.__version__}]")
+    assert releases[0] == relaybus.__version__
