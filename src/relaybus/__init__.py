@@ -21,6 +21,7 @@ from .errors import (
     RelayBusError,
     ReplicationError,
     RequestTimeoutError,
+    TopicClosedError,
 )
 from .hookspecs import hookimpl
 from .message import Message
@@ -48,5 +49,6 @@ __all__ = [
     "RequestTimeoutError",
     "Subscription",
     "SyncBus",
+    "TopicClosedError",
     "hookimpl",
 ]

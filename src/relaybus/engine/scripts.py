@@ -33,7 +33,7 @@ from .autopipeline import AutoPipeline
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NOSCRIPT_RETRIES = 3  # loads and reruns of calls a server answered NOSCRIPT
-NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim")
+NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim", "follow", "close_topic")
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
 
@@ -66,6 +66,8 @@ class Scripts:
     dead_letter: AsyncScript
     replay: AsyncScript
     trim: AsyncScript
+    follow: AsyncScript
+    close_topic: AsyncScript
 
     def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client
