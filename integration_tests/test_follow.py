@@ -238,3 +238,36 @@ async def test_follow_resumes_across_a_redis_restart(server: EmbeddedRedis, pref
         client = sync_client(server.url)
         assert len(client.xrange(bus.keys.stream("runs.crash"))) == 1250
         client.close()
+
+
+async def test_a_topic_served_as_server_sent_events_resumes_after_last_event_id(bus: Bus) -> None:
+    pytest.importorskip("sse_starlette")
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from relaybus.sse import topic_events
+
+    app = Starlette(routes=[Route("/runs/{topic}", topic_events(bus))])
+    sent = await bus.publish_many("runs.sse", ["a", "b"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        whole = asyncio.create_task(http.get("/runs/runs.sse"))
+        await asyncio.sleep(0.2)
+        sent.append(await bus.publish("runs.sse", "live"))
+        await bus.close_topic("runs.sse")
+        body = (await asyncio.wait_for(whole, 10)).text
+        entry_ids = [m.entry_id or "" for m in await collect(bus, "runs.sse")]
+        resumed = await http.get("/runs/runs.sse", headers={"Last-Event-ID": entry_ids[0]})
+        bad = await http.get("/runs/runs.sse", headers={"Last-Event-ID": "nope"})
+
+    def events(text: str) -> list[tuple[str, str]]:
+        blocks = [dict(line.split(": ", 1) for line in block.splitlines()
+                       if ": " in line and not line.startswith(":"))
+                  for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+        return [(b.get("event", ""), b.get("id", "")) for b in blocks]
+
+    assert events(body) == [*[("message", e) for e in entry_ids], ("closed", "")]
+    assert [m.id for m in await collect(bus, "runs.sse")] == sent
+    assert events(resumed.text) == [*[("message", e) for e in entry_ids[1:]], ("closed", "")]
+    assert bad.status_code == 400 and "entry id" in bad.text
