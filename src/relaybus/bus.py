@@ -11,7 +11,7 @@ import socket
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
@@ -473,7 +473,7 @@ class Bus:
 
     # -- resumable streams -----------------------------------------------------
 
-    def follow(self, topic: str, after: str | None = None) -> AsyncIterator[Message]:
+    def follow(self, topic: str, after: str | None = None) -> AsyncGenerator[Message, None]:
         """Every message of a topic, in stored order, with no consumer group: what is
         retained after `after` (a Message.entry_id seen before; None: the oldest retained),
         then each new one as it is stored - no gap and no duplicate between the two. Ends

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -130,13 +130,13 @@ class SyncBus:
         iterator (or leaving a for loop) ends the follower there."""
         return self._iterate(self.bus.follow(topic, after))
 
-    def _iterate(self, stream: AsyncIterator[Message]) -> Iterator[Message]:
+    def _iterate(self, stream: AsyncGenerator[Message, None]) -> Iterator[Message]:
         try:
             while (message := self._call(_next(stream))) is not None:
                 yield message
         finally:
             if not self._loop.is_closed():
-                self._call(stream.aclose())  # type: ignore[attr-defined]  # an async generator
+                self._call(stream.aclose())
 
     def close_topic(self, topic: str, keep_s: float = 600) -> int:
         return self._call(self.bus.close_topic(topic, keep_s))
@@ -159,7 +159,7 @@ class SyncBus:
         return self._call(self.bus.stats(topics))
 
 
-async def _next(stream: AsyncIterator[Message]) -> Message | None:
+async def _next(stream: AsyncGenerator[Message, None]) -> Message | None:
     """The next message, or None at the end (StopAsyncIteration cannot cross threads)."""
     try:
         return await stream.__anext__()

@@ -10,7 +10,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -45,7 +45,7 @@ def _keys(ctx: Context, topic: str) -> list[str]:
             keys.wake(topic), keys.closed(topic)]
 
 
-async def follow(ctx: Context, topic: str, after: str) -> AsyncIterator[Message]:
+async def follow(ctx: Context, topic: str, after: str) -> AsyncGenerator[Message, None]:
     """What the topic's stream holds after `after`, then each new entry as it is stored,
     until the topic is closed and read to its end. Subscribed to the wake channel before
     the first read, and each read that finds nothing arms the wake key in the same step

@@ -78,8 +78,8 @@ class Write:
 
 def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
     """A publish script refused for max_queue_size, by a full Redis, for a closed topic,
-    or as an attempt a later one superseded: the error saying so (each refusal comes before the script's
-    first append: nothing was appended); any other error as it is."""
+    or as an attempt a later one superseded: the error saying so (each refusal comes
+    before the script's first append: nothing was appended); any other error as it is."""
     if redis_full(exc):
         return RedisFullError(
             f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
