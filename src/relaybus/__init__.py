@@ -33,6 +33,7 @@ _PUBLIC = {
     "ReplicationError": "errors",
     "RequestFailedError": "errors",
     "RequestTimeoutError": "errors",
+    "TopicClosedError": "errors",
     "Subscription": "delivery",
     "SyncBus": "sync",
     "hookimpl": "hookspecs",
@@ -58,6 +59,7 @@ __all__ = [  # the same names as _PUBLIC (unit_tests/test_package.py holds them 
     "RequestTimeoutError",
     "Subscription",
     "SyncBus",
+    "TopicClosedError",
     "hookimpl",
 ]
 
@@ -94,6 +96,7 @@ if TYPE_CHECKING:  # what the names above are, for type checkers and editors
         ReplicationError,
         RequestFailedError,
         RequestTimeoutError,
+        TopicClosedError,
     )
     from .hookspecs import hookimpl
     from .message import Message

@@ -11,7 +11,7 @@ import socket
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
@@ -22,6 +22,7 @@ from .config import BusConfig
 from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
 from .engine import broadcast, pull, replies, retained
+from .engine import follow as followers
 from .engine.consumer import Consumer
 from .engine.context import Context
 from .engine.doorbell import Doorbell
@@ -479,6 +480,25 @@ class Bus:
         """Delete a topic's dead letters; returns how many there were."""
         validate_topic(topic)
         return await retained.purge_dead_letters(self._engine, topic)
+
+    # -- resumable streams -----------------------------------------------------
+
+    def follow(self, topic: str, after: str | None = None) -> AsyncGenerator[Message, None]:
+        """Every message of a topic, in stored order, with no consumer group: what is
+        retained after `after` (a Message.entry_id seen before; None: the oldest retained),
+        then each new one as it is stored - no gap and no duplicate between the two. Ends
+        once the topic is closed and read to its end (docs/streams.md)."""
+        validate_topic(topic)
+        return followers.follow(self._engine, topic, followers.check_position(after))
+
+    @_reports_unavailable
+    async def close_topic(self, topic: str, keep_s: float = 600) -> int:
+        """Close a topic: its followers end once they have read everything published before
+        this, a later publish raises TopicClosedError, and its keys expire `keep_s` later.
+        Returns how many delayed messages not yet due it dropped (docs/streams.md)."""
+        validate_topic(topic)
+        arguments.seconds("keep_s", keep_s, positive=True)
+        return await followers.close(self._engine, topic, keep_s)
 
     # -- ephemeral broadcast ---------------------------------------------------
 

@@ -26,6 +26,10 @@ class QueueFullError(RelayBusError):
     """The topic holds `max_queue_size` unconsumed messages and overflow is `reject`."""
 
 
+class TopicClosedError(RelayBusError):
+    """A publish to a topic `close_topic` closed: nothing of it was appended."""
+
+
 class RequestTimeoutError(RelayBusError, TimeoutError):
     """`request` got no reply within its timeout."""
 

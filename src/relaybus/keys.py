@@ -112,6 +112,10 @@ class Keys:
         scripts look for markers only then (one EXISTS, usually of a missing key)."""
         return self._topic(topic, "fence")
 
+    def closed(self, topic: str) -> str:
+        """Exists while a topic is closed (bus.close_topic): every publish script refuses it."""
+        return self._topic(topic, "closed")
+
     def wake(self, topic: str) -> str:
         """The topic's wake key, and the pub/sub channel of the same name (scripts/wake.lua)."""
         return self._topic(topic, "wake")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -126,6 +126,22 @@ class SyncBus:
     def dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
         return self._call(self.bus.dead_letter(message, reason, error))
 
+    def follow(self, topic: str, after: str | None = None) -> Iterator[Message]:
+        """Bus.follow as a plain iterator: each step runs on the bus loop; closing the
+        iterator (or leaving a for loop) ends the follower there."""
+        return self._iterate(self.bus.follow(topic, after))
+
+    def _iterate(self, stream: AsyncGenerator[Message, None]) -> Iterator[Message]:
+        try:
+            while (message := self._call(_next(stream))) is not None:
+                yield message
+        finally:
+            if not self._loop.is_closed():
+                self._call(stream.aclose())
+
+    def close_topic(self, topic: str, keep_s: float = 600) -> int:
+        return self._call(self.bus.close_topic(topic, keep_s))
+
     def broadcast(self, topic: str, payload: Any, **fields: Any) -> int:
         return self._call(self.bus.broadcast(topic, payload, **fields))
 
@@ -153,3 +169,11 @@ class SyncBus:
 
     def stats(self, topics: Iterable[str] | None = None) -> BusStats:
         return self._call(self.bus.stats(topics))
+
+
+async def _next(stream: AsyncGenerator[Message, None]) -> Message | None:
+    """The next message, or None at the end (StopAsyncIteration cannot cross threads)."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None

@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from ..arguments import seconds as check_seconds
 from ..connection import UNAVAILABLE, unavailable
-from ..errors import BusUnavailableError, QueueFullError, RedisFullError, ReplicationError
+from ..errors import BusUnavailableError, QueueFullError, RedisFullError, ReplicationError, TopicClosedError
 from ..keys import validate_topic
 from ..message import encode, id_time_ms, made
 from ..outbox import Outbox, OutboxEntry
@@ -77,15 +77,18 @@ class Write:
 
 
 def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
-    """A publish script refused for max_queue_size, by a full Redis, or as an attempt a
-    later one superseded: the error saying so (each refusal comes before the script's
-    first append: nothing was appended); any other error as it is."""
+    """A publish script refused for max_queue_size, by a full Redis, for a closed topic,
+    or as an attempt a later one superseded: the error saying so (each refusal comes
+    before the script's first append: nothing was appended); any other error as it is."""
     if redis_full(exc):
         return RedisFullError(
             f"publish to {topic!r}: Redis's memory is full (maxmemory with noeviction), nothing "
             "was appended; consumers acking and cleanup trimming free it, or raise maxmemory"
         )
     words = str(exc).split()
+    if words and words[0] == "CLOSED":
+        return TopicClosedError(f"publish to {topic!r}: the topic is closed (close_topic); nothing "
+                                "was appended")
     if words and words[0] == "STALE":  # only when this host's clock went back: try again later
         return BusUnavailableError(f"publish to {topic!r}: a later attempt of it was refused; this "
                                    "attempt appended nothing")
@@ -252,6 +255,13 @@ class Publisher:
                           id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
                 try:
                     await self._scripted(run[0].topic, writes, check=window, mark_ms=MARK_TTL_MS)
+                except TopicClosedError:  # never deliverable: said loudly, then gone
+                    log.error("relaybus: %d outbox message(s) for %r dropped: the topic was closed "
+                              "(close_topic) before they could be sent: %s", len(run), run[0].topic,
+                              ", ".join(e.message_id for e in run))
+                    self.ctx.counters["outbox_dropped_closed"] += len(run)
+                    await self.outbox.delete(run)
+                    continue
                 except (QueueFullError, RedisFullError, ResponseError) as exc:
                     # this topic waits (its order kept) for the next flush; the others go on
                     log.warning("relaybus: outbox entries for %r refused (%s: %s); retrying later",
@@ -269,8 +279,9 @@ class Publisher:
         """The fast path: one append.lua call."""
         keys, scripts = self.ctx.keys, self.ctx.scripts
         try:
-            await self._send(topic, (scripts.append, [keys.stream(topic), keys.wake(topic), keys.fence(topic),
-                                                      keys.sent(topic)], [w.data for w in writes]))
+            call_keys = [keys.stream(topic), keys.wake(topic), keys.fence(topic), keys.sent(topic),
+                         keys.closed(topic)]
+            await self._send(topic, (scripts.append, call_keys, [w.data for w in writes]))
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
         except UNAVAILABLE as exc:
@@ -292,7 +303,7 @@ class Publisher:
         for w in writes:
             call_keys.append(keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0])
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]
-        call_keys.append(keys.wake(topic))
+        call_keys += [keys.closed(topic), keys.wake(topic)]
         try:
             replies = await self._send(topic, (self.ctx.scripts.publish, call_keys, args))
         except ResponseError as exc:

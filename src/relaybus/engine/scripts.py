@@ -33,7 +33,8 @@ from .autopipeline import AutoPipeline
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NOSCRIPT_RETRIES = 3  # loads and reruns of calls a server answered NOSCRIPT
-NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim", "retention", "inbox")
+NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim", "retention", "inbox",
+         "follow", "close_topic")
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
 
@@ -68,6 +69,8 @@ class Scripts:
     trim: AsyncScript
     retention: AsyncScript
     inbox: AsyncScript
+    follow: AsyncScript
+    close_topic: AsyncScript
 
     def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client

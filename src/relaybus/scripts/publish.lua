@@ -5,7 +5,8 @@
 -- KEYS[1] topic stream (lane 0), KEYS[2] delayed set, KEYS[3] set of lanes in use,
 -- KEYS[4] counters hash, KEYS[5] lane-stream key prefix, KEYS[6] sent-marker key prefix,
 -- KEYS[7] the topic's fence key, then one per message: its dedup key (KEYS[1] where
--- unused), and last the topic's wake key (all keys share the topic's hash tag)
+-- unused), and last the topic's closed marker and its wake key (all keys share the
+-- topic's hash tag)
 -- ARGV[1] max_queue_size (0: none), ARGV[2] overflow ('reject' | 'drop_oldest'),
 -- ARGV[3], ARGV[4]: a window of entry-id times (ms, ARGV[4] may be '+'; 0 0: a first
 -- attempt) in which an earlier attempt of this batch would have appended - a retry
@@ -20,7 +21,8 @@
 -- whichever attempt of a message runs second appends nothing, in any order of arrival.
 -- First attempts (stamp 0) look at markers only while the fence key exists.
 -- Returns the ids in order (the original's for a duplicate inside its window), or the
--- error 'QUEUEFULL <unconsumed> <incoming>' having appended nothing.
+-- error 'QUEUEFULL <unconsumed> <incoming>' or 'CLOSED' (bus.close_topic: a batch with
+-- anything left to write) having appended nothing.
 local n = (#ARGV - 7) / 5
 local wake = KEYS[#KEYS]
 local check_from, mark_ms, stamp = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -136,6 +138,14 @@ for i = 1, n do
   append[i] = not original
   if append[i] and tonumber(arg(i, 4)) == 0 then
     incoming = incoming + 1
+  end
+end
+
+if redis.call('EXISTS', KEYS[#KEYS - 1]) == 1 then
+  for i = 1, n do
+    if append[i] then
+      return redis.error_reply('CLOSED the topic is closed')
+    end
   end
 end
 

@@ -1,5 +1,6 @@
 -- include: groups.lua
 -- include: wake.lua
+-- include: due.lua
 -- One fetch for one (group, topic): move the topic's due delayed members into their
 -- streams, then read new entries from the group's streams, most urgent first, up to
 -- ARGV[3] in all, so a caller never gets more than it asked. With ARGV[3] = 0 it only
@@ -15,8 +16,7 @@
 -- read with ARGV[7] > 0 (a pull read) first claims entries pending longer than ARGV[7]
 -- ms in any consumer of the group, this one included, so nothing a lost reply delivered
 -- stays pending unreturned: claim and read are one step
--- A delayed member is "<target>|<envelope>": target "*<lane>" is the topic's lane
--- stream, anything else the group whose retry stream gets it.
+-- (due.lua says what a delayed member is.)
 -- Returns {next due (ms) or false, drained, key, {entries}, key, {entries}, ...} (a
 -- claiming read: {next due, drained, {id, deliveries, ...}, key, {entries}, ...}, the
 -- claimed entries' delivery counts, this one included, and their sections first) where
@@ -60,32 +60,7 @@ if ARGV[6] ~= '' then
   ensure_group(KEYS[6], '0')
 end
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
-for _, member in ipairs(due) do
-  -- A member not of our making (no '|', a lane that is no 1-9) goes to the topic stream
-  -- as it is: consumers find it undecodable and dead-letter it; it never stops the topic.
-  local stream, envelope = KEYS[2], member
-  local bar = string.find(member, '|', 1, true)
-  if bar then
-    local target = string.sub(member, 1, bar - 1)
-    envelope = string.sub(member, bar + 1)
-    if string.sub(target, 1, 1) ~= '*' then
-      stream = KEYS[3] .. target
-    elseif string.match(target, '^%*[0-9]$') then
-      stream = lane_key(string.sub(target, 2))
-    end
-  end
-  -- refused while Redis's memory is full: stays delayed for a later read, and the read
-  -- goes on, so consumers keep draining (acks and cleanup are what free memory)
-  if redis.pcall('XADD', stream, '*', 'v', '1', 'm', envelope)['err'] then
-    break
-  end
-  redis.call('ZREM', KEYS[1], member)
-end
-if #due > 0 then
-  ring(KEYS[7])  -- other groups' consumers may be waiting for what just fell due
-end
-local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or false
+local next_due = promote_due(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], ARGV[4], tonumber(ARGV[5]))
 
 local sources = {KEYS[6]}
 local lanes = {}
