@@ -1,6 +1,6 @@
 """relaybus under real LangGraph agents (offline scripted chat models): the async
 callback handler called from LangGraph's worker threads and their loops, the toolkit
-in a ToolNode and in create_react_agent, and the docs' two-agent hand-off example."""
+in a ToolNode and in create_agent, and the docs' two-agent hand-off example."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, create_react_agent
+from langgraph.prebuilt import ToolNode
 
 from relaybus import Bus
 from relaybus.adapters.langchain import RelayBusCallbackHandler, RelayBusToolkit
+
+# the example and these tests use no API LangGraph deprecates (create_react_agent is: create_agent)
+pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "langgraph_handoff.py"
 
@@ -53,7 +57,7 @@ async def test_the_async_handler_under_a_langgraph_agent_logs_no_warning_and_pub
         calls({"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}), AIMessage(content="3")]))
     handler = RelayBusCallbackHandler(bus, "agent.events")
     with caplog.at_level(logging.WARNING):
-        result = await create_react_agent(scripted, [add]).ainvoke(
+        result = await create_agent(scripted, [add]).ainvoke(
             {"messages": [("user", "1 + 2?")]}, config={"callbacks": [handler]})
     assert result["messages"][-1].content == "3"
     assert [r.getMessage() for r in caplog.records if r.name.startswith("relaybus")] == []
@@ -96,11 +100,11 @@ async def test_the_toolkit_in_a_tool_node(bus: Bus) -> None:
     assert refused.status == "error" and "not allowed" in str(refused.content)
 
 
-async def test_the_toolkit_in_create_react_agent(bus: Bus) -> None:
+async def test_the_toolkit_in_create_agent(bus: Bus) -> None:
     publish = {"name": "relaybus_publish", "id": "p1",
                "args": {"topic": "tasks.review", "payload": {"pr": 9}}}
     scripted = example().ScriptedModel(messages=iter([calls(publish), AIMessage(content="sent")]))
-    agent = create_react_agent(scripted, RelayBusToolkit(bus=bus, allowed_topics=["tasks.*"]).get_tools())
+    agent = create_agent(scripted, RelayBusToolkit(bus=bus, allowed_topics=["tasks.*"]).get_tools())
     result = await agent.ainvoke({"messages": [("user", "send pr 9 for review")]})
     assert result["messages"][-1].content == "sent"
     assert [m.payload for m in await bus.history("tasks.review")] == [{"pr": 9}]
