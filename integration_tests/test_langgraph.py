@@ -8,6 +8,7 @@ import importlib.util
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -73,10 +74,17 @@ async def test_a_sync_prompt_step_with_nested_chains_returns_and_publishes_its_e
     """create_react_agent's prompt is a sync step that LangGraph invokes on the running
     loop - the bus's - from `ainvoke`: with every nested chain published (as the guide
     suggests for tracing a graph) the run returns, and the prompt step's events are
-    published in order with the rest."""
+    published in order with the rest. Still on the deprecated create_react_agent, which
+    users may run until LangGraph 2: create_agent has no such step (system_prompt is a
+    message), so it cannot show this case."""
+    from langgraph.prebuilt import create_react_agent
+    from langgraph.warnings import LangGraphDeprecatedSinceV10
+
     scripted = example().ScriptedModel(messages=iter([AIMessage(content="hi")]))
     handler = RelayBusCallbackHandler(bus, "agent.events", nested_chains=True)
-    agent = create_react_agent(scripted, [add], prompt="Be brief.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LangGraphDeprecatedSinceV10)
+        agent = create_react_agent(scripted, [add], prompt="Be brief.")
     result = await agent.ainvoke({"messages": [("user", "hello")]}, config={"callbacks": [handler]})
     assert result["messages"][-1].content == "hi"
     events = [m.payload for m in await bus.history("agent.events", limit=100)]
