@@ -554,6 +554,48 @@ def test_ctrl_c_during_a_command_exits_130() -> None:
     assert proc.returncode == 130 and "interrupted" in err and out == ""
 
 
+INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_ctrl_c_stops_the_mcp_server_with_exit_0(redis_url: str, prefix: str, transport: str) -> None:
+    """A server is meant to be stopped by Ctrl-C (docs/cli.md): exit 0, no `interrupted`,
+    over either transport, once it is serving."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*COMMAND, "mcp", "--transport", transport, "--port", str(port), "--redis-url", redis_url,
+         "--prefix", prefix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        if transport == "stdio":
+            proc.stdin.write(INITIALIZE + "\n")
+            proc.stdin.flush()
+            assert json.loads(proc.stdout.readline())["id"] == 1  # serving
+        else:
+            deadline = time.monotonic() + 30
+            while not listening(port):
+                assert proc.poll() is None and time.monotonic() < deadline, "never served"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "interrupted" not in err and "Traceback" not in err
+
+
+def listening(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/mcp", timeout=5)
+    except urllib.error.HTTPError:  # a GET without an MCP session: refused, but served
+        return True
+    except OSError:
+        return False
+    return True
+
+
 # -- fuzzed invocations ----------------------------------------------------------------------
 
 WEIRD = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e309", "1e-9", "10", "", " ", "abc", "{}",

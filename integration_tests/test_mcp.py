@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +32,14 @@ from relaybus.embedded import free_port
 from .helpers import running, wait_for
 
 SERVE = "from relaybus.cli import app; app()"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "mcp.md"
+
+
+def quoted(start: str) -> str:
+    """The message the MCP guide quotes (in backticks) starting so, lines joined."""
+    match = re.search(rf"`({re.escape(start)}[^`]*)`", " ".join(GUIDE.read_text().split()))
+    assert match is not None, f"the guide quotes no message starting {start!r}"
+    return match[1]
 
 
 def server(redis_url: str, prefix: str, *options: str) -> StdioServerParameters:
@@ -165,6 +175,7 @@ async def test_server_version_compact_results_and_one_line_argument_errors(
     assert bad.is_error
     error = bad.content[0].text  # type: ignore[union-attr]
     assert error == "relaybus_read: invalid arguments: count: Input should be less than or equal to 100"
+    assert error == quoted("relaybus_read: invalid arguments:")
 
 
 async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, prefix: str, bus: Bus,
@@ -174,7 +185,9 @@ async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, p
         bad = await session.call_tool("relaybus_read", {"topic": "tasks.x", "group": "no spaces"})
     assert refused.is_error
     text = refused.content[0].text  # type: ignore[union-attr]
-    assert "topic 'payments.refund' is not allowed" in text and "tasks.*, reviews.*, notes" in text
+    assert text == ("Error executing tool relaybus_publish: topic 'payments.refund' is not allowed for "
+                    "this agent; allowed topics: tasks.*, reviews.*, notes")  # the SDK's prefix, then ours
+    assert text == quoted("Error executing tool relaybus_publish:").replace("reviews.*", "reviews.*, notes")
     assert bad.is_error and "invalid group 'no spaces'" in bad.content[0].text  # type: ignore[union-attr]
     assert await bus.topics() == []
 

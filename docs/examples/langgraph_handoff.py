@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from langchain.agents import create_agent
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from langgraph.prebuilt import create_react_agent
 
 from relaybus import Bus, Message
 from relaybus.adapters.langchain import RelayBusCallbackHandler, RelayBusToolkit
@@ -35,7 +35,7 @@ def script(*answers: AIMessage) -> Iterator[AIMessage]:
 
 
 def reviewer_agent() -> Any:
-    return create_react_agent(ScriptedModel(messages=script(
+    return create_agent(ScriptedModel(messages=script(
         AIMessage(content="approve: the retry loop now backs off"))), tools=[])
 
 
@@ -43,7 +43,7 @@ def writer_agent(bus: Bus) -> Any:
     tools = RelayBusToolkit(bus=bus, allowed_topics=["agents.*"]).get_tools()
     ask = {"name": "relaybus_request", "id": "ask-1",
            "args": {"topic": "agents.reviewer", "payload": {"draft": "retry with backoff"}, "timeout_s": 30}}
-    return create_react_agent(ScriptedModel(messages=script(
+    return create_agent(ScriptedModel(messages=script(
         AIMessage(content="", tool_calls=[ask]),
         AIMessage(content="Merged: the reviewer approved."))), tools=tools)
 

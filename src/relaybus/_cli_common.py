@@ -94,14 +94,17 @@ def user_errors() -> Iterator[None]:
         raise fail(one_line(exc)) from None
 
 
-def run(job: Coroutine[Any, Any, T]) -> T:
+def run(job: Coroutine[Any, Any, T], *, server: bool = False) -> T:
     """Run one command's coroutine with one-line errors. A Ctrl-C that `ctrl_c` did not
     turn into a clean stop interrupted the work: say so and exit 130, as shells do, so
-    `relaybus dlq replay x && next` does not go on after a half-done replay."""
+    `relaybus dlq replay x && next` does not go on after a half-done replay. A `server`
+    is meant to be stopped by Ctrl-C: exit 0 (docs/cli.md)."""
     with user_errors():
         try:
             return asyncio.run(job)
         except KeyboardInterrupt:
+            if server:
+                raise typer.Exit(0) from None
             err.print("[red]interrupted[/]", soft_wrap=True)
             raise typer.Exit(130) from None
 

@@ -11,7 +11,7 @@ import socket
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
@@ -509,7 +509,7 @@ class Bus:
         validate_topic(topic)
         return await broadcast.send(self._engine, Message(topic=topic, payload=payload, **fields))
 
-    def listen(self, *patterns: str) -> AsyncIterator[Message]:
+    def listen(self, *patterns: str) -> AsyncGenerator[Message, None]:
         """Yield broadcasts on topics matching any glob pattern (`*`, `?`, `[...]`)
         until the caller stops iterating."""
         if not patterns:

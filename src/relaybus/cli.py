@@ -117,4 +117,4 @@ def mcp(
     run(serve(redis_url, prefix, _listed(allowed_topics),
               transport="http" if transport is Transport.http else "stdio", host=host, port=port, token=token,
               allowed_hosts=allowed_host or (), allowed_origins=allowed_origin or (),
-              new_groups=_listed(new_groups), plugins=[OutageNotice()]))  # Ctrl-C: "interrupted", exit 130
+              new_groups=_listed(new_groups), plugins=[OutageNotice()]), server=True)

@@ -145,6 +145,12 @@ class SyncBus:
     def broadcast(self, topic: str, payload: Any, **fields: Any) -> int:
         return self._call(self.bus.broadcast(topic, payload, **fields))
 
+    def listen(self, *patterns: str) -> Iterator[Message]:
+        """Bus.listen without `async for`: broadcasts on topics matching any glob pattern,
+        until the caller stops iterating (leaving the loop, or `close()` on the iterator,
+        unsubscribes). Each message is awaited on the bus loop, as every other call is."""
+        return self._iterate(self.bus.listen(*patterns))  # no pattern: ValueError here
+
     def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
         return self._call(self.bus.trim(topic, keep_s=keep_s, keep_len=keep_len))
 

@@ -6,7 +6,7 @@ the count stays exact."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from redis.asyncio.cluster import RedisCluster
 
@@ -34,7 +34,7 @@ async def send(ctx: Context, message: Message) -> int:
         raise unavailable(f"broadcast to {message.topic!r}", exc) from None
 
 
-async def listen(ctx: Context, patterns: list[str]) -> AsyncIterator[Message]:
+async def listen(ctx: Context, patterns: list[str]) -> AsyncGenerator[Message, None]:
     """Broadcasts on channels matching the patterns, on a connection of its own (never
     one of the command pool) for as long as the caller iterates."""
     channels = [ctx.keys.channel(p) for p in patterns]
