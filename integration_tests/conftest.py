@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -145,6 +146,16 @@ def server_factory(redis_line: str) -> Iterator[Callable[..., EmbeddedRedis]]:
         _unavailable("no redis-server binary to start a private server")
     executable = NEWEST if redis_line == "cluster" else redis_line
     yield functools.partial(EmbeddedRedis, executable=executable)
+
+
+@pytest.fixture
+def aof_server(server_factory: Callable[..., EmbeddedRedis], tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A private redis-server of this test's line with every write fsynced (AOF, always)
+    in a directory of its own, so a test can kill -9 it and start it again with its data."""
+    (tmp_path / "aof").mkdir()
+    with server_factory(port=free_port(), directory=tmp_path / "aof",
+                        args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        yield server
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.chaos
 LONG = os.environ.get("RELAYBUS_CHAOS_LONG") == "1"
 WORKER = Path(__file__).with_name("chaos_worker.py")
 TOPIC, PREFETCH, POISON_EVERY = "chaos.jobs", 32, 50
-
-
-@pytest.fixture
-def aof_server(server_factory: Callable[..., EmbeddedRedis]) -> Iterator[EmbeddedRedis]:
-    with server_factory(port=free_port(), args=["--appendonly", "yes", "--appendfsync", "always"]) as s:
-        yield s
 
 
 def workers(url: str, prefix: str, names: list[str], record_url: str = "",

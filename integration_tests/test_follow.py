@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from relaybus import Bus, Message, RelayBusError, SyncBus, TopicClosedError
-from relaybus.embedded import EmbeddedRedis, free_port
+from relaybus.embedded import EmbeddedRedis
 
 from .conftest import sync_client
 from .helpers import wait_for
@@ -199,21 +198,11 @@ def test_sync_follow(redis_url: str, prefix: str) -> None:
             bus.publish("sync.f", 4)
 
 
-@pytest.fixture
-def server(server_factory: type[EmbeddedRedis], tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    (tmp_path / "data").mkdir()
-    instance = server_factory(port=free_port(), directory=tmp_path / "data",
-                              args=["--appendonly", "yes", "--appendfsync", "always"])
-    instance.start()
-    yield instance
-    instance.stop()
-
-
-async def test_follow_resumes_across_a_redis_restart(server: EmbeddedRedis, prefix: str) -> None:
+async def test_follow_resumes_across_a_redis_restart(aof_server: EmbeddedRedis, prefix: str) -> None:
     """A follower reading when Redis is killed (-9) reads on, from where it was, once Redis
     is back from its AOF; one resuming from the last entry id it saw gets the rest too.
     Neither misses nor repeats an entry."""
-    async with Bus.from_url(server.url, prefix=prefix, **FAST) as bus:
+    async with Bus.from_url(aof_server.url, prefix=prefix, **FAST) as bus:
         before = await bus.publish_many("runs.crash", list(range(1200)))  # more than a page (500)
         got: list[Message] = []
         killed = asyncio.Event()
@@ -226,11 +215,11 @@ async def test_follow_resumes_across_a_redis_restart(server: EmbeddedRedis, pref
 
         following = asyncio.create_task(follower())
         await wait_for(lambda: len(got) == 100)
-        server.kill()
+        aof_server.kill()
         killed.set()
         await asyncio.sleep(0.5)
         assert len(got) == 500
-        server.start()
+        aof_server.start()
         after: list[str] = []
         for i in range(50):
             while True:
@@ -245,7 +234,7 @@ async def test_follow_resumes_across_a_redis_restart(server: EmbeddedRedis, pref
         assert [m.id for m in got] == before + after
         resumed = await asyncio.wait_for(collect(bus, "runs.crash", got[1199].entry_id), 10)
         assert [m.id for m in resumed] == after
-        client = sync_client(server.url)
+        client = sync_client(aof_server.url)
         assert len(client.xrange(bus.keys.stream("runs.crash"))) == 1250
         client.close()
 

@@ -7,7 +7,6 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,9 @@ FAST = {"block_ms": 100, "claim_idle_ms": 1000, "socket_timeout": 1.0, "connect_
 
 
 @pytest.fixture
-def server(server_factory: type[EmbeddedRedis], tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A private redis-server on a fixed port and directory, with every write fsynced, so a
-    test can kill -9 it and start it again with its data."""
-    (tmp_path / "data").mkdir()
-    instance = server_factory(port=free_port(), directory=tmp_path / "data",
-                              args=["--appendonly", "yes", "--appendfsync", "always"])
-    instance.start()
-    yield instance
-    instance.stop()
+def server(aof_server: EmbeddedRedis) -> EmbeddedRedis:
+    """conftest's aof_server: killed with -9 and started again with its data."""
+    return aof_server
 
 
 def entries(url: str, key: str) -> list[bytes]:

@@ -31,7 +31,8 @@ async def test_the_whole_system_through_a_restart_without_data(
             system = System(proxy.url, server.url, lambda: admin, redis_url, prefix, tmp_path,
                             publish_timeout_s=20, socket_timeout=0.5, connect_timeout=1)
             faults = [
-                Fault("late bytes", lambda: proxy.set("delay", 1.0), 1.5, lambda: proxy.set("pass")),
+                Fault("late bytes", lambda: proxy.late_open(3.0, match=b"EVALSHA"), 1.0,
+                      lambda: proxy.late_open(0.0)),
                 Fault("redis restarted empty", server.kill, 0.5, server.start, wipes=True),
                 Fault("consumer SIGKILL", lambda: system.procs.kill("push-2"), 0.2,
                       lambda: system.worker("push", "push-2")),
