@@ -131,7 +131,8 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-OUTAGE = (BusUnavailableError, *UNAVAILABLE)  # Redis unreachable, as a bus method or redis-py says it
+# Redis unreachable, as a bus method or redis-py says it
+OUTAGE: tuple[type[BaseException], ...] = (BusUnavailableError, *UNAVAILABLE)
 RETRY_S = (0.25, 2.0)  # seconds between tries while Redis is away: the first wait, the longest
 
 

@@ -10,18 +10,14 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import SecretStr
+from redis import exceptions as redis_exceptions
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import (
-    MaxConnectionsError,
-    RedisClusterException,
-    RedisClusterUnreachableError,
-    SlotNotCoveredError,
-)
+from redis.exceptions import MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -39,9 +35,12 @@ except ImportError:
     NO_SETINFO = {"lib_name": None, "lib_version": None}
 
 # What "Redis could not be reached" looks like from redis-py: on a Cluster also no node
-# answering, or a slot without one (a failover under way) - no ConnectionError there.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
-               RedisClusterUnreachableError, SlotNotCoveredError)
+# answering (RedisClusterUnreachableError, redis-py >= 8.2; older ones raise the connection
+# error itself), or a slot without one (a failover under way) - no ConnectionError there.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, SlotNotCoveredError,
+    *filter(None, [getattr(redis_exceptions, "RedisClusterUnreachableError", None)]),
+)
 
 
 def unavailable(action: str, exc: BaseException, url: str | None = None) -> BusUnavailableError:

@@ -95,7 +95,9 @@ async def _closed_by_server(connection: Connection) -> bool:
     connection skips: else the first round trip after a restart fails, Redis being back."""
     if not connection.is_connected:
         return False  # the send connects it
+    # redis-py >= 8 names the probe can_read; before, can_read_destructive (deprecated since)
+    probe = getattr(connection, "can_read", None) or connection.can_read_destructive
     try:
-        return bool(await connection.can_read())  # data no reply is owed for: as unusable
+        return bool(await probe())  # data no reply is owed for: as unusable
     except (RedisConnectionError, OSError):  # end of stream, or a reset
         return True

@@ -17,7 +17,8 @@ from .settlement import Acks, Settlement
 log = logging.getLogger("relaybus")
 FULL_WARN_EVERY_S = 60.0  # settlements refused by a full Redis: one warning per this
 HeldKey = tuple[str, str, bytes]  # (group, stream, entry id): two groups never share one
-OUTAGE = (*UNAVAILABLE, BusUnavailableError)  # a settlement that could not reach Redis
+# a settlement that could not reach Redis
+OUTAGE: tuple[type[BaseException], ...] = (*UNAVAILABLE, BusUnavailableError)
 
 
 @dataclass(slots=True)
