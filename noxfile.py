@@ -67,8 +67,9 @@ def integration(session: nox.Session) -> None:
 @nox.session(python=TOOLS)
 def lint(session: nox.Session) -> None:
     session.install(*_groups("lint"))
-    session.run("ruff", "check", "src", "plugins", "unit_tests", "integration_tests", "bench", "docs",
-                "noxfile.py")
+    session.run(
+        "ruff", "check", "src", "plugins", "unit_tests", "integration_tests", "bench", "docs", "noxfile.py"
+    )
 
 
 @nox.session(python=TOOLS)
@@ -88,8 +89,21 @@ def _resolved(session: nox.Session, resolution: str) -> Path:
     versions pyproject allows (`lowest-direct`) or the newest (`highest`)."""
     session.install("uv")
     pins = Path(session.create_tmp()) / f"{resolution}.txt"
-    session.run("uv", "pip", "compile", "pyproject.toml", "--extra", "all", "--resolution", resolution,
-                "--python-version", str(session.python), "-q", "-o", str(pins))
+    session.run(
+        "uv",
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--extra",
+        "all",
+        "--resolution",
+        resolution,
+        "--python-version",
+        str(session.python),
+        "-q",
+        "-o",
+        str(pins),
+    )
     return pins
 
 
@@ -99,8 +113,14 @@ def _installed_check(session: nox.Session, pins: Path) -> None:
     session.install("-c", str(pins), *_groups("test-base"))  # test tools that keep the floors
     session.run("pip", "check")
     session.run("relaybus", "--version")
-    session.run("pytest", "unit_tests", "integration_tests/test_quickstart.py", "-p", "no:cacheprovider",
-                *session.posargs)
+    session.run(
+        "pytest",
+        "unit_tests",
+        "integration_tests/test_quickstart.py",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
 
 
 @nox.session(python=SUPPORTED[0])

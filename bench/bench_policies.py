@@ -36,19 +36,28 @@ async def main(url: str, n: int) -> list[tuple[str, float, float]]:
     ]:
         best_core = best = 0.0
         for _ in range(3):
-            async with Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}",
-                                    disabled_plugins=CORE) as core, \
-                    Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", **fields) as bus:
+            async with (
+                Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", disabled_plugins=CORE) as core,
+                Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", **fields) as bus,
+            ):
                 best_core = max(best_core, await rate(n, lambda i: core.publish("t", {"i": i})))
                 extra = {k: v for k, v in options.items() if k != "dedup"}
                 dedup = bool(options.get("dedup"))
-                best = max(best, await rate(n, lambda i, e=extra, d=dedup: bus.publish(  # type: ignore[misc]
-                    "t", {"i": i}, dedup_key=f"k{i}" if d else None, **e)))
+                best = max(
+                    best,
+                    await rate(
+                        n,
+                        lambda i, e=extra, d=dedup: bus.publish(  # type: ignore[misc]
+                            "t", {"i": i}, dedup_key=f"k{i}" if d else None, **e
+                        ),
+                    ),
+                )
         rows.append((label, best_core, best))
     for label, priority in [("consume, default plugins", 0), ("consume, with a priority lane", 5)]:
-        async with Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", disabled_plugins=CORE,
-                                block_ms=50) as core, \
-                Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", block_ms=50) as bus:
+        async with (
+            Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", disabled_plugins=CORE, block_ms=50) as core,
+            Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", block_ms=50) as bus,
+        ):
             for b in (core, bus):
                 for start in range(0, n * 4, 500):
                     await b.publish_many("c", list(range(start, start + 500)))

@@ -20,9 +20,13 @@ from relaybus.embedded import EmbeddedRedis, free_port
 PAYLOAD = {"kind": "review", "lines": 420, "labels": ["api", "security"], "repo": "core"}
 FILTERS = {
     "simple ($gt)": {"payload.lines": {"$gt": 10}},
-    "compound ($and/$in/$regex)": {"$and": [{"payload.lines": {"$gte": 100}},
-                                            {"payload.repo": {"$in": ["core", "api"]}},
-                                            {"payload.kind": {"$regex": "^rev"}}]},
+    "compound ($and/$in/$regex)": {
+        "$and": [
+            {"payload.lines": {"$gte": 100}},
+            {"payload.repo": {"$in": ["core", "api"]}},
+            {"payload.kind": {"$regex": "^rev"}},
+        ]
+    },
 }
 
 
@@ -103,5 +107,7 @@ if __name__ == "__main__":
     for label, without, with_ in results:
         table.add_row(label, f"{without:,.0f}", f"{with_:,.0f}", f"{with_ / without:.2f}")
     console.print(table)
-    console.print(f"pattern subscription discovery delay over {len(delays)} new topics: "
-                  f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms")
+    console.print(
+        f"pattern subscription discovery delay over {len(delays)} new topics: "
+        f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
+    )

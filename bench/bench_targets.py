@@ -51,8 +51,10 @@ class Row:
 
 
 def load(directory: Path) -> dict[str, Figures]:
-    return {key: json.loads(path.read_text()) if (path := directory / name).exists() else None
-            for key, name in FILES.items()}
+    return {
+        key: json.loads(path.read_text()) if (path := directory / name).exists() else None
+        for key, name in FILES.items()
+    }
 
 
 def judged(met: bool) -> str:
@@ -72,21 +74,33 @@ def core_rows(core: Figures) -> Iterator[Row]:
         if row is None:
             yield Row(target, f"bench_core.py '{case}'", "", f">= {ratio(floor)}", MISSING)
         else:
-            yield Row(target, f"bench_core.py '{case}', N={row['n']:,}", ratio(row["ratio"]),
-                      f">= {ratio(floor)}", judged(row["ratio"] >= floor))
+            yield Row(
+                target,
+                f"bench_core.py '{case}', N={row['n']:,}",
+                ratio(row["ratio"]),
+                f">= {ratio(floor)}",
+                judged(row["ratio"] >= floor),
+            )
 
 
 def consume_rows(engine: Figures) -> Iterator[Row]:
     """Judged on the defaults, what users get; prefetch=100 (the raw loop's batch) is shown."""
     consume = {row["case"].split(" (")[0]: row for row in engine["consume"]} if engine else {}
-    for case, target, info in (("relaybus defaults", "4a. consume+ack / raw XREADGROUP/XACK loop", False),
-                               ("relaybus prefetch=100", "    4a with prefetch=100", True)):
+    for case, target, info in (
+        ("relaybus defaults", "4a. consume+ack / raw XREADGROUP/XACK loop", False),
+        ("relaybus prefetch=100", "    4a with prefetch=100", True),
+    ):
         row = consume.get(case)
         if row is None:
             yield Row(target, f"bench_engine.py '{case}'", "", f">= {ratio(CONSUME_RAW)}", MISSING)
         else:
-            yield Row(target, f"bench_engine.py '{row['case']}', N={row['n']:,}", ratio(row["ratio"]),
-                      f">= {ratio(CONSUME_RAW)}", INFO if info else judged(row["ratio"] >= CONSUME_RAW))
+            yield Row(
+                target,
+                f"bench_engine.py '{row['case']}', N={row['n']:,}",
+                ratio(row["ratio"]),
+                f">= {ratio(CONSUME_RAW)}",
+                INFO if info else judged(row["ratio"] >= CONSUME_RAW),
+            )
 
 
 def latency_rows(engine: Figures, peers: Figures) -> Iterator[Row]:
@@ -96,17 +110,26 @@ def latency_rows(engine: Figures, peers: Figures) -> Iterator[Row]:
     if ours is None:
         yield Row(target, "bench_engine.py, publisher in another process", "", wanted, MISSING)
     else:
-        yield Row(target, f"bench_engine.py, publisher in another process (sent at "
-                          f"{ours['publish_rate']:,} msg/s, {ours['measured']:,} measured)",
-                  f"{ours['p99_ms']:.2f} ms", wanted,
-                  judged(ours["p99_ms"] < LATENCY_P99_MS))
+        yield Row(
+            target,
+            f"bench_engine.py, publisher in another process (sent at "
+            f"{ours['publish_rate']:,} msg/s, {ours['measured']:,} measured)",
+            f"{ours['p99_ms']:.2f} ms",
+            wanted,
+            judged(ours["p99_ms"] < LATENCY_P99_MS),
+        )
     local = results(peers, "latency").get(OURS)
     where = "bench_peers.py 5, publisher in the same process"
     if local is None:
         yield Row("    5 in-process", where, "", wanted, MISSING)
     else:
-        yield Row("    5 in-process", f"{where} (at {local['publish_rate']:,} msg/s)",
-                  f"{local['p99_ms']:.2f} ms", wanted, INFO)
+        yield Row(
+            "    5 in-process",
+            f"{where} (at {local['publish_rate']:,} msg/s)",
+            f"{local['p99_ms']:.2f} ms",
+            wanted,
+            INFO,
+        )
 
 
 def results(peers: Figures, scenario: str) -> dict[str, Any]:
@@ -117,8 +140,11 @@ def fastest_peer_row(consume: dict[str, int]) -> Row:
     """At least CONSUME_PEERS x the fastest of PEERS; met only when all of them were measured."""
     target, wanted = "4b. consume+ack / the fastest Python peer", f">= {CONSUME_PEERS:g}x"
     measured = {name: consume[name] for name in PEERS if consume.get(name)}
-    absent = f"; not measured: {', '.join(name for name in PEERS if name not in measured)}" \
-        if len(measured) < len(PEERS) else ""
+    absent = (
+        f"; not measured: {', '.join(name for name in PEERS if name not in measured)}"
+        if len(measured) < len(PEERS)
+        else ""
+    )
     if not consume.get(OURS) or not measured:
         return Row(target, f"bench_peers.py 4{absent}", "", wanted, MISSING)
     fastest = max(measured, key=measured.__getitem__)
@@ -128,8 +154,9 @@ def fastest_peer_row(consume: dict[str, int]) -> Row:
     return Row(target, where, ratio(value), wanted, INCOMPLETE if verdict == MET and absent else verdict)
 
 
-def flatness_row(target: str, growth: float | None, small: int | None, big: int | None,
-                 info: bool = False) -> Row:
+def flatness_row(
+    target: str, growth: float | None, small: int | None, big: int | None, info: bool = False
+) -> Row:
     """Cost with the big backlog / with the small one within 1 +- FLAT; met only over 10k -> 1M."""
     wanted = f"{1 - FLAT:.2f}x to {1 + FLAT:.2f}x"
     if growth is None or not small or not big:
@@ -148,38 +175,48 @@ def memory_row(memory: dict[str, int]) -> Row:
     if not ours or not raw or raw <= 0:
         return Row(target, "bench_peers.py 7a", "", wanted, MISSING)
     value = ours / raw
-    return Row(target, f"bench_peers.py 7a: {ours:,} vs {raw:,} bytes", ratio(value), wanted,
-               judged(value <= MEMORY))
+    return Row(
+        target, f"bench_peers.py 7a: {ours:,} vs {raw:,} bytes", ratio(value), wanted, judged(value <= MEMORY)
+    )
 
 
 def evaluate(figures: dict[str, Figures]) -> list[Row]:
     engine, peers = figures["engine"], figures["peers"]
     machine, growth = peers["machine"] if peers else {}, results(peers, "growth")
     backlogs = machine.get("n"), machine.get("backlog")  # raw redis-py's and relaybus's
-    return [*core_rows(figures["core"]), *consume_rows(engine), fastest_peer_row(results(peers, "consume")),
-            *latency_rows(engine, peers),
-            flatness_row("6. cost per message, 10k -> 1M backlog", growth.get(OURS), *backlogs),
-            flatness_row("    6 for raw redis-py", growth.get(RAW), *backlogs, info=True),
-            memory_row(results(peers, "memory"))]
+    return [
+        *core_rows(figures["core"]),
+        *consume_rows(engine),
+        fastest_peer_row(results(peers, "consume")),
+        *latency_rows(engine, peers),
+        flatness_row("6. cost per message, 10k -> 1M backlog", growth.get(OURS), *backlogs),
+        flatness_row("    6 for raw redis-py", growth.get(RAW), *backlogs, info=True),
+        memory_row(results(peers, "memory")),
+    ]
 
 
 def show(rows: list[Row], console: Console, directory: Path) -> None:
     judged_rows = [row for row in rows if row.verdict != INFO]
     met = sum(row.verdict == MET for row in judged_rows)
-    table = Table(title=f"DESIGN §8 targets: {met} of {len(judged_rows)} met",
-                  caption=f"figures from {directory}")
+    table = Table(
+        title=f"DESIGN §8 targets: {met} of {len(judged_rows)} met", caption=f"figures from {directory}"
+    )
     for column in ("target", "where measured", "measured", "target value", "verdict"):
         table.add_column(column, justify="right" if column in ("measured", "target value") else "left")
     for row in rows:
-        table.add_row(row.target, row.where, row.measured, row.wanted,
-                      f"[{STYLES[row.verdict]}]{row.verdict}[/]")
+        table.add_row(
+            row.target, row.where, row.measured, row.wanted, f"[{STYLES[row.verdict]}]{row.verdict}[/]"
+        )
     console.print(table)
 
 
 def markdown(rows: list[Row]) -> str:
     lines = ["| target | where measured | measured | target value | verdict |", "|---|---|---|---|---|"]
-    lines += [f"| {row.target.strip()} | {row.where} | {row.measured} | {row.wanted} | "
-              f"{'**NOT MET**' if row.verdict == NOT_MET else row.verdict} |" for row in rows]
+    lines += [
+        f"| {row.target.strip()} | {row.where} | {row.measured} | {row.wanted} | "
+        f"{'**NOT MET**' if row.verdict == NOT_MET else row.verdict} |"
+        for row in rows
+    ]
     return "\n".join(lines)
 
 

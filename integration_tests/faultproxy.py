@@ -81,8 +81,7 @@ class FaultProxy:
         self._server.close()
         for link in list(self._links):
             link.abort()
-        await asyncio.gather(*(link.task for link in list(self._links) if link.task),
-                             return_exceptions=True)
+        await asyncio.gather(*(link.task for link in list(self._links) if link.task), return_exceptions=True)
         await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -101,8 +100,9 @@ class FaultProxy:
         self._links.add(link)
         link.task = asyncio.current_task()
         try:
-            await asyncio.gather(link.pump(reader, up_writer, reply=False),
-                                 link.pump(up_reader, writer, reply=True))
+            await asyncio.gather(
+                link.pump(reader, up_writer, reply=False), link.pump(up_reader, writer, reply=True)
+            )
         finally:
             link.abort()
             self._links.discard(link)

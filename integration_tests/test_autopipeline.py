@@ -66,8 +66,9 @@ async def test_merged_appends_refused_by_a_full_redis_fail_every_caller(
             await bus.publish("full", -1)
             admin.config_set("maxmemory-policy", "noeviction")
             admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
-            results = await asyncio.gather(*(bus.publish("full", n) for n in range(50)),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(bus.publish("full", n) for n in range(50)), return_exceptions=True
+            )
             assert all(isinstance(r, RedisFullError) for r in results), results
             assert admin.xlen(bus.keys.stream("full")) == 1
             admin.config_set("maxmemory", 0)

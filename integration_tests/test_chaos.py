@@ -34,14 +34,26 @@ WORKER = Path(__file__).with_name("chaos_worker.py")
 TOPIC, PREFETCH, POISON_EVERY = "chaos.jobs", 32, 50
 
 
-def workers(url: str, prefix: str, names: list[str], record_url: str = "",
-            **env: str) -> list[subprocess.Popen[bytes]]:
-    return [subprocess.Popen([sys.executable, str(WORKER), url, prefix, TOPIC, name, record_url],
-                             env={**os.environ, **env}) for name in names]
+def workers(
+    url: str, prefix: str, names: list[str], record_url: str = "", **env: str
+) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), url, prefix, TOPIC, name, record_url], env={**os.environ, **env}
+        )
+        for name in names
+    ]
 
 
-async def produce(bus: Bus, done: asyncio.Event, acked: list[str], poison: set[str],
-                  refused: list[int], poison_every: int = POISON_EVERY, pad: int = 0) -> None:
+async def produce(
+    bus: Bus,
+    done: asyncio.Event,
+    acked: list[str],
+    poison: set[str],
+    refused: list[int],
+    poison_every: int = POISON_EVERY,
+    pad: int = 0,
+) -> None:
     """Four publishers until `done`; a publish that raised is not acknowledged (it may or
     may not exist). Every `poison_every`-th message (0: none) is poison; `pad` bytes of
     filler make messages bigger."""
@@ -66,8 +78,16 @@ async def produce(bus: Bus, done: asyncio.Event, acked: list[str], poison: set[s
     await asyncio.gather(*(one() for _ in range(4)))
 
 
-def reconcile(name: str, admin: redis.Redis, bus: Bus, acked: list[str], poison: set[str],
-              refused: list[int], in_flight_bound: int, books: redis.Redis | None = None) -> None:
+def reconcile(
+    name: str,
+    admin: redis.Redis,
+    bus: Bus,
+    acked: list[str],
+    poison: set[str],
+    refused: list[int],
+    in_flight_bound: int,
+    books: redis.Redis | None = None,
+) -> None:
     """`books`: where the workers recorded what they handled, if not on `admin`'s server."""
     counts = (books or admin).hgetall(f"{bus.config.prefix}:handled")
     handled = {k.decode(): int(v) for k, v in counts.items()}
@@ -75,9 +95,11 @@ def reconcile(name: str, admin: redis.Redis, bus: Bus, acked: list[str], poison:
     appended = [orjson.loads(f[b"m"])["id"] for _, f in admin.xrange(bus.keys.stream(TOPIC))]
     pending = admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"]
     duplicates = sum(handled.values()) - len(handled)
-    COUNTS.append(f"{name}: published {len(acked)} (refused {len(refused)}), handled {len(handled)}, "
-                  f"dead-lettered {len(dead)}, duplicates {duplicates}, pending {pending}, "
-                  f"appended twice {len(appended) - len(set(appended))}")
+    COUNTS.append(
+        f"{name}: published {len(acked)} (refused {len(refused)}), handled {len(handled)}, "
+        f"dead-lettered {len(dead)}, duplicates {duplicates}, pending {pending}, "
+        f"appended twice {len(appended) - len(set(appended))}"
+    )
     assert set(acked) - poison <= set(handled), "acknowledged publishes lost"
     assert sorted(dead) == sorted(poison), "each poison message dead-lettered exactly once"
     assert not set(handled) & poison
@@ -86,8 +108,9 @@ def reconcile(name: str, admin: redis.Redis, bus: Bus, acked: list[str], poison:
     assert duplicates <= in_flight_bound
 
 
-async def test_redis_sigkilled_under_producers_and_consumers_loses_nothing(aof_server: EmbeddedRedis,
-                                                                           prefix: str) -> None:
+async def test_redis_sigkilled_under_producers_and_consumers_loses_nothing(
+    aof_server: EmbeddedRedis, prefix: str
+) -> None:
     kills = 8 if LONG else 2
     admin = redis.Redis.from_url(aof_server.url)
     done = asyncio.Event()
@@ -96,8 +119,9 @@ async def test_redis_sigkilled_under_producers_and_consumers_loses_nothing(aof_s
     refused: list[int] = []
     procs = workers(aof_server.url, prefix, ["w1", "w2"])
     try:
-        async with Bus.from_url(aof_server.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1,
-                                connect_timeout=1) as bus:
+        async with Bus.from_url(
+            aof_server.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1, connect_timeout=1
+        ) as bus:
             producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
             for _ in range(kills):
                 await asyncio.sleep(1.0)
@@ -109,12 +133,20 @@ async def test_redis_sigkilled_under_producers_and_consumers_loses_nothing(aof_s
             done.set()
             await producing
             handled_key = f"{prefix}:handled"
-            await wait_for(lambda: admin.hlen(handled_key) + admin.xlen(bus.keys.dlq(TOPIC))
-                           >= len(acked), 60)
+            await wait_for(
+                lambda: admin.hlen(handled_key) + admin.xlen(bus.keys.dlq(TOPIC)) >= len(acked), 60
+            )
             await wait_for(lambda: admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
             line = VERSIONS.get(aof_server.executable or "")
-            reconcile(f"redis SIGKILL x{kills} (redis {line})", admin, bus, acked, poison, refused,
-                      in_flight_bound=kills * 2 * PREFETCH)
+            reconcile(
+                f"redis SIGKILL x{kills} (redis {line})",
+                admin,
+                bus,
+                acked,
+                poison,
+                refused,
+                in_flight_bound=kills * 2 * PREFETCH,
+            )
     finally:
         for proc in procs:
             proc.kill()
@@ -145,8 +177,15 @@ async def test_consumers_sigkilled_under_load_lose_nothing(
             handled_key = f"{prefix}:handled"
             await wait_for(lambda: raw.hlen(handled_key) + raw.xlen(bus.keys.dlq(TOPIC)) >= len(acked), 60)
             await wait_for(lambda: raw.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
-            reconcile(f"consumer SIGKILL x{kills} (redis {request.node.callspec.id})", raw, bus, acked,
-                      poison, refused, in_flight_bound=kills * PREFETCH)
+            reconcile(
+                f"consumer SIGKILL x{kills} (redis {request.node.callspec.id})",
+                raw,
+                bus,
+                acked,
+                poison,
+                refused,
+                in_flight_bound=kills * PREFETCH,
+            )
     finally:
         for proc in procs:
             proc.kill()
@@ -167,12 +206,16 @@ async def test_network_faults_between_the_bus_and_redis_lose_nothing(
     async with FaultProxy("127.0.0.1", port) as proxy:
         procs = workers(proxy.url, prefix, ["w1", "w2"], record_url=redis_url)
         try:
-            async with Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1,
-                                    connect_timeout=1) as bus:
+            async with Bus.from_url(
+                proxy.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1, connect_timeout=1
+            ) as bus:
                 producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
                 faults: list[tuple[Mode, float, float]] = [
-                    ("delay", 0.2, 1.0), ("blackhole", 0.0, 1.5), ("reset", 0.0, 0.3),
-                    ("forward_then_drop_reply", 0.0, 0.5)]
+                    ("delay", 0.2, 1.0),
+                    ("blackhole", 0.0, 1.5),
+                    ("reset", 0.0, 0.3),
+                    ("forward_then_drop_reply", 0.0, 0.5),
+                ]
                 for _ in range(rounds):
                     for mode, delay, seconds in faults:
                         await asyncio.sleep(1.0)
@@ -183,11 +226,19 @@ async def test_network_faults_between_the_bus_and_redis_lose_nothing(
                 await wait_for(lambda: len(acked) > before + 100, 20)  # publishing goes on
                 done.set()
                 await producing
-                await wait_for(lambda: raw.hlen(f"{prefix}:handled") + raw.xlen(bus.keys.dlq(TOPIC))
-                               >= len(acked), 60)
+                await wait_for(
+                    lambda: raw.hlen(f"{prefix}:handled") + raw.xlen(bus.keys.dlq(TOPIC)) >= len(acked), 60
+                )
                 await wait_for(lambda: raw.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
-                reconcile(f"network faults x{rounds * len(faults)} (redis {request.node.callspec.id})", raw,
-                          bus, acked, poison, refused, in_flight_bound=rounds * len(faults) * 2 * PREFETCH)
+                reconcile(
+                    f"network faults x{rounds * len(faults)} (redis {request.node.callspec.id})",
+                    raw,
+                    bus,
+                    acked,
+                    poison,
+                    refused,
+                    in_flight_bound=rounds * len(faults) * 2 * PREFETCH,
+                )
         finally:
             for proc in procs:
                 proc.kill()
@@ -209,8 +260,9 @@ async def test_redis_restarted_without_persistence_under_load(
     with server_factory(port=free_port()) as server:
         procs = workers(server.url, prefix, ["w1", "w2"], record_url=redis_url)
         try:
-            async with Bus.from_url(server.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1,
-                                    connect_timeout=1) as bus:
+            async with Bus.from_url(
+                server.url, prefix=prefix, publish_timeout_s=20, socket_timeout=1, connect_timeout=1
+            ) as bus:
                 producing = asyncio.create_task(produce(bus, done, acked, poison, refused))
                 cut, back_ms = 0, 0
                 for _ in range(restarts):
@@ -232,15 +284,22 @@ async def test_redis_restarted_without_persistence_under_load(
                 def handled() -> set[str]:
                     return {k.decode() for k in raw.hkeys(f"{prefix}:handled")}
 
-                await wait_for(lambda: set(after) - poison <= handled()
-                               and admin.xlen(bus.keys.dlq(TOPIC)) >= len(poison & set(after)), 60)
+                await wait_for(
+                    lambda: (
+                        set(after) - poison <= handled()
+                        and admin.xlen(bus.keys.dlq(TOPIC)) >= len(poison & set(after))
+                    ),
+                    60,
+                )
                 await wait_for(lambda: admin.xpending(bus.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
                 lost = len(set(acked) - set(after) - poison - handled())
                 line = VERSIONS.get(server.executable or "", "?")
                 before = len(acked) - len(after)
-                COUNTS.append(f"redis restarted empty x{restarts} (redis {line}): published "
-                              f"{len(acked)}, {len(after)} made after the last restart all handled or "
-                              f"dead-lettered; {lost} of the {before} before it gone with the data")
+                COUNTS.append(
+                    f"redis restarted empty x{restarts} (redis {line}): published "
+                    f"{len(acked)}, {len(after)} made after the last restart all handled or "
+                    f"dead-lettered; {lost} of the {before} before it gone with the data"
+                )
                 admin.close()
         finally:
             for proc in procs:
@@ -291,8 +350,16 @@ async def test_redis_memory_full_under_noeviction_refuses_whole_publishes_and_dr
                 handled = {k.decode() for k in raw.hkeys(f"{prefix}:handled")}
                 assert handled <= set(acked), "a refused publish was appended and handled"
                 line = VERSIONS.get(server.executable or "", "?")
-                reconcile(f"memory full, noeviction (redis {line}; {full_refused} refused while full)",
-                          admin, bus, acked, poison, refused, in_flight_bound=3 * PREFETCH, books=raw)
+                reconcile(
+                    f"memory full, noeviction (redis {line}; {full_refused} refused while full)",
+                    admin,
+                    bus,
+                    acked,
+                    poison,
+                    refused,
+                    in_flight_bound=3 * PREFETCH,
+                    books=raw,
+                )
         finally:
             for proc in procs:
                 proc.kill()
@@ -312,8 +379,9 @@ async def test_redis_memory_full_under_allkeys_lru_loses_only_what_was_evicted(
     acked: list[str] = []
     refused: list[int] = []
     evicted: list[tuple[int, str]] = []
-    with server_factory(port=free_port(), args=["--maxmemory-policy", "allkeys-lru",
-                                                "--notify-keyspace-events", "Ee"]) as server:
+    with server_factory(
+        port=free_port(), args=["--maxmemory-policy", "allkeys-lru", "--notify-keyspace-events", "Ee"]
+    ) as server:
         admin = redis.Redis.from_url(server.url)
         notices = admin.pubsub()
         notices.psubscribe("__keyevent@*__:evicted")
@@ -329,8 +397,9 @@ async def test_redis_memory_full_under_allkeys_lru_loses_only_what_was_evicted(
         try:
             async with Bus.from_url(server.url, prefix=prefix, socket_timeout=1, connect_timeout=1) as bus:
                 stream = bus.keys.stream(TOPIC)
-                producing = asyncio.create_task(produce(bus, done, acked, set(), refused, poison_every=0,
-                                                        pad=500))
+                producing = asyncio.create_task(
+                    produce(bus, done, acked, set(), refused, poison_every=0, pad=500)
+                )
                 await wait_for(lambda: len(acked) > 200, 20)
                 admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + (1 << 20))
                 evictions = 4 if LONG else 2
@@ -351,10 +420,12 @@ async def test_redis_memory_full_under_allkeys_lru_loses_only_what_was_evicted(
                 await wait_for(lambda: admin.xpending(stream, "chaos")["pending"] == 0, 30)
                 kinds = sorted({k.rsplit(":", 1)[-1] for _, k in evicted})
                 line = VERSIONS.get(server.executable or "", "?")
-                COUNTS.append(f"memory full, allkeys-lru (redis {line}): published {len(acked)}, "
-                              f"{len(evicted)} keys evicted ({sum(k == stream for _, k in evicted)} times "
-                              f"the stream; kinds {', '.join(kinds)}), {len(after)} made after the last "
-                              f"all handled, {len(lost)} made before it gone with the stream")
+                COUNTS.append(
+                    f"memory full, allkeys-lru (redis {line}): published {len(acked)}, "
+                    f"{len(evicted)} keys evicted ({sum(k == stream for _, k in evicted)} times "
+                    f"the stream; kinds {', '.join(kinds)}), {len(after)} made after the last "
+                    f"all handled, {len(lost)} made before it gone with the stream"
+                )
         finally:
             done.set()
             await listening

@@ -35,8 +35,9 @@ COMMAND = [sys.executable, "-c", "from relaybus.cli import app; app()"]
 
 
 def cli(redis_url: str, prefix: str, *args: str, input: str | None = None, **env: str) -> Result:
-    return CliRunner().invoke(app, [*args, "--redis-url", redis_url, "--prefix", prefix], input=input,
-                              env=env or None)
+    return CliRunner().invoke(
+        app, [*args, "--redis-url", redis_url, "--prefix", prefix], input=input, env=env or None
+    )
 
 
 def assert_one_line_error(result: Result, text: str) -> None:
@@ -63,8 +64,23 @@ def dead_letters(redis_url: str, prefix: str, topic: str, n: int) -> None:
 
 
 def test_publish_prints_the_id_and_passes_every_option(redis_url: str, prefix: str) -> None:
-    result = cli(redis_url, prefix, "publish", "orders.new", '{"pr": 7}', "--priority", "3", "--ttl", "60",
-                 "--dedup-key", "k1", "--header", "source=cli", "--header", "team=ops")
+    result = cli(
+        redis_url,
+        prefix,
+        "publish",
+        "orders.new",
+        '{"pr": 7}',
+        "--priority",
+        "3",
+        "--ttl",
+        "60",
+        "--dedup-key",
+        "k1",
+        "--header",
+        "source=cli",
+        "--header",
+        "team=ops",
+    )
     assert result.exit_code == 0, result.output
     mid = result.stdout.strip()
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
@@ -84,33 +100,48 @@ def test_publish_with_delay_and_from_stdin(redis_url: str, prefix: str) -> None:
     assert topic["topic"] == "later" and topic["delayed"] == 1 and topic["length"] == 0
 
 
-@pytest.mark.parametrize(("args", "text"), [
-    (["publish", "t", "{not json"], "the payload is not valid JSON"),
-    (["publish", "bad topic!", "1"], "invalid topic 'bad topic!'"),
-    (["publish", "t", "1", "--header", "novalue"], "invalid --header 'novalue'"),
-    (["tail", "bad pattern!"], "invalid topic pattern"),
-    (["tail", "t", "--group", "bad group"], "invalid group"),
-    (["stats", "x y"], "invalid topic"),
-    (["stats", "never.published"], "unknown topic 'never.published'"),
-    (["dlq", "list", "never.published"], "unknown topic 'never.published'"),
-    (["tail", "nothing.*"], "matches 'nothing.*'"),
-])
-def test_user_mistakes_are_one_line_and_exit_1(redis_url: str, prefix: str, args: list[str],
-                                               text: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["publish", "t", "{not json"], "the payload is not valid JSON"),
+        (["publish", "bad topic!", "1"], "invalid topic 'bad topic!'"),
+        (["publish", "t", "1", "--header", "novalue"], "invalid --header 'novalue'"),
+        (["tail", "bad pattern!"], "invalid topic pattern"),
+        (["tail", "t", "--group", "bad group"], "invalid group"),
+        (["stats", "x y"], "invalid topic"),
+        (["stats", "never.published"], "unknown topic 'never.published'"),
+        (["dlq", "list", "never.published"], "unknown topic 'never.published'"),
+        (["tail", "nothing.*"], "matches 'nothing.*'"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_1(
+    redis_url: str, prefix: str, args: list[str], text: str
+) -> None:
     assert_one_line_error(cli(redis_url, prefix, *args), text)
 
 
-@pytest.mark.parametrize("args", [
-    ["publish", "t", "1"], ["tail", "t"], ["topics"], ["stats"], ["stats", "--json"], ["cleanup"],
-    ["dlq", "list", "t"], ["dlq", "replay", "t"], ["dlq", "purge", "t", "--yes"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["publish", "t", "1"],
+        ["tail", "t"],
+        ["topics"],
+        ["stats"],
+        ["stats", "--json"],
+        ["cleanup"],
+        ["dlq", "list", "t"],
+        ["dlq", "replay", "t"],
+        ["dlq", "purge", "t", "--yes"],
+    ],
+)
 def test_unreachable_redis_is_one_line_and_exit_1(args: list[str]) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     assert_one_line_error(cli(closed, "p", *args), "cannot reach Redis")
 
 
-def test_an_unusable_outbox_path_is_one_line_naming_it_and_why(redis_url: str, prefix: str,
-                                                               tmp_path: Path) -> None:
+def test_an_unusable_outbox_path_is_one_line_naming_it_and_why(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
     """Not SQLite's "unable to open database file" in a 59-line traceback."""
     path = tmp_path / "no such dir" / "outbox.db"
     result = cli(redis_url, prefix, "publish", "t", "1", RELAYBUS_OUTBOX_PATH=str(path))
@@ -118,8 +149,9 @@ def test_an_unusable_outbox_path_is_one_line_naming_it_and_why(redis_url: str, p
 
 
 def test_default_url_comes_from_the_environment(redis_url: str, prefix: str) -> None:
-    result = CliRunner().invoke(app, ["publish", "envy", "1", "--prefix", prefix],
-                                env={"RELAYBUS_URL": redis_url})
+    result = CliRunner().invoke(
+        app, ["publish", "envy", "1", "--prefix", prefix], env={"RELAYBUS_URL": redis_url}
+    )
     assert result.exit_code == 0, result.output
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         assert bus.topics() == ["envy"]
@@ -133,21 +165,24 @@ def test_version() -> None:
 def without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a process where `module` cannot be imported, as when its extra is missing."""
     blocked = f"import sys; sys.modules[{module!r}] = None; from relaybus.cli import app; app()"
-    return subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize(("command", "module", "extra"), [
-    (["mcp"], "mcp", "mcp"),
-    (["mcp", "--transport", "http"], "mcp", "mcp"),
-    (["metrics"], "prometheus_client", "metrics"),
-])
+@pytest.mark.parametrize(
+    ("command", "module", "extra"),
+    [
+        (["mcp"], "mcp", "mcp"),
+        (["mcp", "--transport", "http"], "mcp", "mcp"),
+        (["metrics"], "prometheus_client", "metrics"),
+    ],
+)
 def test_a_missing_extra_is_one_line_naming_it(command: list[str], module: str, extra: str) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # never reached: the extra is checked first
     result = without(module, *command, "--redis-url", closed)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"error: relaybus {command[0]} needs the {extra!r} extra: pip install 'relaybus[{extra}]'"]
+        f"error: relaybus {command[0]} needs the {extra!r} extra: pip install 'relaybus[{extra}]'"
+    ]
 
 
 class QuietHTTP(http.server.BaseHTTPRequestHandler):
@@ -166,17 +201,31 @@ def http_server() -> Iterator[int]:
 
 
 @pytest.mark.parametrize("args", [["stats"], ["topics"], ["dlq", "list", "t"]])
-def test_a_port_where_something_else_answers_is_unreachable_redis(http_server: int,
-                                                                  args: list[str]) -> None:
+def test_a_port_where_something_else_answers_is_unreachable_redis(http_server: int, args: list[str]) -> None:
     url = f"redis://127.0.0.1:{http_server}/0"
     assert_one_line_error(cli(url, "p", *args), f"cannot reach Redis at {url}")
 
 
 def test_mcp_serves_over_http_on_the_given_host_and_port(redis_url: str, prefix: str) -> None:
     port = free_port()
-    proc = subprocess.Popen([*COMMAND, "mcp", "--transport", "http", "--host", "127.0.0.1", "--port",
-                             str(port), "--redis-url", redis_url, "--prefix", prefix],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *COMMAND,
+            "mcp",
+            "--transport",
+            "http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -221,8 +270,13 @@ LONG_TOPIC = "agents." + "planner-requests-" * 8 + "eu-west-1"  # 152 characters
 def piped(redis_url: str, prefix: str, *args: str) -> str:
     """The CLI's stdout through a pipe, as `relaybus ... | grep` gets it (no COLUMNS)."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
-    result = subprocess.run([*COMMAND, *args, "--redis-url", redis_url, "--prefix", prefix],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [*COMMAND, *args, "--redis-url", redis_url, "--prefix", prefix],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -231,16 +285,20 @@ def test_piped_output_is_not_wrapped(redis_url: str, prefix: str) -> None:
     dead_letters(redis_url, prefix, LONG_TOPIC, 2)
     assert LONG_TOPIC in piped(redis_url, prefix, "topics").splitlines()
     lines = piped(redis_url, prefix, "stats").splitlines()
-    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines
-            if line.startswith(f"│ {LONG_TOPIC} │")]  # each row on one line, the name whole
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in lines
+        if line.startswith(f"│ {LONG_TOPIC} │")
+    ]  # each row on one line, the name whole
     assert [row[:4] for row in rows] == [
         [LONG_TOPIC, "2", "0", "2"],  # topics: length, delayed, dlq
         [LONG_TOPIC, "workers", "1", "0"],  # groups: consumers, pending
     ], lines
     assert f"! topic {LONG_TOPIC!r} has 2 dead letters: inspect, replay or purge" in lines
     shown = piped(redis_url, prefix, "tail", LONG_TOPIC).splitlines()
-    assert len(shown) == 2 and all(LONG_TOPIC in line and line.endswith('{"n":1}' if i else '{"n":0}')
-                                   for i, line in enumerate(shown))
+    assert len(shown) == 2 and all(
+        LONG_TOPIC in line and line.endswith('{"n":1}' if i else '{"n":0}') for i, line in enumerate(shown)
+    )
 
 
 def test_tail_without_group_shows_history_and_consumes_nothing(redis_url: str, prefix: str) -> None:
@@ -281,7 +339,9 @@ class Follower:
     def __init__(self, redis_url: str, prefix: str, *args: str) -> None:
         self.proc = subprocess.Popen(
             [*COMMAND, "tail", *args, "--follow", "--json", "--redis-url", redis_url, "--prefix", prefix],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's Ctrl-C
         )
         self.queue: queue.Queue[str] = queue.Queue()
@@ -413,8 +473,10 @@ def test_dlq_replay_of_an_unknown_id_is_an_error_and_replays_nothing(redis_url: 
     dead_letters(redis_url, prefix, "jobs", 2)
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         real = bus.dead_letters("jobs")[0].id
-        assert_one_line_error(cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", "nope"),
-                              "no dead letter of 'jobs' has the id 'nope'; nothing was replayed")
+        assert_one_line_error(
+            cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", "nope"),
+            "no dead letter of 'jobs' has the id 'nope'; nothing was replayed",
+        )
         mixed = cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", real, "--id", "nope", "--id", "gone")
         assert_one_line_error(mixed, "has the ids 'nope', 'gone'; nothing was replayed")
         assert real not in mixed.stderr
@@ -424,8 +486,9 @@ def test_dlq_replay_of_an_unknown_id_is_an_error_and_replays_nothing(redis_url: 
         assert [m.id for m in bus.dead_letters("jobs")] == [real]
 
 
-def test_dlq_list_and_replay_step_over_an_undecodable_dead_letter(redis_url: str, prefix: str,
-                                                                 raw: redis.Redis) -> None:
+def test_dlq_list_and_replay_step_over_an_undecodable_dead_letter(
+    redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
     """A dead letter another client wrote, nested too deep to decode: listed as undecodable,
     reported and kept by a replay of the others; naming it to replay is a one-line error."""
     dead_letters(redis_url, prefix, "jobs", 2)
@@ -440,10 +503,16 @@ def test_dlq_list_and_replay_step_over_an_undecodable_dead_letter(redis_url: str
     listed = cli(redis_url, prefix, "dlq", "list", "jobs", "--json")
     lines = [json.loads(line) for line in listed.stdout.splitlines()]
     assert lines[2]["id"] == entry and "x-dead-undecodable" in lines[2]["headers"]  # its entry id as id
-    assert_one_line_error(cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", entry),
-                          f"dead letter {entry!r} of 'jobs' does not decode")
-    replay = subprocess.run([*COMMAND, "dlq", "replay", "jobs", "--redis-url", redis_url, "--prefix", prefix],
-                            capture_output=True, text=True, timeout=60)  # a process: the bus's warning shows
+    assert_one_line_error(
+        cli(redis_url, prefix, "dlq", "replay", "jobs", "--id", entry),
+        f"dead letter {entry!r} of 'jobs' does not decode",
+    )
+    replay = subprocess.run(
+        [*COMMAND, "dlq", "replay", "jobs", "--redis-url", redis_url, "--prefix", prefix],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # a process: the bus's warning shows
     assert replay.returncode == 0, replay.stderr
     assert "replayed 2 dead letters" in replay.stderr and "Traceback" not in replay.stderr
     said = "do not decode: not replayed, they stay in the DLQ (listing the dead letters shows why)"
@@ -451,21 +520,40 @@ def test_dlq_list_and_replay_step_over_an_undecodable_dead_letter(redis_url: str
     assert [e.decode() for e, _ in raw.xrange(Keys(prefix).dlq("jobs"))] == [entry]
 
 
-def test_values_from_redis_are_shown_as_written_never_read_as_markup(redis_url: str, prefix: str,
-                                                                   raw: redis.Redis) -> None:
+def test_values_from_redis_are_shown_as_written_never_read_as_markup(
+    redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
     """Ids, headers, group names and reasons another client wrote are text: markup, emoji
     codes and a time no calendar has are shown as they are, by tail, dlq list and stats."""
     keys = Keys(prefix)
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         bus.publish("jobs", {"n": 1})
     for fields in ({"id": "[/]", "headers": {"[bold]": "[/red]"}}, {"id": ":smile:", "created_at": 1e17}):
-        raw.xadd(keys.stream("jobs"), {"v": "1", "m": json.dumps({"topic": "jobs", "created_at": 1.5,
-                                                                    "payload": "[/]", **fields})})
+        raw.xadd(
+            keys.stream("jobs"),
+            {"v": "1", "m": json.dumps({"topic": "jobs", "created_at": 1.5, "payload": "[/]", **fields})},
+        )
     raw.xgroup_create(keys.stream("jobs"), "[/]:smile:", id="$")
-    raw.xadd(keys.dlq("jobs"), {"v": "1", "m": json.dumps({"id": "[/b]", "topic": "jobs", "created_at": 1}),
-                                "reason": "[/]", "group": "[red]", "dead_at": "1e17"})
-    raw.xadd(keys.dlq("jobs"), {"v": "1", "m": json.dumps({"id": "[/i]", "topic": "jobs", "created_at": 1}),
-                                "reason": ":smile:", "group": "workers", "dead_at": "nan"})
+    raw.xadd(
+        keys.dlq("jobs"),
+        {
+            "v": "1",
+            "m": json.dumps({"id": "[/b]", "topic": "jobs", "created_at": 1}),
+            "reason": "[/]",
+            "group": "[red]",
+            "dead_at": "1e17",
+        },
+    )
+    raw.xadd(
+        keys.dlq("jobs"),
+        {
+            "v": "1",
+            "m": json.dumps({"id": "[/i]", "topic": "jobs", "created_at": 1}),
+            "reason": ":smile:",
+            "group": "workers",
+            "dead_at": "nan",
+        },
+    )
     for args in (["tail", "jobs"], ["tail", "jobs", "--group", "g"]):
         shown = cli(redis_url, prefix, *args)
         assert shown.exit_code == 0, shown.output
@@ -514,8 +602,11 @@ def test_cleanup_runs_the_cleanup_hooks(redis_url: str, prefix: str) -> None:
 def test_cleanup_json_reports_each_topic_before_and_after(redis_url: str, prefix: str) -> None:
     nothing = cli(redis_url, prefix, "cleanup", "--json")
     assert nothing.exit_code == 0 and nothing.stderr == ""
-    assert json.loads(nothing.stdout) == {"ok": True, "seconds": json.loads(nothing.stdout)["seconds"],
-                                          "topics": []}
+    assert json.loads(nothing.stdout) == {
+        "ok": True,
+        "seconds": json.loads(nothing.stdout)["seconds"],
+        "topics": [],
+    }
     dead_letters(redis_url, prefix, "failing", 1)
     with SyncBus.from_url(redis_url, prefix=prefix, retention_max_len=0) as bus:
         bus.publish_many("done", list(range(5)))
@@ -527,13 +618,21 @@ def test_cleanup_json_reports_each_topic_before_and_after(redis_url: str, prefix
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["seconds"] >= 0
     assert report["topics"] == [
-        {"topic": "done", "length_before": 6, "length_after": 1, "dlq_length_before": 0,
-         "dlq_length_after": 0},
-        {"topic": "failing", "length_before": 1, "length_after": 0, "dlq_length_before": 1,
-         "dlq_length_after": 1},
+        {
+            "topic": "done",
+            "length_before": 6,
+            "length_after": 1,
+            "dlq_length_before": 0,
+            "dlq_length_after": 0,
+        },
+        {
+            "topic": "failing",
+            "length_before": 1,
+            "length_after": 0,
+            "dlq_length_before": 1,
+            "dlq_length_after": 1,
+        },
     ]
-
-
 
 
 def test_ctrl_c_during_a_command_exits_130() -> None:
@@ -545,17 +644,30 @@ def test_ctrl_c_during_a_command_exits_130() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-        proc = subprocess.Popen([sys.executable, "-c", "from relaybus.cli import app; app()", "topics",
-                                 "--redis-url", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from relaybus.cli import app; app()", "topics", "--redis-url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(1.5)  # connected, waiting for the PING's answer
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 130 and "interrupted" in err and out == ""
 
 
-INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+INITIALIZE = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"},
+        },
+    }
+)
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
@@ -564,9 +676,24 @@ def test_ctrl_c_stops_the_mcp_server_with_exit_0(redis_url: str, prefix: str, tr
     over either transport, once it is serving."""
     port = free_port()
     proc = subprocess.Popen(
-        [*COMMAND, "mcp", "--transport", transport, "--port", str(port), "--redis-url", redis_url,
-         "--prefix", prefix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's Ctrl-C
+        [
+            *COMMAND,
+            "mcp",
+            "--transport",
+            transport,
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # a terminal's Ctrl-C
     try:
         assert proc.stdin is not None and proc.stdout is not None
         if transport == "stdio":
@@ -598,12 +725,44 @@ def listening(port: int) -> bool:
 
 # -- fuzzed invocations ----------------------------------------------------------------------
 
-WEIRD = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e309", "1e-9", "10", "", " ", "abc", "{}",
-                         "[1]", '{"a": NaN}', "9" * 30, "-", "a=b", "=", "x" * 300, "\x00", "é"])
-NAMES = st.one_of(st.just("jobs"), st.just("a.b"),  # valid names half the time
-                  st.sampled_from(["*", "jobs.>", "", "bad topic", "x" * 300]), st.text(max_size=12))
-VALUES = st.one_of(st.sampled_from(['{"n": 1}', '"text"', "1", "2.5", "null"]), WEIRD, st.text(max_size=20),
-                   st.integers().map(str), st.floats().map(str))
+WEIRD = st.sampled_from(
+    [
+        "nan",
+        "inf",
+        "-inf",
+        "-1",
+        "0",
+        "1e309",
+        "1e-9",
+        "10",
+        "",
+        " ",
+        "abc",
+        "{}",
+        "[1]",
+        '{"a": NaN}',
+        "9" * 30,
+        "-",
+        "a=b",
+        "=",
+        "x" * 300,
+        "\x00",
+        "é",
+    ]
+)
+NAMES = st.one_of(
+    st.just("jobs"),
+    st.just("a.b"),  # valid names half the time
+    st.sampled_from(["*", "jobs.>", "", "bad topic", "x" * 300]),
+    st.text(max_size=12),
+)
+VALUES = st.one_of(
+    st.sampled_from(['{"n": 1}', '"text"', "1", "2.5", "null"]),
+    WEIRD,
+    st.text(max_size=20),
+    st.integers().map(str),
+    st.floats().map(str),
+)
 
 
 def _option(name: str) -> st.SearchStrategy[list[str]]:
@@ -612,14 +771,23 @@ def _option(name: str) -> st.SearchStrategy[list[str]]:
 
 def _options(*names: str) -> st.SearchStrategy[list[str]]:
     return st.lists(st.one_of(*[_option(n) for n in names]), max_size=3).map(
-        lambda parts: [a for part in parts for a in part])
+        lambda parts: [a for part in parts for a in part]
+    )
 
 
 INVOCATIONS = st.one_of(
-    st.tuples(st.just(["publish"]), NAMES.map(lambda t: [t]), VALUES.map(lambda p: [p]),
-              _options("--priority", "--ttl", "--delay", "--dedup-key", "--header")),
-    st.tuples(st.just(["dlq", "list"]), NAMES.map(lambda t: [t]), _options("--limit"),
-              st.sampled_from([[], ["--json"]])),
+    st.tuples(
+        st.just(["publish"]),
+        NAMES.map(lambda t: [t]),
+        VALUES.map(lambda p: [p]),
+        _options("--priority", "--ttl", "--delay", "--dedup-key", "--header"),
+    ),
+    st.tuples(
+        st.just(["dlq", "list"]),
+        NAMES.map(lambda t: [t]),
+        _options("--limit"),
+        st.sampled_from([[], ["--json"]]),
+    ),
     st.tuples(st.just(["dlq", "replay"]), NAMES.map(lambda t: [t]), _options("--id")),
     st.tuples(st.just(["tail"]), NAMES.map(lambda t: [t]), _options("--count", "--group")),
     st.tuples(st.just(["stats"]), st.lists(NAMES, max_size=1), st.sampled_from([[], ["--json"]])),
@@ -628,8 +796,9 @@ INVOCATIONS = st.one_of(
 
 def _stored(raw: redis.Redis, prefix: str) -> int:
     """Messages under the prefix: stream entries and delayed members."""
-    return (sum(raw.xlen(k) for k in raw.scan_iter(f"{prefix}:*", _type="STREAM"))
-            + sum(raw.zcard(k) for k in raw.scan_iter(f"{prefix}:*", _type="ZSET")))
+    return sum(raw.xlen(k) for k in raw.scan_iter(f"{prefix}:*", _type="STREAM")) + sum(
+        raw.zcard(k) for k in raw.scan_iter(f"{prefix}:*", _type="ZSET")
+    )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

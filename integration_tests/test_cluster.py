@@ -53,8 +53,9 @@ async def test_no_script_crosses_slots(cluster_redis_url: str, prefix: str) -> N
     counts no CROSSSLOT error on any master."""
     before = {k: v for k, v in _errorstats(cluster_redis_url).items() if "CROSSSLOT" in k}
     handled: list[Message] = []
-    async with Bus.from_url(cluster_redis_url, prefix=prefix, claim_idle_ms=1000, max_attempts=2,
-                            retry_backoff_s=0.05) as bus:
+    async with Bus.from_url(
+        cluster_redis_url, prefix=prefix, claim_idle_ms=1000, max_attempts=2, retry_backoff_s=0.05
+    ) as bus:
 
         @bus.subscribe(["jobs.a", "jobs.b"], group="workers")
         async def handle(message: Message) -> None:
@@ -180,8 +181,9 @@ async def test_a_confined_acl_user_with_the_documented_cluster_commands(cluster_
     nodes = ",".join(f"{host}:{port}" for host, port in _masters(cluster_redis_url))
     handled: list[Message] = []
     try:
-        async with Bus.from_url(f"redis+cluster://{USER}:{PASSWORD}@{nodes}", prefix=PREFIX,
-                                claim_idle_ms=1000) as bus:
+        async with Bus.from_url(
+            f"redis+cluster://{USER}:{PASSWORD}@{nodes}", prefix=PREFIX, claim_idle_ms=1000
+        ) as bus:
 
             @bus.subscribe(["acl.a", "acl.b", "acl.c"], group="g")
             async def handle(message: Message) -> None:
@@ -234,8 +236,9 @@ async def test_wait_counts_the_replicas_of_the_master_holding_the_topic(
 ) -> None:
     """min_replicas_acked on a cluster: WAIT runs on the topic's master and counts its
     replicas - one here, though the cluster has three (scaling.md)."""
-    async with Bus.from_url(_url(replicated), prefix=prefix, min_replicas_acked=1,
-                            replica_ack_timeout_ms=500) as bus:
+    async with Bus.from_url(
+        _url(replicated), prefix=prefix, min_replicas_acked=1, replica_ack_timeout_ms=500
+    ) as bus:
         for topic in ("wait.a", "wait.b", "wait.c"):
             await bus.publish(topic, {"t": topic})
             stream = bus.keys.stream(topic)
@@ -243,8 +246,9 @@ async def test_wait_counts_the_replicas_of_the_master_holding_the_topic(
             replica.execute_command("READONLY")
             assert replica.xlen(stream) == 1  # read at once: WAIT already confirmed it
             replica.close()
-    async with Bus.from_url(_url(replicated), prefix=prefix, min_replicas_acked=2,
-                            replica_ack_timeout_ms=200) as bus:
+    async with Bus.from_url(
+        _url(replicated), prefix=prefix, min_replicas_acked=2, replica_ack_timeout_ms=200
+    ) as bus:
         with pytest.raises(ReplicationError, match=r"1 of 2 replica\(s\) confirmed"):
             await bus.publish("wait.a", {"n": 2})
 
@@ -276,8 +280,9 @@ async def test_clusterdown_is_retried_then_reported_as_redis_unavailable(
         finally:
             with contextlib.suppress(redis.ResponseError):  # served again already
                 owner.execute_command("CLUSTER", "ADDSLOTS", slot)
-        await wait_for(lambda: all(b"cluster_state:ok" in m.execute_command("CLUSTER", "INFO")
-                                   for m in replicated), 10)
+        await wait_for(
+            lambda: all(b"cluster_state:ok" in m.execute_command("CLUSTER", "INFO") for m in replicated), 10
+        )
         assert [m.payload["n"] for m in await bus.history("down")] == ([0, 1] if back_after_s else [0])
 
 
@@ -312,27 +317,42 @@ async def test_an_unreachable_cluster_is_bus_unavailable_naming_its_seeds(prefix
     call gave it as it was, naming one node. Now each is a BusUnavailableError naming
     the call and the seed nodes (the URL, its password redacted)."""
     closed = f"redis+cluster://u:s3cret@127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    with pytest.raises(BusUnavailableError, match=rf"^cannot reach Redis at {re.escape(redact_url(closed))}: "
-                                                  r"RedisClusterUnreachableError") as caught:
+    with pytest.raises(
+        BusUnavailableError,
+        match=rf"^cannot reach Redis at {re.escape(redact_url(closed))}: "
+        r"RedisClusterUnreachableError",
+    ) as caught:
         await Bus.from_url(closed, prefix=prefix, connect_timeout=0.5).connect()
     assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
     executable = shutil.which("redis-server")
     assert executable
     with cluster(executable) as nodes:
         url = cluster_url(nodes)
-        async with Bus.from_url(url, prefix=prefix, publish_timeout_s=0, socket_timeout=0.5,
-                                connect_timeout=0.5, claim_idle_ms=1000) as bus:
+        async with Bus.from_url(
+            url,
+            prefix=prefix,
+            publish_timeout_s=0,
+            socket_timeout=0.5,
+            connect_timeout=0.5,
+            claim_idle_ms=1000,
+        ) as bus:
             await bus.publish("t", 1)
             [message] = await bus.read("t", group="g")
             for node in nodes:
                 node.kill()
             calls = {
-                "read()": bus.read("t", group="g"), "ack()": bus.ack(message), "history()": bus.history("t"),
-                "dead_letters()": bus.dead_letters("t"), "topics()": bus.topics(),
+                "read()": bus.read("t", group="g"),
+                "ack()": bus.ack(message),
+                "history()": bus.history("t"),
+                "dead_letters()": bus.dead_letters("t"),
+                "topics()": bus.topics(),
                 "replay_dead_letters()": bus.replay_dead_letters("t"),
                 "purge_dead_letters()": bus.purge_dead_letters("t"),
-                "trim()": bus.trim("t", keep_len=0), "stats()": bus.stats(), "memory()": bus.memory(),
-                "dead_letter()": bus.dead_letter(message, "x"), "publish to 't'": bus.publish("t", 2),
+                "trim()": bus.trim("t", keep_len=0),
+                "stats()": bus.stats(),
+                "memory()": bus.memory(),
+                "dead_letter()": bus.dead_letter(message, "x"),
+                "publish to 't'": bus.publish("t", 2),
             }
             for name, call in calls.items():
                 expected = rf"^{re.escape(name)} failed, Redis unreachable at {re.escape(url)}: "

@@ -28,8 +28,9 @@ FAST = {"claim_idle_ms": CLAIM_IDLE_MS, "socket_timeout": 0.5, "connect_timeout"
 def server(server_factory: Callable[..., EmbeddedRedis], tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A private redis-server that keeps every write (AOF, fsync always) over a kill -9."""
     (tmp_path / "data").mkdir()
-    with server_factory(port=free_port(), directory=tmp_path / "data",
-                        args=["--appendonly", "yes", "--appendfsync", "always"]) as instance:
+    with server_factory(
+        port=free_port(), directory=tmp_path / "data", args=["--appendonly", "yes", "--appendfsync", "always"]
+    ) as instance:
         yield instance
 
 
@@ -81,9 +82,11 @@ async def test_a_pull_read_whose_reply_is_lost_strands_nothing(server: EmbeddedR
     reply never came back: c2 alone keeps reading and gets all of them, within
     claim_idle_ms of the lost read."""
     admin = redis.Redis.from_url(server.url)
-    async with (FaultProxy("127.0.0.1", server.port) as proxy,
-                Bus.from_url(server.url, prefix=prefix, **FAST) as direct,
-                Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus):
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(server.url, prefix=prefix, **FAST) as direct,
+        Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus,
+    ):
         await direct.publish_many("jobs", list(range(100)))
         taken = await direct.read("jobs", group="g", consumer="c1", count=100)  # read.lua is loaded
         await direct.ack(*taken[:50])
@@ -102,7 +105,6 @@ async def test_a_pull_read_whose_reply_is_lost_strands_nothing(server: EmbeddedR
         assert all(m.attempt >= 2 for m in got.values())  # each one's lost delivery is counted
         assert admin.xpending(bus.keys.stream("jobs"), "g")["pending"] == 0
     admin.close()
-
 
 
 def oldest_pending_s(admin: redis.Redis, stream: str, group: str) -> float:
@@ -128,6 +130,7 @@ async def test_a_saturated_group_leaves_nothing_pending_past_the_bound_after_a_s
     async with FaultProxy("127.0.0.1", server.port) as proxy:
         buses = [Bus.from_url(proxy.url, prefix=prefix, **FAST) for _ in range(2)]
         for bus in buses:
+
             @bus.subscribe("jobs", group="g", concurrency=4, prefetch=4)
             async def handle(message: Message) -> None:
                 await asyncio.sleep(handler_s)
@@ -172,8 +175,10 @@ async def test_a_short_outage_logs_a_few_lines_with_counts_and_no_traceback_per_
     started: list[int] = []
     total = 1500
     caplog.set_level(logging.DEBUG, logger="relaybus")
-    async with Bus.from_url(server.url, prefix=prefix, retry_backoff_s=0.05, publish_timeout_s=0.3,
-                            **FAST) as bus:
+    async with Bus.from_url(
+        server.url, prefix=prefix, retry_backoff_s=0.05, publish_timeout_s=0.3, **FAST
+    ) as bus:
+
         @bus.subscribe("jobs", group="g", concurrency=100)
         async def handle(message: Message) -> None:
             started.append(message.payload)

@@ -19,7 +19,12 @@ async def test_publish_read_ack(bus: Bus) -> None:
     mid = await bus.publish("tasks.review", {"pr": 42}, headers={"k": "v"}, sender="planner")
     [msg] = await bus.read("tasks.review", group="g", consumer="c1", count=10)
     assert (msg.id, msg.topic, msg.payload, msg.headers, msg.sender) == (
-        mid, "tasks.review", {"pr": 42}, {"k": "v"}, "planner")
+        mid,
+        "tasks.review",
+        {"pr": 42},
+        {"k": "v"},
+        "planner",
+    )
     assert msg.attempt == 1 and msg.group == "g" and msg.entry_id
     assert await bus.ack(msg) == 1
     pending = await bus.redis.xpending(bus.keys.stream("tasks.review"), "g")
@@ -204,11 +209,11 @@ async def test_read_on_unconnected_bus_is_a_clear_error(redis_url: str) -> None:
         await bus.read("t", group="g")
 
 
-
 async def test_restart_with_many_own_pending_delivers_each_once(redis_url: str, prefix: str) -> None:
     """A consumer with a stable name drains what an earlier run of it left pending."""
-    async with Bus.from_url(redis_url, prefix=prefix, consumer_name="stable", block_ms=100,
-                            claim_idle_ms=60_000) as bus:
+    async with Bus.from_url(
+        redis_url, prefix=prefix, consumer_name="stable", block_ms=100, claim_idle_ms=60_000
+    ) as bus:
         ids = await bus.publish_many("left", list(range(25)))
         assert len(await bus.read("left", group="g", count=25)) == 25  # pending, never acked
         seen: list[str] = []
@@ -266,8 +271,10 @@ async def test_listening_to_everything_hears_no_other_prefix(redis_url: str, pre
     """A bus with prefix P listening to "*" must not hear the bus with prefix "P:bc"
     (whose channels, without braces round the topic, would start with P's pattern)."""
     got: list[Message] = []
-    async with Bus.from_url(redis_url, prefix=prefix) as outer, \
-            Bus.from_url(redis_url, prefix=f"{prefix}:bc") as inner:
+    async with (
+        Bus.from_url(redis_url, prefix=prefix) as outer,
+        Bus.from_url(redis_url, prefix=f"{prefix}:bc") as inner,
+    ):
 
         async def listen() -> None:
             async for message in outer.listen("*"):
@@ -282,19 +289,22 @@ async def test_listening_to_everything_hears_no_other_prefix(redis_url: str, pre
     assert [m.payload for m in got] == [{"from": "outer"}]
 
 
-@pytest.mark.parametrize(("call", "error", "text"), [
-    (lambda b: b.publish("t", 1, ttl=math.nan), ValueError, "ttl must be a finite number"),
-    (lambda b: b.publish("t", 1, ttl=math.inf), ValueError, "ttl must be a finite number"),
-    (lambda b: b.publish("t", 1, ttl="5"), TypeError, "ttl must be a number of seconds"),
-    (lambda b: b.publish("t", 1, delay=math.inf), ValueError, "delay must be a finite number"),
-    (lambda b: b.publish("t", 1, dedup_key="k", dedup_window=math.inf), ValueError, "dedup_window"),
-    (lambda b: b.publish("t", 1, dedup_key=""), ValueError, "dedup_key must be a non-empty string"),
-    (lambda b: b.history("t", limit=0), ValueError, "limit must be >= 1"),
-    (lambda b: b.dead_letters("t", limit=-1), ValueError, "limit must be >= 1"),
-    (lambda b: b.replay_dead_letters("t", ids="abc"), TypeError, "ids must be a list of id strings"),
-    (lambda b: b.read("t", "g", start="middle"), ValueError, "start must be one of"),
-    (lambda b: b.trim("t", keep_s=math.inf), ValueError, "keep_s must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "text"),
+    [
+        (lambda b: b.publish("t", 1, ttl=math.nan), ValueError, "ttl must be a finite number"),
+        (lambda b: b.publish("t", 1, ttl=math.inf), ValueError, "ttl must be a finite number"),
+        (lambda b: b.publish("t", 1, ttl="5"), TypeError, "ttl must be a number of seconds"),
+        (lambda b: b.publish("t", 1, delay=math.inf), ValueError, "delay must be a finite number"),
+        (lambda b: b.publish("t", 1, dedup_key="k", dedup_window=math.inf), ValueError, "dedup_window"),
+        (lambda b: b.publish("t", 1, dedup_key=""), ValueError, "dedup_key must be a non-empty string"),
+        (lambda b: b.history("t", limit=0), ValueError, "limit must be >= 1"),
+        (lambda b: b.dead_letters("t", limit=-1), ValueError, "limit must be >= 1"),
+        (lambda b: b.replay_dead_letters("t", ids="abc"), TypeError, "ids must be a list of id strings"),
+        (lambda b: b.read("t", "g", start="middle"), ValueError, "start must be one of"),
+        (lambda b: b.trim("t", keep_s=math.inf), ValueError, "keep_s must be a finite number"),
+    ],
+)
 async def test_bad_numbers_and_choices_are_clear_errors_and_write_nothing(
     bus: Bus, raw: redis.Redis, call: Any, error: type[Exception], text: str
 ) -> None:

@@ -26,8 +26,9 @@ def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-unty
         time.sleep(0.02)
 
 
-async def test_sigkill_mid_batch_loses_nothing(bus: Bus, raw: redis.Redis, redis_url: str,
-                                               prefix: str) -> None:
+async def test_sigkill_mid_batch_loses_nothing(
+    bus: Bus, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
     ids = set(await bus.publish_many("crash.jobs", [{"n": i} for i in range(300)]))
     handled = f"{prefix}:handled"
     first = _start(redis_url, prefix, "worker-1")

@@ -64,8 +64,9 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 
 
 def _post(url: str, body: bytes = b"{}", headers: dict[str, str] | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
@@ -74,8 +75,9 @@ def _post(url: str, body: bytes = b"{}", headers: dict[str, str] | None = None) 
 
 
 @contextlib.asynccontextmanager
-async def dashboard(redis_url: str, prefix: str, token: str | None = TOKEN, bus: Bus | None = None,
-                    **options: Any) -> AsyncIterator[str]:
+async def dashboard(
+    redis_url: str, prefix: str, token: str | None = TOKEN, bus: Bus | None = None, **options: Any
+) -> AsyncIterator[str]:
     """The dashboard (over `bus`, else its own) served in this process on 127.0.0.1,
     whatever `host` it is told it has; yields its base URL."""
     port = free_port()
@@ -159,8 +161,9 @@ async def unchanged_state(bus: Bus, topic: str) -> tuple[Any, ...]:
 # -- what a user sees ---------------------------------------------------------------------
 
 
-async def test_the_topic_list_shows_published_topics_live(redis_url: str, prefix: str, bus: Bus,
-                                                          page: Any) -> None:
+async def test_the_topic_list_shows_published_topics_live(
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     await bus.publish_many("orders", [{"n": n} for n in range(3)])
     await bus.publish("agents.plan", {"step": "draft"})
     async with dashboard(redis_url, prefix) as base:
@@ -169,9 +172,11 @@ async def test_the_topic_list_shows_published_topics_live(redis_url: str, prefix
         await expect(rows).to_have_count(2, timeout=LIVE_S)
         await expect(rows.filter(has_text="orders").locator("td").nth(1)).to_have_text("3")
         await expect(page.locator("#topics a", has_text="agents.plan")).to_have_attribute(
-            "href", "/topics/agents.plan")
-        assert await page.locator("header .where").text_content() == \
-            f"prefix {prefix} on {shown_url(redis_url)}"
+            "href", "/topics/agents.plan"
+        )
+        assert (
+            await page.locator("header .where").text_content() == f"prefix {prefix} on {shown_url(redis_url)}"
+        )
 
         await page.evaluate("window.notReloaded = true")
         await bus.publish("late.topic", {"hello": "world"})  # appears without a reload
@@ -181,8 +186,9 @@ async def test_the_topic_list_shows_published_topics_live(redis_url: str, prefix
         await expect(page.locator("#status")).to_contain_text("live")
 
 
-async def test_a_message_published_while_the_page_is_open_appears(redis_url: str, prefix: str, bus: Bus,
-                                                                 page: Any) -> None:
+async def test_a_message_published_while_the_page_is_open_appears(
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     await bus.publish("orders", {"n": "before"})
     async with dashboard(redis_url, prefix) as base:
         await page.goto(f"{base}/topics/orders")
@@ -190,8 +196,9 @@ async def test_a_message_published_while_the_page_is_open_appears(redis_url: str
         await expect(page.locator("#messages tr")).to_have_count(1)
         await page.evaluate("window.notReloaded = true")
 
-        sent = await bus.publish("orders", {"n": "while open", "note": "hello from an agent"},
-                                 headers={"sender-role": "planner"})
+        sent = await bus.publish(
+            "orders", {"n": "while open", "note": "hello from an agent"}, headers={"sender-role": "planner"}
+        )
         row = page.locator(f"#messages tr[data-id='{sent}']")
         await expect(row).to_contain_text("hello from an agent", timeout=LIVE_S)
         await expect(row).to_contain_text("sender-role=planner")
@@ -207,7 +214,8 @@ async def test_a_message_published_while_the_page_is_open_appears(redis_url: str
 
 
 async def test_a_replay_from_the_page_moves_the_dead_letter_back_and_it_is_handled(
-        redis_url: str, prefix: str, bus: Bus, page: Any) -> None:
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     died = await dead_letter(bus, "jobs", {"job": 7}, "bad input")
     handled: list[Message] = []
 
@@ -231,8 +239,9 @@ async def test_a_replay_from_the_page_moves_the_dead_letter_back_and_it_is_handl
         await expect(page.locator("#no-dead")).to_be_visible(timeout=LIVE_S)
 
 
-async def test_without_the_token_replay_and_purge_do_nothing(redis_url: str, prefix: str, bus: Bus,
-                                                            page: Any) -> None:
+async def test_without_the_token_replay_and_purge_do_nothing(
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     died = await dead_letter(bus, "jobs", {"job": 1}, "bad input")
     before = await unchanged_state(bus, "jobs")
     async with dashboard(redis_url, prefix) as base:
@@ -242,8 +251,11 @@ async def test_without_the_token_replay_and_purge_do_nothing(redis_url: str, pre
         result = page.locator("#action-result")
         for token in ("", "not-the-token"):  # none in the field, then a wrong one
             await page.fill("#token", token)
-            for button in (row.locator("button.replay"), page.locator("#replay-all"),
-                           page.locator("#purge-all")):
+            for button in (
+                row.locator("button.replay"),
+                page.locator("#replay-all"),
+                page.locator("#purge-all"),
+            ):
                 await result.evaluate("node => { node.textContent = '' }")
                 await button.click()  # the confirm dialog is accepted: the server refuses
                 await expect(result).to_contain_text("refused (403)")
@@ -251,8 +263,13 @@ async def test_without_the_token_replay_and_purge_do_nothing(redis_url: str, pre
         await expect(row).to_be_visible()
 
         url = f"{base}/api/topics/jobs/dead-letters"
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-                        {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer "}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Basic {TOKEN}"},
+            {"Authorization": f"Bearer {TOKEN}x"},
+            {"Authorization": "Bearer "},
+        ):
             for action in ("replay", "purge"):
                 status, body = await asyncio.to_thread(_post, f"{url}/{action}", b"{}", headers)
                 assert status == 403, (action, headers, body)
@@ -270,8 +287,9 @@ async def test_without_the_token_replay_and_purge_do_nothing(redis_url: str, pre
         assert (status, body) == (200, '{"purged":1}')
 
 
-async def test_with_no_admin_token_configured_the_page_is_read_only(redis_url: str, prefix: str,
-                                                                   bus: Bus, page: Any) -> None:
+async def test_with_no_admin_token_configured_the_page_is_read_only(
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     died = await dead_letter(bus, "jobs", {"job": 1}, "bad input")
     before = await unchanged_state(bus, "jobs")
     async with dashboard(redis_url, prefix, token=None) as base:
@@ -281,14 +299,16 @@ async def test_with_no_admin_token_configured_the_page_is_read_only(redis_url: s
             await expect(page.locator(button)).to_be_disabled()
         await expect(page.locator("main")).to_contain_text("Replay and purge are off")
         for action in ("replay", "purge"):
-            status, body = await asyncio.to_thread(_post, f"{base}/api/topics/jobs/dead-letters/{action}",
-                                                   b"{}", {"Authorization": "Bearer "})
+            status, body = await asyncio.to_thread(
+                _post, f"{base}/api/topics/jobs/dead-letters/{action}", b"{}", {"Authorization": "Bearer "}
+            )
             assert status == 403 and "admin actions are off" in body
         assert await unchanged_state(bus, "jobs") == before
 
 
-async def test_a_script_in_a_payload_renders_as_text(redis_url: str, prefix: str, bus: Bus,
-                                                     page: Any) -> None:
+async def test_a_script_in_a_payload_renders_as_text(
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     script = "<script>window.pwned = 'payload'</script>"
     image = "<img src=x onerror=\"window.pwned = 'img'\">"
     stored = await bus.publish("chat", {"text": script, "html": image}, headers={"note": "<b>bold</b>"})
@@ -299,7 +319,8 @@ async def test_a_script_in_a_payload_renders_as_text(redis_url: str, prefix: str
         live = await bus.publish("chat", {"text": script.replace("payload", "live")})  # over the stream
         for message_id in (stored, died.id, live):
             await expect(page.locator(f"tr[data-id='{message_id}']").first).to_contain_text(
-                "<script>window.pwned", timeout=LIVE_S)
+                "<script>window.pwned", timeout=LIVE_S
+            )
         text = await page.locator("main").text_content()
         assert script in text and "<b>bold</b>" in text and image.replace('"', '\\"') in text
         assert "<script>window.pwned = 'reason'</script>" in text
@@ -324,21 +345,27 @@ async def test_a_message_is_found_by_id(redis_url: str, prefix: str, bus: Bus, p
         await expect(page).to_have_url(f"{base}/topics/orders")
 
         await page.goto(f"{base}/find?id={died.id}")  # dead letters too, every topic searched
-        await expect(page.locator("article.found h2")).to_contain_text(["topic jobs history",
-                                                                        "topic jobs dead letters"])
+        await expect(page.locator("article.found h2")).to_contain_text(
+            ["topic jobs history", "topic jobs dead letters"]
+        )
         await expect(page.locator("article.found").nth(1)).to_contain_text("x-dead-reasonbad input")
         await page.goto(f"{base}/find?id=01NOSUCHMESSAGE000000000000")
         await expect(page.locator("#result")).to_contain_text("No message with id")
 
 
-async def test_screenshots_for_the_docs(redis_url: str, prefix: str, bus: Bus, page: Any,
-                                       tmp_path: Path) -> None:
+async def test_screenshots_for_the_docs(
+    redis_url: str, prefix: str, bus: Bus, page: Any, tmp_path: Path
+) -> None:
     """dashboard.png (a topic page) and dashboard-topics.png (the topic list), for
     docs/dashboard.md: the dashboard as a user finds it, with agents at work. Taken into
     the test's own directory; into docs/img with RELAYBUS_DOCS_SCREENSHOTS=1."""
     shots = DOCS_IMG if RETAKE else tmp_path
-    tasks = [("billing", "review the refund flow"), ("auth", "check the token expiry"),
-             ("search", "rank results by recency"), ("billing", "add an idempotency key")]
+    tasks = [
+        ("billing", "review the refund flow"),
+        ("auth", "check the token expiry"),
+        ("search", "rank results by recency"),
+        ("billing", "add an idempotency key"),
+    ]
     for module, task in tasks:
         await bus.publish("reviews", {"module": module, "task": task}, headers={"sender-role": "planner"})
     [crashed, _] = await bus.read("reviews", "reviewers", consumer="reviewer-1", count=2)
@@ -350,8 +377,11 @@ async def test_screenshots_for_the_docs(redis_url: str, prefix: str, bus: Bus, p
         await expect(page.locator("#live")).to_have_text("live", timeout=LIVE_S)
         await expect(page.locator("#messages tr")).to_have_count(len(tasks))
         await expect(page.locator("#dead-letters tr")).to_contain_text("diff too large", timeout=LIVE_S)
-        await bus.publish("reviews", {"module": "auth", "verdict": "approve", "notes": "expiry is checked"},
-                          headers={"sender-role": "reviewer"})
+        await bus.publish(
+            "reviews",
+            {"module": "auth", "verdict": "approve", "notes": "expiry is checked"},
+            headers={"sender-role": "reviewer"},
+        )
         await expect(page.locator("#messages tr")).to_have_count(len(tasks) + 1, timeout=LIVE_S)
         await expect(page.locator("#summary")).to_contain_text("5 retained", timeout=LIVE_S)
         await page.locator("body").screenshot(path=str(shots / "dashboard.png"))
@@ -368,8 +398,9 @@ async def test_screenshots_for_the_docs(redis_url: str, prefix: str, bus: Bus, p
 # -- plain HTTP: the guard rails ------------------------------------------------------------
 
 
-async def test_the_http_side_refuses_foreign_hosts_and_sets_security_headers(redis_url: str,
-                                                                             prefix: str) -> None:
+async def test_the_http_side_refuses_foreign_hosts_and_sets_security_headers(
+    redis_url: str, prefix: str
+) -> None:
     async with dashboard(redis_url, prefix) as base:
         status, headers, _ = await asyncio.to_thread(_get, f"{base}/", {"Host": "evil.example"})
         assert status == 400  # DNS rebinding: a page of another site cannot read the dashboard
@@ -385,8 +416,9 @@ SPELLINGS = ["127.1", "0x7f000001", "[::ffff:127.0.0.1]", "127.0.0.2", "21307064
 
 
 @pytest.mark.parametrize("bound", ["127.0.0.1", "127.1", "0x7f000001", "::ffff:127.0.0.1", "0.0.0.0"])
-async def test_the_host_check_is_an_allow_list_of_exact_names(redis_url: str, prefix: str,
-                                                              bound: str) -> None:
+async def test_the_host_check_is_an_allow_list_of_exact_names(
+    redis_url: str, prefix: str, bound: str
+) -> None:
     """Whatever spelling of an address the dashboard is bound to, it answers its own name,
     the loopback names and the configured ones - never another name nor another spelling
     of loopback (a DNS-rebinding page names its own host)."""
@@ -412,16 +444,23 @@ async def test_pages_of_other_sites_cannot_make_it_work(redis_url: str, prefix: 
         own = base.replace("http://", "")
         replay = f"{base}/api/topics/jobs/dead-letters/replay"
         bearer = {"Authorization": f"Bearer {TOKEN}"}
-        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-                        {"Origin": "http://attacker.example"}, {"Origin": "null"},
-                        {"Origin": f"http://localhost:{own.split(':')[1]}"}):
+        for headers in (
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "http://attacker.example"},
+            {"Origin": "null"},
+            {"Origin": f"http://localhost:{own.split(':')[1]}"},
+        ):
             assert (await asyncio.to_thread(_get, f"{base}/find?id=x&topic=jobs", headers))[0] == 403, headers
             assert (await asyncio.to_thread(_post, replay, b"{}", {**bearer, **headers}))[0] == 403, headers
         assert (await bus.stats(["jobs"])).topics[0].dlq_length == 1  # nothing replayed
         for headers in ({}, {"Sec-Fetch-Site": "none"}, {"Sec-Fetch-Site": "same-origin"}):
             assert (await asyncio.to_thread(_get, f"{base}/find?id=x&topic=jobs", headers))[0] == 200
-        assert (await asyncio.to_thread(_post, replay, b"{}", {**bearer, "Origin": base,
-                                                              "Sec-Fetch-Site": "same-origin"}))[0] == 200
+        assert (
+            await asyncio.to_thread(
+                _post, replay, b"{}", {**bearer, "Origin": base, "Sec-Fetch-Site": "same-origin"}
+            )
+        )[0] == 200
 
 
 def watched_bus(redis_url: str, prefix: str, loaded: list[int], in_flight: list[int]) -> Bus:
@@ -439,6 +478,7 @@ def watched_bus(redis_url: str, prefix: str, loaded: list[int], in_flight: list[
                 in_flight[0] -= 1
             loaded.append(len(got))
             return got
+
         return wrapper
 
     bus.history = counted(bus.history)  # type: ignore[method-assign]
@@ -470,16 +510,19 @@ def another_site(body: str) -> Iterator[int]:
             server.shutdown()
 
 
-async def test_a_page_of_another_origin_makes_it_load_nothing(redis_url: str, prefix: str, bus: Bus,
-                                                              page: Any) -> None:
+async def test_a_page_of_another_origin_makes_it_load_nothing(
+    redis_url: str, prefix: str, bus: Bus, page: Any
+) -> None:
     """In the browser: a page of another port of this host (same-site) and one of another
     site (localhost) send no-cors fetches and images at /find - none of them is served."""
     await bus.publish_many("big", [{"n": n} for n in range(500)])
     loaded: list[int] = []
     async with dashboard(redis_url, prefix, bus=watched_bus(redis_url, prefix, loaded, [0, 0])) as base:
         target = f"{base}/find?id=x&topic=big"
-        attack = (f"<script>fetch('{target}', {{mode: 'no-cors'}}); new Image().src = '{target}&img';"
-                  "document.title = 'sent'</script>")
+        attack = (
+            f"<script>fetch('{target}', {{mode: 'no-cors'}}); new Image().src = '{target}&img';"
+            "document.title = 'sent'</script>"
+        )
         with another_site(attack) as port:
             for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
                 await page.goto(f"{origin}/")
@@ -507,8 +550,9 @@ async def test_a_search_loads_a_bounded_number_of_entries(redis_url: str, prefix
             assert 0 < sum(loaded) <= 2_000, (query, sum(loaded))
         assert "each of the first 10 of 26 topics" in body
         loaded.clear()
-        results = await asyncio.gather(*(asyncio.to_thread(_get, f"{base}/find?id=x&topic=big")
-                                         for _ in range(6)))
+        results = await asyncio.gather(
+            *(asyncio.to_thread(_get, f"{base}/find?id=x&topic=big") for _ in range(6))
+        )
     assert [r[0] for r in results] == [200] * 6 and sum(loaded) <= 6 * 2_000
     assert running_now[1] == 1
 
@@ -530,15 +574,33 @@ def _cli() -> typer.Typer:
     return app
 
 
-COMMAND = [sys.executable, "-c", "import typer; from relaybus._cli_dashboard import register; "
-           "app = typer.Typer(); app.callback()(lambda: None); register(app); app(prog_name='relaybus')"]
+COMMAND = [
+    sys.executable,
+    "-c",
+    "import typer; from relaybus._cli_dashboard import register; "
+    "app = typer.Typer(); app.callback()(lambda: None); register(app); app(prog_name='relaybus')",
+]
 
 
 def test_the_command_serves_until_ctrl_c(redis_url: str, prefix: str) -> None:
     port = free_port()
-    with subprocess.Popen([*COMMAND, "dashboard", "--redis-url", redis_url, "--prefix", prefix,
-                           "--port", str(port), "--allowed-host", "dash.internal"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as process:
+    with subprocess.Popen(
+        [
+            *COMMAND,
+            "dashboard",
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--port",
+            str(port),
+            "--allowed-host",
+            "dash.internal",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
         try:
             assert process.stdout is not None
             first = process.stdout.readline()
@@ -558,8 +620,9 @@ def test_the_command_serves_until_ctrl_c(redis_url: str, prefix: str) -> None:
 
 
 def test_unreachable_redis_is_one_line() -> None:
-    result = CliRunner().invoke(_cli(), ["dashboard", "--redis-url", "redis://127.0.0.1:1/0",
-                                         "--port", str(free_port())])
+    result = CliRunner().invoke(
+        _cli(), ["dashboard", "--redis-url", "redis://127.0.0.1:1/0", "--port", str(free_port())]
+    )
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error: cannot reach Redis") and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -27,15 +27,19 @@ def test_the_last_line_tells_only_what_the_demo_showed(redis_url: str, prefix: s
         module = line.split("reviewing ", 1)[1].split()[0]
         retried = [n for n, seen in enumerate(lines) if f"reviews {module} (attempt 2)" in seen]
         assert retried and retried[0] > lines.index(line), result.output
-        assert f"the review of {module} that crashed was retried after a backoff and finished on " \
-               "attempt 2" in last
+        assert (
+            f"the review of {module} that crashed was retried after a backoff and finished on "
+            "attempt 2" in last
+        )
 
 
 def test_the_closing_line_mentions_a_crash_only_when_there_was_one() -> None:
     assert "crash" not in closing(len(TASKS), 1.5, set(), {"billing": 1})
     assert closing(len(TASKS), 1.5, set(), {}) == f"[bold]all {len(TASKS)} tasks reviewed in 1.5s[/]"
-    assert "the review of billing that crashed was retried after a backoff and finished on attempt 3" in \
-        closing(len(TASKS), 2.0, {"billing"}, {"billing": 3})
+    assert (
+        "the review of billing that crashed was retried after a backoff and finished on attempt 3"
+        in closing(len(TASKS), 2.0, {"billing"}, {"billing": 3})
+    )
     assert "the review of billing that crashed did not finish" in closing(5, 45.0, {"billing"}, {})
     assert closing(5, 45.0, set(), {}).startswith("[bold]5 of 6 tasks reviewed")
 

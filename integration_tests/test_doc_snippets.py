@@ -74,10 +74,14 @@ class Block:
 def blocks(page: Path, root: Path = DOCS) -> Iterator[Block]:
     text = page.read_text()
     for match in FENCE.finditer(text):
-        before = text[:max(match.start() - 1, 0)].rsplit("\n", 1)[-1]  # the line before the fence
+        before = text[: max(match.start() - 1, 0)].rsplit("\n", 1)[-1]  # the line before the fence
         marker = FRAGMENT.fullmatch(before.strip())
-        yield Block(page.relative_to(root).as_posix(), text.count("\n", 0, match.start()) + 1, match[1],
-                    marker[1] if marker else None)
+        yield Block(
+            page.relative_to(root).as_posix(),
+            text.count("\n", 0, match.start()) + 1,
+            match[1],
+            marker[1] if marker else None,
+        )
 
 
 ALL = [b for page in sorted(DOCS.rglob("*.md")) for b in blocks(page)]
@@ -134,18 +138,31 @@ async def look_at(pr: int) -> str:
 
 def given(redis_url: str, sync_bus: SyncBus) -> dict[str, Any]:
     """What the pages take as the reader's: the usual imports, and their own objects."""
-    return {"asyncio": asyncio, "Bus": Bus, "Message": Message, "SyncBus": SyncBus, "url": redis_url,
-            "sync_bus": sync_bus, "look_at": look_at, "Order": Order, "gateway": Gateway(),
-            "secret": "s3cret", "chat_model": ChatModel(messages=iter([])),
-            "agent": create_agent(ChatModel(messages=iter([AIMessage(content="done")])), tools=[]),
-            "inputs": {"messages": [("user", "review PR 42")]}}
+    return {
+        "asyncio": asyncio,
+        "Bus": Bus,
+        "Message": Message,
+        "SyncBus": SyncBus,
+        "url": redis_url,
+        "sync_bus": sync_bus,
+        "look_at": look_at,
+        "Order": Order,
+        "gateway": Gateway(),
+        "secret": "s3cret",
+        "chat_model": ChatModel(messages=iter([])),
+        "agent": create_agent(ChatModel(messages=iter([AIMessage(content="done")])), tools=[]),
+        "inputs": {"messages": [("user", "review PR 42")]},
+    }
 
 
 def stated_results(source: str) -> str:
     """`expression  # literal` on a line of its own becomes `assert expression == literal`."""
     lines = source.splitlines()
-    comments = {t.start[0]: t.string for t in tokenize.generate_tokens(io.StringIO(source).readline)
-                if t.type == tokenize.COMMENT}
+    comments = {
+        t.start[0]: t.string
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        if t.type == tokenize.COMMENT
+    }
     for node in ast.parse(source).body:
         comment = comments.get(node.lineno)
         if not isinstance(node, ast.Expr) or node.end_lineno != node.lineno or comment is None:
@@ -162,22 +179,28 @@ def stated_results(source: str) -> str:
 def test_a_stated_result_is_asserted() -> None:
     source = 'msg.status   # "error"\nmsg.content  # "a comment, not a literal\nprint(1)  # 1\n'
     assert stated_results(source).splitlines() == [
-        "assert (msg.status) == (\"error\"), 'msg.status'", 'msg.content  # "a comment, not a literal',
-        "assert (print(1)) == (1), 'print(1)'"]
+        "assert (msg.status) == (\"error\"), 'msg.status'",
+        'msg.content  # "a comment, not a literal',
+        "assert (print(1)) == (1), 'print(1)'",
+    ]
 
 
 def test_a_marker_counts_only_on_the_line_before_the_fence(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("<!-- fragment: why -->\n```python\na\n```\n"
-                    "<!-- fragment: far -->\n\n```python\nb\n```\n")
-    assert [(b.source, b.fragment, b.line) for b in blocks(page, tmp_path)] == [("a\n", "why", 2),
-                                                                                 ("b\n", None, 7)]
+    page.write_text(
+        "<!-- fragment: why -->\n```python\na\n```\n<!-- fragment: far -->\n\n```python\nb\n```\n"
+    )
+    assert [(b.source, b.fragment, b.line) for b in blocks(page, tmp_path)] == [
+        ("a\n", "why", 2),
+        ("b\n", None, 7),
+    ]
 
 
 def run(block: Block, namespace: dict[str, Any], runner: asyncio.Runner) -> None:
     source = stated_results(block.source).replace(LOCAL, namespace["url"])
-    code = compile("\n" * block.line + source, f"docs/{block.page}", "exec",
-                   flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    code = compile(
+        "\n" * block.line + source, f"docs/{block.page}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    )
     result = eval(code, namespace)  # the project's own docs
     if inspect.iscoroutine(result):
         runner.run(result)
@@ -201,14 +224,15 @@ def test_the_page_runs(page: str, redis_url: str, prefix: str, monkeypatch: pyte
 
 
 @pytest.mark.parametrize("block", MODULES, ids=lambda b: b.where)
-def test_the_pytest_module_passes(block: Block, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-                                  redis_url: str) -> None:
+def test_the_pytest_module_passes(
+    block: Block, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
     """As a reader runs it: a file of its own, pytest's defaults (pytest-asyncio strict),
     the testing kit's fixtures, and the docs' example plugin importable."""
     monkeypatch.setenv("RELAYBUS_TEST_URL", redis_url)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE_PLUGIN),
-                                                      *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(EXAMPLE_PLUGIN), *filter(None, [os.environ.get("PYTHONPATH")])])
+    )
     pytester.makepyfile(test_from_the_docs=block.source)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     result.assert_outcomes(passed=len(re.findall(r"^(?:async )?def test_", block.source, re.MULTILINE)))
-

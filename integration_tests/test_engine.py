@@ -59,8 +59,11 @@ def clients(admin: redis.Redis) -> int:
 
 
 def bus_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name.startswith("relaybus") and r.levelno >= logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("relaybus") and r.levelno >= logging.WARNING
+    ]
 
 
 async def test_a_pattern_over_200_topics_serves_them_all_on_the_default_pool(
@@ -94,8 +97,9 @@ async def test_80_blocking_pull_reads_leave_publish_history_and_stats_answering(
     server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with Bus.from_url(server.url, prefix=f"e-{uuid.uuid4().hex[:10]}", max_connections=8) as bus:
-        reads = [asyncio.create_task(bus.read(f"inbox.{n}", "agents", count=1, block_ms=8000))
-                 for n in range(80)]
+        reads = [
+            asyncio.create_task(bus.read(f"inbox.{n}", "agents", count=1, block_ms=8000)) for n in range(80)
+        ]
         await asyncio.sleep(0.5)  # every read is waiting now
         assert not any(r.done() for r in reads)
         started = time.monotonic()
@@ -175,8 +179,10 @@ async def test_cancelling_run_always_ends_it(bus: Bus, admin: redis.Redis) -> No
         assert runner.cancelled()
     # nothing was lost: what the cancelled runs left pending is delivered again
     async with running(bus):
-        await wait_for(lambda: admin.xpending(bus.keys.stream("stream"), "g")["pending"] == 0
-                       and handled >= 300, seconds=20)
+        await wait_for(
+            lambda: admin.xpending(bus.keys.stream("stream"), "g")["pending"] == 0 and handled >= 300,
+            seconds=20,
+        )
 
 
 async def test_a_lost_wake_up_connection_loses_no_message(bus: Bus, admin: redis.Redis) -> None:
@@ -206,8 +212,12 @@ async def test_an_entry_appended_without_a_ring_is_found_by_the_sweep(bus: Bus, 
     async with running(bus):
         await bus.publish("foreign", "rung")
         await wait_for(lambda: seen == ["rung"])
-        envelope = {"id": "01J0000000000000000000FRGN", "topic": "foreign", "payload": "silent",
-                    "created_at": time.time()}
+        envelope = {
+            "id": "01J0000000000000000000FRGN",
+            "topic": "foreign",
+            "payload": "silent",
+            "created_at": time.time(),
+        }
         admin.xadd(bus.keys.stream("foreign"), {"v": "1", "m": orjson.dumps(envelope)})
         await wait_for(lambda: seen == ["rung", "silent"], seconds=5)
 

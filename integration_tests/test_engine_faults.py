@@ -150,8 +150,9 @@ async def test_a_group_that_cannot_be_made_while_redis_is_full_waits_without_spi
                 await asyncio.sleep(2)
                 calls = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0) - before
                 assert got == [] and calls < 40, f"{calls} reads in 2 s against a full Redis"
-                assert sum("cannot be made: Redis memory is full" in r.getMessage()
-                           for r in caplog.records) == 1
+                assert (
+                    sum("cannot be made: Redis memory is full" in r.getMessage() for r in caplog.records) == 1
+                )
                 admin.config_set("maxmemory", 0)
                 await wait_for(lambda: len(got) == 50, seconds=10)
         finally:
@@ -285,8 +286,9 @@ async def test_reclaimed_entries_never_exceed_prefetch(server: EmbeddedRedis) ->
                     await asyncio.sleep(0.1)
                     held = 0  # pending in this consumer: fetched and not settled
                     for key in streams:
-                        held += len(await bus.redis.xpending_range(key, "g", "-", "+", 100,
-                                                                   consumername=bus.consumer))
+                        held += len(
+                            await bus.redis.xpending_range(key, "g", "-", "+", 100, consumername=bus.consumer)
+                        )
                     peak = max(peak, held)
             finally:
                 release.set()

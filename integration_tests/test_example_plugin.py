@@ -22,7 +22,7 @@ import pytest
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "relaybus-example-plugin"
 
-CHILD = r'''
+CHILD = r"""
 import asyncio, json, logging, os, socket, sys
 
 from relaybus import Bus, Reject
@@ -84,7 +84,7 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +97,26 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # offline: built with the setuptools of the test group (>= 70.1 makes wheels by itself),
     # never one fetched from the package index into an isolated build environment
     assert importlib.util.find_spec("setuptools") is not None, "setuptools: in the test dependency group"
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-build-isolation",
-               "--quiet", "--disable-pip-version-check", "--target", str(target)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--no-build-isolation",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+        str(target),
+    ]
     done = subprocess.run([*command, str(source)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert list(target.glob("relaybus_team_policy-*.dist-info")), list(target.iterdir())
     return target
 
 
-SETTINGS_CHILD = r'''
+SETTINGS_CHILD = r"""
 import json, sys
 
 from relaybus import Bus
@@ -125,17 +136,31 @@ else:
         except Exception as exc:
             out[group] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(out))
-'''
+"""
 
 
-def run_child(site: Path, tmp_path: Path, redis_url: str, prefix: str, topic: str, mode: str,
-              env: dict[str, str] | None = None, script_text: str = CHILD) -> dict[str, Any]:
+def run_child(
+    site: Path,
+    tmp_path: Path,
+    redis_url: str,
+    prefix: str,
+    topic: str,
+    mode: str,
+    env: dict[str, str] | None = None,
+    script_text: str = CHILD,
+) -> dict[str, Any]:
     script = tmp_path / "child.py"
     script.write_text(script_text)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBUS_")}
     environ.update(PYTHONPATH=str(site), **(env or {}))
-    done = subprocess.run([sys.executable, str(script), redis_url, prefix, topic, mode],
-                          capture_output=True, text=True, timeout=60, env=environ, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(script), redis_url, prefix, topic, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -173,39 +198,80 @@ def test_disabling_the_plugin_by_name(
     assert out["warnings"] == []
 
 
-@pytest.mark.parametrize(("options", "env", "expected"), [
-    ({}, {}, "team-"),
-    ({"team_group_prefix": "crew-"}, {}, "crew-"),
-    ({}, {"RELAYBUS_TEAM_GROUP_PREFIX": "crew-"}, "crew-"),
-    ({"team_group_prefix": "crew-"}, {"RELAYBUS_TEAM_GROUP_PREFIX": "band-"}, "crew-"),  # keyword wins
-], ids=["default", "keyword", "environment", "keyword-over-environment"])
+@pytest.mark.parametrize(
+    ("options", "env", "expected"),
+    [
+        ({}, {}, "team-"),
+        ({"team_group_prefix": "crew-"}, {}, "crew-"),
+        ({}, {"RELAYBUS_TEAM_GROUP_PREFIX": "crew-"}, "crew-"),
+        ({"team_group_prefix": "crew-"}, {"RELAYBUS_TEAM_GROUP_PREFIX": "band-"}, "crew-"),  # keyword wins
+    ],
+    ids=["default", "keyword", "environment", "keyword-over-environment"],
+)
 def test_the_plugin_owns_a_setting_from_a_keyword_or_the_environment(
-    site: Path, tmp_path: Path, redis_url: str, prefix: str, options: dict[str, str], env: dict[str, str],
+    site: Path,
+    tmp_path: Path,
+    redis_url: str,
+    prefix: str,
+    options: dict[str, str],
+    env: dict[str, str],
     expected: str,
 ) -> None:
     """Declared by the installed plugin's plugin_settings hook, found through its entry point."""
-    out = run_child(site, tmp_path, redis_url, prefix, "tasks.settings", json.dumps(options), env=env,
-                    script_text=SETTINGS_CHILD)
+    out = run_child(
+        site,
+        tmp_path,
+        redis_url,
+        prefix,
+        "tasks.settings",
+        json.dumps(options),
+        env=env,
+        script_text=SETTINGS_CHILD,
+    )
     assert out["setting"] == expected
     refused = "crew-a" if expected == "team-" else "team-a"
-    assert out[refused] == (f"ConfigError: team_policy: group {refused!r} refused; consumer groups must be "
-                            f"named {expected}<name>")
+    assert out[refused] == (
+        f"ConfigError: team_policy: group {refused!r} refused; consumer groups must be named {expected}<name>"
+    )
     assert out[({"team-a", "crew-a"} - {refused}).pop()] == "accepted"
 
 
-@pytest.mark.parametrize(("options", "env", "error"), [
-    ({"team_group_prefx": "crew-"}, {},
-     "unknown setting 'team_group_prefx' (did you mean 'team_group_prefix'?)"),
-    ({"team_group_prefix": "Crew"}, {}, "team_group_prefix: String should match pattern"),
-    ({}, {"RELAYBUS_TEAM_GROUP_PREFIX": "Crew"}, "team_group_prefix: String should match pattern"),
-    ({"team_group_prefix": "crew-", "disabled_plugins": ["team_policy"]}, {},
-     "unknown setting 'team_group_prefix'"),
-], ids=["typo", "invalid-keyword", "invalid-environment", "plugin-disabled"])
+@pytest.mark.parametrize(
+    ("options", "env", "error"),
+    [
+        (
+            {"team_group_prefx": "crew-"},
+            {},
+            "unknown setting 'team_group_prefx' (did you mean 'team_group_prefix'?)",
+        ),
+        ({"team_group_prefix": "Crew"}, {}, "team_group_prefix: String should match pattern"),
+        ({}, {"RELAYBUS_TEAM_GROUP_PREFIX": "Crew"}, "team_group_prefix: String should match pattern"),
+        (
+            {"team_group_prefix": "crew-", "disabled_plugins": ["team_policy"]},
+            {},
+            "unknown setting 'team_group_prefix'",
+        ),
+    ],
+    ids=["typo", "invalid-keyword", "invalid-environment", "plugin-disabled"],
+)
 def test_a_typo_or_an_invalid_plugin_setting_is_refused(
-    site: Path, tmp_path: Path, redis_url: str, prefix: str, options: dict[str, Any], env: dict[str, str],
+    site: Path,
+    tmp_path: Path,
+    redis_url: str,
+    prefix: str,
+    options: dict[str, Any],
+    env: dict[str, str],
     error: str,
 ) -> None:
-    out = run_child(site, tmp_path, redis_url, prefix, "tasks.settings", json.dumps(options), env=env,
-                    script_text=SETTINGS_CHILD)
+    out = run_child(
+        site,
+        tmp_path,
+        redis_url,
+        prefix,
+        "tasks.settings",
+        json.dumps(options),
+        env=env,
+        script_text=SETTINGS_CHILD,
+    )
     assert out["error"].startswith("ConfigError: invalid relaybus configuration: ")
     assert error in out["error"]

@@ -30,8 +30,9 @@ async def proxied(server_factory: type[EmbeddedRedis]) -> AsyncIterator[tuple[Fa
 
 def client(proxy: FaultProxy, timeout: float = 2.0) -> aioredis.Redis:
     """A client that never retries by itself, so each fault shows."""
-    return aioredis.Redis.from_url(proxy.url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                   retry=Retry(NoBackoff(), retries=0))
+    return aioredis.Redis.from_url(
+        proxy.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), retries=0)
+    )
 
 
 async def test_pass(proxied: tuple[FaultProxy, redis.Redis]) -> None:

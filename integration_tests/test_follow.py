@@ -20,8 +20,9 @@ from .helpers import wait_for
 FAST = {"block_ms": 100, "socket_timeout": 1.0, "connect_timeout": 0.5, "health_check_interval_s": 0.2}
 
 
-async def collect(bus: Bus, topic: str, after: str | None = None, into: list[Message] | None = None
-                  ) -> list[Message]:
+async def collect(
+    bus: Bus, topic: str, after: str | None = None, into: list[Message] | None = None
+) -> list[Message]:
     got = into if into is not None else []
     async for message in bus.follow(topic, after):
         got.append(message)
@@ -54,7 +55,7 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate(bus: Bus, raw: redis
     ids = stored(raw, bus, topic)
     assert len(ids) == 700 + 85 and len(followers) == 15  # 85 of the publishes were pairs
     for (after, _), got in zip(followers, results, strict=True):
-        expected = ids if after is None else ids[ids.index(after) + 1:]
+        expected = ids if after is None else ids[ids.index(after) + 1 :]
         assert [m.entry_id for m in got] == expected
 
 
@@ -90,7 +91,8 @@ def clients(raw: redis.Redis | RedisCluster) -> int:
 
 
 async def test_followers_of_a_thousand_topics_share_the_doorbell(
-        bus: Bus, raw: redis.Redis, redis_line: str) -> None:
+    bus: Bus, raw: redis.Redis, redis_line: str
+) -> None:
     """No connection and no blocking read per follower: 1,000 followers use the connections
     one does (counted in CLIENT LIST). On a cluster the command pools may open more under
     the load of 1,000 replays at once, up to their size, never one per follower."""
@@ -162,8 +164,13 @@ async def test_close_sets_the_topic_keys_to_expire(bus: Bus, raw: redis.Redis) -
     await bus.read(topic, "g")  # a group
     await bus.publish(topic, "c", delay=600)  # not yet due at the close: dropped
     assert await bus.close_topic(topic, keep_s=30) == 1
-    keys = [bus.keys.stream(topic), bus.keys.lane(topic, 3), bus.keys.lanes(topic), bus.keys.closed(topic),
-            bus.keys.retry(topic, "g")]
+    keys = [
+        bus.keys.stream(topic),
+        bus.keys.lane(topic, 3),
+        bus.keys.lanes(topic),
+        bus.keys.closed(topic),
+        bus.keys.retry(topic, "g"),
+    ]
     for key in keys:
         assert 0 < raw.pttl(key) <= 30_000, key
     assert raw.zcard(bus.keys.delayed(topic)) == 0
@@ -261,9 +268,15 @@ async def test_a_topic_served_as_server_sent_events_resumes_after_last_event_id(
         bad = await http.get("/runs/runs.sse", headers={"Last-Event-ID": "nope"})
 
     def events(text: str) -> list[tuple[str, str]]:
-        blocks = [dict(line.split(": ", 1) for line in block.splitlines()
-                       if ": " in line and not line.startswith(":"))
-                  for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+        blocks = [
+            dict(
+                line.split(": ", 1)
+                for line in block.splitlines()
+                if ": " in line and not line.startswith(":")
+            )
+            for block in text.replace("\r\n", "\n").split("\n\n")
+            if block.strip()
+        ]
         return [(b.get("event", ""), b.get("id", "")) for b in blocks]
 
     assert events(body) == [*[("message", e) for e in entry_ids], ("closed", "")]

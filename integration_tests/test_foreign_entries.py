@@ -91,8 +91,9 @@ def nested(depth: int) -> object:
 def envelope(depth: int, **fields: object) -> bytes:
     """An envelope as another client might write it, its payload nested `depth` deep
     (json: orjson writes no more than 254 levels)."""
-    return json.dumps({"id": "01FOREIGN", "topic": "orders", "created_at": 1.5, **fields,
-                         "payload": nested(depth)}).encode()
+    return json.dumps(
+        {"id": "01FOREIGN", "topic": "orders", "created_at": 1.5, **fields, "payload": nested(depth)}
+    ).encode()
 
 
 async def test_the_deepest_payload_publish_accepts_is_delivered_and_one_deeper_is_refused(
@@ -101,9 +102,12 @@ async def test_the_deepest_payload_publish_accepts_is_delivered_and_one_deeper_i
     """Publish refuses what no reader could decode, naming the limit; the deepest payload
     it accepts comes back from read, history and a replayed dead letter unchanged."""
     deepest, too_deep = nested(MAX_PAYLOAD_DEPTH), nested(MAX_PAYLOAD_DEPTH + 1)
-    for publish in (lambda: bus.publish("deep", too_deep), lambda: bus.publish("deep", too_deep, delay=1),
-                    lambda: bus.publish("deep", too_deep, priority=5),
-                    lambda: bus.publish_many("deep", [1, too_deep])):
+    for publish in (
+        lambda: bus.publish("deep", too_deep),
+        lambda: bus.publish("deep", too_deep, delay=1),
+        lambda: bus.publish("deep", too_deep, priority=5),
+        lambda: bus.publish_many("deep", [1, too_deep]),
+    ):
         with pytest.raises(RelayBusError, match=f"nests deeper than {MAX_PAYLOAD_DEPTH} levels"):
             await publish()
     assert raw.exists(bus.keys.stream("deep"), bus.keys.delayed("deep"), bus.keys.lane("deep", 5)) == 0
@@ -128,10 +132,12 @@ async def test_an_undecodable_dead_letter_is_listed_kept_and_reported_while_the_
         await bus.dead_letter(message, "declined")
     dlq = bus.keys.dlq("orders")
     deep = envelope(300)
-    foreign = [raw.xadd(dlq, {"v": "1", "m": deep, "reason": "x", "group": "billing"}),
-               raw.xadd(dlq, {"v": "1", "raw": json.dumps({"m": nested(300)}), "group": "billing"}),
-               raw.xadd(dlq, {"v": "1", "m": envelope(1)}),  # decodes, but no group to go back to
-               raw.xadd(dlq, {"v": "1", "m": envelope(1), "group": "no such group!"})]
+    foreign = [
+        raw.xadd(dlq, {"v": "1", "m": deep, "reason": "x", "group": "billing"}),
+        raw.xadd(dlq, {"v": "1", "raw": json.dumps({"m": nested(300)}), "group": "billing"}),
+        raw.xadd(dlq, {"v": "1", "m": envelope(1)}),  # decodes, but no group to go back to
+        raw.xadd(dlq, {"v": "1", "m": envelope(1), "group": "no such group!"}),
+    ]
     await bus.publish("orders", {"n": 2})
     [late] = await bus.read("orders", "billing")
     await bus.dead_letter(late, "declined")
@@ -183,7 +189,11 @@ async def test_the_dashboard_shows_and_replays_around_an_undecodable_dead_letter
         assert status == 200, body
         shown = orjson.loads(body)["dead_letters"]
         assert [d["replayable"] for d in shown] == [True, False]
-        status, body = await asyncio.to_thread(_post, f"{base}/api/topics/orders/dead-letters/replay", b"{}",
-                                               {"Authorization": f"Bearer {TOKEN}"})
+        status, body = await asyncio.to_thread(
+            _post,
+            f"{base}/api/topics/orders/dead-letters/replay",
+            b"{}",
+            {"Authorization": f"Bearer {TOKEN}"},
+        )
         assert (status, orjson.loads(body)) == (200, {"replayed": 1})
     assert raw.xlen(bus.keys.dlq("orders")) == 1

@@ -163,8 +163,16 @@ async def test_handler_context_wraps_the_handler_and_the_settling(bus: Bus) -> N
 
     await bus.publish_many("wrapped", ["ok", "bad"])
     await run_until(bus, lambda: len(around.log) == 8)
-    assert around.log == ["enter ok", "handler ok", "handled ok", "exit ok",
-                          "enter bad", "handler bad", "dead_lettered bad", "exit bad"]
+    assert around.log == [
+        "enter ok",
+        "handler ok",
+        "handled ok",
+        "exit ok",
+        "enter bad",
+        "handler bad",
+        "dead_lettered bad",
+        "exit bad",
+    ]
 
 
 async def test_filter_false_acks_and_counts(bus: Bus, raw: redis.Redis) -> None:
@@ -353,10 +361,15 @@ async def test_on_settled_reports_each_outcome(bus: Bus) -> None:
             raise ValueError("boom")
 
     await run_until(bus, lambda: len(outcomes) == 4)
-    assert sorted(outcomes, key=str) == sorted([
-        ("stale", "expired", False), ("ok", "handled", True), ("skip", "filtered", False),
-        ("boom", "retried", True),
-    ], key=str)
+    assert sorted(outcomes, key=str) == sorted(
+        [
+            ("stale", "expired", False),
+            ("ok", "handled", True),
+            ("skip", "filtered", False),
+            ("boom", "retried", True),
+        ],
+        key=str,
+    )
 
 
 async def test_on_settled_for_pull_reads_when_acked(bus: Bus) -> None:
@@ -422,6 +435,8 @@ async def test_a_raising_observer_is_logged_and_settling_goes_on(
     assert raw.xlen(bus.keys.dlq("observed")) == raw.xlen(bus.keys.dlq("pulled")) == 1
     assert raw.xpending(bus.keys.stream("observed"), "g")["pending"] == 0
     failed = {r.getMessage() for r in caplog.records if "observer hook" in r.getMessage()}
-    assert failed == {f"relaybus observer hook {hook} of plugin 'broken' failed"
-                      for hook in ("on_published", "on_dead_letter", "on_settled")}
+    assert failed == {
+        f"relaybus observer hook {hook} of plugin 'broken' failed"
+        for hook in ("on_published", "on_dead_letter", "on_settled")
+    }
     assert "stays pending" not in caplog.text

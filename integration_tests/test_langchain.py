@@ -16,10 +16,12 @@ from relaybus.adapters.langchain import RelayBusToolkit
 from .helpers import running
 
 
-def tools_of(bus: Bus | SyncBus, allowed: list[str] | None = None,
-             new_groups: list[str] | None = None) -> dict[str, BaseTool]:
-    return {t.name: t for t in RelayBusToolkit(bus=bus, allowed_topics=allowed,
-                                               new_groups=new_groups).get_tools()}
+def tools_of(
+    bus: Bus | SyncBus, allowed: list[str] | None = None, new_groups: list[str] | None = None
+) -> dict[str, BaseTool]:
+    return {
+        t.name: t for t in RelayBusToolkit(bus=bus, allowed_topics=allowed, new_groups=new_groups).get_tools()
+    }
 
 
 def call(name: str, **args: object) -> dict[str, object]:
@@ -34,8 +36,13 @@ def sync_bus(redis_url: str, prefix: str) -> Iterator[SyncBus]:
 
 def test_toolkit_offers_the_five_tools_with_schemas_naming_the_allowed_topics(bus: Bus) -> None:
     tools = tools_of(bus, ["tasks.*"])
-    assert list(tools) == ["relaybus_publish", "relaybus_request", "relaybus_read", "relaybus_history",
-                           "relaybus_stats"]
+    assert list(tools) == [
+        "relaybus_publish",
+        "relaybus_request",
+        "relaybus_read",
+        "relaybus_history",
+        "relaybus_stats",
+    ]
     assert set(tools["relaybus_publish"].args) == {"topic", "payload", "priority"}
     assert set(tools["relaybus_request"].args) == {"topic", "payload", "timeout_s"}
     assert set(tools["relaybus_read"].args) == {"topic", "group", "count", "wait_seconds"}
@@ -52,7 +59,8 @@ def test_a_bad_allowlist_pattern_fails_when_the_toolkit_is_built(bus: Bus) -> No
 async def test_publish_then_read_round_trip_and_read_acks(bus: Bus) -> None:
     tools = tools_of(bus, ["tasks.*"], new_groups=["reviewers"])
     published = await tools["relaybus_publish"].ainvoke(
-        call("relaybus_publish", topic="tasks.review", payload={"pr": 42}, priority=5))
+        call("relaybus_publish", topic="tasks.review", payload={"pr": 42}, priority=5)
+    )
     assert isinstance(published, ToolMessage) and published.status == "success"
     sent = json.loads(published.content)  # type: ignore[arg-type]
     assert sent["topic"] == "tasks.review"
@@ -88,7 +96,8 @@ async def test_bus_errors_and_bad_arguments_are_tool_errors_too(bus: Bus) -> Non
     bad_name = await tools["relaybus_publish"].ainvoke(call("relaybus_publish", topic="no spaces", payload=1))
     assert bad_name.status == "error" and "invalid topic 'no spaces'" in bad_name.content
     bad_priority = await tools["relaybus_publish"].ainvoke(
-        call("relaybus_publish", topic="tasks.x", payload=1, priority=12))
+        call("relaybus_publish", topic="tasks.x", payload=1, priority=12)
+    )
     assert bad_priority.status == "error"
     assert "priority" in bad_priority.content and "less than or equal to 9" in bad_priority.content
     bad_group = await tools["relaybus_read"].ainvoke(call("relaybus_read", topic="tasks.x", group="a b"))
@@ -110,8 +119,10 @@ async def test_a_read_makes_no_group_or_topic_nothing_would_clean(bus: Bus) -> N
     read = tools["relaybus_read"]
     made_up = await read.ainvoke(call("relaybus_read", topic="tasks.review", group="ghosts"))
     assert made_up.status == "error"
-    assert made_up.content == ("relaybus_read failed: no consumer group 'ghosts' reads topic 'tasks.review', "
-                               "and this agent may not make one; its groups: workers")
+    assert made_up.content == (
+        "relaybus_read failed: no consumer group 'ghosts' reads topic 'tasks.review', "
+        "and this agent may not make one; its groups: workers"
+    )
     stats = await bus.stats(["tasks.review"])
     assert [g.name for g in stats.topics[0].groups] == ["workers"]
 
@@ -121,8 +132,9 @@ async def test_a_read_makes_no_group_or_topic_nothing_would_clean(bus: Bus) -> N
 
     before = await keys_of(bus)
     for wait in (0, 0.3):
-        nothing = json.loads(await read.ainvoke({"topic": "tasks.nobody", "group": "agents-1",
-                                                 "wait_seconds": wait}))
+        nothing = json.loads(
+            await read.ainvoke({"topic": "tasks.nobody", "group": "agents-1", "wait_seconds": wait})
+        )
         assert nothing == {"topic": "tasks.nobody", "messages": []}
     assert await keys_of(bus) == before and await bus.topics() == ["tasks.review"]
 
@@ -207,8 +219,9 @@ async def test_a_server_refusal_is_a_tool_error(server_factory: type, prefix: st
             assert "OOM" in refused.content or "maxmemory" in refused.content
 
 
-async def test_request_tool_returns_the_answer_or_an_error_the_model_can_read(bus: Bus, redis_url: str,
-                                                                               prefix: str) -> None:
+async def test_request_tool_returns_the_answer_or_an_error_the_model_can_read(
+    bus: Bus, redis_url: str, prefix: str
+) -> None:
     tools = tools_of(bus, ["tasks.*"])
     async with Bus.from_url(redis_url, prefix=prefix) as reviewer:
 
@@ -217,13 +230,18 @@ async def test_request_tool_returns_the_answer_or_an_error_the_model_can_read(bu
             await reviewer.reply(msg, {"verdict": "approve", "pr": msg.payload["pr"]})
 
         async with running(reviewer):
-            answer = json.loads(await tools["relaybus_request"].ainvoke(
-                {"topic": "tasks.review", "payload": {"pr": 3}, "timeout_s": 10}))
+            answer = json.loads(
+                await tools["relaybus_request"].ainvoke(
+                    {"topic": "tasks.review", "payload": {"pr": 3}, "timeout_s": 10}
+                )
+            )
     assert answer["topic"] == "tasks.review" and answer["reply"]["payload"] == {"verdict": "approve", "pr": 3}
     silent = await tools["relaybus_request"].ainvoke(
-        call("relaybus_request", topic="tasks.nobody", payload={}, timeout_s=0.2))
+        call("relaybus_request", topic="tasks.nobody", payload={}, timeout_s=0.2)
+    )
     assert isinstance(silent, ToolMessage) and silent.status == "error"
     assert "no reply to the request on 'tasks.nobody' within 0.2 s" in str(silent.content)
     refused = await tools["relaybus_request"].ainvoke(
-        call("relaybus_request", topic="payments.x", payload={}))
+        call("relaybus_request", topic="payments.x", payload={})
+    )
     assert refused.status == "error" and "not allowed" in str(refused.content)

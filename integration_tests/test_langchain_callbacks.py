@@ -66,7 +66,8 @@ async def test_chat_model_run_start_and_end_with_text_usage_tags_metadata(bus: B
     usage = {"input_tokens": 3, "output_tokens": 3, "total_tokens": 6}
     handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
     reply = await model(usage_metadata=usage).ainvoke(
-        "hi", config={"callbacks": [handler], "tags": ["planner"], "metadata": {"agent": "a1"}})
+        "hi", config={"callbacks": [handler], "tags": ["planner"], "metadata": {"agent": "a1"}}
+    )
     evts = await events(bus)
     assert [e["event"] for e in evts] == ["chat_model_start", "chat_model_end"]
     start, end = evts
@@ -87,8 +88,9 @@ async def test_streamed_tokens_are_published_only_when_asked(bus: Bus) -> None:
 
     chatty = RelayBusCallbackHandler(bus=bus, topic="langchain.tokens", publish_tokens=True)
     [_ async for _ in model().astream("hi", config={"callbacks": [chatty]})]
-    tokens = [m.payload for m in await bus.history("langchain.tokens")
-              if m.payload["event"] == "llm_new_token"]
+    tokens = [
+        m.payload for m in await bus.history("langchain.tokens") if m.payload["event"] == "llm_new_token"
+    ]
     assert "".join(t["token"] for t in tokens) == "hello there world"
     assert {t["name"] for t in tokens} == {"GenericFakeChatModel"}
 
@@ -100,7 +102,13 @@ async def test_tool_inside_a_chain_has_the_chain_as_parent(bus: Bus) -> None:
     assert await chain.ainvoke(4, config={"callbacks": [handler]}) == 10
     evts = await events(bus)
     assert [e["event"] for e in evts] == [
-        "chain_start", "chain_start", "chain_end", "tool_start", "tool_end", "chain_end"]
+        "chain_start",
+        "chain_start",
+        "chain_end",
+        "tool_start",
+        "tool_end",
+        "chain_end",
+    ]
     sequence, lambda_start, tool_start, tool_end = evts[0], evts[1], evts[3], evts[4]
     assert sequence["parent_run_id"] is None and sequence["name"] == "RunnableSequence"
     assert lambda_start["name"] == "prepare" and lambda_start["parent_run_id"] == sequence["run_id"]
@@ -179,15 +187,20 @@ async def test_raise_errors_lets_a_bus_error_end_the_run(redis_url: str, prefix:
         await model().ainvoke("hi", config={"callbacks": [handler]})
 
 
-
 async def test_events_are_dropped_not_waited_for_while_redis_is_down(
     server_factory: type[EmbeddedRedis], prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Once the health check finds Redis down, a run does not wait publish_timeout_s per
     event: the events are dropped, counted and logged, and the run goes on."""
     with server_factory(port=free_port()) as server:
-        async with Bus.from_url(server.url, prefix=prefix, publish_timeout_s=1.0,
-                                health_check_interval_s=0.1, socket_timeout=1.0, block_ms=100) as bus:
+        async with Bus.from_url(
+            server.url,
+            prefix=prefix,
+            publish_timeout_s=1.0,
+            health_check_interval_s=0.1,
+            socket_timeout=1.0,
+            block_ms=100,
+        ) as bus:
             handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
             server.kill()
             await wait_for(lambda: bus.health.state == "disconnected")
@@ -266,7 +279,13 @@ async def test_a_sync_invoke_on_the_bus_loop_thread_returns_and_every_event_foll
     await handler.flush()
     evts = await events(bus)
     assert [e["event"] for e in evts] == [
-        "chain_start", "chain_start", "chain_end", "tool_start", "tool_end", "chain_end"]
+        "chain_start",
+        "chain_start",
+        "chain_end",
+        "tool_start",
+        "tool_end",
+        "chain_end",
+    ]
     assert in_order(evts) and evts[-1]["outputs"] == 10
 
 
@@ -291,7 +310,11 @@ async def test_events_awaited_on_the_loop_come_after_those_handed_to_it(bus: Bus
     assert double.invoke({"x": 1}, config={"callbacks": [handler]}) == 2
     assert await double.ainvoke({"x": 2}, config={"callbacks": [handler]}) == 4
     assert [(e["event"], e.get("output")) for e in await events(bus)] == [
-        ("tool_start", None), ("tool_end", 2), ("tool_start", None), ("tool_end", 4)]
+        ("tool_start", None),
+        ("tool_end", 2),
+        ("tool_start", None),
+        ("tool_end", 4),
+    ]
 
 
 @pytest.mark.timeout(30, method="thread")  # a hang holds the loop SyncBus.close() needs: end the run
@@ -304,7 +327,8 @@ def test_a_sync_run_on_the_sync_bus_loop_thread_returns_and_publishes_every_even
     with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
         handler = SyncRelayBusCallbackHandler(bus=bus, topic=TOPIC, nested_chains=True)
         fan: Runnable[int, dict[str, int]] = RunnableParallel(
-            a=RunnableLambda(lambda n: n + 1, name="a"), b=RunnableLambda(lambda n: n * 2, name="b"))
+            a=RunnableLambda(lambda n: n + 1, name="a"), b=RunnableLambda(lambda n: n * 2, name="b")
+        )
 
         async def on_the_loop() -> dict[str, int]:
             return fan.invoke(5, config={"callbacks": [handler]})
@@ -325,8 +349,10 @@ async def test_a_run_cancelled_while_its_event_is_sent_neither_loses_nor_repeats
     """The run awaiting its event is cancelled while the publish is on the wire: the
     event is published once, and the handler's later events still follow it."""
     with server_factory(port=free_port()) as server:
-        async with (FaultProxy("127.0.0.1", server.port) as proxy,
-                    Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=10) as bus):
+        async with (
+            FaultProxy("127.0.0.1", server.port) as proxy,
+            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=10) as bus,
+        ):
             handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
             proxy.set("delay", 0.5)
             run = asyncio.create_task(model("one").ainvoke("hi", config={"callbacks": [handler]}))
@@ -338,4 +364,7 @@ async def test_a_run_cancelled_while_its_event_is_sent_neither_loses_nor_repeats
             assert (await model("two").ainvoke("hi", config={"callbacks": [handler]})).content == "two"
             evts = await events(bus)
     assert [(e["event"], e.get("text")) for e in evts] == [
-        ("chat_model_start", None), ("chat_model_start", None), ("chat_model_end", "two")]
+        ("chat_model_start", None),
+        ("chat_model_start", None),
+        ("chat_model_end", "two"),
+    ]

@@ -47,8 +47,7 @@ async def test_the_planner_hands_a_task_to_the_reviewer_and_gets_the_verdict(
 
 def test_the_example_runs_as_a_script(redis_url: str, prefix: str) -> None:
     env = {**os.environ, "RELAYBUS_URL": redis_url, "RELAYBUS_PREFIX": prefix}
-    done = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "[error] relaybus_publish failed: topic 'payments.refund' is not allowed" in done.stdout
     assert '"verdict":"approve"' in done.stdout

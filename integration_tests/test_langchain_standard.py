@@ -27,7 +27,8 @@ EXAMPLES: dict[type[BaseTool], dict[str, Any]] = {
 }
 ASYNC_BUS_IS_AINVOKE_ONLY = pytest.mark.xfail(
     reason="an async Bus is driven with ainvoke; invoke needs a SyncBus (docs/guides/langchain.md)",
-    raises=RuntimeError, strict=True,
+    raises=RuntimeError,
+    strict=True,
 )
 
 
@@ -68,6 +69,7 @@ class _OnAsyncBus(_OnSyncBus):
 
 def _suites(tool_class: type[BaseTool]) -> list[type]:
     """Unit and integration suites on each kind of bus, for one tool class."""
+
     class UnitOnSyncBus(_OnSyncBus, ToolsUnitTests):
         pass
 

@@ -54,17 +54,27 @@ async def test_the_async_handler_under_a_langgraph_agent_logs_no_warning_and_pub
     """LangGraph calls async handlers from worker threads on loops of their own: every
     event still reaches the bus (handed to the bus's loop), nothing is logged, and the
     graph's nodes - nested chains carrying the whole state - are left out."""
-    scripted = example().ScriptedModel(messages=iter([
-        calls({"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}), AIMessage(content="3")]))
+    scripted = example().ScriptedModel(
+        messages=iter([calls({"name": "add", "args": {"a": 1, "b": 2}, "id": "c1"}), AIMessage(content="3")])
+    )
     handler = RelayBusCallbackHandler(bus, "agent.events")
     with caplog.at_level(logging.WARNING):
         result = await create_agent(scripted, [add]).ainvoke(
-            {"messages": [("user", "1 + 2?")]}, config={"callbacks": [handler]})
+            {"messages": [("user", "1 + 2?")]}, config={"callbacks": [handler]}
+        )
     assert result["messages"][-1].content == "3"
     assert [r.getMessage() for r in caplog.records if r.name.startswith("relaybus")] == []
     events = [m.payload for m in await bus.history("agent.events", limit=100)]
-    assert [e["event"] for e in events] == ["chain_start", "chat_model_start", "chat_model_end", "tool_start",
-                                            "tool_end", "chat_model_start", "chat_model_end", "chain_end"]
+    assert [e["event"] for e in events] == [
+        "chain_start",
+        "chat_model_start",
+        "chat_model_end",
+        "tool_start",
+        "tool_end",
+        "chat_model_start",
+        "chat_model_end",
+        "chain_end",
+    ]
     assert events[4]["output"] == 3 or "3" in json.dumps(events[4]["output"])
     assert all(len(json.dumps(e)) <= 16_384 for e in events)
 
@@ -99,9 +109,20 @@ async def test_the_toolkit_in_a_tool_node(bus: Bus) -> None:
     graph.add_node("tools", ToolNode(RelayBusToolkit(bus=bus, allowed_topics=["tasks.*"]).get_tools()))
     graph.add_edge(START, "tools")
     graph.add_edge("tools", END)
-    out = await graph.compile().ainvoke({"messages": [calls(
-        {"name": "relaybus_publish", "args": {"topic": "tasks.review", "payload": {"pr": 1}}, "id": "p1"},
-        {"name": "relaybus_publish", "args": {"topic": "payments.x", "payload": 1}, "id": "p2"})]})
+    out = await graph.compile().ainvoke(
+        {
+            "messages": [
+                calls(
+                    {
+                        "name": "relaybus_publish",
+                        "args": {"topic": "tasks.review", "payload": {"pr": 1}},
+                        "id": "p1",
+                    },
+                    {"name": "relaybus_publish", "args": {"topic": "payments.x", "payload": 1}, "id": "p2"},
+                )
+            ]
+        }
+    )
     sent, refused = out["messages"][1:]
     assert isinstance(sent, ToolMessage) and sent.tool_call_id == "p1"
     assert json.loads(str(sent.content))["id"] == (await bus.history("tasks.review"))[0].id
@@ -109,8 +130,11 @@ async def test_the_toolkit_in_a_tool_node(bus: Bus) -> None:
 
 
 async def test_the_toolkit_in_create_agent(bus: Bus) -> None:
-    publish = {"name": "relaybus_publish", "id": "p1",
-               "args": {"topic": "tasks.review", "payload": {"pr": 9}}}
+    publish = {
+        "name": "relaybus_publish",
+        "id": "p1",
+        "args": {"topic": "tasks.review", "payload": {"pr": 9}},
+    }
     scripted = example().ScriptedModel(messages=iter([calls(publish), AIMessage(content="sent")]))
     agent = create_agent(scripted, RelayBusToolkit(bus=bus, allowed_topics=["tasks.*"]).get_tools())
     result = await agent.ainvoke({"messages": [("user", "send pr 9 for review")]})
@@ -118,8 +142,9 @@ async def test_the_toolkit_in_create_agent(bus: Bus) -> None:
     assert [m.payload for m in await bus.history("tasks.review")] == [{"pr": 9}]
 
 
-async def test_the_two_agent_handoff_example(redis_url: str, prefix: str, bus: Bus,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_two_agent_handoff_example(
+    redis_url: str, prefix: str, bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
         transcript = await example().main(redis_url, prefix)
     assert transcript[0] == "reviewer: approve: the retry loop now backs off"

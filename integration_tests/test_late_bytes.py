@@ -61,8 +61,10 @@ def once_each(ids: list[str], counts: Counter[str], extra: int = 1) -> None:
 async def test_publish_late_first_attempts_append_nothing(server: EmbeddedRedis, prefix: str) -> None:
     """N publishes at once: the first goes alone on the held connection, the rest merged
     into one append.lua call on the next one; both arrive after the retries."""
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus,
+    ):
         await bus.publish("t", "warm-up")  # connected, the topic registered
         proxy.late_open(LATE, match=b"EVALSHA")
         proxy.late_next(LATE, match=b"EVALSHA")
@@ -72,8 +74,10 @@ async def test_publish_late_first_attempts_append_nothing(server: EmbeddedRedis,
 
 
 async def test_publish_many_late_first_attempt_appends_nothing(server: EmbeddedRedis, prefix: str) -> None:
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus,
+    ):
         await bus.publish("t", "warm-up")
         proxy.late_open(LATE, match=b"EVALSHA")
         ids = await bus.publish_many("t", list(range(200)))
@@ -81,16 +85,19 @@ async def test_publish_many_late_first_attempt_appends_nothing(server: EmbeddedR
         once_each(ids, copies(server.url, bus.keys, "t"))
 
 
-@pytest.mark.parametrize("options", [{"priority": 5}, {"max_queue_size": 1000}],
-                         ids=["priority", "max_queue_size"])
+@pytest.mark.parametrize(
+    "options", [{"priority": 5}, {"max_queue_size": 1000}], ids=["priority", "max_queue_size"]
+)
 async def test_scripted_late_first_attempt_appends_nothing(
     server: EmbeddedRedis, prefix: str, options: dict[str, Any]
 ) -> None:
     """The publish.lua path: a priority lane, a bounded topic."""
     settings = {k: v for k, v in options.items() if k == "max_queue_size"}
     publish = {k: v for k, v in options.items() if k != "max_queue_size"}
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **SETTINGS, **settings) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **SETTINGS, **settings) as bus,
+    ):
         await bus.publish("t", "warm-up", **publish)
         proxy.late_open(LATE, match=b"EVALSHA")
         ids = await bus.publish_many("t", list(range(20)), **publish)
@@ -101,9 +108,11 @@ async def test_scripted_late_first_attempt_appends_nothing(
 async def test_delayed_late_first_attempt_appends_nothing(server: EmbeddedRedis, prefix: str) -> None:
     """A delayed message: the retry's copy falls due and a reader moves it into the stream
     before the first attempt arrives (the same delayed-set member again, otherwise)."""
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus, \
-            Bus.from_url(server.url, prefix=prefix, **SETTINGS) as reader:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus,
+        Bus.from_url(server.url, prefix=prefix, **SETTINGS) as reader,
+    ):
         await bus.publish("t", "warm-up")
         proxy.late_open(LATE, match=b"EVALSHA")
         ids = await bus.publish_many("t", list(range(5)), delay=1.0)
@@ -121,9 +130,12 @@ async def test_late_attempts_after_the_outbox_flush_append_nothing(
 ) -> None:
     """The first attempt and the retry are late, the publish goes to the outbox, and the
     flush appends before either arrives: the flush's sent markers stop both."""
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.3, outbox_path=tmp_path / "outbox.db",
-                         **SETTINGS) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(
+            proxy.url, prefix=prefix, publish_timeout_s=0.3, outbox_path=tmp_path / "outbox.db", **SETTINGS
+        ) as bus,
+    ):
         await bus.publish("t", "warm-up")
         proxy.late_open(LATE, match=b"EVALSHA")
         proxy.late_next(LATE, match=b"EVALSHA")
@@ -140,8 +152,10 @@ async def test_late_retry_after_a_later_retry_appends_nothing(server: EmbeddedRe
     late, the fifth (sent 3.2-4.1 s in) is not and appends; the first retry arrives after
     it, long past the end of its own written-already window (its send + 2 s), and the
     first attempt last: only the fifth retry's sent markers stop them."""
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **SETTINGS) as bus,
+    ):
         await bus.publish("t", "warm-up")
         proxy.late_open(8.0, match=b"EVALSHA")
         proxy.late_next(7.0, LATE, LATE, LATE, match=b"EVALSHA")
@@ -153,8 +167,10 @@ async def test_late_retry_after_a_later_retry_appends_nothing(server: EmbeddedRe
 async def test_late_attempt_after_a_refused_retry_appends_nothing(server: EmbeddedRedis, prefix: str) -> None:
     """A retry refused by max_queue_size tells the caller nothing was appended: the first
     attempt, arriving after room was made, must not append it after all."""
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, max_queue_size=1, **SETTINGS) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, max_queue_size=1, **SETTINGS) as bus,
+    ):
         await bus.publish("t", "warm-up")  # the topic is full
         proxy.late_open(LATE, match=b"EVALSHA")
         with pytest.raises(QueueFullError):

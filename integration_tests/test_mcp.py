@@ -51,9 +51,11 @@ def server(redis_url: str, prefix: str, *options: str) -> StdioServerParameters:
 
 
 ALLOWED = ["tasks.*", "reviews.*", "notes"]
-HTTP_SERVE = ("import asyncio, sys; from relaybus.adapters.mcp import serve; "
-              "asyncio.run(serve(sys.argv[1], sys.argv[2], sys.argv[4].split(','), 'http', '127.0.0.1', "
-              "int(sys.argv[3]), new_groups=['reviewers']))")
+HTTP_SERVE = (
+    "import asyncio, sys; from relaybus.adapters.mcp import serve; "
+    "asyncio.run(serve(sys.argv[1], sys.argv[2], sys.argv[4].split(','), 'http', '127.0.0.1', "
+    "int(sys.argv[3]), new_groups=['reviewers']))"
+)
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -62,8 +64,9 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 def start_http(redis_url: str, prefix: str, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", HTTP_SERVE, redis_url, prefix, str(port),
-                             ",".join(ALLOWED)])
+    return subprocess.Popen(
+        [sys.executable, "-c", HTTP_SERVE, redis_url, prefix, str(port), ",".join(ALLOWED)]
+    )
 
 
 @contextlib.asynccontextmanager
@@ -71,8 +74,16 @@ async def connect(redis_url: str, prefix: str, transport: str = "stdio") -> Asyn
     """A session with a fresh server (not a fixture: anyio's task groups must be entered
     and exited in one task)."""
     if transport == "stdio":
-        params = server(redis_url, prefix, "--allowed-topics", "tasks.*,reviews.*",
-                        "--allowed-topics", "notes", "--new-groups", "reviewers")
+        params = server(
+            redis_url,
+            prefix,
+            "--allowed-topics",
+            "tasks.*,reviews.*",
+            "--allowed-topics",
+            "notes",
+            "--new-groups",
+            "reviewers",
+        )
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             yield session
@@ -81,8 +92,10 @@ async def connect(redis_url: str, prefix: str, transport: str = "stdio") -> Asyn
     proc = start_http(redis_url, prefix, port)
     try:
         await wait_for(lambda: listening(port), 30)
-        async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write), \
-                ClientSession(read, write) as session:
+        async with (
+            streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             yield session
     finally:
@@ -98,14 +111,26 @@ def listening(port: int) -> bool:
 async def test_lists_the_five_tools_with_schemas(redis_url: str, prefix: str, transport: str) -> None:
     async with connect(redis_url, prefix, transport) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
-    assert set(tools) == {"relaybus_publish", "relaybus_request", "relaybus_read", "relaybus_history",
-                          "relaybus_stats"}
+    assert set(tools) == {
+        "relaybus_publish",
+        "relaybus_request",
+        "relaybus_read",
+        "relaybus_history",
+        "relaybus_stats",
+    }
     assert tools["relaybus_request"].input_schema["required"] == ["topic", "payload"]
-    hints = {name: (a.read_only_hint, a.destructive_hint, a.idempotent_hint)
-             for name, t in tools.items() if (a := t.annotations) is not None}
-    assert hints == {"relaybus_publish": (False, False, False), "relaybus_request": (False, False, False),
-                     "relaybus_read": (False, True, False), "relaybus_history": (True, False, True),
-                     "relaybus_stats": (True, False, True)}
+    hints = {
+        name: (a.read_only_hint, a.destructive_hint, a.idempotent_hint)
+        for name, t in tools.items()
+        if (a := t.annotations) is not None
+    }
+    assert hints == {
+        "relaybus_publish": (False, False, False),
+        "relaybus_request": (False, False, False),
+        "relaybus_read": (False, True, False),
+        "relaybus_history": (True, False, True),
+        "relaybus_stats": (True, False, True),
+    }
     publish = tools["relaybus_publish"]
     assert publish.input_schema["required"] == ["topic", "payload"]
     assert publish.input_schema["properties"]["priority"]["maximum"] == 9
@@ -113,15 +138,17 @@ async def test_lists_the_five_tools_with_schemas(redis_url: str, prefix: str, tr
     assert "Allowed topics: tasks.*, reviews.*, notes." in (publish.description or "")
 
 
-async def test_call_each_tool_with_structured_results(redis_url: str, prefix: str, bus: Bus,
-                                                     transport: str) -> None:
+async def test_call_each_tool_with_structured_results(
+    redis_url: str, prefix: str, bus: Bus, transport: str
+) -> None:
     async with connect(redis_url, prefix, transport) as session:
         await check_each_tool(session, bus)
 
 
 async def check_each_tool(session: ClientSession, bus: Bus) -> None:
-    sent = await session.call_tool("relaybus_publish", {"topic": "tasks.review", "payload": {"pr": 7},
-                                                        "priority": 2})
+    sent = await session.call_tool(
+        "relaybus_publish", {"topic": "tasks.review", "payload": {"pr": 7}, "priority": 2}
+    )
     assert not sent.is_error and sent.structured_content is not None
     mid = sent.structured_content["id"]
     assert [m.id for m in await bus.history("tasks.review")] == [mid]  # really on the bus
@@ -147,12 +174,14 @@ async def check_each_tool(session: ClientSession, bus: Bus) -> None:
         await bus.reply(msg, {"answer": msg.payload["q"] * 2})
 
     async with running(bus):
-        asked = await session.call_tool("relaybus_request", {"topic": "tasks.ask", "payload": {"q": 21},
-                                                             "timeout_s": 10})
+        asked = await session.call_tool(
+            "relaybus_request", {"topic": "tasks.ask", "payload": {"q": 21}, "timeout_s": 10}
+        )
     assert not asked.is_error and asked.structured_content is not None
     assert asked.structured_content["reply"]["payload"] == {"answer": 42}
-    silent = await session.call_tool("relaybus_request", {"topic": "tasks.nobody", "payload": {},
-                                                          "timeout_s": 0.2})
+    silent = await session.call_tool(
+        "relaybus_request", {"topic": "tasks.nobody", "payload": {}, "timeout_s": 0.2}
+    )
     assert silent.is_error and "no reply to the request on 'tasks.nobody'" in str(silent.content)
 
 
@@ -178,22 +207,26 @@ async def test_server_version_compact_results_and_one_line_argument_errors(
     assert error == quoted("relaybus_read: invalid arguments:")
 
 
-async def test_a_refused_topic_is_a_tool_error_the_model_reads(redis_url: str, prefix: str, bus: Bus,
-                                                               transport: str) -> None:
+async def test_a_refused_topic_is_a_tool_error_the_model_reads(
+    redis_url: str, prefix: str, bus: Bus, transport: str
+) -> None:
     async with connect(redis_url, prefix, transport) as session:
         refused = await session.call_tool("relaybus_publish", {"topic": "payments.refund", "payload": 1})
         bad = await session.call_tool("relaybus_read", {"topic": "tasks.x", "group": "no spaces"})
     assert refused.is_error
     text = refused.content[0].text  # type: ignore[union-attr]
-    assert text == ("Error executing tool relaybus_publish: topic 'payments.refund' is not allowed for "
-                    "this agent; allowed topics: tasks.*, reviews.*, notes")  # the SDK's prefix, then ours
+    assert text == (
+        "Error executing tool relaybus_publish: topic 'payments.refund' is not allowed for "
+        "this agent; allowed topics: tasks.*, reviews.*, notes"
+    )  # the SDK's prefix, then ours
     assert text == quoted("Error executing tool relaybus_publish:").replace("reviews.*", "reviews.*, notes")
     assert bad.is_error and "invalid group 'no spaces'" in bad.content[0].text  # type: ignore[union-attr]
     assert await bus.topics() == []
 
 
-async def test_a_read_makes_no_group_or_topic_nothing_would_clean(redis_url: str, prefix: str, bus: Bus,
-                                                                 transport: str) -> None:
+async def test_a_read_makes_no_group_or_topic_nothing_would_clean(
+    redis_url: str, prefix: str, bus: Bus, transport: str
+) -> None:
     """A made-up group is refused (the server makes only the groups --new-groups names); a
     read of a topic that does not exist creates no key, even waiting for it."""
     await bus.publish("tasks.review", {"pr": 1})
@@ -201,20 +234,23 @@ async def test_a_read_makes_no_group_or_topic_nothing_would_clean(redis_url: str
     keys = {k async for k in bus.redis.scan_iter(match=f"{prefix}:*")}
     async with connect(redis_url, prefix, transport) as session:
         made_up = await session.call_tool("relaybus_read", {"topic": "tasks.review", "group": "ghosts"})
-        nothing = await session.call_tool("relaybus_read", {"topic": "tasks.nobody", "group": "reviewers",
-                                                            "wait_seconds": 0.3})
+        nothing = await session.call_tool(
+            "relaybus_read", {"topic": "tasks.nobody", "group": "reviewers", "wait_seconds": 0.3}
+        )
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert made_up.is_error and made_up.content[0].text == (  # type: ignore[union-attr]
         "Error executing tool relaybus_read: no consumer group 'ghosts' reads topic 'tasks.review', "
-        "and this agent may not make one; its groups: workers")
+        "and this agent may not make one; its groups: workers"
+    )
     assert nothing.structured_content == {"topic": "tasks.nobody", "messages": []}
     assert [g.name for g in (await bus.stats(["tasks.review"])).topics[0].groups] == ["workers"]
     assert {k async for k in bus.redis.scan_iter(match=f"{prefix}:*")} == keys
     assert "new ones named reviewers" in (tools["relaybus_read"].description or "")
 
 
-async def test_resources_list_topics_and_show_history(redis_url: str, prefix: str, bus: Bus,
-                                                      transport: str) -> None:
+async def test_resources_list_topics_and_show_history(
+    redis_url: str, prefix: str, bus: Bus, transport: str
+) -> None:
     async with connect(redis_url, prefix, transport) as session:
         await check_resources(session, bus)
 
@@ -232,36 +268,55 @@ async def check_resources(session: ClientSession, bus: Bus) -> None:
     assert json.loads(topics.contents[0].text) == ["notes"]  # type: ignore[union-attr]
     history = await session.read_resource("relaybus://topics/notes/history")
     assert [m["payload"] for m in json.loads(history.contents[0].text)["messages"]] == [  # type: ignore[union-attr]
-        {"n": 1}, {"n": 2}]
+        {"n": 1},
+        {"n": 2},
+    ]
     with pytest.raises(MCPError, match=r"'secret\.plans' is not allowed"):
         await session.read_resource("relaybus://topics/secret.plans/history")
 
 
 def test_unreachable_redis_fails_on_stderr_with_nothing_on_stdout() -> None:
     params = server("redis://127.0.0.1:1/0", "x")
-    done = subprocess.run([params.command, *params.args], input="", capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [params.command, *params.args], input="", capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.strip().splitlines() == [
-        done.stderr.strip()] and "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
+    assert (
+        done.stderr.strip().splitlines() == [done.stderr.strip()]
+        and "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
+    )
 
 
 # -- streamable HTTP at its boundary: Host/Origin on every bind address, the token, the logs --------
 
-SERVE_WITH = ("import asyncio, json, sys; from relaybus.adapters.mcp import serve; "
-              "asyncio.run(serve(sys.argv[1], sys.argv[2], transport='http', **json.loads(sys.argv[3])))")
+SERVE_WITH = (
+    "import asyncio, json, sys; from relaybus.adapters.mcp import serve; "
+    "asyncio.run(serve(sys.argv[1], sys.argv[2], transport='http', **json.loads(sys.argv[3])))"
+)
 TOKEN = "mcp-test-token-5f3a9c0e"
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                         "clientInfo": {"name": "test", "version": "0"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"},
+    },
+}
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
 def start(*args: str) -> subprocess.Popen[str]:
     """Python running `args`; its logs (the SDK's rich handler) one line each."""
-    return subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "COLUMNS": "400"})
+    return subprocess.Popen(
+        [sys.executable, "-c", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
 
 
 def reachable(host: str, port: int) -> bool:
@@ -301,8 +356,10 @@ async def test_host_and_origin_are_checked_on_any_loopback_address(redis_url: st
         assert await post(url, {"Host": "127.1:8765"}) == 421  # only exact names
         assert await post(url, {"Origin": "http://attacker.example"}) == 403
         assert await post(url, {}) == 200
-        assert await post(url, {"Host": f"localhost:{netloc.split(':')[1]}",
-                                "Origin": "http://localhost:6274"}) == 200
+        assert (
+            await post(url, {"Host": f"localhost:{netloc.split(':')[1]}", "Origin": "http://localhost:6274"})
+            == 200
+        )
 
 
 async def test_a_bind_beyond_loopback_needs_a_token(redis_url: str, prefix: str) -> None:
@@ -310,22 +367,40 @@ async def test_a_bind_beyond_loopback_needs_a_token(redis_url: str, prefix: str)
     not what it reports), for the wildcard address, a LAN one and an unusual spelling
     of loopback alike."""
     for host in ("0.0.0.0", "192.0.2.10", "::", "127.1"):
-        with pytest.raises(ValueError, match=f"refusing to serve MCP on {host} without a token: it is not "
-                                             "a loopback address"):
+        with pytest.raises(
+            ValueError, match=f"refusing to serve MCP on {host} without a token: it is not a loopback address"
+        ):
             await serve("redis://127.0.0.1:1/0", prefix, transport="http", host=host, port=free_port())
     with pytest.raises(ValueError, match="for --transport http only"):
         await serve(redis_url, prefix, token=TOKEN)
 
 
 def test_the_command_refuses_a_bind_beyond_loopback_without_a_token(redis_url: str) -> None:
-    done = subprocess.run([sys.executable, "-c", SERVE, "mcp", "--redis-url", redis_url,
-                           "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SERVE,
+            "mcp",
+            "--redis-url",
+            redis_url,
+            "--transport",
+            "http",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == (
         "error: refusing to serve MCP on 0.0.0.0 without a token: it is not a loopback address (localhost, "
         "127.0.0.0/8, ::1), so other machines may reach it; pass --token (or RELAYBUS_MCP_TOKEN), or listen "
-        "on 127.0.0.1")
+        "on 127.0.0.1"
+    )
 
 
 async def test_with_a_token_every_request_carries_it(redis_url: str, prefix: str, bus: Bus) -> None:
@@ -333,17 +408,27 @@ async def test_with_a_token_every_request_carries_it(redis_url: str, prefix: str
     with a forged Host is still refused); the official client with it uses every tool;
     the token is never in the server's output."""
     stderr: list[str] = []
-    async with http_server(redis_url, prefix, host="127.0.0.2", token=TOKEN, allowed_topics=ALLOWED,
-                           new_groups=["reviewers"], allowed_hosts=["relay.internal"],
-                           _stderr=stderr) as (url, _):
+    async with http_server(
+        redis_url,
+        prefix,
+        host="127.0.0.2",
+        token=TOKEN,
+        allowed_topics=ALLOWED,
+        new_groups=["reviewers"],
+        allowed_hosts=["relay.internal"],
+        _stderr=stderr,
+    ) as (url, _):
         assert await post(url, {}) == 401
         assert await post(url, {"Authorization": f"Bearer {TOKEN}x"}) == 401
         assert await post(url, {"Authorization": f"Basic {TOKEN}"}) == 401
         assert await post(url, {"Authorization": f"Bearer {TOKEN}", "Host": "attacker.example"}) == 421
         assert await post(url, {"Authorization": f"Bearer {TOKEN}", "Host": "relay.internal:80"}) == 200
         client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
-        async with client, streamable_http_client(url, http_client=client) as (read, write), \
-                ClientSession(read, write) as session:
+        async with (
+            client,
+            streamable_http_client(url, http_client=client) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             await check_each_tool(session, bus)
     assert TOKEN not in stderr[0]
@@ -352,8 +437,9 @@ async def test_with_a_token_every_request_carries_it(redis_url: str, prefix: str
 async def test_the_request_log_goes_to_stderr_never_stdout(redis_url: str, prefix: str) -> None:
     """`relaybus mcp --transport http`: uvicorn's request log is on stderr; stdout stays empty."""
     port = free_port()
-    proc = start(SERVE, "mcp", "--redis-url", redis_url, "--prefix", prefix, "--transport", "http",
-                 "--port", str(port))
+    proc = start(
+        SERVE, "mcp", "--redis-url", redis_url, "--prefix", prefix, "--transport", "http", "--port", str(port)
+    )
     try:
         await wait_for(lambda: reachable("127.0.0.1", port), 30)
         assert await post(f"http://127.0.0.1:{port}/mcp", {}) == 200

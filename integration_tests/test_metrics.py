@@ -29,8 +29,9 @@ def private_bus(redis_url: str, prefix: str, registry: CollectorRegistry, **fiel
     return bus
 
 
-async def test_counters_and_histograms_after_a_run_with_a_failing_handler(redis_url: str,
-                                                                          prefix: str) -> None:
+async def test_counters_and_histograms_after_a_run_with_a_failing_handler(
+    redis_url: str, prefix: str
+) -> None:
     registry, topic = CollectorRegistry(), f"jobs-{prefix}"  # a topic no other test counts
     async with private_bus(redis_url, prefix, registry, max_attempts=2, retry_backoff_s=0.05) as bus:
         await bus.publish(topic, {"n": 0}, ttl=0.01)  # expires before it is read
@@ -78,8 +79,9 @@ async def test_counters_and_histograms_after_a_run_with_a_failing_handler(redis_
     assert REGISTRY.get_sample_value("relaybus_published_total", {"topic": topic}) is None
 
 
-async def test_the_built_in_counts_into_the_default_registry_unless_disabled(redis_url: str,
-                                                                            prefix: str) -> None:
+async def test_the_built_in_counts_into_the_default_registry_unless_disabled(
+    redis_url: str, prefix: str
+) -> None:
     counted, off = f"counted-{prefix}", f"off-{prefix}"
     async with Bus.from_url(redis_url, prefix=prefix) as bus:
         assert "metrics" in bus.plugins.names()
@@ -142,9 +144,25 @@ def test_relaybus_metrics_serves_queue_gauges_over_http(redis_url: str, prefix: 
         bus.publish_many("served", [1, 2, 3])
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", "from relaybus.cli import app; app()", "metrics", "--port", str(port),
-         "--host", "127.0.0.1", "--interval", "0.2", "--redis-url", redis_url, "--prefix", prefix],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from relaybus.cli import app; app()",
+            "metrics",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--interval",
+            "0.2",
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's Ctrl-C
     )
     try:

@@ -30,8 +30,9 @@ def provider() -> tuple[TracerProvider, InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def bus(redis_url: str, prefix: str, provider: tuple[TracerProvider, InMemorySpanExporter]
-              ) -> AsyncIterator[Bus]:
+async def bus(
+    redis_url: str, prefix: str, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> AsyncIterator[Bus]:
     traced = Bus.from_url(redis_url, prefix=prefix, claim_idle_ms=1000)
     traced.plugins.register(TracingPlugin(provider[0]), "otel")  # in the built-in's place
     async with traced:
@@ -82,8 +83,10 @@ async def test_a_failing_handler_is_recorded_on_its_span(bus: Bus, spans: InMemo
         failed.append(1)
         raise RuntimeError("model timed out")
 
-    await run_until(bus, lambda: len(failed) == 1 and any(
-        s.name == "process tasks.flaky" for s in spans.get_finished_spans()))
+    await run_until(
+        bus,
+        lambda: len(failed) == 1 and any(s.name == "process tasks.flaky" for s in spans.get_finished_spans()),
+    )
     [process] = [s for s in spans.get_finished_spans() if s.name == "process tasks.flaky"][:1]
     assert process.status.status_code is StatusCode.ERROR
     assert "RuntimeError: model timed out" in (process.status.description or "")
@@ -135,7 +138,8 @@ asyncio.run(main(*sys.argv[1:3]))
 
 
 def test_the_built_in_plugin_uses_the_global_provider_once_there_is_one(redis_url: str, prefix: str) -> None:
-    done = subprocess.run([sys.executable, "-c", BUILT_IN, redis_url, prefix], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", BUILT_IN, redis_url, prefix], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[{}] ['create traced', 'process traced']"

@@ -21,8 +21,15 @@ from .helpers import run_until
 @pytest.fixture
 async def fast_bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
     """Built-in plugins on, short backoff, so retry tests take tenths of a second."""
-    async with Bus.from_url(redis_url, prefix=prefix, block_ms=50, claim_idle_ms=5000,
-                            max_attempts=3, retry_backoff_s=0.05, retry_backoff_max_s=0.2) as b:
+    async with Bus.from_url(
+        redis_url,
+        prefix=prefix,
+        block_ms=50,
+        claim_idle_ms=5000,
+        max_attempts=3,
+        retry_backoff_s=0.05,
+        retry_backoff_max_s=0.2,
+    ) as b:
         yield b
 
 
@@ -133,8 +140,7 @@ async def test_dedup_window_expires(bus: Bus) -> None:
 
 
 async def test_dedup_under_concurrent_publishers(bus: Bus) -> None:
-    ids = await asyncio.gather(*(bus.publish("race", {"from": n}, dedup_key="same")
-                                 for n in range(50)))
+    ids = await asyncio.gather(*(bus.publish("race", {"from": n}, dedup_key="same") for n in range(50)))
     assert len(set(ids)) == 1
     assert len(await bus.history("race")) == 1
 
@@ -262,8 +268,9 @@ async def test_a_handler_that_keeps_failing_is_logged_at_warning_when_given_up(
 ) -> None:
     """At the default WARNING level a retry says nothing, but the message given up on
     (dead-lettered after max_attempts) is logged with its handler, topic and error."""
-    async with Bus.from_url(redis_url, prefix=prefix, max_attempts=2, retry_backoff_s=0.05,
-                            claim_idle_ms=1000) as bus:
+    async with Bus.from_url(
+        redis_url, prefix=prefix, max_attempts=2, retry_backoff_s=0.05, claim_idle_ms=1000
+    ) as bus:
         await bus.publish("flaky", {"n": 1})
 
         @bus.subscribe("flaky", group="g")

@@ -122,16 +122,23 @@ class RaisingOnFailure:
         self.outcomes.append(outcome)
 
 
-@pytest.mark.parametrize(("error", "claim_idle_ms"), [
-    pytest.param(RuntimeError("policy bug"), 1000, id="error-1000ms"),
-    pytest.param(BusUnavailableError("policy bug"), 1000, id="relaybus-error-1000ms"),
-    # a short claim_idle_ms: each sweep's probes replaced the last one's before their first tick
-    pytest.param(RuntimeError("policy bug"), 166, id="error-166ms"),
-    pytest.param(RuntimeError("policy bug"), 300, id="error-300ms"),
-])
+@pytest.mark.parametrize(
+    ("error", "claim_idle_ms"),
+    [
+        pytest.param(RuntimeError("policy bug"), 1000, id="error-1000ms"),
+        pytest.param(BusUnavailableError("policy bug"), 1000, id="relaybus-error-1000ms"),
+        # a short claim_idle_ms: each sweep's probes replaced the last one's before their first tick
+        pytest.param(RuntimeError("policy bug"), 166, id="error-166ms"),
+        pytest.param(RuntimeError("policy bug"), 300, id="error-300ms"),
+    ],
+)
 async def test_a_raising_on_failure_plugin_leaves_the_message_pending(
-    redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture,
-    error: Exception, claim_idle_ms: int,
+    redis_url: str,
+    prefix: str,
+    raw: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    claim_idle_ms: int,
 ) -> None:
     """An on_failure implementation that raises is logged (naming the plugin), and the
     message stays pending - not acked, not retried (though the dlq plugin answers retry),
@@ -304,7 +311,6 @@ async def test_drop_oldest_drops_from_the_lowest_lane_first(
         await bus.ack(*got)
 
 
-
 # -- the consume engine -----------------------------------------------------------------------
 
 
@@ -320,8 +326,13 @@ async def test_an_unexpected_reader_error_stops_every_subscription_and_run_raise
         admin.execute_command("ACL", "SETUSER", "worker", "on", ">worker-pw", "~*", "&*", "+@all")
         started, cancelled = asyncio.Event(), list[str]()
         try:
-            async with Bus.from_url(f"redis://127.0.0.1:{server.port}/0", username="worker",
-                                    password="worker-pw", prefix=prefix, claim_idle_ms=1000) as bus:
+            async with Bus.from_url(
+                f"redis://127.0.0.1:{server.port}/0",
+                username="worker",
+                password="worker-pw",
+                prefix=prefix,
+                claim_idle_ms=1000,
+            ) as bus:
 
                 @bus.subscribe("slow", group="g")
                 async def slow(msg: Message) -> None:
@@ -358,9 +369,12 @@ async def test_stop_retries_acks_redis_cannot_take_for_half_of_claim_idle_ms(
     (consuming.md): sent if Redis is back within that, else given up - the message stays
     pending, to be delivered again - and stop() returns."""
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    async with FaultProxy("127.0.0.1", port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, claim_idle_ms=4000, socket_timeout=0.5,
-                         connect_timeout=0.5) as bus:
+    async with (
+        FaultProxy("127.0.0.1", port) as proxy,
+        Bus.from_url(
+            proxy.url, prefix=prefix, claim_idle_ms=4000, socket_timeout=0.5, connect_timeout=0.5
+        ) as bus,
+    ):
         started, release = asyncio.Event(), asyncio.Event()
 
         @bus.subscribe("acks", group="g")

@@ -23,9 +23,12 @@ from .helpers import BINARIES, VERSIONS, wait_for
 
 @pytest.fixture(params=BINARIES, ids=VERSIONS.get)
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[EmbeddedRedis, EmbeddedRedis]]:
-    with (EmbeddedRedis(port=free_port(), executable=request.param) as master,
-          EmbeddedRedis(port=free_port(), executable=request.param,
-                        args=["--replicaof", "127.0.0.1", str(master.port)]) as replica):
+    with (
+        EmbeddedRedis(port=free_port(), executable=request.param) as master,
+        EmbeddedRedis(
+            port=free_port(), executable=request.param, args=["--replicaof", "127.0.0.1", str(master.port)]
+        ) as replica,
+    ):
         admin = redis.Redis.from_url(master.url)
         deadline = time.monotonic() + 10
         while admin.info("replication").get("slave0", {}).get("state") != "online":  # synced
@@ -53,8 +56,9 @@ async def test_short_of_replicas_a_publish_raises_and_the_message_is_on_the_mast
 ) -> None:
     master, replica = pair
     prefix = f"r-{uuid.uuid4().hex[:8]}"
-    async with Bus.from_url(master.url, prefix=prefix, min_replicas_acked=2,
-                            replica_ack_timeout_ms=200) as bus:
+    async with Bus.from_url(
+        master.url, prefix=prefix, min_replicas_acked=2, replica_ack_timeout_ms=200
+    ) as bus:
         with pytest.raises(ReplicationError, match=r"[01] of 2 replica\(s\) confirmed it within 200 ms"):
             await bus.publish("orders", {"n": 1})
         replica.kill()
@@ -74,10 +78,20 @@ async def test_outbox_flushes_wait_for_the_replicas(
     master, replica = pair
     prefix = f"r-{uuid.uuid4().hex[:8]}"
     assert master.port is not None
-    async with FaultProxy("127.0.0.1", master.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, min_replicas_acked=1, replica_ack_timeout_ms=200,
-                         publish_timeout_s=0.2, outbox_path=tmp_path / "outbox.db", socket_timeout=1.0,
-                         connect_timeout=0.5, health_check_interval_s=0.2) as bus:
+    async with (
+        FaultProxy("127.0.0.1", master.port) as proxy,
+        Bus.from_url(
+            proxy.url,
+            prefix=prefix,
+            min_replicas_acked=1,
+            replica_ack_timeout_ms=200,
+            publish_timeout_s=0.2,
+            outbox_path=tmp_path / "outbox.db",
+            socket_timeout=1.0,
+            connect_timeout=0.5,
+            health_check_interval_s=0.2,
+        ) as bus,
+    ):
         outbox = bus.publisher.outbox
         assert outbox is not None
         await bus.publish("orders", {"n": 0})

@@ -69,8 +69,9 @@ async def test_many_requests_in_flight_each_get_their_own_reply(redis_url: str, 
     async with two_buses(redis_url, prefix) as (server, client):
         reviewer(server, delay=0.05)
         async with running(server):
-            answers = await asyncio.gather(*(client.request("agents.reviewer", {"pr": n}, timeout=20)
-                                             for n in range(50)))
+            answers = await asyncio.gather(
+                *(client.request("agents.reviewer", {"pr": n}, timeout=20) for n in range(50))
+            )
         assert [a.payload["pr"] for a in answers] == list(range(50))
 
 
@@ -97,8 +98,10 @@ async def test_a_reply_to_a_topic_is_an_ordinary_publish(bus: Bus) -> None:
 
 
 def test_sync_bus_requests_and_replies(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix) as server, \
-            SyncBus.from_url(redis_url, prefix=prefix) as client:
+    with (
+        SyncBus.from_url(redis_url, prefix=prefix) as server,
+        SyncBus.from_url(redis_url, prefix=prefix) as client,
+    ):
 
         @server.subscribe("sync.asks", group="g")
         def answer(msg: Message) -> None:  # a plain function: runs in a worker thread
@@ -200,8 +203,10 @@ async def test_a_responder_that_fails_for_good_raises_request_failed_error(
     """Retries used up (the dlq plugin, max_attempts 2) or rejected at once: the
     requester learns it from a RequestFailedError, not a timeout - the error's type and a
     bounded message, no password."""
-    async with Bus.from_url(redis_url, prefix=prefix, max_attempts=2, retry_backoff_s=0.01) as server, \
-            Bus.from_url(redis_url, prefix=prefix) as client:
+    async with (
+        Bus.from_url(redis_url, prefix=prefix, max_attempts=2, retry_backoff_s=0.01) as server,
+        Bus.from_url(redis_url, prefix=prefix) as client,
+    ):
         fails_for_good(server, ValueError(f"cannot reach {SECRET_URL} " + "x" * 10_000))
         async with running(server):
             with pytest.raises(RequestFailedError) as failed:
@@ -250,8 +255,10 @@ async def test_a_dropped_or_pulled_and_dead_lettered_request_raises_request_fail
 
 
 def test_sync_bus_request_raises_request_failed_error(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix) as server, \
-            SyncBus.from_url(redis_url, prefix=prefix) as client:
+    with (
+        SyncBus.from_url(redis_url, prefix=prefix) as server,
+        SyncBus.from_url(redis_url, prefix=prefix) as client,
+    ):
 
         @server.subscribe("sync.fails", group="g")
         def answer(msg: Message) -> None:
@@ -281,8 +288,9 @@ async def test_a_reply_without_the_requests_token_is_ignored(
         [request] = got
         assert client._inbox is not None
         for token in ({}, {replies.TOKEN: "guessed"}):
-            forged = Message(topic="asks", payload="forged", correlation_id=request.correlation_id,
-                             headers=token)
+            forged = Message(
+                topic="asks", payload="forged", correlation_id=request.correlation_id, headers=token
+            )
             raw.xadd(client._inbox.key, {"v": "1", "m": encode(forged)})
         await asyncio.sleep(0.3)  # the forgeries were read
         assert not asking.done()

@@ -18,8 +18,13 @@ from relaybus.embedded import EmbeddedRedis, free_port
 from .faultproxy import FaultProxy
 from .helpers import run_until, running, wait_for
 
-FAST = {"block_ms": 100, "claim_idle_ms": 1000, "socket_timeout": 1.0, "connect_timeout": 0.5,
-        "health_check_interval_s": 0.2}
+FAST = {
+    "block_ms": 100,
+    "claim_idle_ms": 1000,
+    "socket_timeout": 1.0,
+    "connect_timeout": 0.5,
+    "health_check_interval_s": 0.2,
+}
 
 
 @pytest.fixture
@@ -45,8 +50,10 @@ def pending(url: str, key: str, group: str) -> int:
 
 
 async def test_retry_after_a_lost_reply_appends_once(server: EmbeddedRedis, prefix: str) -> None:
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus,
+    ):
         await bus.publish("t", "warm-up")  # connections made and the topic registered
         proxy.set("forward_then_drop_reply")  # the XADD reaches Redis, its reply never comes back
         publishing = asyncio.create_task(bus.publish("t", "once", dedup_key=None))
@@ -60,8 +67,10 @@ async def test_retry_after_a_lost_reply_appends_once(server: EmbeddedRedis, pref
 async def test_publish_many_retry_after_lost_reply_appends_each_once(
     server: EmbeddedRedis, prefix: str
 ) -> None:
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, **FAST) as bus,
+    ):
         await bus.publish("t", 0, priority=3)
         proxy.set("forward_then_drop_reply")
         publishing = asyncio.create_task(bus.publish_many("t", [1, 2, 3], priority=3))
@@ -72,8 +81,10 @@ async def test_publish_many_retry_after_lost_reply_appends_each_once(
 
 
 async def test_unreachable_redis_raises_promptly_without_outbox(server: EmbeddedRedis, prefix: str) -> None:
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.5, **FAST) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.5, **FAST) as bus,
+    ):
         proxy.set("blackhole")
         started = time.monotonic()
         with pytest.raises(BusUnavailableError, match="publish to 't' failed"):
@@ -88,9 +99,12 @@ async def test_unreachable_redis_raises_promptly_without_outbox(server: Embedded
 async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
     server: EmbeddedRedis, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.2,
-                         outbox_path=tmp_path / "outbox.db", **FAST) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(
+            proxy.url, prefix=prefix, publish_timeout_s=0.2, outbox_path=tmp_path / "outbox.db", **FAST
+        ) as bus,
+    ):
         first = await bus.publish("t", 0)
         proxy.set("reset")
         ids = [await bus.publish("t", n) for n in range(1, 6)]
@@ -108,9 +122,12 @@ async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
 async def test_outbox_flush_of_a_publish_whose_lost_attempt_was_applied_appends_once(
     server: EmbeddedRedis, prefix: str, tmp_path: Path
 ) -> None:
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.3,
-                         outbox_path=tmp_path / "outbox.db", **FAST) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(
+            proxy.url, prefix=prefix, publish_timeout_s=0.3, outbox_path=tmp_path / "outbox.db", **FAST
+        ) as bus,
+    ):
         await bus.publish("t", "warm-up")
         proxy.set("forward_then_drop_reply")  # the first attempt is applied, its reply lost
         publishing = asyncio.create_task(bus.publish("t", "once"))
@@ -128,8 +145,10 @@ async def test_half_done_flush_appends_nothing_twice(
     server: EmbeddedRedis, prefix: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "outbox.db"
-    async with FaultProxy("127.0.0.1", server.port) as proxy, \
-            Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.1, outbox_path=path, **FAST) as bus:
+    async with (
+        FaultProxy("127.0.0.1", server.port) as proxy,
+        Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=0.1, outbox_path=path, **FAST) as bus,
+    ):
         await bus.publish("t", "registered")
         proxy.set("reset")
         ids = await bus.publish_many("t", list(range(10)))
@@ -142,8 +161,9 @@ async def test_half_done_flush_appends_nothing_twice(
         async with Bus.from_url(server.url, prefix=prefix) as direct:
             from relaybus.engine.publisher import MARK_TTL_MS, Write
 
-            await direct.publisher._scripted("t", [Write.from_outbox(e) for e in half], check=(1, "+"),
-                                             mark_ms=MARK_TTL_MS)
+            await direct.publisher._scripted(
+                "t", [Write.from_outbox(e) for e in half], check=(1, "+"), mark_ms=MARK_TTL_MS
+            )
         bus.publisher.backlog = True
         await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 11, seconds=10)
         await asyncio.sleep(0.6)  # another flush round would have appended duplicates by now
@@ -173,8 +193,14 @@ async def test_a_later_bus_flushes_what_an_earlier_process_left(
     path = tmp_path / "outbox.db"
     async with FaultProxy("127.0.0.1", server.port) as proxy:
         writer = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WRITER, proxy.url, prefix, str(path),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-c",
+            WRITER,
+            proxy.url,
+            prefix,
+            str(path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         await wait_for(lambda: len(entries(server.url, f"{prefix}:{{t}}:stream")) == 1, seconds=15)
         proxy.set("reset")
@@ -195,8 +221,9 @@ async def test_kill_and_restart_loses_nothing(server: EmbeddedRedis, prefix: str
         def on_connection_state(self, new: str) -> None:
             states.append(new)
 
-    async with Bus.from_url(server.url, prefix=prefix, outbox_path=tmp_path / "outbox.db",
-                            publish_timeout_s=0.3, **FAST) as bus:
+    async with Bus.from_url(
+        server.url, prefix=prefix, outbox_path=tmp_path / "outbox.db", publish_timeout_s=0.3, **FAST
+    ) as bus:
         bus.plugins.register(Watch(), "watch")
 
         @bus.subscribe("jobs", group="workers", concurrency=4)
@@ -216,8 +243,7 @@ async def test_kill_and_restart_loses_nothing(server: EmbeddedRedis, prefix: str
             await wait_for(lambda: set(published) <= set(handled), seconds=30)
             # an ack batch lost in a crash leaves its entries pending: they come back after
             # claim_idle_ms and are acked then (at-least-once: duplicates, never losses)
-            await wait_for(lambda: pending(server.url, bus.keys.stream("jobs"), "workers") == 0,
-                           seconds=10)
+            await wait_for(lambda: pending(server.url, bus.keys.stream("jobs"), "workers") == 0, seconds=10)
         stream = bus.keys.stream("jobs")
         assert len(entries(server.url, stream)) == len(published)  # nothing appended twice
         assert "disconnected" in states or "degraded" in states
@@ -259,11 +285,18 @@ async def test_every_call_reports_an_unreachable_redis_as_bus_unavailable(
         [message] = await bus.read("t", group="g")
         server.kill()
         calls = {
-            "read()": bus.read("t", group="g"), "ack()": bus.ack(message), "history()": bus.history("t"),
-            "dead_letters()": bus.dead_letters("t"), "replay_dead_letters()": bus.replay_dead_letters("t"),
-            "purge_dead_letters()": bus.purge_dead_letters("t"), "topics()": bus.topics(),
-            "trim()": bus.trim("t", keep_len=0), "stats()": bus.stats(), "memory()": bus.memory(),
-            "dead_letter()": bus.dead_letter(message, "x"), "publish to 't'": bus.publish("t", 2),
+            "read()": bus.read("t", group="g"),
+            "ack()": bus.ack(message),
+            "history()": bus.history("t"),
+            "dead_letters()": bus.dead_letters("t"),
+            "replay_dead_letters()": bus.replay_dead_letters("t"),
+            "purge_dead_letters()": bus.purge_dead_letters("t"),
+            "topics()": bus.topics(),
+            "trim()": bus.trim("t", keep_len=0),
+            "stats()": bus.stats(),
+            "memory()": bus.memory(),
+            "dead_letter()": bus.dead_letter(message, "x"),
+            "publish to 't'": bus.publish("t", 2),
             "broadcast to 't'": bus.broadcast("t", 3),
         }
         for name, call in calls.items():
@@ -306,8 +339,9 @@ async def test_closing_the_bus_ends_a_publish_still_retrying(
     server: EmbeddedRedis, prefix: str, tmp_path: Path
 ) -> None:
     async with FaultProxy("127.0.0.1", server.port) as proxy:
-        bus = await Bus.from_url(proxy.url, prefix=prefix, publish_timeout_s=30,
-                                 outbox_path=tmp_path / "outbox.db", **FAST).connect()
+        bus = await Bus.from_url(
+            proxy.url, prefix=prefix, publish_timeout_s=30, outbox_path=tmp_path / "outbox.db", **FAST
+        ).connect()
         proxy.set("reset")
         publishing = asyncio.create_task(bus.publish("t", "in flight"))
         await asyncio.sleep(0.3)  # retrying
@@ -329,8 +363,11 @@ async def test_a_server_that_is_not_redis_is_reported_as_redis_unreachable(prefi
     web = await asyncio.start_server(http, "127.0.0.1", 0)
     port = web.sockets[0].getsockname()[1]
     try:
-        with pytest.raises(BusUnavailableError, match=rf"cannot reach Redis at redis://127.0.0.1:{port}/0: "
-                                                     r".*Protocol error.*\(is it a Redis server\?\)"):
+        with pytest.raises(
+            BusUnavailableError,
+            match=rf"cannot reach Redis at redis://127.0.0.1:{port}/0: "
+            r".*Protocol error.*\(is it a Redis server\?\)",
+        ):
             await Bus.from_url(f"redis://127.0.0.1:{port}/0", prefix=prefix, connect_timeout=2).connect()
     finally:
         web.close()
@@ -348,8 +385,10 @@ async def test_the_publish_meeting_an_emptied_redis_registers_its_topic_again(
     got: list[int] = []
     later: list[int] = []
     try:
-        async with Bus.from_url(server.url, prefix=prefix, **fast) as publisher, \
-                Bus.from_url(server.url, prefix=prefix, **fast) as consumer:
+        async with (
+            Bus.from_url(server.url, prefix=prefix, **fast) as publisher,
+            Bus.from_url(server.url, prefix=prefix, **fast) as consumer,
+        ):
 
             @consumer.subscribe("jobs.*", group="g")
             async def handle(message: Message) -> None:

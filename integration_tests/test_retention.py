@@ -73,8 +73,10 @@ async def test_any_bus_trims_a_topic_by_the_retention_stored_on_it(
 async def test_a_bus_never_lowers_what_another_asked_to_keep_until_it_is_set(
     redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with (Bus.from_url(redis_url, prefix=prefix, retention_max_len=None) as keeper,
-                Bus.from_url(redis_url, prefix=prefix, retention_s=None, retention_max_len=10) as lean):
+    async with (
+        Bus.from_url(redis_url, prefix=prefix, retention_max_len=None) as keeper,
+        Bus.from_url(redis_url, prefix=prefix, retention_s=None, retention_max_len=10) as lean,
+    ):
         await consumed(keeper, "t", 100)
         with caplog.at_level(logging.WARNING, logger="relaybus.retention"):
             await lean.publish("t", "more")
@@ -160,8 +162,11 @@ async def test_a_foreign_key_in_one_topics_place_stops_neither_publishing_nor_th
         assert raw.xlen(bus.keys.stream("a")) == 20
         assert len([r for r in caplog.records if "on_published" in r.getMessage()]) == 1
         await consumed(bus, "b", 10)
-        with pytest.raises(RelayBusError, match=r"retention failed for 2 topic.*the others were done: "
-                                                r"declaring on 'a': .*WRONGTYPE.*trimming 'a': WRONGTYPE"):
+        with pytest.raises(
+            RelayBusError,
+            match=r"retention failed for 2 topic.*the others were done: "
+            r"declaring on 'a': .*WRONGTYPE.*trimming 'a': WRONGTYPE",
+        ):
             await bus.cleanup()
         assert raw.xlen(bus.keys.stream("b")) == 2
 
@@ -172,8 +177,12 @@ async def test_a_foreign_key_in_one_topics_place_stops_neither_publishing_nor_th
 @pytest.fixture
 def tool_env() -> Iterator[dict[str, str]]:
     """What would make a tool trim everything consumed at once, if it ran cleanup."""
-    yield {**os.environ, "RELAYBUS_CLEANUP_INTERVAL_S": "0.1", "RELAYBUS_RETENTION_S": "0",
-           "RELAYBUS_RETENTION_MAX_LEN": "0"}
+    yield {
+        **os.environ,
+        "RELAYBUS_CLEANUP_INTERVAL_S": "0.1",
+        "RELAYBUS_RETENTION_S": "0",
+        "RELAYBUS_RETENTION_MAX_LEN": "0",
+    }
 
 
 def test_the_dashboard_metrics_and_tail_change_nothing(
@@ -196,9 +205,17 @@ def test_the_dashboard_metrics_and_tail_change_nothing(
         "tail": [*COMMAND, "tail", "kept", "--follow", "--json", "--count", "1", *common],
     }
     ready = {"dashboard": "relaybus dashboard on", "metrics": "serving http", "tail": '"payload":1999'}
-    procs = {name: subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env=tool_env, preexec_fn=ctrl_c_kills)
-             for name, args in tools.items()}
+    procs = {
+        name: subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=tool_env,
+            preexec_fn=ctrl_c_kills,
+        )
+        for name, args in tools.items()
+    }
     try:
         for name, proc in procs.items():
             assert proc.stdout is not None
@@ -226,8 +243,19 @@ async def test_the_mcp_server_changes_nothing(
     async with Bus.from_url(redis_url, prefix=prefix) as bus:
         await consumed(bus, "pinned", 200)
         await bus.set_retention("pinned", keep_s=0, keep_len=0)
-    params = StdioServerParameters(command=sys.executable, env=tool_env, args=[
-        "-c", "from relaybus.cli import app; app()", "mcp", "--redis-url", redis_url, "--prefix", prefix])
+    params = StdioServerParameters(
+        command=sys.executable,
+        env=tool_env,
+        args=[
+            "-c",
+            "from relaybus.cli import app; app()",
+            "mcp",
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+        ],
+    )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         seen = await session.call_tool("relaybus_history", {"topic": "pinned", "limit": 1})
@@ -246,8 +274,13 @@ def test_relaybus_cleanup_applies_the_topics_retention_not_its_own(
             await bus.set_retention("pinned", keep_len=50)
 
     asyncio.run(app())
-    done = subprocess.run([*COMMAND, "cleanup", "--redis-url", redis_url, "--prefix", prefix],
-                          env=tool_env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*COMMAND, "cleanup", "--redis-url", redis_url, "--prefix", prefix],
+        env=tool_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert raw.xlen(f"{prefix}:{{kept}}:stream") == 2000
     assert raw.xlen(f"{prefix}:{{pinned}}:stream") == 50
@@ -266,14 +299,24 @@ def test_relaybus_retention_shows_and_sets_a_topics_retention(
     asyncio.run(app_publishes())
     shown = cli("t")
     assert shown.exit_code == 0 and json.loads(shown.stdout) == {
-        "keep_s": 86400.0, "keep_len": None, "dlq_keep_s": None, "dlq_keep_len": None, "pinned": False}
+        "keep_s": 86400.0,
+        "keep_len": None,
+        "dlq_keep_s": None,
+        "dlq_keep_len": None,
+        "pinned": False,
+    }
     assert json.loads(cli("nothing-there").stdout) is None
     refused = cli("t", "--keep-len", "5")
     assert refused.exit_code == 1 and "give --set to store a retention" in refused.stderr
     assert json.loads(cli("t").stdout)["keep_len"] is None  # nothing stored
     stored = cli("t", "--set", "--keep-len", "5")
     assert json.loads(stored.stdout) == {
-        "keep_s": None, "keep_len": 5, "dlq_keep_s": None, "dlq_keep_len": None, "pinned": True}
+        "keep_s": None,
+        "keep_len": 5,
+        "dlq_keep_s": None,
+        "dlq_keep_len": None,
+        "pinned": True,
+    }
     assert raw.hget(f"{prefix}:{{t}}:retention", "keep_len") == b"5"
 
 
@@ -306,8 +349,9 @@ async def test_a_plugin_failing_every_cleanup_is_logged_boundedly(
 ) -> None:
     broken = Broken()
     with caplog.at_level(logging.INFO, logger="relaybus"):
-        async with Bus.from_url(redis_url, prefix=prefix, retention_max_len=10,
-                                cleanup_interval_s=0.1) as bus:  # the floor
+        async with Bus.from_url(
+            redis_url, prefix=prefix, retention_max_len=10, cleanup_interval_s=0.1
+        ) as bus:  # the floor
             bus.plugins.register(broken, "broken")
             await consumed(bus, "t", 100)
             await wait_for(lambda: broken.calls >= 20 and raw.xlen(bus.keys.stream("t")) == 10, seconds=20)

@@ -26,8 +26,15 @@ async def test_killing_the_master_loses_no_acknowledged_publish(sentinel: Sentin
     handled: set[str] = set()
     acknowledged: list[str] = []
     refused = 0
-    async with Bus.from_url(sentinel.url, prefix=prefix, min_replicas_acked=1, claim_idle_ms=1000,
-                            publish_timeout_s=20, socket_timeout=2, connect_timeout=1) as bus:
+    async with Bus.from_url(
+        sentinel.url,
+        prefix=prefix,
+        min_replicas_acked=1,
+        claim_idle_ms=1000,
+        publish_timeout_s=20,
+        socket_timeout=2,
+        connect_timeout=1,
+    ) as bus:
 
         @bus.subscribe("orders", group="billing")
         async def handle(message: Message) -> None:
@@ -77,8 +84,10 @@ async def test_sentinels_with_a_password_of_their_own(secured_sentinel: Sentinel
     a repr or a dump."""
     url = secured_sentinel.url.replace("redis+sentinel://", "redis+sentinel://:master-pw-zq7@")
     first = secured_sentinel.sentinel_ports[0]  # named by host:port, not by a redis-py client's repr
-    refused = (r"^cannot reach Redis at redis\+sentinel://:\*\*\*@.*: MasterNotFoundError: No master found "
-               rf"for 'relaybus-test' : 127.0.0.1:{first} - auth:AuthenticationError")
+    refused = (
+        r"^cannot reach Redis at redis\+sentinel://:\*\*\*@.*: MasterNotFoundError: No master found "
+        rf"for 'relaybus-test' : 127.0.0.1:{first} - auth:AuthenticationError"
+    )
     with pytest.raises(BusUnavailableError, match=refused) as caught:
         await Bus.from_url(url, prefix=prefix, connect_timeout=1).connect()  # no sentinel_password
     assert "zq7" not in str(caught.value)

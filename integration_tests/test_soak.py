@@ -44,15 +44,22 @@ def rss_kb(pid: int) -> int:
 async def test_a_bounded_soak_reconciles_and_stays_bounded(server: EmbeddedRedis, prefix: str) -> None:
     admin = redis.Redis.from_url(server.url)
     # the consumers trim consumed history often and short, so Redis's memory has a ceiling
-    procs = workers(server.url, prefix, ["w0", "w1", "w2"], RELAYBUS_RETENTION_MAX_LEN="2000",
-                    RELAYBUS_CLEANUP_INTERVAL_S="2")
+    procs = workers(
+        server.url,
+        prefix,
+        ["w0", "w1", "w2"],
+        RELAYBUS_RETENTION_MAX_LEN="2000",
+        RELAYBUS_CLEANUP_INTERVAL_S="2",
+    )
     acked: list[str] = []
     poison: set[str] = set()
     refused: list[int] = []
     done = asyncio.Event()
     try:
-        async with Bus.from_url(server.url, prefix=prefix, retention_max_len=2000) as one, \
-                Bus.from_url(server.url, prefix=prefix, retention_max_len=2000) as two:  # as the consumers
+        async with (
+            Bus.from_url(server.url, prefix=prefix, retention_max_len=2000) as one,
+            Bus.from_url(server.url, prefix=prefix, retention_max_len=2000) as two,
+        ):  # as the consumers
             producing = [asyncio.create_task(produce(b, done, acked, poison, refused)) for b in (one, two)]
             await asyncio.sleep(min(15.0, SOAK_S / 4))  # warmed up: the baseline
             rss_start = [rss_kb(p.pid) for p in procs]
@@ -60,19 +67,29 @@ async def test_a_bounded_soak_reconciles_and_stays_bounded(server: EmbeddedRedis
             await asyncio.sleep(SOAK_S - min(15.0, SOAK_S / 4))
             done.set()
             await asyncio.gather(*producing)
-            await wait_for(lambda: admin.hlen(f"{prefix}:handled") + admin.xlen(one.keys.dlq(TOPIC))
-                           >= len(acked), 60)
+            await wait_for(
+                lambda: admin.hlen(f"{prefix}:handled") + admin.xlen(one.keys.dlq(TOPIC)) >= len(acked), 60
+            )
             await wait_for(lambda: admin.xpending(one.keys.stream(TOPIC), "chaos")["pending"] == 0, 30)
             rss_end = [rss_kb(p.pid) for p in procs]
             memory_end = bus_memory(admin, prefix)
-            reconcile(f"soak {SOAK_S:.0f} s, 2 producers x 4 tasks, 3 consumer processes", admin, one,
-                      acked, poison, refused, in_flight_bound=PREFETCH)  # reclaims of a stalled handler
-            mib = 1024 ** 2
-            COUNTS.append(f"soak: consumer RSS {max(rss_start) // 1024} -> {max(rss_end) // 1024} MiB, "
-                          f"Redis used_memory less bookkeeping {memory_start // mib} -> {memory_end // mib} "
-                          f"MiB, {len(acked) / SOAK_S:.0f} msg/s")
+            reconcile(
+                f"soak {SOAK_S:.0f} s, 2 producers x 4 tasks, 3 consumer processes",
+                admin,
+                one,
+                acked,
+                poison,
+                refused,
+                in_flight_bound=PREFETCH,
+            )  # reclaims of a stalled handler
+            mib = 1024**2
+            COUNTS.append(
+                f"soak: consumer RSS {max(rss_start) // 1024} -> {max(rss_end) // 1024} MiB, "
+                f"Redis used_memory less bookkeeping {memory_start // mib} -> {memory_end // mib} "
+                f"MiB, {len(acked) / SOAK_S:.0f} msg/s"
+            )
             assert max(e - s for s, e in zip(rss_start, rss_end, strict=True)) < 30 * 1024  # < 30 MiB growth
-            assert memory_end < memory_start * 2 + 8 * 1024 ** 2
+            assert memory_end < memory_start * 2 + 8 * 1024**2
     finally:
         for proc in procs:
             proc.kill()

@@ -200,8 +200,9 @@ async def test_dead_letter_retention(bus: Bus) -> None:
 
 
 async def test_cleanup_applies_the_configured_retention(redis_url: str, prefix: str) -> None:
-    async with Bus.from_url(redis_url, prefix=prefix, retention_s=None, retention_max_len=2,
-                            dlq_max_len=0) as bus:
+    async with Bus.from_url(
+        redis_url, prefix=prefix, retention_s=None, retention_max_len=2, dlq_max_len=0
+    ) as bus:
         await bus.publish_many("a", list(range(5)))
         await bus.ack(*(await bus.read("a", group="g", count=3)))  # 3 and 4 stay unconsumed
         [doomed] = await bus.read("a", group="h", count=1)

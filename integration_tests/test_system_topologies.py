@@ -28,24 +28,45 @@ async def test_the_whole_system_through_a_restart_without_data(
     with server_factory(port=free_port()) as server:
         admin = redis.Redis.from_url(server.url)
         async with FaultProxy("127.0.0.1", server.port) as proxy:
-            system = System(proxy.url, server.url, lambda: admin, redis_url, prefix, tmp_path,
-                            publish_timeout_s=20, socket_timeout=0.5, connect_timeout=1)
+            system = System(
+                proxy.url,
+                server.url,
+                lambda: admin,
+                redis_url,
+                prefix,
+                tmp_path,
+                publish_timeout_s=20,
+                socket_timeout=0.5,
+                connect_timeout=1,
+            )
             faults = [
-                Fault("late bytes", lambda: proxy.late_open(3.0, match=b"EVALSHA"), 1.0,
-                      lambda: proxy.late_open(0.0)),
+                Fault(
+                    "late bytes",
+                    lambda: proxy.late_open(3.0, match=b"EVALSHA"),
+                    1.0,
+                    lambda: proxy.late_open(0.0),
+                ),
                 Fault("redis restarted empty", server.kill, 0.5, server.start, wipes=True),
-                Fault("consumer SIGKILL", lambda: system.procs.kill("push-2"), 0.2,
-                      lambda: system.worker("push", "push-2")),
+                Fault(
+                    "consumer SIGKILL",
+                    lambda: system.procs.kill("push-2"),
+                    0.2,
+                    lambda: system.worker("push", "push-2"),
+                ),
             ]
             try:
-                await system.run(f"system checker, restart without data (redis "
-                                 f"{VERSIONS.get(server.executable or '', '?')})", faults)
+                await system.run(
+                    f"system checker, restart without data (redis "
+                    f"{VERSIONS.get(server.executable or '', '?')})",
+                    faults,
+                )
             finally:
                 admin.close()
 
 
-async def test_the_whole_system_through_a_sentinel_failover(redis_url: str, prefix: str,
-                                                            tmp_path: Path) -> None:
+async def test_the_whole_system_through_a_sentinel_failover(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
     """min_replicas_acked=1: a publish that returned is on the replica that is promoted."""
     with SentinelSetup(NEWEST) as sentinel:
         sentinels = Sentinel([("127.0.0.1", p) for p in sentinel.sentinel_ports], socket_timeout=2)
@@ -56,8 +77,18 @@ async def test_the_whole_system_through_a_sentinel_failover(redis_url: str, pref
             sentinel.master.kill()
             wait_until(lambda: sentinel.master_port() != old, 30, "failover")
 
-        system = System(sentinel.url, sentinel.url, lambda: master, redis_url, prefix, tmp_path,
-                        min_replicas_acked=1, publish_timeout_s=20, socket_timeout=1, connect_timeout=1)
+        system = System(
+            sentinel.url,
+            sentinel.url,
+            lambda: master,
+            redis_url,
+            prefix,
+            tmp_path,
+            min_replicas_acked=1,
+            publish_timeout_s=20,
+            socket_timeout=1,
+            connect_timeout=1,
+        )
         faults = [Fault("master SIGKILL, replica promoted", fail_over, 0.5, sentinel.master.start)]
         try:
             await system.run(f"system checker, sentinel failover (redis {VERSIONS[NEWEST]})", faults)

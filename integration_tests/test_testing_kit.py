@@ -34,7 +34,8 @@ def plain_client(url: str) -> Any:
     return redis.Redis.from_url(url)
 
 
-USER_TESTS = '''
+USER_TESTS = (
+    """
 import asyncio, json, pathlib
 from typing import Any
 
@@ -45,7 +46,9 @@ from redis.cluster import RedisCluster
 from relaybus.deployment import parse
 
 
-''' + inspect.getsource(plain_client) + '''
+"""
+    + inspect.getsource(plain_client)
+    + '''
 
 
 def record(url, prefix, **fields):
@@ -87,6 +90,7 @@ def test_sync_bus(relaybus_url, relaybus_prefix, relaybus_sync_bus):
     relaybus_sync_bus.ack(message)
     record(relaybus_url, relaybus_prefix, test="sync")
 '''
+)
 
 
 def seen(pytester: pytest.Pytester) -> list[dict[str, Any]]:
@@ -97,7 +101,8 @@ def seen(pytester: pytest.Pytester) -> list[dict[str, Any]]:
 def test_the_entry_point_is_installed() -> None:
     """What every other test here relies on: pyproject's [project.entry-points.pytest11]."""
     assert "relaybus.testing" in [ep.value for ep in entry_points(group="pytest11")], (
-        "relaybus.testing is not a pytest11 entry point: reinstall relaybus (pip install -e .)")
+        "relaybus.testing is not a pytest11 entry point: reinstall relaybus (pip install -e .)"
+    )
 
 
 def run_user_tests(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
@@ -123,7 +128,10 @@ def run_user_tests(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, u
 
 
 def test_fixtures_use_the_given_server_and_clean_each_prefix(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, redis_url: str, raw: redis.Redis,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    raw: redis.Redis,
     prefix: str,
 ) -> None:
     raw.set(f"{prefix}:bystander", b"1")  # a key of another user of the server
@@ -177,14 +185,16 @@ def test_sync_fixtures_need_no_pytest_asyncio(
     path = [str(shadow), *filter(None, [os.environ.get("PYTHONPATH")])]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
     monkeypatch.setenv("RELAYBUS_TEST_URL", redis_url)
-    pytester.makepyfile(test_user='''
+    pytester.makepyfile(
+        test_user="""
         def test_sync(relaybus_sync_bus):
             relaybus_sync_bus.publish("jobs", {"n": 1})
             assert [m.payload for m in relaybus_sync_bus.history("jobs")] == [{"n": 1}]
 
         def test_async(relaybus_bus):
             pass
-    ''')
+    """
+    )
 
     result = pytester.runpytest_subprocess(*ARGS, "-p", "no:asyncio", timeout=60)
 

@@ -33,8 +33,14 @@ class TLSServer:
         return f"rediss://{host}:{self.port}/0"
 
     def bus(self, host: str = "localhost", **fields: Any) -> Bus:
-        options = {"ssl_ca_certs": self.ca, "ssl_certfile": self.cert, "ssl_keyfile": self.key,
-                   "prefix": "tls", "connect_timeout": 3.0, **fields}
+        options = {
+            "ssl_ca_certs": self.ca,
+            "ssl_certfile": self.cert,
+            "ssl_keyfile": self.key,
+            "prefix": "tls",
+            "connect_timeout": 3.0,
+            **fields,
+        }
         return Bus.from_url(self.url(host), **options)
 
 
@@ -53,8 +59,12 @@ def tls_redis_server() -> str:
             continue
         seen.append(executable)
         # a config that fails on its second line only if the first (tls-port) was accepted
-        probe = subprocess.run([executable, "--tls-port", "0", "--not-a-directive", "x"],
-                               capture_output=True, text=True, check=False)
+        probe = subprocess.run(
+            [executable, "--tls-port", "0", "--not-a-directive", "x"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if "not-a-directive" in probe.stdout + probe.stderr:
             return executable
     _unavailable(f"no redis-server built with TLS on PATH (tried: {', '.join(seen) or 'none'})")
@@ -68,15 +78,21 @@ def tls_server(server_factory: type[EmbeddedRedis], tmp_path: Path) -> Iterator[
     server, client = ca.issue_cert("localhost"), ca.issue_cert("relaybus-client")
     port = free_port()
     args = [
-        "--tls-port", str(port),
-        "--tls-cert-file", _write(tmp_path, "server.pem", server.cert_chain_pems[0]),
-        "--tls-key-file", _write(tmp_path, "server.key", server.private_key_pem),
-        "--tls-ca-cert-file", _write(tmp_path, "ca.pem", ca.cert_pem),
-        "--tls-auth-clients", "yes",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        _write(tmp_path, "server.pem", server.cert_chain_pems[0]),
+        "--tls-key-file",
+        _write(tmp_path, "server.key", server.private_key_pem),
+        "--tls-ca-cert-file",
+        _write(tmp_path, "ca.pem", ca.cert_pem),
+        "--tls-auth-clients",
+        "yes",
     ]
     with server_factory(args=args, executable=tls_redis_server()):
         yield TLSServer(
-            port=port, ca=str(tmp_path / "ca.pem"),
+            port=port,
+            ca=str(tmp_path / "ca.pem"),
             cert=_write(tmp_path, "client.pem", client.cert_chain_pems[0]),
             key=_write(tmp_path, "client.key", client.private_key_pem),
             other_ca=_write(tmp_path, "other-ca.pem", trustme.CA().cert_pem),
@@ -159,17 +175,24 @@ async def test_a_three_master_cluster_over_tls(tmp_path: Path) -> None:
     that does not trust the cluster's CA is refused."""
     ca = trustme.CA()
     node, client = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("relaybus-client")
-    files = TLSFiles(ca=_write(tmp_path, "ca.pem", ca.cert_pem),
-                     cert=_write(tmp_path, "node.pem", node.cert_chain_pems[0]),
-                     key=_write(tmp_path, "node.key", node.private_key_pem))
-    options = {"ssl_ca_certs": files.ca, "prefix": "tls", "connect_timeout": 3.0,
-               "ssl_certfile": _write(tmp_path, "client.pem", client.cert_chain_pems[0]),
-               "ssl_keyfile": _write(tmp_path, "client.key", client.private_key_pem)}
+    files = TLSFiles(
+        ca=_write(tmp_path, "ca.pem", ca.cert_pem),
+        cert=_write(tmp_path, "node.pem", node.cert_chain_pems[0]),
+        key=_write(tmp_path, "node.key", node.private_key_pem),
+    )
+    options = {
+        "ssl_ca_certs": files.ca,
+        "prefix": "tls",
+        "connect_timeout": 3.0,
+        "ssl_certfile": _write(tmp_path, "client.pem", client.cert_chain_pems[0]),
+        "ssl_keyfile": _write(tmp_path, "client.key", client.private_key_pem),
+    }
     with cluster(tls_redis_server(), tls=files) as nodes:
         url = "rediss+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
         with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
-            await Bus.from_url(url, **{**options, "ssl_ca_certs": _write(tmp_path, "other.pem",
-                                                                         trustme.CA().cert_pem)}).connect()
+            await Bus.from_url(
+                url, **{**options, "ssl_ca_certs": _write(tmp_path, "other.pem", trustme.CA().cert_pem)}
+            ).connect()
         topics = [f"secure.{n}" for n in range(12)]
         async with Bus.from_url(url, **options) as bus:
             ids = {t: await bus.publish(t, {"topic": t}) for t in topics}

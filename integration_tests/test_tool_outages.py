@@ -44,7 +44,10 @@ class Tool:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [*COMMAND, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's Ctrl-C
         )
         self.out: queue.Queue[str] = queue.Queue()
@@ -140,8 +143,9 @@ def test_tail_follow_rides_out_a_restart_and_a_stop(server: EmbeddedRedis, group
     is shown once Redis is back, in order, and nothing shown before is shown again."""
     with SyncBus.from_url(server.url, prefix=PREFIX, publish_timeout_s=60) as bus:
         bus.publish("sys.a", "before")
-        tail = Tool("tail", "sys.*", *group, "--follow", "--json", "--redis-url", server.url,
-                    "--prefix", PREFIX)
+        tail = Tool(
+            "tail", "sys.*", *group, "--follow", "--json", "--redis-url", server.url, "--prefix", PREFIX
+        )
         try:
             assert payloads(tail.lines(1)) == ["before"]
             server.kill()
@@ -230,12 +234,15 @@ async def test_mcp_over_http_rides_out_a_restart_and_a_stop(server: EmbeddedRedi
     from mcp.client.streamable_http import streamable_http_client
 
     port = free_port()
-    mcp = Tool("mcp", "--transport", "http", "--port", str(port), "--redis-url", server.url,
-               "--prefix", PREFIX)
+    mcp = Tool(
+        "mcp", "--transport", "http", "--port", str(port), "--redis-url", server.url, "--prefix", PREFIX
+    )
     try:
         await wait_for(lambda: listening(port), 30)
-        async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write), \
-                ClientSession(read, write) as session:
+        async with (
+            streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             sent = await session.call_tool("relaybus_publish", {"topic": "notes", "payload": "before"})
             assert not sent.is_error, sent

@@ -67,8 +67,9 @@ class TLSFiles:
 
 
 @contextlib.contextmanager
-def cluster(executable: str, masters: int = 3, replicas: int = 0,
-            tls: TLSFiles | None = None) -> Iterator[list[EmbeddedRedis]]:
+def cluster(
+    executable: str, masters: int = 3, replicas: int = 0, tls: TLSFiles | None = None
+) -> Iterator[list[EmbeddedRedis]]:
     """`masters` cluster-enabled servers, each with `replicas` replicas, joined with
     `redis-cli --cluster create`. With `tls`, clients and the nodes among themselves
     (cluster bus, replication) speak TLS only, with client certificates required;
@@ -78,23 +79,63 @@ def cluster(executable: str, masters: int = 3, replicas: int = 0,
     try:
         for _ in range(masters * (1 + replicas)):
             port = cluster_port()
-            secure = ["--port", "0", "--tls-port", str(port), "--tls-cluster", "yes", "--tls-replication",
-                      "yes", "--tls-ca-cert-file", tls.ca, "--tls-cert-file", tls.cert,
-                      "--tls-key-file", tls.key] if tls else []
-            node = EmbeddedRedis(port=port, executable=executable, args=[
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000", "--appendonly", "no", *secure])
+            secure = (
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    str(port),
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                    "--tls-ca-cert-file",
+                    tls.ca,
+                    "--tls-cert-file",
+                    tls.cert,
+                    "--tls-key-file",
+                    tls.key,
+                ]
+                if tls
+                else []
+            )
+            node = EmbeddedRedis(
+                port=port,
+                executable=executable,
+                args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendonly",
+                    "no",
+                    *secure,
+                ],
+            )
             nodes.append(node.start())
         subprocess.run(
-            [redis_cli(executable), *(["--tls", *files] if tls else []), "--cluster", "create",
-             *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", str(replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
+            [
+                redis_cli(executable),
+                *(["--tls", *files] if tls else []),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         clients = [redis.Redis(unix_socket_path=str(n.socket_path)) for n in nodes]  # plain, local
 
         def formed() -> bool:
             return all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients) and all(
-                c.info("replication").get("master_link_status", "up") == "up" for c in clients)
+                c.info("replication").get("master_link_status", "up") == "up" for c in clients
+            )
 
         wait_until(formed, 30, "cluster_state:ok on every node")
         for client in clients:
@@ -116,15 +157,24 @@ class SentinelSetup:
 
     service = "relaybus-test"
 
-    def __init__(self, executable: str, master_args: list[str] | None = None, password: str | None = None,
-                 sentinel_password: str | None = None) -> None:
+    def __init__(
+        self,
+        executable: str,
+        master_args: list[str] | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
         self.executable = executable
         self.password, self.sentinel_password = password, sentinel_password
         auth = ["--masterauth", password] if password else []  # requirepass once started (start() PINGs)
-        self.master = EmbeddedRedis(port=cluster_port(), executable=executable,
-                                    args=[*(master_args or []), *auth])
-        self.replica = EmbeddedRedis(port=cluster_port(), executable=executable,
-                                     args=[*(master_args or []), *auth, "--replicaof", "127.0.0.1", "0"])
+        self.master = EmbeddedRedis(
+            port=cluster_port(), executable=executable, args=[*(master_args or []), *auth]
+        )
+        self.replica = EmbeddedRedis(
+            port=cluster_port(),
+            executable=executable,
+            args=[*(master_args or []), *auth, "--replicaof", "127.0.0.1", "0"],
+        )
         self.sentinel_ports = [cluster_port() for _ in range(3)]
         self._dir = tempfile.TemporaryDirectory(prefix="relaybus-sentinel-")
         self._sentinels: list[subprocess.Popen[bytes]] = []
@@ -161,12 +211,20 @@ class SentinelSetup:
                 f"sentinel failover-timeout {self.service} 4000\n"
                 f"sentinel parallel-syncs {self.service} 1\n"
                 + (f"sentinel auth-pass {self.service} {self.password}\n" if self.password else "")
-                + (f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
-                   if self.sentinel_password else "")
+                + (
+                    f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
+                    if self.sentinel_password
+                    else ""
+                )
             )
-            self._sentinels.append(subprocess.Popen(
-                [self.executable, str(conf), "--sentinel"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self._sentinels.append(
+                subprocess.Popen(
+                    [self.executable, str(conf), "--sentinel"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for port in self.sentinel_ports:
             client = redis.Redis(port=port, password=self.sentinel_password)
 

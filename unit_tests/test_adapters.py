@@ -41,22 +41,40 @@ def test_tool_descriptions_name_the_allowed_topics() -> None:
 def test_message_view_leaves_defaults_out() -> None:
     plain = MessageView.of(Message(id="m1", topic="t", payload={"a": 1}, created_at=0.0))
     assert plain.model_dump(exclude_defaults=True) == {
-        "id": "m1", "payload": {"a": 1}, "created_at": "1970-01-01T00:00:00.000+00:00"}
-    rich = MessageView.of(Message(topic="t", payload=None, priority=3, attempt=2, headers={"k": "v"},
-                                  correlation_id="c", reply_to="r"))
+        "id": "m1",
+        "payload": {"a": 1},
+        "created_at": "1970-01-01T00:00:00.000+00:00",
+    }
+    rich = MessageView.of(
+        Message(
+            topic="t",
+            payload=None,
+            priority=3,
+            attempt=2,
+            headers={"k": "v"},
+            correlation_id="c",
+            reply_to="r",
+        )
+    )
     assert {"priority", "attempt", "headers", "correlation_id", "reply_to", "payload"} <= set(
-        rich.model_dump(exclude_defaults=True))
+        rich.model_dump(exclude_defaults=True)
+    )
 
 
 def test_run_events_pair_ends_with_starts() -> None:
     events = _RunEvents()
     run, parent = uuid.uuid4(), uuid.uuid4()
-    start = events.on_chat_model_start({"id": ["x", "MyModel"]}, [[]], run_id=run, parent_run_id=parent,
-                                       tags=["t"], metadata={"m": 1})
+    start = events.on_chat_model_start(
+        {"id": ["x", "MyModel"]}, [[]], run_id=run, parent_run_id=parent, tags=["t"], metadata={"m": 1}
+    )
     assert (start["event"], start["name"]) == ("chat_model_start", "MyModel")
     assert start["parent_run_id"] == str(parent)
-    result = LLMResult(generations=[[ChatGeneration(message=AIMessage(
-        "hi", tool_calls=[{"name": "f", "args": {}, "id": "1"}]))]], llm_output={"token_usage": {"total": 5}})
+    result = LLMResult(
+        generations=[
+            [ChatGeneration(message=AIMessage("hi", tool_calls=[{"name": "f", "args": {}, "id": "1"}]))]
+        ],
+        llm_output={"token_usage": {"total": 5}},
+    )
     end = events.on_llm_end(result, run_id=run, parent_run_id=parent)
     assert end["event"] == "chat_model_end" and end["text"] == "hi" and end["usage"] == {"total": 5}
     assert end["tool_calls"][0]["name"] == "f"

@@ -16,13 +16,25 @@ NAMES = ["orders.created.eu-west-1", "billing.invoices.sent", "agents.planner.re
 
 def stats() -> BusStats:
     memory = MemoryStats(used_memory=2048, maxmemory=0, maxmemory_policy="noeviction", pressure=None)
-    group = GroupStats(name="invoice-senders-group", consumers=2, pending=3, lag=None,
-                       oldest_pending_age_s=75)
-    topics = [TopicStats(topic=name, length=10, lanes={0: 10}, delayed=1, dlq_length=2, memory_bytes=4096,
-                         groups=[group] if name.startswith("billing") else [], counts={"expired": 4})
-              for name in NAMES]
-    server = ServerStats(redis_version="7.2.4", server_name="redis", server_version="7.2.4",
-                         connected_clients=5, memory=memory)
+    group = GroupStats(
+        name="invoice-senders-group", consumers=2, pending=3, lag=None, oldest_pending_age_s=75
+    )
+    topics = [
+        TopicStats(
+            topic=name,
+            length=10,
+            lanes={0: 10},
+            delayed=1,
+            dlq_length=2,
+            memory_bytes=4096,
+            groups=[group] if name.startswith("billing") else [],
+            counts={"expired": 4},
+        )
+        for name in NAMES
+    ]
+    server = ServerStats(
+        redis_version="7.2.4", server_name="redis", server_version="7.2.4", connected_clients=5, memory=memory
+    )
     return BusStats.model_construct(prefix="p", topics=topics, server=server, recommendations=[])
 
 

@@ -34,14 +34,17 @@ def test_one_line_joins_a_multi_line_error() -> None:
     assert one_line(TimeoutError()) == "TimeoutError"
 
 
-@pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
-                                         (5 * 1024**3, "5.0 GiB"), (3 * 1024**4, "3072.0 GiB")])
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**4, "3072.0 GiB")],
+)
 def test_size(n: int, text: str) -> None:
     assert size(n) == text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.25, "0.2s"), (90, "1.5m"),
-                                               (7200, "2.0h"), (86_400 * 3, "3.0d")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(None, "-"), (0.25, "0.2s"), (90, "1.5m"), (7200, "2.0h"), (86_400 * 3, "3.0d")]
+)
 def test_age(seconds: float | None, text: str) -> None:
     assert age(seconds) == text
 
@@ -61,10 +64,23 @@ def test_message_line_shows_what_is_unusual() -> None:
 def test_stats_view() -> None:
     memory = MemoryStats(used_memory=2048, maxmemory=0, maxmemory_policy="noeviction", pressure=None)
     group = GroupStats(name="workers", consumers=2, pending=3, lag=None, oldest_pending_age_s=75)
-    topic = TopicStats(topic="orders.new", length=10, lanes={0: 10}, delayed=1, dlq_length=2,
-                       memory_bytes=4096, groups=[group], counts={"expired": 4, "dropped": 1})
-    server = ServerStats(redis_version="7.2.4", server_name="valkey", server_version="9.1.2",
-                         connected_clients=5, memory=memory)
+    topic = TopicStats(
+        topic="orders.new",
+        length=10,
+        lanes={0: 10},
+        delayed=1,
+        dlq_length=2,
+        memory_bytes=4096,
+        groups=[group],
+        counts={"expired": 4, "dropped": 1},
+    )
+    server = ServerStats(
+        redis_version="7.2.4",
+        server_name="valkey",
+        server_version="9.1.2",
+        connected_clients=5,
+        memory=memory,
+    )
     # built without validation: the view reads only these fields, whatever else BusStats grows
     stats = BusStats.model_construct(prefix="p", topics=[topic], server=server, recommendations=["do X"])
     text = rendered(stats_view(stats))
@@ -76,9 +92,18 @@ def test_stats_view() -> None:
 
 
 def test_dead_letters_view_fits_80_columns() -> None:
-    dead = Message(topic="t", payload={"n": 1}, headers={
-        "x-dead-reason": "rejected", "x-dead-error-type": "Reject", "x-dead-error": "bad input",
-        "x-dead-group": "g", "x-dead-attempts": "3", "x-dead-dead-at": "1700000000.5"})
+    dead = Message(
+        topic="t",
+        payload={"n": 1},
+        headers={
+            "x-dead-reason": "rejected",
+            "x-dead-error-type": "Reject",
+            "x-dead-error": "bad input",
+            "x-dead-group": "g",
+            "x-dead-attempts": "3",
+            "x-dead-dead-at": "1700000000.5",
+        },
+    )
     text = rendered(dead_letters_view("t", [dead]))
     assert dead.id in text and "group g, attempt 3" in text and "rejected: Reject: bad input" in text
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -93,16 +118,26 @@ def test_values_from_redis_are_shown_as_written(text: str) -> None:
     markup or an emoji code (`[/]` made tail and dlq list fail)."""
     message = Message(id=text, topic="t", payload=text, headers={text: text})
     assert f"t {text} {text}={text} {orjson.dumps(text).decode()}" in message_line(message).plain
-    dead = Message(id=text, topic="t", payload=1, headers={
-        "x-dead-reason": text, "x-dead-group": text, "x-dead-dead-at": text, FOREIGN: text})
+    dead = Message(
+        id=text,
+        topic="t",
+        payload=1,
+        headers={"x-dead-reason": text, "x-dead-group": text, "x-dead-dead-at": text, FOREIGN: text},
+    )
     shown = rendered(dead_letters_view("t", [dead]), width=200)
     assert shown.count(text) == 5  # id, reason, group, time, why it is no message
     assert f"group {text}, attempt ?" in shown and f"not replayable ({text})" in shown
     group = GroupStats(name=text, consumers=1, pending=0, lag=0, oldest_pending_age_s=None)
-    topic = TopicStats(topic="t", length=1, lanes={0: 1}, delayed=0, dlq_length=0, memory_bytes=1,
-                       groups=[group], counts={})
-    server = ServerStats(redis_version=text, server_name="redis", server_version=text, connected_clients=1,
-                         memory=MemoryStats(used_memory=1, maxmemory=0, maxmemory_policy=text, pressure=None))
+    topic = TopicStats(
+        topic="t", length=1, lanes={0: 1}, delayed=0, dlq_length=0, memory_bytes=1, groups=[group], counts={}
+    )
+    server = ServerStats(
+        redis_version=text,
+        server_name="redis",
+        server_version=text,
+        connected_clients=1,
+        memory=MemoryStats(used_memory=1, maxmemory=0, maxmemory_policy=text, pressure=None),
+    )
     stats = BusStats.model_construct(prefix="p", topics=[topic], server=server, recommendations=[text])
     for width in (200, 30):  # tables, and the narrow list
         assert rendered(stats_view(stats), width).count(text) >= 4, width

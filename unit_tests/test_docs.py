@@ -55,8 +55,9 @@ def test_config_field_row(name: str, configuration: str) -> None:
     assert (field.description or "no description") in row.replace("\\|", "|")
 
 
-PLUGIN_SETTINGS = sorted((plugin, name) for plugin, model in docs_hooks.plugin_settings().items()
-                         for name in model.model_fields)
+PLUGIN_SETTINGS = sorted(
+    (plugin, name) for plugin, model in docs_hooks.plugin_settings().items() for name in model.model_fields
+)
 
 
 def test_the_built_in_plugins_own_their_settings() -> None:

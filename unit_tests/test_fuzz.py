@@ -52,14 +52,18 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=16,
 )
 topics = st.text(TOPIC_ALPHABET, min_size=1, max_size=200)
 near_topics = st.one_of(st.text(NEAR_TOPIC_ALPHABET, max_size=210), st.text(max_size=20))
 anything = st.one_of(
-    json_values, st.binary(max_size=8), st.floats(), st.tuples(st.integers()),
+    json_values,
+    st.binary(max_size=8),
+    st.floats(),
+    st.tuples(st.integers()),
     st.sets(st.integers(), max_size=2),
 )
 
@@ -82,8 +86,12 @@ def json_kind(value: Any) -> Any:
 
 
 @FUZZ
-@given(payload=json_values, topic=topics, priority=st.integers(0, 9),
-       headers=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3))
+@given(
+    payload=json_values,
+    topic=topics,
+    priority=st.integers(0, 9),
+    headers=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+)
 def test_codec_round_trips_any_json_payload(
     payload: Any, topic: str, priority: int, headers: dict[str, str]
 ) -> None:
@@ -92,7 +100,11 @@ def test_codec_round_trips_any_json_payload(
     original = Message(topic=topic, payload=payload, priority=priority, headers=headers)
     decoded = decode(fields_of(encode(original)), "1-0", topic)
     assert (decoded.id, decoded.topic, decoded.priority, decoded.headers) == (
-        original.id, topic, priority, headers)
+        original.id,
+        topic,
+        priority,
+        headers,
+    )
     assert decoded.payload == payload
     assert json_kind(decoded.payload) == json_kind(payload)
     assert decoded.entry_id == "1-0"
@@ -103,9 +115,11 @@ poisoned = st.recursive(
     NON_FINITE,
     lambda inner: st.one_of(
         st.tuples(st.lists(json_values, max_size=2), inner, st.lists(json_values, max_size=2)).map(
-            lambda t: [*t[0], t[1], *t[2]]),
-        st.tuples(st.dictionaries(st.text(max_size=4), json_values, max_size=2), st.text(max_size=4),
-                  inner).map(lambda t: {**t[0], t[1]: t[2]}),
+            lambda t: [*t[0], t[1], *t[2]]
+        ),
+        st.tuples(
+            st.dictionaries(st.text(max_size=4), json_values, max_size=2), st.text(max_size=4), inner
+        ).map(lambda t: {**t[0], t[1]: t[2]}),
         st.tuples(inner, json_values).map(tuple),
     ),
     max_leaves=6,
@@ -133,41 +147,69 @@ def test_non_finite_float_inside_a_dataclass_payload_is_refused() -> None:
 
 # -- 2. decoding whatever is in a stream ------------------------------------------------
 
-ENVELOPE_KEYS = ["id", "topic", "payload", "created_at", "headers", "priority", "expires_at", "dedup_key",
-                 "attempt", "sender", "correlation_id", "reply_to"]
+ENVELOPE_KEYS = [
+    "id",
+    "topic",
+    "payload",
+    "created_at",
+    "headers",
+    "priority",
+    "expires_at",
+    "dedup_key",
+    "attempt",
+    "sender",
+    "correlation_id",
+    "reply_to",
+]
 envelope_values = st.one_of(json_values, topics, st.integers(-2, 12), st.floats(0, 2e9))
 # well-formed envelopes as another client might write them, some with a key changed or added
 good_envelopes = st.fixed_dictionaries(
-    {"id": st.text(min_size=1, max_size=64), "topic": st.sampled_from(["t", "tasks.review", "bad topic"]),
-     "created_at": st.one_of(st.floats(0, 2e9), st.integers(0, 2**40))},
-    optional={"payload": json_values, "headers": st.dictionaries(st.text(max_size=3), st.text(max_size=3)),
-              "priority": st.integers(-1, 10), "expires_at": st.none() | st.floats(0, 2e9),
-              "dedup_key": st.none() | st.text(max_size=4), "attempt": st.integers(0, 5),
-              "sender": st.none() | st.text(max_size=4), "reply_to": st.none() | topics},
+    {
+        "id": st.text(min_size=1, max_size=64),
+        "topic": st.sampled_from(["t", "tasks.review", "bad topic"]),
+        "created_at": st.one_of(st.floats(0, 2e9), st.integers(0, 2**40)),
+    },
+    optional={
+        "payload": json_values,
+        "headers": st.dictionaries(st.text(max_size=3), st.text(max_size=3)),
+        "priority": st.integers(-1, 10),
+        "expires_at": st.none() | st.floats(0, 2e9),
+        "dedup_key": st.none() | st.text(max_size=4),
+        "attempt": st.integers(0, 5),
+        "sender": st.none() | st.text(max_size=4),
+        "reply_to": st.none() | topics,
+    },
 )
 good_envelopes = st.one_of(
     good_envelopes,
-    st.tuples(good_envelopes, st.one_of(st.sampled_from(ENVELOPE_KEYS), st.text(max_size=4)),
-              envelope_values).map(lambda t: {**t[0], t[1]: t[2]}),
+    st.tuples(
+        good_envelopes, st.one_of(st.sampled_from(ENVELOPE_KEYS), st.text(max_size=4)), envelope_values
+    ).map(lambda t: {**t[0], t[1]: t[2]}),
 )
 envelopes = st.one_of(
-    good_envelopes, good_envelopes,
+    good_envelopes,
+    good_envelopes,
     st.dictionaries(st.sampled_from(ENVELOPE_KEYS) | st.text(max_size=4), envelope_values),
 ).map(orjson.dumps)
-raw_values = st.one_of(st.binary(max_size=40), envelopes, envelopes,
-                       envelopes.map(lambda b: b[: len(b) // 2]))  # cut short
+raw_values = st.one_of(
+    st.binary(max_size=40), envelopes, envelopes, envelopes.map(lambda b: b[: len(b) // 2])
+)  # cut short
 raw_fields = st.one_of(
     st.dictionaries(st.sampled_from([b"v", b"m", b"x", b""]) | st.binary(max_size=3), raw_values, max_size=4),
     st.builds(lambda m, v: {b"v": v, b"m": m}, raw_values, st.sampled_from([b"1", b"1", b"2", b"", b"1 "])),
-    st.builds(lambda m, extra: {**extra, b"v": b"1", b"m": m},
-              raw_values, st.dictionaries(st.binary(max_size=3), st.binary(max_size=3), max_size=2)),
+    st.builds(
+        lambda m, extra: {**extra, b"v": b"1", b"m": m},
+        raw_values,
+        st.dictionaries(st.binary(max_size=3), st.binary(max_size=3), max_size=2),
+    ),
 )
 stream_topics = st.one_of(st.none(), st.sampled_from(["t", "tasks.review"]), topics)
 # (fields, the topic of the stream they were read from; None: a broadcast)
 stream_entries = st.one_of(
     st.tuples(st.none() | raw_fields, stream_topics),
-    good_envelopes.flatmap(lambda e: st.tuples(st.just(fields_of(orjson.dumps(e))),
-                                               st.sampled_from([e["topic"], None]))),
+    good_envelopes.flatmap(
+        lambda e: st.tuples(st.just(fields_of(orjson.dumps(e))), st.sampled_from([e["topic"], None]))
+    ),
 )
 
 
@@ -190,12 +232,16 @@ def test_any_stream_entry_decodes_or_raises_decode_error(
     assert again.model_dump() == message.model_dump()
 
 
-@pytest.mark.parametrize("envelope", [
-    b'{"id":"x","topic":"t","created_at":0,"payload":18446744073709551616}',  # 2**64: valid JSON
-    b'{"id":"x","topic":"t","created_at":0,"payload":1e400}',  # valid JSON, parsed as inf
-    b'{"id":"x","topic":"t","created_at":0,"payload":NaN}',  # not JSON at all, yet decoded
-    b'{"id":"x","topic":"t","created_at":1e400}',  # re-encoded as "created_at":null: undecodable
-], ids=["int-2**64", "payload-1e400", "payload-NaN", "created_at-1e400"])
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        b'{"id":"x","topic":"t","created_at":0,"payload":18446744073709551616}',  # 2**64: valid JSON
+        b'{"id":"x","topic":"t","created_at":0,"payload":1e400}',  # valid JSON, parsed as inf
+        b'{"id":"x","topic":"t","created_at":0,"payload":NaN}',  # not JSON at all, yet decoded
+        b'{"id":"x","topic":"t","created_at":1e400}',  # re-encoded as "created_at":null: undecodable
+    ],
+    ids=["int-2**64", "payload-1e400", "payload-NaN", "created_at-1e400"],
+)
 def test_what_decodes_can_be_written_back(envelope: bytes) -> None:
     """Expected: decode raises DecodeError (then the entry is dead-lettered raw), or the
     decoded message re-encodes to an envelope that decodes again."""
@@ -214,8 +260,11 @@ def test_what_decodes_can_be_written_back(envelope: bytes) -> None:
 def test_name_validators_return_the_name_or_raise_value_error(text: Any) -> None:
     """validate_topic/validate_pattern/validate_group return their argument or raise
     ValueError; an accepted topic matches TOPIC_RE and has no '{' or '}' (the hash tag)."""
-    for validate, regex in ((validate_topic, TOPIC_RE), (validate_pattern, PATTERN_RE),
-                            (validate_group, PREFIX_RE)):
+    for validate, regex in (
+        (validate_topic, TOPIC_RE),
+        (validate_pattern, PATTERN_RE),
+        (validate_group, PREFIX_RE),
+    ):
         try:
             assert validate(text) is text
         except ValueError:
@@ -236,16 +285,30 @@ def test_keys_hash_tag_is_the_topic(prefix: str, topic: str) -> None:
     except ValueError:
         assert not PREFIX_RE.fullmatch(prefix)
         return
-    for key in (keys.stream(topic), keys.lane(topic, 3), keys.retry(topic, "g"), keys.dlq(topic),
-                keys.delayed(topic), keys.wake(topic), keys.channel(topic)):
+    for key in (
+        keys.stream(topic),
+        keys.lane(topic, 3),
+        keys.retry(topic, "g"),
+        keys.dlq(topic),
+        keys.delayed(topic),
+        keys.wake(topic),
+        keys.channel(topic),
+    ):
         assert key.startswith(prefix + ":") and key.count("{") == key.count("}") == 1
         assert Keys.topic_of(key) == topic
 
 
 # -- 4. what Redis sets hold ------------------------------------------------------------
 
-members = st.lists(st.one_of(st.binary(max_size=12), topics.map(str.encode), near_topics.map(str.encode),
-                             st.sampled_from([b"0", b"1", b"9", b"10", b" 1", b"01", b"\xff"])), max_size=12)
+members = st.lists(
+    st.one_of(
+        st.binary(max_size=12),
+        topics.map(str.encode),
+        near_topics.map(str.encode),
+        st.sampled_from([b"0", b"1", b"9", b"10", b" 1", b"01", b"\xff"]),
+    ),
+    max_size=12,
+)
 
 
 @FUZZ
@@ -264,13 +327,30 @@ def test_registry_and_lane_members_never_raise(members: list[bytes]) -> None:
 
 # -- 5. filters -------------------------------------------------------------------------
 
-OPERATORS = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$all", "$exists", "$size",
-             "$regex", "$options", "$not", "$where"]
+OPERATORS = [
+    "$eq",
+    "$ne",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$in",
+    "$nin",
+    "$all",
+    "$exists",
+    "$size",
+    "$regex",
+    "$options",
+    "$not",
+    "$where",
+]
 field_paths = st.one_of(
     st.sampled_from(sorted(ROOTS)),
-    st.builds(lambda root, rest: ".".join([root, *rest]),
-              st.sampled_from(["payload", "headers", "id", "nope"]),
-              st.lists(st.sampled_from(["a", "b", "0", "1", "", "²"]), max_size=3)),
+    st.builds(
+        lambda root, rest: ".".join([root, *rest]),
+        st.sampled_from(["payload", "headers", "id", "nope"]),
+        st.lists(st.sampled_from(["a", "b", "0", "1", "", "²"]), max_size=3),
+    ),
     st.text(max_size=8),
 )
 operands = st.one_of(json_values, st.sampled_from(["^a", "b$", "(a", r"(a)\1", "ims", "x", "[", "\\"]))
@@ -280,8 +360,9 @@ conditions = st.recursive(
     max_leaves=6,
 )
 filter_specs = st.recursive(
-    st.dictionaries(st.one_of(field_paths, st.sampled_from(["$and", "$or", "$nor", "$not"])), conditions,
-                    max_size=3),
+    st.dictionaries(
+        st.one_of(field_paths, st.sampled_from(["$and", "$or", "$nor", "$not"])), conditions, max_size=3
+    ),
     lambda inner: st.one_of(
         st.dictionaries(st.sampled_from(["$and", "$or", "$nor"]), st.lists(inner, max_size=3), max_size=2),
         st.builds(lambda spec: {"$not": spec}, inner),
@@ -289,9 +370,13 @@ filter_specs = st.recursive(
     max_leaves=8,
 )
 documents = st.builds(
-    Message, topic=topics, payload=json_values, priority=st.integers(0, 9),
+    Message,
+    topic=topics,
+    payload=json_values,
+    priority=st.integers(0, 9),
     headers=st.dictionaries(st.sampled_from(["a", "b", "tenant"]), st.text(max_size=4), max_size=2),
-    sender=st.none() | st.text(max_size=4), expires_at=st.none() | st.floats(0, 2e9),
+    sender=st.none() | st.text(max_size=4),
+    expires_at=st.none() | st.floats(0, 2e9),
 )
 
 
@@ -317,15 +402,25 @@ def _nested(depth: int, leaf: Any, wrap: Any) -> Any:
     return leaf
 
 
-@pytest.mark.parametrize("spec", [
-    {"payload": {"$size": math.inf}},  # OverflowError: cannot convert float infinity to integer
-    {"payload": {"$size": math.nan}},  # ValueError: cannot convert float NaN to integer
-    {"payload." + "1" * 4301: 1},  # ValueError: Exceeds the limit (4300 digits) for integer string
-    {"payload": _nested(2000, {"$gt": 1}, lambda c: {"$not": c})},  # RecursionError: depth unbounded
-    {"payload": _nested(2000, 1, lambda v: [v])},  # RecursionError in the JSON check of $eq
-    {"payload": {"$regex": "\ud800"}},  # UnicodeEncodeError from re2 (a lone surrogate)
-], ids=["size-inf", "size-nan", "4301-digit-path-segment", "2000-deep-field-not", "2000-deep-eq-value",
-        "regex-lone-surrogate"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"payload": {"$size": math.inf}},  # OverflowError: cannot convert float infinity to integer
+        {"payload": {"$size": math.nan}},  # ValueError: cannot convert float NaN to integer
+        {"payload." + "1" * 4301: 1},  # ValueError: Exceeds the limit (4300 digits) for integer string
+        {"payload": _nested(2000, {"$gt": 1}, lambda c: {"$not": c})},  # RecursionError: depth unbounded
+        {"payload": _nested(2000, 1, lambda v: [v])},  # RecursionError in the JSON check of $eq
+        {"payload": {"$regex": "\ud800"}},  # UnicodeEncodeError from re2 (a lone surrogate)
+    ],
+    ids=[
+        "size-inf",
+        "size-nan",
+        "4301-digit-path-segment",
+        "2000-deep-field-not",
+        "2000-deep-eq-value",
+        "regex-lone-surrogate",
+    ],
+)
 def test_bad_filter_specs_raise_filter_error(spec: Any) -> None:
     """Expected: FilterError naming the problem, as for every other malformed spec."""
     with pytest.raises(FilterError):
@@ -341,11 +436,27 @@ def test_nesting_bound_covers_field_level_not() -> None:
 
 # -- 6. configuration -------------------------------------------------------------------
 
-NUMERIC_FIELDS = ["claim_idle_ms", "max_attempts", "retry_backoff_s", "max_connections", "socket_timeout",
-                  "min_replicas_acked"]
-numbers = st.one_of(st.integers(2, 10**6), st.floats(0.5, 100), st.integers(2, 10**6), st.floats(0.5, 100),
-                    st.integers(), st.floats(), st.booleans(), st.none(), st.text(max_size=6),
-                    st.integers(-5, 300).map(str), st.lists(st.integers(), max_size=1))
+NUMERIC_FIELDS = [
+    "claim_idle_ms",
+    "max_attempts",
+    "retry_backoff_s",
+    "max_connections",
+    "socket_timeout",
+    "min_replicas_acked",
+]
+numbers = st.one_of(
+    st.integers(2, 10**6),
+    st.floats(0.5, 100),
+    st.integers(2, 10**6),
+    st.floats(0.5, 100),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=6),
+    st.integers(-5, 300).map(str),
+    st.lists(st.integers(), max_size=1),
+)
 PASSWORD_LETTERS = "abcdefghijklmnopqrstuvwxyzQRSTUVWXYZ"
 passwords = st.text(PASSWORD_LETTERS, min_size=6, max_size=12).map(lambda s: "Pw" + s)
 # No 'P' anywhere else, so the password cannot appear in an output except as itself. No
@@ -358,15 +469,20 @@ def mostly(usual: list[str], odd: st.SearchStrategy[str]) -> st.SearchStrategy[s
     return st.one_of(st.sampled_from(usual), st.sampled_from(usual), st.sampled_from(usual), odd)
 
 
-schemes = mostly(["redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel",
-                  "rediss+sentinel"], st.one_of(st.sampled_from(["http", ""]), st.text("rdis+", max_size=8)))
-hosts = mostly(["localhost", "127.0.0.1", "[::1]", "example.com", "h1:1,h2:2"],
-               st.text(URL_CHARS, max_size=12))
-ports = mostly(["", ":6379"],
-               st.one_of(st.sampled_from([":0", ":99999", ":x", ":"]), st.text(URL_CHARS, max_size=4)))
-tails = mostly(["", "/0", "/2", "/svc", "/svc/1"],
-               st.one_of(st.sampled_from(["/svc/x", "?db=1", "?password=x", "#f"]),
-                         st.text(URL_CHARS, max_size=12)))
+schemes = mostly(
+    ["redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"],
+    st.one_of(st.sampled_from(["http", ""]), st.text("rdis+", max_size=8)),
+)
+hosts = mostly(
+    ["localhost", "127.0.0.1", "[::1]", "example.com", "h1:1,h2:2"], st.text(URL_CHARS, max_size=12)
+)
+ports = mostly(
+    ["", ":6379"], st.one_of(st.sampled_from([":0", ":99999", ":x", ":"]), st.text(URL_CHARS, max_size=4))
+)
+tails = mostly(
+    ["", "/0", "/2", "/svc", "/svc/1"],
+    st.one_of(st.sampled_from(["/svc/x", "?db=1", "?password=x", "#f"]), st.text(URL_CHARS, max_size=12)),
+)
 users = st.one_of(st.just(""), st.text("abcxyzQRS019._-", max_size=6))
 
 
@@ -383,8 +499,11 @@ def _assert_no_password(password: str, *outputs: str) -> None:
 
 
 @FUZZ
-@given(numeric=st.dictionaries(st.sampled_from(NUMERIC_FIELDS), numbers, max_size=2),
-       url=st.one_of(st.text(max_size=40), urls_with_password()), allow_insecure=st.booleans())
+@given(
+    numeric=st.dictionaries(st.sampled_from(NUMERIC_FIELDS), numbers, max_size=2),
+    url=st.one_of(st.text(max_size=40), urls_with_password()),
+    allow_insecure=st.booleans(),
+)
 def test_config_builds_or_raises_config_error_and_never_shows_a_password(
     numeric: dict[str, Any], url: str | tuple[str, str], allow_insecure: bool
 ) -> None:
@@ -402,8 +521,14 @@ def test_config_builds_or_raises_config_error_and_never_shows_a_password(
         assert getattr(config, name) == value or getattr(config, name) == type(getattr(config, name))(value)
     if password is not None:
         assert config.password is not None
-        _assert_no_password(password, repr(config), str(config), config.model_dump_json(),
-                            str(config.model_dump()), redact_url(url))
+        _assert_no_password(
+            password,
+            repr(config),
+            str(config),
+            config.model_dump_json(),
+            str(config.model_dump()),
+            redact_url(url),
+        )
 
 
 def test_password_not_shown_for_a_url_urlsplit_refuses() -> None:
@@ -424,13 +549,25 @@ def test_password_not_shown_for_a_url_urlsplit_refuses() -> None:
 # -- 7. argument checks -----------------------------------------------------------------
 
 # Ints beyond float range are the test below; everything else of every type is fair game.
-argument_values = st.one_of(anything, st.integers(-(2**1000), 2**1000), st.floats(), st.none(), st.booleans(),
-                            st.lists(st.text(max_size=3), max_size=3), st.text(max_size=4))
+argument_values = st.one_of(
+    anything,
+    st.integers(-(2**1000), 2**1000),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.text(max_size=4),
+)
 
 
 @FUZZ
-@given(value=argument_values, positive=st.booleans(), at_most=st.floats(min_value=0),
-       least=st.integers(-3, 3), allowed=st.lists(st.text(max_size=3), max_size=3))
+@given(
+    value=argument_values,
+    positive=st.booleans(),
+    at_most=st.floats(min_value=0),
+    least=st.integers(-3, 3),
+    allowed=st.lists(st.text(max_size=3), max_size=3),
+)
 def test_argument_checks_return_or_raise_value_or_type_error(
     value: Any, positive: bool, at_most: float, least: int, allowed: list[str]
 ) -> None:
@@ -510,8 +647,10 @@ def test_cli_headers_parse_or_raise_value_error(pairs: list[str] | None) -> None
 
 TOOL_ARGS: list[type[BaseModel]] = [PublishArgs, ReadArgs, HistoryArgs, StatsArgs]
 tool_inputs = st.dictionaries(
-    st.one_of(st.sampled_from(["topic", "payload", "priority", "group", "count", "wait_seconds", "limit"]),
-              st.text(max_size=5)),
+    st.one_of(
+        st.sampled_from(["topic", "payload", "priority", "group", "count", "wait_seconds", "limit"]),
+        st.text(max_size=5),
+    ),
     st.one_of(json_values, st.floats(), st.sampled_from(["3", "1.5", "tasks.review", "", "nan"])),
     max_size=5,
 )

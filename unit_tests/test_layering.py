@@ -29,14 +29,20 @@ def imported(path: Path) -> set[str]:
 
 def test_the_engine_modules_exist() -> None:
     assert {p.stem for p in ENGINE.glob("*.py")} >= {
-        "context", "reader", "settlement", "runners", "publisher", "scripts", "doorbell", "consumer",
+        "context",
+        "reader",
+        "settlement",
+        "runners",
+        "publisher",
+        "scripts",
+        "doorbell",
+        "consumer",
     }
 
 
 def test_no_engine_module_imports_the_facade() -> None:
     offenders = {
-        path.name: sorted(imported(path) & FACADE) for path in ENGINE.glob("*.py")
-        if imported(path) & FACADE
+        path.name: sorted(imported(path) & FACADE) for path in ENGINE.glob("*.py") if imported(path) & FACADE
     }
     assert offenders == {}
 

@@ -28,13 +28,20 @@ def test_an_id_carries_the_time_it_was_made_and_counts_up_within_a_millisecond()
     assert before <= id_time_ms(ids[0]) <= id_time_ms(ids[-1]) <= int(time.time() * 1000)
     crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
     values = [sum(crockford.index(c) << 5 * (25 - n) for n, c in enumerate(i)) for i in ids]
-    same_ms = [(a, b) for a, b, x, y in zip(values, values[1:], ids, ids[1:], strict=False)
-               if x[:10] == y[:10]]
+    same_ms = [
+        (a, b) for a, b, x, y in zip(values, values[1:], ids, ids[1:], strict=False) if x[:10] == y[:10]
+    ]
     assert same_ms and all(b == a + 1 for a, b in same_ms)  # the random part counts up by one
 
 
-EVERY_FIELD = {"priority": 7, "headers": {"h": "v"}, "dedup_key": "d", "sender": "s",
-               "correlation_id": "c", "reply_to": "r"}
+EVERY_FIELD = {
+    "priority": 7,
+    "headers": {"h": "v"},
+    "dedup_key": "d",
+    "sender": "s",
+    "correlation_id": "c",
+    "reply_to": "r",
+}
 NO_FIELD = dict.fromkeys(EVERY_FIELD) | {"priority": 0}
 
 
@@ -55,10 +62,15 @@ def test_the_publish_fast_path_makes_what_validation_makes(fields: dict[str, obj
     assert fast[0].priority == 9 and fast[1].priority == fields["priority"]
 
 
-@pytest.mark.parametrize(("field", "value", "says"), [
-    ("priority", 10, "less than or equal to 9"), ("priority", "high", "valid integer"),
-    ("headers", {"h": 1}, "valid string"), ("sender", 5, "valid string"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("priority", 10, "less than or equal to 9"),
+        ("priority", "high", "valid integer"),
+        ("headers", {"h": 1}, "valid string"),
+        ("sender", 5, "valid string"),
+    ],
+)
 def test_the_publish_fast_path_still_validates_what_the_caller_gave(
     field: str, value: object, says: str
 ) -> None:
@@ -67,9 +79,18 @@ def test_the_publish_fast_path_still_validates_what_the_caller_gave(
 
 
 def test_codec_round_trip_keeps_every_field() -> None:
-    original = Message(topic="a.b", payload={"x": [1, 2.5, None, "é"]}, headers={"h": "v"},
-                       priority=7, expires_at=123.5, dedup_key="d", attempt=3, sender="s",
-                       correlation_id="c", reply_to="r")
+    original = Message(
+        topic="a.b",
+        payload={"x": [1, 2.5, None, "é"]},
+        headers={"h": "v"},
+        priority=7,
+        expires_at=123.5,
+        dedup_key="d",
+        attempt=3,
+        sender="s",
+        correlation_id="c",
+        reply_to="r",
+    )
     decoded = decode({b"v": b"1", b"m": encode(original)}, "1-0")
     assert decoded.model_dump() == original.model_dump()
     assert decoded.entry_id == "1-0"
@@ -80,11 +101,20 @@ def test_wire_leaves_defaults_out() -> None:
     assert set(body) == {"id", "topic", "payload", "created_at"}
 
 
-@pytest.mark.parametrize("fields", [
-    None, {}, {b"x": b"y"}, {b"v": b"2", b"m": b"{}"}, {b"v": b"1"}, {b"v": b"1", b"m": b"nope"},
-    {b"v": b"1", b"m": b"[1]"}, {b"v": b"1", b"m": b'{"topic": "t", "priority": 99}'},
-    {b"v": b"1", b"m": b'{"topic": "bad topic!"}'},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        None,
+        {},
+        {b"x": b"y"},
+        {b"v": b"2", b"m": b"{}"},
+        {b"v": b"1"},
+        {b"v": b"1", b"m": b"nope"},
+        {b"v": b"1", b"m": b"[1]"},
+        {b"v": b"1", b"m": b'{"topic": "t", "priority": 99}'},
+        {b"v": b"1", b"m": b'{"topic": "bad topic!"}'},
+    ],
+)
 def test_foreign_entries_raise_decode_error(fields: dict[bytes, bytes] | None) -> None:
     with pytest.raises(DecodeError):
         decode(fields, "9-0")
@@ -120,18 +150,28 @@ def test_patterns() -> None:
 
 def test_every_key_of_a_topic_shares_its_hash_tag() -> None:
     keys = Keys("rb")
-    topic_keys = [keys.stream("o.n"), keys.delayed("o.n"), keys.dlq("o.n"), keys.retry("o.n", "g"),
-                  keys.dedup("o.n", "k"), keys.counters("o.n")]
+    topic_keys = [
+        keys.stream("o.n"),
+        keys.delayed("o.n"),
+        keys.dlq("o.n"),
+        keys.retry("o.n", "g"),
+        keys.dedup("o.n", "k"),
+        keys.counters("o.n"),
+    ]
     assert all(k.startswith("rb:{o.n}:") for k in topic_keys)
     assert keys.stream("o.n") == "rb:{o.n}:stream"
     with pytest.raises(ValueError, match="invalid prefix"):
         Keys("a{b}")
 
 
-@pytest.mark.parametrize(("payload", "where"), [
-    (math.nan, "payload "), ({"a": [1.0, math.inf]}, "payload['a'][1]"),
-    ([{"x": -math.inf}], "payload[0]['x']"),
-])
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        (math.nan, "payload "),
+        ({"a": [1.0, math.inf]}, "payload['a'][1]"),
+        ([{"x": -math.inf}], "payload[0]['x']"),
+    ],
+)
 def test_a_non_finite_float_is_refused_naming_where(payload: object, where: str) -> None:
     with pytest.raises(RelayBusError, match=re.escape(where)):
         encode(Message(topic="t", payload=payload))
@@ -158,8 +198,11 @@ def test_the_deepest_payload_a_publish_accepts_decodes_and_one_deeper_is_refused
     deepest = Message(topic="t", payload=nested(MAX_PAYLOAD_DEPTH, kind))
     decoded = decode({b"v": b"1", b"m": encode(deepest, max_bytes=1 << 20)}, "1-0", "t")
     assert decoded.payload == orjson.loads(orjson.dumps(deepest.payload))  # tuples come back as lists
-    for too_deep in (nested(MAX_PAYLOAD_DEPTH + 1, kind), nested(MAX_PAYLOAD_DEPTH, kind, leaf=[]),
-                     nested(2_000, kind)):
+    for too_deep in (
+        nested(MAX_PAYLOAD_DEPTH + 1, kind),
+        nested(MAX_PAYLOAD_DEPTH, kind, leaf=[]),
+        nested(2_000, kind),
+    ):
         with pytest.raises(RelayBusError, match=f"nests deeper than {MAX_PAYLOAD_DEPTH} levels of arrays"):
             encode(Message(topic="t", payload=too_deep), max_bytes=1 << 20)
 

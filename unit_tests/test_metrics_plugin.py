@@ -30,13 +30,21 @@ def test_published_counts_appended_and_suppressed(registry: CollectorRegistry) -
     assert registry.get_sample_value("relaybus_duplicates_suppressed_total", {"topic": "t"}) == 1
 
 
-@pytest.mark.parametrize(("outcome", "counters"), [
-    ("handled", {"acked"}), ("retried", {"failed", "retried"}), ("dropped", {"failed", "dropped"}),
-    ("pending", {"failed"}), ("dead_lettered", {"failed"}), ("filtered", {"filtered"}),
-    ("expired", {"expired"}),
-])
-def test_each_outcome_counts_where_it_says(registry: CollectorRegistry, outcome: str,
-                                           counters: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("outcome", "counters"),
+    [
+        ("handled", {"acked"}),
+        ("retried", {"failed", "retried"}),
+        ("dropped", {"failed", "dropped"}),
+        ("pending", {"failed"}),
+        ("dead_lettered", {"failed"}),
+        ("filtered", {"filtered"}),
+        ("expired", {"expired"}),
+    ],
+)
+def test_each_outcome_counts_where_it_says(
+    registry: CollectorRegistry, outcome: str, counters: set[str]
+) -> None:
     plugin = MetricsPlugin(registry)
     sub = Subscription(topics=("t",), group="g", handler=handler)
     plugin.on_settled(Message(topic="t"), sub, outcome, 0.5 if outcome != "filtered" else None)

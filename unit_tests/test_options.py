@@ -16,8 +16,11 @@ from relaybus.options import PublishOptions
 
 def keywords(function: Any) -> dict[str, Any]:
     hints = typing.get_type_hints(function)
-    return {name: hints[name] for name, p in inspect.signature(function).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {
+        name: hints[name]
+        for name, p in inspect.signature(function).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 @pytest.mark.parametrize("function", [Bus.publish, Publisher.publish], ids=["Bus", "Publisher"])

@@ -38,8 +38,11 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
 
 
 def writer(path: Path, name: str, n: int, max_entries: int = 1_000_000) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, str(n), str(max_entries)],
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), name, str(n), str(max_entries)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -160,11 +163,20 @@ def test_one_flusher_at_a_time(tmp_path: Path) -> None:
 
 
 def test_a_dead_flusher_releases_the_lock(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom relaybus.outbox import Outbox\n"
-        "o = Outbox(sys.argv[1], max_entries=1, max_bytes=1)\n"
-        "with o.flushing() as mine:\n    print(mine, flush=True)\n    time.sleep(60)\n"
-    ), str(tmp_path / "o.db")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\nfrom relaybus.outbox import Outbox\n"
+                "o = Outbox(sys.argv[1], max_entries=1, max_bytes=1)\n"
+                "with o.flushing() as mine:\n    print(mine, flush=True)\n    time.sleep(60)\n"
+            ),
+            str(tmp_path / "o.db"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     box = Outbox(tmp_path / "o.db", max_entries=1, max_bytes=1)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
@@ -207,13 +219,19 @@ def _old_schema(tmp_path: Path) -> Path:
     return tmp_path / "o.db"
 
 
-@pytest.mark.parametrize(("make", "reason"), [
-    (lambda tmp: tmp / "missing" / "o.db", "cannot open it: No such file or directory"),
-    (lambda tmp: tmp, "cannot open it: Is a directory"),
-    (lambda tmp: (tmp / "file").write_text("x") and tmp / "file" / "o.db", "cannot open it: Not a directory"),
-    (_not_a_database, "file is not a database"),
-    (_old_schema, "an outbox of schema 7, not 1"),
-])
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda tmp: tmp / "missing" / "o.db", "cannot open it: No such file or directory"),
+        (lambda tmp: tmp, "cannot open it: Is a directory"),
+        (
+            lambda tmp: (tmp / "file").write_text("x") and tmp / "file" / "o.db",
+            "cannot open it: Not a directory",
+        ),
+        (_not_a_database, "file is not a database"),
+        (_old_schema, "an outbox of schema 7, not 1"),
+    ],
+)
 def test_an_outbox_path_that_cannot_be_used_is_one_config_error_naming_it_and_why(
     tmp_path: Path, make: Any, reason: str
 ) -> None:

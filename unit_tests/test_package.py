@@ -65,7 +65,8 @@ def nox_groups(session: str) -> list[str]:
         arg.value
         for call in ast.walk(function)
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "_groups"
-        for arg in call.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+        for arg in call.args
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
     ]
 
 
@@ -112,8 +113,7 @@ def test_the_pytest_plugin_imports_neither_the_bus_nor_redis() -> None:
     """pytest loads relaybus.testing in every project that installs relaybus (pytest11):
     loading it must not import the bus, pydantic-settings or redis-py."""
     heavy = ["relaybus.bus", "redis", "pydantic_settings", "pydantic"]
-    code = ("import sys, relaybus.testing\n"
-            f"print([m for m in {heavy!r} if m in sys.modules])")
+    code = f"import sys, relaybus.testing\nprint([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -131,8 +131,9 @@ def test_every_public_name_is_importable_from_the_package() -> None:
 
 
 def test_python_dash_m_relaybus_is_the_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "relaybus", "--version"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "relaybus", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == f"relaybus {relaybus.__version__}"
 
 

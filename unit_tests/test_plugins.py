@@ -45,6 +45,7 @@ async def test_awaitable_results_are_awaited_in_call_order() -> None:
         def on_failure(self) -> object:
             async def answer() -> FailureDecision:
                 return FailureDecision.retry(2)
+
             return answer()
 
     class Silent:

@@ -26,8 +26,9 @@ def test_dlq_retries_until_max_attempts_then_dead_letters() -> None:
     error = RuntimeError("x")
     assert dlq.on_failure(bus, Message(topic="t", attempt=1), error).action == "retry"
     assert dlq.on_failure(bus, Message(topic="t", attempt=2), error).action == "retry"
-    assert dlq.on_failure(bus, Message(topic="t", attempt=3), error) == \
-        FailureDecision.dead_letter("failed 3 times (max_attempts)")
+    assert dlq.on_failure(bus, Message(topic="t", attempt=3), error) == FailureDecision.dead_letter(
+        "failed 3 times (max_attempts)"
+    )
 
 
 def test_payload_key_ignores_key_order_and_respects_values() -> None:

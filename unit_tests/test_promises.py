@@ -18,24 +18,31 @@ from relaybus.message import decode
 # the code that runs: the installed packages (the built wheel under nox), or src/ in a dev venv
 SOURCES = [Path(relaybus.__file__).resolve().parent, Path(relaybus_plugins.__file__).resolve().parent]
 UNPICKLERS = {"pickle", "cPickle", "_pickle", "dill", "marshal", "shelve"}
-ENVELOPE = {"id": "01JDQ8Z6V3K9N2M4P5R7S8T0WX", "topic": "orders", "payload": {"n": 1},
-            "created_at": 1732675200.5}
+ENVELOPE = {
+    "id": "01JDQ8Z6V3K9N2M4P5R7S8T0WX",
+    "topic": "orders",
+    "payload": {"n": 1},
+    "created_at": 1732675200.5,
+}
 
 
 def entry(**envelope: object) -> dict[bytes, bytes]:
     return {b"v": b"1", b"m": orjson.dumps({**ENVELOPE, **envelope})}
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("colour", "red"),
-    ("Topic", "orders"),
-    ("payload_type", "json"),
-    # fields of Message the reader sets, never the wire: extra='forbid' alone let them in
-    ("lane", 3),
-    ("group", "g"),
-    ("stream_key", "relaybus:{billing}:stream"),
-    ("entry_id", "5-0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("colour", "red"),
+        ("Topic", "orders"),
+        ("payload_type", "json"),
+        # fields of Message the reader sets, never the wire: extra='forbid' alone let them in
+        ("lane", 3),
+        ("group", "g"),
+        ("stream_key", "relaybus:{billing}:stream"),
+        ("entry_id", "5-0"),
+    ],
+)
 def test_an_envelope_with_a_key_the_wire_format_does_not_know_is_undecodable(key: str, value: object) -> None:
     """docs/wire-format.md, Decoding rules: an envelope with a key not in the envelope table is
     undecodable (new keys need a new wire version) - decode() raises DecodeError."""
@@ -71,10 +78,12 @@ def test_a_password_over_plain_tcp_to_remote_sentinels_is_refused() -> None:
         assert config.password.get_secret_value() == "pw"
     with pytest.raises(ConfigError, match="plain TCP"):
         BusConfig.build(url="redis+sentinel://10.0.0.5:26379/m", password="pw")
-    for url in ["redis+sentinel://u:pw@127.0.0.1:26379,[::1]:26380/m",
-                "redis+sentinel://u:pw@localhost:26379/m",
-                "rediss+sentinel://u:pw@10.0.0.5:26379/m",
-                "redis+sentinel://10.0.0.5:26379/m"]:  # no password: nothing to sniff
+    for url in [
+        "redis+sentinel://u:pw@127.0.0.1:26379,[::1]:26380/m",
+        "redis+sentinel://u:pw@localhost:26379/m",
+        "rediss+sentinel://u:pw@10.0.0.5:26379/m",
+        "redis+sentinel://10.0.0.5:26379/m",
+    ]:  # no password: nothing to sniff
         assert BusConfig.build(url=url).deployment.kind == "sentinel"
 
 
@@ -89,11 +98,14 @@ class NamesMaster:
         return self.host, 6379
 
 
-@pytest.mark.parametrize(("url", "named", "refused"), [
-    ("redis+sentinel://:pw@127.0.0.1:26379/m", "10.0.0.7", True),
-    ("redis+sentinel://:pw@127.0.0.1:26379/m", "127.0.0.1", False),
-    ("redis+sentinel://127.0.0.1:26379/m", "10.0.0.7", False),  # no password
-])
+@pytest.mark.parametrize(
+    ("url", "named", "refused"),
+    [
+        ("redis+sentinel://:pw@127.0.0.1:26379/m", "10.0.0.7", True),
+        ("redis+sentinel://:pw@127.0.0.1:26379/m", "127.0.0.1", False),
+        ("redis+sentinel://127.0.0.1:26379/m", "10.0.0.7", False),  # no password
+    ],
+)
 async def test_a_password_over_plain_tcp_to_a_remote_master_sentinel_names_is_refused(
     url: str, named: str, refused: bool
 ) -> None:
@@ -114,13 +126,18 @@ async def test_a_password_over_plain_tcp_to_a_remote_master_sentinel_names_is_re
     await client.aclose()
 
 
-@pytest.mark.parametrize(("error", "secret"), [
-    # a URL inside the text: redact_url() over the whole text had kept its password
-    (ConnectionError("Error connecting to redis://user:s3cretpw@host:6379 (refused)"), None),
-    (ConnectionError("AUTH failed for password s3cretpw at 10.0.0.5:6379"), SecretStr("s3cretpw")),
-    (ConnectionError("Error connecting to redis://user:s3cretpw@host:6379 (refused)"),
-     SecretStr("s3cretpw")),
-])
+@pytest.mark.parametrize(
+    ("error", "secret"),
+    [
+        # a URL inside the text: redact_url() over the whole text had kept its password
+        (ConnectionError("Error connecting to redis://user:s3cretpw@host:6379 (refused)"), None),
+        (ConnectionError("AUTH failed for password s3cretpw at 10.0.0.5:6379"), SecretStr("s3cretpw")),
+        (
+            ConnectionError("Error connecting to redis://user:s3cretpw@host:6379 (refused)"),
+            SecretStr("s3cretpw"),
+        ),
+    ],
+)
 async def test_the_last_connection_error_is_kept_and_reported_redacted(
     error: BaseException, secret: SecretStr | None
 ) -> None:
@@ -160,9 +177,11 @@ def unpickling(source: str) -> list[str]:
         elif isinstance(node, ast.Call):
             func = node.func
             importer = (isinstance(func, ast.Name) and func.id in {"__import__", "import_module"}) or (
-                isinstance(func, ast.Attribute) and func.attr == "import_module")
-            if importer and any(isinstance(a, ast.Constant) and str(a.value).split(".")[0] in UNPICKLERS
-                                for a in node.args):
+                isinstance(func, ast.Attribute) and func.attr == "import_module"
+            )
+            if importer and any(
+                isinstance(a, ast.Constant) and str(a.value).split(".")[0] in UNPICKLERS for a in node.args
+            ):
                 found.append(f"dynamic import of {ast.unparse(node.args[0])}")
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call):
@@ -180,14 +199,26 @@ def unpickling(source: str) -> list[str]:
 def test_nothing_received_is_ever_unpickled() -> None:
     """No module of relaybus or its built-in plugins imports pickle, cPickle, dill, marshal or
     shelve, or calls loads/load of them: a message is JSON, never unpickled."""
-    assert unpickling("import pickle as p\nfrom dill import loads as l\nimport marshal\n"
-                      "p.loads(b'')\nl(b'')\nmarshal.loads(b'')\n__import__('shelve')\n") == [
-        "import pickle", "from dill import loads", "import marshal", "dynamic import of 'shelve'",
-        "call p.loads", "call l", "call marshal.loads"]
+    assert unpickling(
+        "import pickle as p\nfrom dill import loads as l\nimport marshal\n"
+        "p.loads(b'')\nl(b'')\nmarshal.loads(b'')\n__import__('shelve')\n"
+    ) == [
+        "import pickle",
+        "from dill import loads",
+        "import marshal",
+        "dynamic import of 'shelve'",
+        "call p.loads",
+        "call l",
+        "call marshal.loads",
+    ]
     assert unpickling("import json\njson.loads('1')\nfrom orjson import loads\nloads(b'1')\n") == []
-    modules = {path.relative_to(root.parent).as_posix(): path
-               for root in SOURCES for path in root.rglob("*.py")}
+    modules = {
+        path.relative_to(root.parent).as_posix(): path for root in SOURCES for path in root.rglob("*.py")
+    }
     assert {"relaybus/message.py", "relaybus/engine/reader.py", "relaybus_plugins/dlq.py"} <= set(modules)
-    offenders = {name: found for name, path in modules.items()
-                 if (found := unpickling(path.read_text(encoding="utf-8")))}
+    offenders = {
+        name: found
+        for name, path in modules.items()
+        if (found := unpickling(path.read_text(encoding="utf-8")))
+    }
     assert offenders == {}

@@ -31,11 +31,14 @@ def test_url_credentials_win_over_the_fields() -> None:
     assert config.password is not None and config.password.get_secret_value() == "fromurl"
 
 
-@pytest.mark.parametrize("fields", [
-    {"url": "redis://agent:hunter2@redis.example.com:6379/0"},
-    {"url": "redis://10.1.2.3:6379/0", "password": "hunter2"},
-    {"url": "redis+sentinel://127.0.0.1:26379,redis.example.com:26379/mymaster", "password": "hunter2"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"url": "redis://agent:hunter2@redis.example.com:6379/0"},
+        {"url": "redis://10.1.2.3:6379/0", "password": "hunter2"},
+        {"url": "redis+sentinel://127.0.0.1:26379,redis.example.com:26379/mymaster", "password": "hunter2"},
+    ],
+)
 def test_password_over_plain_tcp_to_a_remote_host_is_refused(fields: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="allow_insecure") as info:
         BusConfig.build(**fields)
@@ -43,13 +46,16 @@ def test_password_over_plain_tcp_to_a_remote_host_is_refused(fields: dict[str, s
     assert BusConfig.build(**fields, allow_insecure=True).password is not None
 
 
-@pytest.mark.parametrize("url", [
-    "redis://:hunter2@localhost:6379/0",
-    "redis://:hunter2@127.0.0.5:6379/0",
-    "redis://:hunter2@[::1]:6379/0",
-    "unix://:hunter2@/tmp/redis.sock",
-    "rediss://:hunter2@redis.example.com:6380/0",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@localhost:6379/0",
+        "redis://:hunter2@127.0.0.5:6379/0",
+        "redis://:hunter2@[::1]:6379/0",
+        "unix://:hunter2@/tmp/redis.sock",
+        "rediss://:hunter2@redis.example.com:6380/0",
+    ],
+)
 def test_password_is_allowed_over_tls_or_loopback(url: str) -> None:
     assert BusConfig.build(url=url).password is not None
 
@@ -79,12 +85,24 @@ def test_a_key_needs_a_certificate(pem: str) -> None:
 
 
 def test_plugin_hands_tls_and_credentials_to_redis_py(pem: str) -> None:
-    config = BusConfig.build(url="rediss://redis.example.com:6380/0", ssl_ca_certs=pem,
-                             ssl_certfile=pem, ssl_keyfile=pem, ssl_check_hostname=False,
-                             username="agent", password="s3cret")
+    config = BusConfig.build(
+        url="rediss://redis.example.com:6380/0",
+        ssl_ca_certs=pem,
+        ssl_certfile=pem,
+        ssl_keyfile=pem,
+        ssl_check_hostname=False,
+        username="agent",
+        password="s3cret",
+    )
     options = tls_auth.redis_connection_options(config)
-    assert options == {"username": "agent", "password": "s3cret", "ssl_ca_certs": pem,
-                       "ssl_certfile": pem, "ssl_keyfile": pem, "ssl_check_hostname": False}
+    assert options == {
+        "username": "agent",
+        "password": "s3cret",
+        "ssl_ca_certs": pem,
+        "ssl_certfile": pem,
+        "ssl_keyfile": pem,
+        "ssl_check_hostname": False,
+    }
     client = make_client(config, [options])
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["ssl_ca_certs"], kwargs["password"]) == (pem, "s3cret")

@@ -31,8 +31,9 @@ class ScriptedToolModel(FakeMessagesListChatModel):
     """A fake chat model that answers with the scripted messages (tool calls included)
     in turn; `bind_tools` accepts the tools as a real model would."""
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None,
-                   **kwargs: Any) -> ScriptedToolModel:
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any
+    ) -> ScriptedToolModel:
         return self
 
 
@@ -41,20 +42,30 @@ def call(name: str, **args: Any) -> ToolCall:
 
 
 PLANNER_SCRIPT = [
-    AIMessage(content="", tool_calls=[
-        call("relaybus_publish", topic="payments.refund", payload={"order": 17}),
-        call("relaybus_publish", topic="tasks.review",
-             payload={"module": "parser", "reply_to": "reviews.done"}),
-    ]),
-    AIMessage(content="", tool_calls=[
-        call("relaybus_read", topic="reviews.done", group="planner", wait_seconds=10),
-    ]),
+    AIMessage(
+        content="",
+        tool_calls=[
+            call("relaybus_publish", topic="payments.refund", payload={"order": 17}),
+            call(
+                "relaybus_publish",
+                topic="tasks.review",
+                payload={"module": "parser", "reply_to": "reviews.done"},
+            ),
+        ],
+    ),
+    AIMessage(
+        content="",
+        tool_calls=[
+            call("relaybus_read", topic="reviews.done", group="planner", wait_seconds=10),
+        ],
+    ),
     AIMessage(content="The parser review is back; refunds are not mine to send."),
 ]
 
 
-async def run_agent(model: ScriptedToolModel, tools: list[BaseTool], task: str,
-                    config: RunnableConfig) -> list[BaseMessage]:
+async def run_agent(
+    model: ScriptedToolModel, tools: list[BaseTool], task: str, config: RunnableConfig
+) -> list[BaseMessage]:
     """The classic loop: ask the model, run the tools it calls, repeat until it answers."""
     by_name = {t.name: t for t in tools}
     bound = model.bind_tools(tools)
@@ -73,8 +84,12 @@ async def reviewer(bus: Bus) -> None:
     while not (tasks := await bus.read("tasks.review", group="reviewers", count=1, block_ms=200)):
         pass
     task = tasks[0]
-    await bus.publish(task.payload["reply_to"], {"module": task.payload["module"], "verdict": "approve"},
-                      correlation_id=task.id, sender="reviewer")
+    await bus.publish(
+        task.payload["reply_to"],
+        {"module": task.payload["module"], "verdict": "approve"},
+        correlation_id=task.id,
+        sender="reviewer",
+    )
     await bus.ack(task)
 
 
@@ -86,14 +101,21 @@ def describe(message: BaseMessage) -> str:
 
 
 async def main(url: str, prefix: str) -> list[BaseMessage]:
-    async with Bus.from_url(url, prefix=prefix) as planner_bus, \
-            Bus.from_url(url, prefix=prefix) as reviewer_bus:
-        tools = RelayBusToolkit(bus=planner_bus, allowed_topics=["tasks.*", "reviews.*"],
-                                new_groups=["planner"]).get_tools()  # the one group its reads may make
+    async with (
+        Bus.from_url(url, prefix=prefix) as planner_bus,
+        Bus.from_url(url, prefix=prefix) as reviewer_bus,
+    ):
+        tools = RelayBusToolkit(
+            bus=planner_bus, allowed_topics=["tasks.*", "reviews.*"], new_groups=["planner"]
+        ).get_tools()  # the one group its reads may make
         events = RelayBusCallbackHandler(bus=planner_bus, topic="agents.events")
         review = asyncio.create_task(reviewer(reviewer_bus))
-        transcript = await run_agent(ScriptedToolModel(responses=PLANNER_SCRIPT), tools,
-                                     "Get the parser reviewed.", {"callbacks": [events], "tags": ["planner"]})
+        transcript = await run_agent(
+            ScriptedToolModel(responses=PLANNER_SCRIPT),
+            tools,
+            "Get the parser reviewed.",
+            {"callbacks": [events], "tags": ["planner"]},
+        )
         await review
         for message in transcript:
             print(f"{message.type:>5}: {describe(message)}")

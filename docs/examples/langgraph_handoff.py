@@ -35,25 +35,36 @@ def script(*answers: AIMessage) -> Iterator[AIMessage]:
 
 
 def reviewer_agent() -> Any:
-    return create_agent(ScriptedModel(messages=script(
-        AIMessage(content="approve: the retry loop now backs off"))), tools=[])
+    return create_agent(
+        ScriptedModel(messages=script(AIMessage(content="approve: the retry loop now backs off"))), tools=[]
+    )
 
 
 def writer_agent(bus: Bus) -> Any:
     tools = RelayBusToolkit(bus=bus, allowed_topics=["agents.*"]).get_tools()
-    ask = {"name": "relaybus_request", "id": "ask-1",
-           "args": {"topic": "agents.reviewer", "payload": {"draft": "retry with backoff"}, "timeout_s": 30}}
-    return create_agent(ScriptedModel(messages=script(
-        AIMessage(content="", tool_calls=[ask]),
-        AIMessage(content="Merged: the reviewer approved."))), tools=tools)
+    ask = {
+        "name": "relaybus_request",
+        "id": "ask-1",
+        "args": {"topic": "agents.reviewer", "payload": {"draft": "retry with backoff"}, "timeout_s": 30},
+    }
+    return create_agent(
+        ScriptedModel(
+            messages=script(
+                AIMessage(content="", tool_calls=[ask]), AIMessage(content="Merged: the reviewer approved.")
+            )
+        ),
+        tools=tools,
+    )
 
 
 async def main(url: str | None = None, prefix: str = "handoff") -> list[str]:
     """Run the hand-off; returns the transcript (also printed)."""
     url = url or os.environ.get("RELAYBUS_URL", "redis://localhost:6379/0")
     transcript: list[str] = []
-    async with Bus.from_url(url, prefix=prefix) as reviewer_bus, \
-            Bus.from_url(url, prefix=prefix) as writer_bus:
+    async with (
+        Bus.from_url(url, prefix=prefix) as reviewer_bus,
+        Bus.from_url(url, prefix=prefix) as writer_bus,
+    ):
 
         @reviewer_bus.subscribe("agents.reviewer", group="reviewers")
         async def review(request: Message) -> None:
@@ -67,7 +78,8 @@ async def main(url: str | None = None, prefix: str = "handoff") -> list[str]:
             events = RelayBusCallbackHandler(writer_bus, "agents.events", include_io=False)
             result = await writer_agent(writer_bus).ainvoke(
                 {"messages": [("user", "Make the retry loop back off, then get it reviewed.")]},
-                config={"callbacks": [events]})
+                config={"callbacks": [events]},
+            )
             for message in result["messages"][1:]:
                 transcript.append(f"writer ({message.type}): {message.content or message.tool_calls}")
         finally:

@@ -21,8 +21,9 @@ def add_reviewer(bus: Bus) -> None:
     @bus.subscribe("tasks.review", group="reviewers")
     async def review(task: Message) -> None:
         verdict = "approve" if task.payload.get("tests_pass") else "reject"
-        await bus.publish(task.reply_to or "reviews.done", {"verdict": verdict},
-                          correlation_id=task.id, sender="reviewer")
+        await bus.publish(
+            task.reply_to or "reviews.done", {"verdict": verdict}, correlation_id=task.id, sender="reviewer"
+        )
 
 
 class TeamHeader:
@@ -42,8 +43,9 @@ class TeamHeader:
 @pytest.mark.asyncio
 async def test_reviewer_answers_a_task(relaybus_bus: Bus) -> None:
     add_reviewer(relaybus_bus)
-    task_id = await relaybus_bus.publish("tasks.review", {"module": "parser", "tests_pass": True},
-                                         reply_to="reviews.parser")
+    task_id = await relaybus_bus.publish(
+        "tasks.review", {"module": "parser", "tests_pass": True}, reply_to="reviews.parser"
+    )
 
     # run the bus's subscriptions until the answer arrives, then stop it (draining)
     runner = asyncio.create_task(relaybus_bus.run())

@@ -36,5 +36,4 @@ def on_failure(bus: Bus, message: Message, error: BaseException) -> FailureDecis
     config = bus.config.settings(DlqSettings)
     if message.attempt >= config.max_attempts:
         return FailureDecision.dead_letter(f"failed {message.attempt} times (max_attempts)")
-    return FailureDecision.retry(backoff(message.attempt, config.retry_backoff_s,
-                                         config.retry_backoff_max_s))
+    return FailureDecision.retry(backoff(message.attempt, config.retry_backoff_s, config.retry_backoff_max_s))

@@ -19,8 +19,20 @@ Test = Callable[[Message], bool]
 ValueTest = Callable[[bool, Any], bool]  # (found, value) -> matched
 
 ROOTS = frozenset(
-    {"id", "topic", "payload", "headers", "priority", "created_at", "expires_at", "dedup_key",
-     "attempt", "sender", "correlation_id", "reply_to"}
+    {
+        "id",
+        "topic",
+        "payload",
+        "headers",
+        "priority",
+        "created_at",
+        "expires_at",
+        "dedup_key",
+        "attempt",
+        "sender",
+        "correlation_id",
+        "reply_to",
+    }
 )
 # optional envelope fields left out of the wire envelope when unset: absent, not null
 UNSET_IS_MISSING = frozenset({"expires_at", "dedup_key", "sender", "correlation_id", "reply_to"})
@@ -188,16 +200,19 @@ def _operator(op: str, arg: Any, path: str, siblings: dict[str, Any], depth: int
         if _kind(arg) not in ("number", "str"):
             raise _fail(where, f"compares numbers or strings, got {_kind(arg)}")
         kind, order = _kind(arg), _ORDER[op]
-        return lambda found, value: found and any(
-            _kind(e) == kind and order(e, arg) for e in _elements(value)
+        return lambda found, value: (
+            found and any(_kind(e) == kind and order(e, arg) for e in _elements(value))
         )
     if op in ("$in", "$nin", "$all"):
         if not isinstance(arg, list):
             raise _fail(where, f"expected a list, got {_kind(arg)}")
         _json(arg, where)
         if op == "$all":  # as in MongoDB, an empty $all matches nothing
-            return lambda found, value: found and isinstance(value, list) and bool(arg) and all(
-                any(equal(e, x) for e in value) for x in arg
+            return lambda found, value: (
+                found
+                and isinstance(value, list)
+                and bool(arg)
+                and all(any(equal(e, x) for e in value) for x in arg)
             )
 
         def within(found: bool, value: Any) -> bool:
@@ -214,16 +229,17 @@ def _operator(op: str, arg: Any, path: str, siblings: dict[str, Any], depth: int
         return lambda found, value: found and isinstance(value, list) and len(value) == arg
     if op == "$regex":
         search = _regex(arg, siblings.get("$options", ""), where)
-        return lambda found, value: found and any(
-            isinstance(e, str) and search(e) for e in _elements(value)
-        )
+        return lambda found, value: found and any(isinstance(e, str) and search(e) for e in _elements(value))
     if op == "$not":
         if not (isinstance(arg, dict) and arg):
             raise _fail(where, "expected an object of operators")
         inner = _condition(arg, path, depth + 1)
         return lambda found, value: not inner(found, value)
-    raise _fail(where, f"unknown operator {op!r} (one of $eq $ne $gt $gte $lt $lte $in $nin $all "
-                       "$exists $size $regex $options $not)")
+    raise _fail(
+        where,
+        f"unknown operator {op!r} (one of $eq $ne $gt $gte $lt $lte $in $nin $all "
+        "$exists $size $regex $options $not)",
+    )
 
 
 def _regex(pattern: Any, flags: Any, where: str) -> Callable[[str], bool]:
@@ -238,8 +254,9 @@ def _regex(pattern: Any, flags: Any, where: str) -> Callable[[str], bool]:
     try:
         compiled = re2.compile(f"(?{flags})" + pattern if flags else pattern, options)
     except re2.error as exc:
-        raise _fail(where, f"not a valid RE2 pattern ({exc}); backreferences and lookaround "
-                           "are not supported") from None
+        raise _fail(
+            where, f"not a valid RE2 pattern ({exc}); backreferences and lookaround are not supported"
+        ) from None
     return lambda text: compiled.search(text) is not None
 
 

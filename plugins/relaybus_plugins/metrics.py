@@ -37,8 +37,7 @@ else:
 log = logging.getLogger("relaybus.metrics")
 
 # Handler run times and publish-to-handle latencies span sub-millisecond to minutes.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-           300.0)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 COUNTERS = {  # per topic and group, in the order of _Series.counts
     "delivered": "Messages delivered to a group and settled here, whatever the outcome.",
     "acked": "Messages whose handler returned (acknowledged).",
@@ -68,6 +67,7 @@ HISTOGRAMS = {
 
 
 SERIES_CACHE = 10_000  # (topic, group) pairs remembered before topic_label is asked again
+
 
 class _Histogram:
     """Bucket counts and a sum: plain numbers, made cumulative only when scraped."""
@@ -105,8 +105,9 @@ class MetricsPlugin:
     Redis for the same numbers.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *,
-                 topic_label: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, topic_label: Callable[[str], str] | None = None
+    ) -> None:
         if not AVAILABLE:
             raise ImportError("the metrics plugin needs prometheus-client: pip install 'relaybus[metrics]'")
         self.topic_label = topic_label or (lambda topic: topic)
@@ -136,8 +137,9 @@ class MetricsPlugin:
         counts[1] += duplicates
 
     @hookimpl
-    def on_settled(self, message: Message, subscription: Subscription | None, outcome: str,
-                   duration_s: float | None) -> None:
+    def on_settled(
+        self, message: Message, subscription: Subscription | None, outcome: str, duration_s: float | None
+    ) -> None:
         series = self.series(message.topic, subscription.group if subscription else message.group)
         counts = series.counts
         for i in OUTCOMES.get(outcome, (0,)):
@@ -158,11 +160,31 @@ class MetricsPlugin:
     async def refresh(self, bus: Bus) -> None:
         """Update the queue gauges from one `bus.stats()` snapshot."""
         stats = await bus.stats()
-        topics: _Rows = [((t.topic,), {"length": t.length, "delayed": t.delayed, "dlq_length": t.dlq_length,
-                                       "memory_bytes": t.memory_bytes}) for t in stats.topics]
-        groups: _Rows = [((t.topic, g.name), {"pending": g.pending, "lag": g.lag, "consumers": g.consumers,
-                                              "oldest_pending_age_seconds": g.oldest_pending_age_s})
-                         for t in stats.topics for g in t.groups]
+        topics: _Rows = [
+            (
+                (t.topic,),
+                {
+                    "length": t.length,
+                    "delayed": t.delayed,
+                    "dlq_length": t.dlq_length,
+                    "memory_bytes": t.memory_bytes,
+                },
+            )
+            for t in stats.topics
+        ]
+        groups: _Rows = [
+            (
+                (t.topic, g.name),
+                {
+                    "pending": g.pending,
+                    "lag": g.lag,
+                    "consumers": g.consumers,
+                    "oldest_pending_age_seconds": g.oldest_pending_age_s,
+                },
+            )
+            for t in stats.topics
+            for g in t.groups
+        ]
         families: list[Metric] = []
         for kind, rows, labels in (("queue", topics, ["topic"]), ("group", groups, ["topic", "group"])):
             for name, text in GAUGES[kind].items():
@@ -172,8 +194,13 @@ class MetricsPlugin:
                     if value is not None:  # a lag Redis cannot tell is absent, not 0
                         family.add_metric(list(key), value)
                 families.append(family)
-        families.append(GaugeMetricFamily("relaybus_queue_stats_timestamp_seconds",
-                                          "When the queue gauges were last refreshed.", value=time.time()))
+        families.append(
+            GaugeMetricFamily(
+                "relaybus_queue_stats_timestamp_seconds",
+                "When the queue gauges were last refreshed.",
+                value=time.time(),
+            )
+        )
         self._queues = families
 
     def describe(self) -> Iterator[Metric]:
@@ -183,12 +210,17 @@ class MetricsPlugin:
     def collect(self) -> Iterator[Metric]:
         """Called by prometheus_client on a scrape, perhaps from its HTTP thread: each dict is
         copied in one step (list() holds the GIL), so a hook adding a key cannot break it."""
-        yield from self._families(list(self._labelled.items()), list(self._published.items()),
-                                  list(self._states.items()))
+        yield from self._families(
+            list(self._labelled.items()), list(self._published.items()), list(self._states.items())
+        )
         yield from self._queues
 
-    def _families(self, series: list[tuple[tuple[str, str], _Series]],
-                  published: list[tuple[str, list[int]]], states: list[tuple[str, int]]) -> Iterator[Metric]:
+    def _families(
+        self,
+        series: list[tuple[tuple[str, str], _Series]],
+        published: list[tuple[str, list[int]]],
+        states: list[tuple[str, int]],
+    ) -> Iterator[Metric]:
         for i, (name, text) in enumerate(COUNTERS.items()):
             counter = CounterMetricFamily(f"relaybus_{name}", text, labels=["topic", "group"])
             for labels, s in series:
@@ -204,14 +236,21 @@ class MetricsPlugin:
                     cumulative.append((bound, float(running)))
                 histogram.add_metric(list(labels), cumulative, h.total)
             yield histogram
-        for i, (name, text) in enumerate([("published", "Messages appended by publish."), (
-                "duplicates_suppressed", "Publishes inside a dedup window: nothing appended.")]):
+        for i, (name, text) in enumerate(
+            [
+                ("published", "Messages appended by publish."),
+                ("duplicates_suppressed", "Publishes inside a dedup window: nothing appended."),
+            ]
+        ):
             counter = CounterMetricFamily(f"relaybus_{name}", text, labels=["topic"])
             for label, counts in published:
                 counter.add_metric([label], counts[i])
             yield counter
-        changes = CounterMetricFamily("relaybus_connection_state_changes",
-                                      "Connection state changes, by the state entered.", labels=["state"])
+        changes = CounterMetricFamily(
+            "relaybus_connection_state_changes",
+            "Connection state changes, by the state entered.",
+            labels=["state"],
+        )
         for state, n in states:
             changes.add_metric([state], n)
         yield changes
@@ -246,8 +285,10 @@ def default() -> MetricsPlugin | None:
         if not AVAILABLE:
             if not _missing_logged:
                 _missing_logged = True
-                log.debug("prometheus-client is not installed: the metrics plugin does nothing "
-                          "(pip install 'relaybus[metrics]')")
+                log.debug(
+                    "prometheus-client is not installed: the metrics plugin does nothing "
+                    "(pip install 'relaybus[metrics]')"
+                )
             return None
         _default = MetricsPlugin()
     return _default
@@ -261,8 +302,9 @@ def on_published(topic: str, messages: list[Message], ids: list[str]) -> None:
 
 
 @hookimpl
-def on_settled(message: Message, subscription: Subscription | None, outcome: str,
-               duration_s: float | None) -> None:
+def on_settled(
+    message: Message, subscription: Subscription | None, outcome: str, duration_s: float | None
+) -> None:
     plugin = default()
     if plugin is not None:
         plugin.on_settled(message, subscription, outcome, duration_s)

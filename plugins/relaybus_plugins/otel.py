@@ -39,9 +39,13 @@ NO_PROVIDER_RECHECK_S = 1.0
 
 
 def _attributes(message: Message, operation: str) -> dict[str, str | int]:
-    return {"messaging.system": SYSTEM, "messaging.destination.name": message.topic,
-            "messaging.operation.type": operation, "messaging.operation.name": operation,
-            "messaging.message.id": message.id}
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.destination.name": message.topic,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.message.id": message.id,
+    }
 
 
 class TracingPlugin:
@@ -82,8 +86,9 @@ class TracingPlugin:
         caller set in the headers is kept (a message forwarded on keeps its trace)."""
         if "traceparent" in message.headers or (tracer := self._tracer()) is None:
             return None
-        with tracer.start_as_current_span(f"create {message.topic}", kind=SpanKind.PRODUCER,
-                                          attributes=_attributes(message, "create")):
+        with tracer.start_as_current_span(
+            f"create {message.topic}", kind=SpanKind.PRODUCER, attributes=_attributes(message, "create")
+        ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
         context = {k: v for k, v in carrier.items() if k in CONTEXT_HEADERS}
@@ -97,12 +102,16 @@ class TracingPlugin:
         if (tracer := self._tracer()) is None:
             return None
         parent = propagate.extract({k: v for k, v in message.headers.items() if k in CONTEXT_HEADERS})
-        attributes = {**_attributes(message, "process"), "messaging.consumer.group.name": subscription.group,
-                      "relaybus.attempt": message.attempt}
+        attributes = {
+            **_attributes(message, "process"),
+            "messaging.consumer.group.name": subscription.group,
+            "relaybus.attempt": message.attempt,
+        }
         if message.correlation_id:
             attributes["messaging.message.conversation_id"] = message.correlation_id
         span: AbstractContextManager[Any] = tracer.start_as_current_span(
-            f"process {message.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
+            f"process {message.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
         return span
 
     @hookimpl(tryfirst=True)  # before the plugin that decides: the first answer ends the call

@@ -30,14 +30,18 @@ class RetentionSettings(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     retention_s: float | None = Field(
-        86_400.0, ge=0, le=TEN_YEARS_S,
+        86_400.0,
+        ge=0,
+        le=TEN_YEARS_S,
         description="Consumed history kept this long (seconds); None: no age limit.",
     )
     retention_max_len: int | None = Field(
         100_000, ge=0, description="Consumed history kept per stream (entries); None: no length limit."
     )
     dlq_retention_s: float | None = Field(
-        None, ge=0, le=TEN_YEARS_S,
+        None,
+        ge=0,
+        le=TEN_YEARS_S,
         description="Dead letters kept this long (seconds); None: until replayed or purged.",
     )
     dlq_max_len: int | None = Field(None, ge=0, description="Dead letters kept per topic; None: no limit.")
@@ -86,22 +90,35 @@ async def _declare(bus: Bus, topic: str, uses: _Uses) -> None:
     """This bus's settings onto the topic's stored retention (never lowering it)."""
     kept = bus.config.settings(RetentionSettings)
     own: Limits = (kept.retention_s, kept.retention_max_len, kept.dlq_retention_s, kept.dlq_max_len)
-    stored = await bus.set_retention(topic, keep_s=own[0], keep_len=own[1], dlq_keep_s=own[2],
-                                     dlq_keep_len=own[3], at_least=True)
+    stored = await bus.set_retention(
+        topic, keep_s=own[0], keep_len=own[1], dlq_keep_s=own[2], dlq_keep_len=own[3], at_least=True
+    )
     keeps: Limits = (stored.keep_s, stored.keep_len, stored.dlq_keep_s, stored.dlq_keep_len)
     if kept.model_fields_set and keeps != _stored_as(own) and topic not in uses.told:
         uses.told.add(topic)  # set explicitly, yet not what the topic keeps: said once per topic
-        why = ("pinned with set_retention" if stored.pinned
-               else "another bus, or this one before, asked for more")
-        log.warning("relaybus: topic %r keeps %s (%s), not this bus's retention settings %s",
-                    topic, _shown(keeps), why, _shown(own))
+        why = (
+            "pinned with set_retention"
+            if stored.pinned
+            else "another bus, or this one before, asked for more"
+        )
+        log.warning(
+            "relaybus: topic %r keeps %s (%s), not this bus's retention settings %s",
+            topic,
+            _shown(keeps),
+            why,
+            _shown(own),
+        )
 
 
 def _stored_as(limits: Limits) -> Limits:
     """Seconds as stored: whole milliseconds."""
     keep_s, keep_len, dlq_keep_s, dlq_keep_len = limits
-    return (None if keep_s is None else int(keep_s * 1000) / 1000, keep_len,
-            None if dlq_keep_s is None else int(dlq_keep_s * 1000) / 1000, dlq_keep_len)
+    return (
+        None if keep_s is None else int(keep_s * 1000) / 1000,
+        keep_len,
+        None if dlq_keep_s is None else int(dlq_keep_s * 1000) / 1000,
+        dlq_keep_len,
+    )
 
 
 def _shown(limits: Limits) -> str:
@@ -115,12 +132,16 @@ async def on_cleanup(bus: Bus) -> None:
     memory = await bus.memory()
     if memory.maxmemory_policy != "noeviction" and bus not in _warned:
         _warned.add(bus)
-        log.warning("Redis maxmemory-policy is %r: under memory pressure Redis may evict whole "
-                    "streams (messages lost); set it to 'noeviction'", memory.maxmemory_policy)
+        log.warning(
+            "Redis maxmemory-policy is %r: under memory pressure Redis may evict whole "
+            "streams (messages lost); set it to 'noeviction'",
+            memory.maxmemory_policy,
+        )
     pressed = memory.pressure is not None and memory.pressure >= config.memory_pressure_ratio
     if pressed:
-        log.warning("Redis memory at %.0f%% of maxmemory: trimming all consumed history",
-                    100 * (memory.pressure or 0))
+        log.warning(
+            "Redis memory at %.0f%% of maxmemory: trimming all consumed history", 100 * (memory.pressure or 0)
+        )
     uses, refused = _of(bus), []
     for topic in sorted(uses.topics):  # again each time: Redis may have restarted empty
         try:
@@ -133,8 +154,9 @@ async def on_cleanup(bus: Bus) -> None:
         except ResponseError as exc:
             refused.append(f"trimming {topic!r}: {exc}")
     if refused:
-        raise RelayBusError(f"retention failed for {len(refused)} topic(s), the others were done: "
-                            + "; ".join(refused[:3]))
+        raise RelayBusError(
+            f"retention failed for {len(refused)} topic(s), the others were done: " + "; ".join(refused[:3])
+        )
 
 
 async def _trim(bus: Bus, topic: str, pressed: bool) -> None:

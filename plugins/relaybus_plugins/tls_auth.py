@@ -38,8 +38,9 @@ class TlsSettings(BaseModel):
         config: BusConfig | None = (info.context or {}).get("config")
         for name in FILES:
             if getattr(self, name) is not None and config is not None and not config.deployment.tls:
-                raise ValueError(f"{name} is set but the url is not rediss:// (or rediss+...): "
-                                 "it would be ignored")
+                raise ValueError(
+                    f"{name} is set but the url is not rediss:// (or rediss+...): it would be ignored"
+                )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile needs ssl_certfile")
         return self

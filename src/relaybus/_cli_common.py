@@ -55,8 +55,12 @@ class _Console(Console):
 console = _Console()  # results, on stdout
 err = _Console(stderr=True)  # errors and progress, on stderr: stdout stays machine-readable
 
-URL = typer.Option(DEFAULT_URL, "--redis-url", envvar="RELAYBUS_URL",
-                   help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.")
+URL = typer.Option(
+    DEFAULT_URL,
+    "--redis-url",
+    envvar="RELAYBUS_URL",
+    help="Redis URL; default: env RELAYBUS_URL, else redis://localhost:6379/0.",
+)
 PREFIX = typer.Option("relaybus", "--prefix", help="Key prefix; nothing outside it is touched.")
 
 
@@ -148,11 +152,16 @@ class OutageNotice:
     def on_connection_state(self, new: str, error: str | None) -> None:
         if new != "connected" and self.since is None:
             self.since = time.monotonic()
-            err.print(f"[yellow]warning:[/] Redis unreachable ({escape(error or new)}); retrying until it "
-                      "is back (Ctrl-C stops)", soft_wrap=True)
+            err.print(
+                f"[yellow]warning:[/] Redis unreachable ({escape(error or new)}); retrying until it "
+                "is back (Ctrl-C stops)",
+                soft_wrap=True,
+            )
         elif new == "connected" and self.since is not None:
-            err.print(f"Redis reachable again after {time.monotonic() - self.since:.1f}s; carrying on",
-                      soft_wrap=True)
+            err.print(
+                f"Redis reachable again after {time.monotonic() - self.since:.1f}s; carrying on",
+                soft_wrap=True,
+            )
             self.since = None
 
 
@@ -203,8 +212,12 @@ def parse_headers(pairs: list[str] | None) -> dict[str, str]:
     return headers
 
 
-async def with_progress(label: str, job: Awaitable[T], total: int | None = None,
-                        done_so_far: Callable[[], Awaitable[int]] | None = None) -> T:
+async def with_progress(
+    label: str,
+    job: Awaitable[T],
+    total: int | None = None,
+    done_so_far: Callable[[], Awaitable[int]] | None = None,
+) -> T:
     """Run `job` under a progress display on stderr: a bar polling `done_so_far` against
     `total`, or a spinner with the elapsed time. The display is gone when the job ends;
     with stderr not a terminal there is none."""

@@ -8,15 +8,28 @@ from rich.markup import escape
 from ._cli_common import PREFIX, URL, ctrl_c, err, long_running, require_extra, run, tool_bus
 from ._cli_common import console as out
 
-HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on; the default, loopback, keeps "
-                    "it to this machine. Anyone who can reach it reads every message.")
+HOST = typer.Option(
+    "127.0.0.1",
+    "--host",
+    help="Address to listen on; the default, loopback, keeps "
+    "it to this machine. Anyone who can reach it reads every message.",
+)
 PORT = typer.Option(9752, "--port", min=1, max=65535, help="Port to listen on.")
-TOKEN = typer.Option(None, "--admin-token", envvar="RELAYBUS_DASHBOARD_TOKEN", show_default=False,
-                     help="Token the page must send to replay or purge dead letters (env "
-                          "RELAYBUS_DASHBOARD_TOKEN keeps it out of `ps`); without it, read-only.")
-ALLOWED_HOST = typer.Option(None, "--allowed-host", help="A Host name the dashboard also answers "
-                            "(repeat it); it always answers the --host address, localhost, 127.0.0.1 "
-                            "and [::1], and refuses any other name (DNS rebinding).")
+TOKEN = typer.Option(
+    None,
+    "--admin-token",
+    envvar="RELAYBUS_DASHBOARD_TOKEN",
+    show_default=False,
+    help="Token the page must send to replay or purge dead letters (env "
+    "RELAYBUS_DASHBOARD_TOKEN keeps it out of `ps`); without it, read-only.",
+)
+ALLOWED_HOST = typer.Option(
+    None,
+    "--allowed-host",
+    help="A Host name the dashboard also answers "
+    "(repeat it); it always answers the --host address, localhost, 127.0.0.1 "
+    "and [::1], and refuses any other name (DNS rebinding).",
+)
 
 
 def _origin(host: str, port: int) -> str:
@@ -45,17 +58,30 @@ def dashboard(
         try:
             await bus.connect()  # Redis unreachable: one line here, not a traceback at startup
             long_running(bus)  # later: the sampler and the pages wait it out, this says so once
-            app = create_app(bus, admin_token, host=host,  # its lifespan keeps the bus, then closes it
-                             allowed_hosts=allowed_host or ())
-            out.print(f"relaybus dashboard on [bold]{_origin(host, port)}/[/] - prefix {prefix!r} on "
-                      f"{shown_url(redis_url)}; replay and purge "
-                      f"{'need the admin token' if admin_token else 'are off (no --admin-token)'}",
-                      soft_wrap=True, markup=True, highlight=False)
+            app = create_app(
+                bus,
+                admin_token,
+                host=host,  # its lifespan keeps the bus, then closes it
+                allowed_hosts=allowed_host or (),
+            )
+            out.print(
+                f"relaybus dashboard on [bold]{_origin(host, port)}/[/] - prefix {prefix!r} on "
+                f"{shown_url(redis_url)}; replay and purge "
+                f"{'need the admin token' if admin_token else 'are off (no --admin-token)'}",
+                soft_wrap=True,
+                markup=True,
+                highlight=False,
+            )
             if not is_loopback(host):
-                err.print(f"[yellow]warning:[/] listening on {escape(host)}, beyond this machine: anyone "
-                          "who can reach it reads every message; it answers the Host names "
-                          f"{escape(', '.join(host_names(host, allowed_host or ())))} (add others with "
-                          "--allowed-host)", soft_wrap=True, markup=True, highlight=False)
+                err.print(
+                    f"[yellow]warning:[/] listening on {escape(host)}, beyond this machine: anyone "
+                    "who can reach it reads every message; it answers the Host names "
+                    f"{escape(', '.join(host_names(host, allowed_host or ())))} (add others with "
+                    "--allowed-host)",
+                    soft_wrap=True,
+                    markup=True,
+                    highlight=False,
+                )
             await serve(app, sock, stop)
         finally:
             sock.close()

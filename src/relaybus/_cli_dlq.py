@@ -17,8 +17,12 @@ from .message import Message
 
 app = typer.Typer(help="Dead letters of a topic: list, replay, purge.", no_args_is_help=True)
 TOPIC = typer.Argument(..., help="The topic whose dead letters to act on.")
-IDS = typer.Option(None, "--id", help="Only this message (or DLQ entry) id; repeatable. Default: all. "
-                   "An id that names no dead letter is an error, and nothing is replayed.")
+IDS = typer.Option(
+    None,
+    "--id",
+    help="Only this message (or DLQ entry) id; repeatable. Default: all. "
+    "An id that names no dead letter is an error, and nothing is replayed.",
+)
 
 
 @contextlib.asynccontextmanager
@@ -73,22 +77,25 @@ def replay(
                 kept = list(dict.fromkeys(m.id for m in dead if FOREIGN in m.headers and m.id in ids))
                 if kept:  # listed with their entry ids as ids
                     named, many = ", ".join(repr(i) for i in kept), len(kept) > 1
-                    raise ValueError(f"dead letter{'s' * many} {named} of {topic!r} "
-                                     f"{'do' if many else 'does'} not decode and cannot be replayed "
-                                     f"(`relaybus dlq list {topic}` shows why); nothing was replayed")
+                    raise ValueError(
+                        f"dead letter{'s' * many} {named} of {topic!r} "
+                        f"{'do' if many else 'does'} not decode and cannot be replayed "
+                        f"(`relaybus dlq list {topic}` shows why); nothing was replayed"
+                    )
                 known = {i for m in dead if FOREIGN not in m.headers for i in (m.id, m.entry_id)}
                 missing = list(dict.fromkeys(i for i in ids if i not in known))
                 if missing:
                     named = ", ".join(repr(i) for i in missing)
-                    raise ValueError(f"no dead letter of {topic!r} has the id{'s' * (len(missing) > 1)} "
-                                     f"{named}; nothing was replayed")
+                    raise ValueError(
+                        f"no dead letter of {topic!r} has the id{'s' * (len(missing) > 1)} "
+                        f"{named}; nothing was replayed"
+                    )
             total = min(before, len(ids)) if ids else before
 
             async def done() -> int:  # replay deletes each entry from the DLQ as it goes
                 return min(total, before - int(await bus.redis.xlen(key)))
 
-            return await with_progress(f"replaying {topic}", bus.replay_dead_letters(topic, ids),
-                                       total, done)
+            return await with_progress(f"replaying {topic}", bus.replay_dead_letters(topic, ids), total, done)
 
     err.print(f"replayed {run(job())} dead letters of {topic!r}")
 

@@ -56,19 +56,28 @@ def publish(
         body = parse_json(sys.stdin.read() if payload == "-" else payload, "the payload")
         headers = parse_headers(header)
         async with tool_bus(redis_url, prefix) as bus:
-            return await bus.publish(topic, body, priority=priority, ttl=ttl, delay=delay,
-                                     dedup_key=dedup_key, headers=headers or None)
+            return await bus.publish(
+                topic,
+                body,
+                priority=priority,
+                ttl=ttl,
+                delay=delay,
+                dedup_key=dedup_key,
+                headers=headers or None,
+            )
 
     print(run(job()))
 
 
 def tail(
     pattern: str = typer.Argument(..., help="A topic, or a glob pattern of topics ('agents.*')."),
-    group: str | None = typer.Option(None, "--group", "-g",
-                                     help="Consume as this consumer group and ack what is shown."),
+    group: str | None = typer.Option(
+        None, "--group", "-g", help="Consume as this consumer group and ack what is shown."
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep going until Ctrl-C."),
-    count: int = typer.Option(10, "--count", "-n", min=1,
-                              help="Messages to show (with --group and --follow: per read)."),
+    count: int = typer.Option(
+        10, "--count", "-n", min=1, help="Messages to show (with --group and --follow: per read)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     redis_url: str = URL,
     prefix: str = PREFIX,
@@ -147,8 +156,11 @@ def stats(
 
 
 def cleanup(
-    as_json: bool = typer.Option(False, "--json", help="Print each topic's length and dead letters "
-                                 "before and after, as one JSON object."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print each topic's length and dead letters before and after, as one JSON object.",
+    ),
     redis_url: str = URL,
     prefix: str = PREFIX,
 ) -> None:
@@ -162,9 +174,15 @@ def cleanup(
             after = {t.topic: t for t in (await bus.stats(names)).topics} if as_json else {}
             # the hooks report nothing of what they did: the topics' lengths around them do
             return len(names), [
-                {"topic": t.topic, "length_before": t.length, "length_after": after[t.topic].length,
-                 "dlq_length_before": t.dlq_length, "dlq_length_after": after[t.topic].dlq_length}
-                for t in before]
+                {
+                    "topic": t.topic,
+                    "length_before": t.length,
+                    "length_after": after[t.topic].length,
+                    "dlq_length_before": t.dlq_length,
+                    "dlq_length_after": after[t.topic].dlq_length,
+                }
+                for t in before
+            ]
 
     started = time.perf_counter()
     n, report = run(job())
@@ -177,8 +195,12 @@ def cleanup(
 
 def retention(
     topic: str = typer.Argument(..., help="The topic."),
-    set_: bool = typer.Option(False, "--set", help="Store the limits given (pinned: buses' settings no "
-                              "longer change them); a limit not given is none."),
+    set_: bool = typer.Option(
+        False,
+        "--set",
+        help="Store the limits given (pinned: buses' settings no "
+        "longer change them); a limit not given is none.",
+    ),
     keep_s: float | None = typer.Option(None, "--keep-s", min=0, help="Consumed history kept this long."),
     keep_len: int | None = typer.Option(None, "--keep-len", min=0, help="Consumed entries kept per stream."),
     dlq_keep_s: float | None = typer.Option(None, "--dlq-keep-s", min=0, help="Dead letters kept this long."),
@@ -194,9 +216,13 @@ def retention(
         if not set_ and (keep_s, keep_len, dlq_keep_s, dlq_keep_len) != (None,) * 4:
             raise ValueError("give --set to store a retention; without it the command only shows it")
         async with tool_bus(redis_url, prefix) as bus:
-            stored = (await bus.set_retention(topic, keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s,
-                                              dlq_keep_len=dlq_keep_len)
-                      if set_ else await bus.retention(topic))
+            stored = (
+                await bus.set_retention(
+                    topic, keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len
+                )
+                if set_
+                else await bus.retention(topic)
+            )
         return "null" if stored is None else stored.model_dump_json()
 
     print(run(job()))
@@ -205,8 +231,9 @@ def retention(
 def metrics(
     port: int = typer.Option(9751, "--port", help="Port of the /metrics endpoint."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every one)."),
-    interval: float = typer.Option(15.0, "--interval", min=0.1,
-                                   help="Seconds between queue-gauge refreshes from stats."),
+    interval: float = typer.Option(
+        15.0, "--interval", min=0.1, help="Seconds between queue-gauge refreshes from stats."
+    ),
     redis_url: str = URL,
     prefix: str = PREFIX,
 ) -> None:
@@ -237,8 +264,10 @@ def metrics(
                     try:
                         await outlasting(bus, stop, functools.partial(refresh, bus))
                     except Exception as exc:  # keep serving the last numbers; their timestamp ages
-                        err.print(f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: "
-                                  f"{escape(str(exc))}")
+                        err.print(
+                            f"[yellow]warning:[/] stats refresh failed: {type(exc).__name__}: "
+                            f"{escape(str(exc))}"
+                        )
                     await pause(stop, interval)
             finally:
                 server.shutdown()

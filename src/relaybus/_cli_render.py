@@ -72,8 +72,9 @@ def message_line(message: Message) -> Text:
     extra = [f"priority={message.priority}"] if message.priority else []
     extra += [f"attempt={message.attempt}"] if message.attempt > 1 else []
     extra += [f"{k}={v}" for k, v in sorted(message.headers.items())]
-    line = Text.assemble((clock(message.created_at), "dim"), " ", (message.topic, "cyan"), " ",
-                         (message.id, "dim"))
+    line = Text.assemble(
+        (clock(message.created_at), "dim"), " ", (message.topic, "cyan"), " ", (message.id, "dim")
+    )
     if extra:
         line.append(" " + " ".join(extra), style="yellow")
     line.append(" " + payload_text(message.payload))
@@ -102,23 +103,42 @@ def _topic_tables(stats: BusStats) -> list[Table]:
     """A table of topics and one of consumer groups (if any), a row each."""
     topics = Table(title=f"topics under prefix {stats.prefix!r}", title_justify="left")
     for column in ("topic", "length", "delayed", "dlq", "memory", "expired/filtered/dropped"):
-        topics.add_column(column, justify="left" if column == "topic" else "right",
-                          overflow="fold" if column == "topic" else "ellipsis", no_wrap=column != "topic")
+        topics.add_column(
+            column,
+            justify="left" if column == "topic" else "right",
+            overflow="fold" if column == "topic" else "ellipsis",
+            no_wrap=column != "topic",
+        )
     widest = min(30, max((len(t.topic) for t in stats.topics), default=5))
     topics.columns[0].min_width = widest
     groups = Table(title="consumer groups", title_justify="left")
     for column in ("topic", "group", "consumers", "pending", "lag", "oldest pending"):
         text = column in ("topic", "group")
-        groups.add_column(column, justify="left" if text else "right",
-                          overflow="fold" if text else "ellipsis", no_wrap=not text,
-                          min_width=widest if column == "topic" else None)
+        groups.add_column(
+            column,
+            justify="left" if text else "right",
+            overflow="fold" if text else "ellipsis",
+            no_wrap=not text,
+            min_width=widest if column == "topic" else None,
+        )
     for t in stats.topics:
-        topics.add_row(Text(t.topic), f"{t.length:,}", f"{t.delayed:,}",
-                       f"[red]{t.dlq_length:,}[/]" if t.dlq_length else "0", size(t.memory_bytes),
-                       _counts(t))
+        topics.add_row(
+            Text(t.topic),
+            f"{t.length:,}",
+            f"{t.delayed:,}",
+            f"[red]{t.dlq_length:,}[/]" if t.dlq_length else "0",
+            size(t.memory_bytes),
+            _counts(t),
+        )
         for g in t.groups:
-            groups.add_row(Text(t.topic), Text(g.name), str(g.consumers), f"{g.pending:,}",
-                           "?" if g.lag is None else f"{g.lag:,}", age(g.oldest_pending_age_s))
+            groups.add_row(
+                Text(t.topic),
+                Text(g.name),
+                str(g.consumers),
+                f"{g.pending:,}",
+                "?" if g.lag is None else f"{g.lag:,}",
+                age(g.oldest_pending_age_s),
+            )
     return [topics, groups] if groups.row_count else [topics]
 
 
@@ -129,15 +149,26 @@ def _topic_list(stats: BusStats) -> RenderableType:
     for t in stats.topics:
         parts.append(Text(t.topic, style="bold cyan", overflow="fold"))
         dlq = Text(f"dlq {t.dlq_length:,}", style="red" if t.dlq_length else "")
-        numbers = Text.assemble(f"length {t.length:,}, delayed {t.delayed:,}, ", dlq,
-                                f", memory {size(t.memory_bytes)}, expired/filtered/dropped {_counts(t)}")
+        numbers = Text.assemble(
+            f"length {t.length:,}, delayed {t.delayed:,}, ",
+            dlq,
+            f", memory {size(t.memory_bytes)}, expired/filtered/dropped {_counts(t)}",
+        )
         parts.append(Padding(numbers, (0, 0, 0, 2), expand=False))
         for g in t.groups:
             lag = "?" if g.lag is None else f"{g.lag:,}"
-            parts.append(Padding(Text.assemble(
-                ("group ", "dim"), (g.name, "bold"),
-                f": consumers {g.consumers}, pending {g.pending:,}, lag {lag}, "
-                f"oldest pending {age(g.oldest_pending_age_s)}"), (0, 0, 0, 2), expand=False))
+            parts.append(
+                Padding(
+                    Text.assemble(
+                        ("group ", "dim"),
+                        (g.name, "bold"),
+                        f": consumers {g.consumers}, pending {g.pending:,}, lag {lag}, "
+                        f"oldest pending {age(g.oldest_pending_age_s)}",
+                    ),
+                    (0, 0, 0, 2),
+                    expand=False,
+                )
+            )
     return Group(*parts)
 
 
@@ -147,14 +178,20 @@ def stats_view(stats: BusStats) -> RenderableType:
     memory = stats.server.memory
     limit = f"of {size(memory.maxmemory)}" if memory.maxmemory else "(no maxmemory)"
     parts: list[RenderableType] = [
-        _Fitting(_topic_tables(stats), _topic_list(stats)) if stats.topics
+        _Fitting(_topic_tables(stats), _topic_list(stats))
+        if stats.topics
         else Text("no topics under this prefix", style="dim"),
     ]
     server = stats.server
     name = "Valkey" if server.server_name == "valkey" else "Redis"
-    parts.append(Text(f"{name} {server.server_version}, {server.connected_clients} clients, "
-                      f"{size(memory.used_memory)} used {limit}, maxmemory-policy "
-                      f"{memory.maxmemory_policy}", style="dim"))
+    parts.append(
+        Text(
+            f"{name} {server.server_version}, {server.connected_clients} clients, "
+            f"{size(memory.used_memory)} used {limit}, maxmemory-policy "
+            f"{memory.maxmemory_policy}",
+            style="dim",
+        )
+    )
     parts += [Text(f"! {r}", style="yellow") for r in stats.recommendations]
     return Group(*parts)
 
@@ -173,6 +210,9 @@ def dead_letters_view(topic: str, dead: list[Message]) -> Table:
         where = f"\ngroup {h.get('x-dead-group', '?')}, attempt {h.get('x-dead-attempts', '?')}"
         dead_at = h.get("x-dead-dead-at")
         where += f"\n{_clock_text(dead_at)}" if dead_at else ""
-        table.add_row(Text.assemble(m.id, (where, "dim")), Text(": ".join(w for w in why if w)),
-                      Text(payload_text(m.payload, PAYLOAD_WIDTH)))
+        table.add_row(
+            Text.assemble(m.id, (where, "dim")),
+            Text(": ".join(w for w in why if w)),
+            Text(payload_text(m.payload, PAYLOAD_WIDTH)),
+        )
     return table

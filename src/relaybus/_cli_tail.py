@@ -28,8 +28,9 @@ def no_match(bus: Bus, pattern: str) -> ValueError:
     return ValueError(f"no topic under prefix {bus.config.prefix!r} matches {pattern!r}")
 
 
-async def consume(bus: Bus, pattern: str, group: str, count: int, follow: asyncio.Event | None,
-                  show: Show) -> None:
+async def consume(
+    bus: Bus, pattern: str, group: str, count: int, follow: asyncio.Event | None, show: Show
+) -> None:
     """Read as `group` and ack what was shown: `count` messages at most, or with `follow`
     until that event is set (then `count` is the batch size), waiting out a Redis outage.
     A failed ack is tried again, not the read: what was shown is not shown again."""
@@ -71,8 +72,9 @@ async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None
         if not topics and not follow:
             raise no_match(bus, pattern)
         cursors = await _positions(bus, topics, {}, first=True)  # before the history: nothing falls between
-        latest = sorted([m for t in topics for m in await bus.history(t, limit=count)],
-                        key=lambda m: (m.created_at, m.id))[-count:]
+        latest = sorted(
+            [m for t in topics for m in await bus.history(t, limit=count)], key=lambda m: (m.created_at, m.id)
+        )[-count:]
         return cursors, latest
 
     started = await outlasting(bus, follow, start)
@@ -98,8 +100,9 @@ async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None
         await pause(follow, POLL_S)
 
 
-async def _poll(bus: Bus, pattern: str, cursors: dict[str, bytes],
-                discover: bool) -> tuple[dict[str, bytes], list[Message]]:
+async def _poll(
+    bus: Bus, pattern: str, cursors: dict[str, bytes], discover: bool
+) -> tuple[dict[str, bytes], list[Message]]:
     """One look: with `discover`, for new topics and lanes first; then what was appended
     after the cursors, and the cursors past it. `cursors` is left as it was, so a look
     that fails half-way skips nothing."""
@@ -108,9 +111,7 @@ async def _poll(bus: Bus, pattern: str, cursors: dict[str, bytes],
     return await _appended(bus, cursors)
 
 
-async def _positions(
-    bus: Bus, topics: list[str], known: dict[str, bytes], first: bool
-) -> dict[str, bytes]:
+async def _positions(bus: Bus, topics: list[str], known: dict[str, bytes], first: bool) -> dict[str, bytes]:
     """Where to read on from in every stream (topic and priority lanes) of `topics`: on the
     first look, after its last entry; a stream found later, from its beginning (all new)."""
     out = dict(known)

@@ -19,8 +19,7 @@ def seconds(name: str, value: Any, *, positive: bool = False, at_most: float = T
         value = math.inf
     if not math.isfinite(value) or value < 0 or (positive and value == 0) or value > at_most:
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number of seconds {bound} and <= {at_most:g}, "
-                         f"got {value}")
+        raise ValueError(f"{name} must be a finite number of seconds {bound} and <= {at_most:g}, got {value}")
     return float(value)
 
 

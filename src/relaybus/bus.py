@@ -72,8 +72,10 @@ def _reports_unavailable(
         except ResponseError as exc:
             if not redis_full(exc):
                 raise
-            raise RedisFullError(f"{method.__name__}(): Redis's memory is full (maxmemory with "
-                                 "noeviction) and it refused the write; nothing was changed") from None
+            raise RedisFullError(
+                f"{method.__name__}(): Redis's memory is full (maxmemory with "
+                "noeviction) and it refused the write; nothing was changed"
+            ) from None
 
     return guarded
 
@@ -141,10 +143,19 @@ class Bus:
             return made
 
         wake_client = dedicated()
-        ctx = Context(bus=self, config=self.config, keys=self.keys, redis=client, dedicated=dedicated,
-                      scripts=Scripts(client), health=self.health, plugins=self.plugins,
-                      doorbell=Doorbell(wake_client, self.keys, self.health),
-                      consumer=self.consumer, counters=self.counters)
+        ctx = Context(
+            bus=self,
+            config=self.config,
+            keys=self.keys,
+            redis=client,
+            dedicated=dedicated,
+            scripts=Scripts(client),
+            health=self.health,
+            plugins=self.plugins,
+            doorbell=Doorbell(wake_client, self.keys, self.health),
+            consumer=self.consumer,
+            counters=self.counters,
+        )
         publisher = Publisher(ctx)
         try:
             await asyncio.wait_for(client.ping(), self.config.connect_timeout)
@@ -196,8 +207,14 @@ class Bus:
 
     async def _connection_changed(self, old: str, new: str, error: str | None) -> None:
         level = logging.INFO if new == "connected" else logging.WARNING
-        log.log(level, "relaybus connection to %s: %s -> %s%s", redact_url(self.config.url), old, new,
-                f" ({error})" if error else "")
+        log.log(
+            level,
+            "relaybus connection to %s: %s -> %s%s",
+            redact_url(self.config.url),
+            old,
+            new,
+            f" ({error})" if error else "",
+        )
         if self._ctx is not None:
             await self.plugins.call.on_connection_state(self, old, new, error)
 
@@ -297,8 +314,16 @@ class Bus:
         `dedup_window_s`), nothing is appended and the original message's id returns.
         """
         ids = await self.publisher.publish(
-            topic, [payload], priority=priority, ttl=ttl, delay=delay, dedup_key=dedup_key,
-            headers=headers, sender=sender, correlation_id=correlation_id, reply_to=reply_to,
+            topic,
+            [payload],
+            priority=priority,
+            ttl=ttl,
+            delay=delay,
+            dedup_key=dedup_key,
+            headers=headers,
+            sender=sender,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
             dedup_window=dedup_window,
         )
         return ids[0]
@@ -332,18 +357,31 @@ class Bus:
         """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         self._load_plugins()
-        declared = settings.owners(self.plugins.call.subscription_options(), SUBSCRIBE_KEYWORDS,
-                                   "subscription_options", "subscribe option")
+        declared = settings.owners(
+            self.plugins.call.subscription_options(),
+            SUBSCRIBE_KEYWORDS,
+            "subscription_options",
+            "subscribe option",
+        )
         checked = settings.options(options, declared, SUBSCRIBE_KEYWORDS)
 
         def register(handler: Handler) -> Handler:
             subscription = Subscription(
-                topics=names, group=group, handler=handler, concurrency=concurrency,
-                prefetch=prefetch, filter=filter, model=model, start=start, options=checked,
+                topics=names,
+                group=group,
+                handler=handler,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                filter=filter,
+                model=model,
+                start=start,
+                options=checked,
             )
             if filter is not None and not self.plugins.call.filters():
-                raise FilterError("filter= was given but no plugin implements the filter hook "
-                                  "(is the 'filters' plugin disabled?)")
+                raise FilterError(
+                    "filter= was given but no plugin implements the filter hook "
+                    "(is the 'filters' plugin disabled?)"
+                )
             self.plugins.call.on_subscribe(self, subscription)
             self._subscriptions.append(subscription)
             return handler
@@ -353,7 +391,12 @@ class Bus:
     # -- request / reply ---------------------------------------------------------
 
     async def request(  # `timeout`: the contract's name (the wait is the bus's own)
-        self, topic: str, payload: Any, *, timeout: float = 30.0, priority: int = 0,  # noqa: ASYNC109
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+        priority: int = 0,
         headers: dict[str, str] | None = None,
     ) -> Message:
         """Publish a request and wait for the reply (`reply` in the handler); the request
@@ -366,9 +409,15 @@ class Bus:
             inbox = self._inbox = replies.Inbox(self._engine)
 
         async def publish(correlation_id: str, token: str) -> None:
-            await self.publish(topic, payload, priority=priority, ttl=timeout, reply_to=inbox.address,
-                               correlation_id=correlation_id,
-                               headers={**(headers or {}), replies.TOKEN: token})
+            await self.publish(
+                topic,
+                payload,
+                priority=priority,
+                ttl=timeout,
+                reply_to=inbox.address,
+                correlation_id=correlation_id,
+                headers={**(headers or {}), replies.TOKEN: token},
+            )
 
         return await inbox.ask(publish, timeout, repr(topic))
 
@@ -381,8 +430,12 @@ class Bus:
             raise ValueError("reply() needs a delivered request: a Message with reply_to set")
         inbox = replies.inbox_of(message.reply_to)
         if inbox is None:
-            return await self.publish(message.reply_to, payload, headers=headers,
-                                      correlation_id=message.correlation_id or message.id)
+            return await self.publish(
+                message.reply_to,
+                payload,
+                headers=headers,
+                correlation_id=message.correlation_id or message.id,
+            )
         answer = replies.answer(message, payload, headers, self.consumer)
         return await replies.send(self._engine, inbox, answer)
 
@@ -430,8 +483,17 @@ class Bus:
         if block_ms is not None:
             arguments.count("block_ms", block_ms, least=0)
         arguments.choice("start", start, ("earliest", "latest"))
-        args = (self._engine, self.groups, self.settlement, topic, group, consumer or self.consumer,
-                count, block_ms or 0, start)
+        args = (
+            self._engine,
+            self.groups,
+            self.settlement,
+            topic,
+            group,
+            consumer or self.consumer,
+            count,
+            block_ms or 0,
+            start,
+        )
         try:
             return await pull.read(*args)
         except ResponseError as exc:
@@ -445,9 +507,7 @@ class Bus:
         return await self.settlement.acked(messages)
 
     @_reports_unavailable
-    async def dead_letter(
-        self, message: Message, reason: str, error: BaseException | None = None
-    ) -> bool:
+    async def dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
         """Move a delivered message to its topic's DLQ (append + ack in one script)."""
         return await self.settlement.dead_lettered(message, reason, error)
 
@@ -541,8 +601,14 @@ class Bus:
 
     @_reports_unavailable
     async def set_retention(
-        self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None,
-        dlq_keep_s: float | None = None, dlq_keep_len: int | None = None, at_least: bool = False,
+        self,
+        topic: str,
+        *,
+        keep_s: float | None = None,
+        keep_len: int | None = None,
+        dlq_keep_s: float | None = None,
+        dlq_keep_len: int | None = None,
+        at_least: bool = False,
     ) -> Retention:
         """Store on the topic what cleanup keeps of it, whatever process runs cleanup:
         consumed history by age (`keep_s`) and length (`keep_len`), dead letters likewise;
@@ -553,8 +619,9 @@ class Bus:
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
         _check_keep(dlq_keep_s, dlq_keep_len, "dlq_")
-        wanted = retained.Retention(keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s,
-                                    dlq_keep_len=dlq_keep_len)
+        wanted = retained.Retention(
+            keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len
+        )
         return await retained.set_retention(self._engine, topic, wanted, at_least)
 
     @_reports_unavailable
@@ -617,5 +684,8 @@ class Bus:
 
 
 # what subscribe() takes itself: a plugin's subscription_options cannot claim these
-SUBSCRIBE_KEYWORDS = tuple(name for name, p in inspect.signature(Bus.subscribe).parameters.items()
-                           if p.kind is inspect.Parameter.KEYWORD_ONLY)
+SUBSCRIBE_KEYWORDS = tuple(
+    name
+    for name, p in inspect.signature(Bus.subscribe).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)

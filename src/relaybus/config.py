@@ -39,7 +39,10 @@ class BusConfig(BaseSettings):
     """Configuration of one Bus. Durations are seconds unless the name ends in `_ms`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RELAYBUS_", extra="forbid", validate_default=True, frozen=True,
+        env_prefix="RELAYBUS_",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
         hide_input_in_errors=True,  # an input may hold a password
         allow_inf_nan=False,  # socket_timeout=inf would fail deep in asyncio; nan compares false
     )
@@ -48,8 +51,8 @@ class BusConfig(BaseSettings):
     url: str = Field(
         "redis://localhost:6379/0",
         description="Redis URL: redis://, rediss://, unix://; redis+cluster://host:port[,host:port...] "
-                    "(Cluster seed nodes); redis+sentinel://host:port[,host:port...]/service[/db] "
-                    "(the sentinels and the master's name); rediss+ for TLS.",
+        "(Cluster seed nodes); redis+sentinel://host:port[,host:port...]/service[/db] "
+        "(the sentinels and the master's name); rediss+ for TLS.",
     )
     prefix: str = Field("relaybus", description="Key prefix; the bus touches nothing outside it.")
     consumer_name: str | None = Field(
@@ -59,9 +62,11 @@ class BusConfig(BaseSettings):
         30_000, ge=100, description="A message pending this long in a consumer is reclaimed."
     )
     block_ms: int = Field(
-        500, ge=10, le=60_000,
+        500,
+        ge=10,
+        le=60_000,
         description="Unused since the consume engine waits for wake-ups instead of blocking in Redis "
-                    "(docs/consuming.md); accepted so existing configurations keep working.",
+        "(docs/consuming.md); accepted so existing configurations keep working.",
     )
     max_message_bytes: int = Field(1 << 20, ge=64, description="Largest encoded message accepted.")
     max_queue_size: int | None = Field(
@@ -92,23 +97,28 @@ class BusConfig(BaseSettings):
     periodic_cleanup: bool = Field(
         True,
         description="Run the on_cleanup hooks every cleanup_interval_s while open; False for a tool "
-                    "(dashboard, metrics, tail): `bus.cleanup()` still runs them when called.",
+        "(dashboard, metrics, tail): `bus.cleanup()` still runs them when called.",
     )
     memory_pressure_ratio: float = Field(
-        0.8, gt=0, le=1,
+        0.8,
+        gt=0,
+        le=1,
         description="used_memory / maxmemory at which cleanup drops all consumed history.",
     )
     publish_timeout_s: float = Field(
-        5.0, ge=0,
+        5.0,
+        ge=0,
         description="How long publish retries (idempotently) while Redis is unreachable before it "
-                    "raises BusUnavailableError or uses the outbox; 0: one attempt.",
+        "raises BusUnavailableError or uses the outbox; 0: one attempt.",
     )
     min_replicas_acked: int = Field(
-        0, ge=0,
+        0,
+        ge=0,
         description="A publish returns only once WAIT confirms this many replicas hold it; 0: no WAIT.",
     )
     replica_ack_timeout_ms: int = Field(
-        1000, ge=1,
+        1000,
+        ge=1,
         description="How long a publish waits for min_replicas_acked replicas before ReplicationError.",
     )
     health_check_interval_s: float = Field(
@@ -125,8 +135,9 @@ class BusConfig(BaseSettings):
         None, description="ACL user on the sentinels themselves (redis+sentinel:// only)."
     )
     sentinel_password: SecretStr | None = Field(
-        None, description="Password of the sentinels themselves (their requirepass; redis+sentinel:// only); "
-                          "the URL's credentials are the master's."
+        None,
+        description="Password of the sentinels themselves (their requirepass; redis+sentinel:// only); "
+        "the URL's credentials are the master's.",
     )
 
     @field_validator("url")
@@ -210,6 +221,7 @@ class BusConfig(BaseSettings):
         return cast(M, found)
 
     if not TYPE_CHECKING:  # plugin settings read as bus.config.<name>; typed: settings()
+
         def __getattr__(self, name: str) -> Any:
             try:
                 return super().__getattr__(name)
@@ -239,7 +251,7 @@ class BusConfig(BaseSettings):
 
 
 def _problem(err: ErrorDetails) -> str:
-    """"field: what is wrong"; a check over several fields names them itself."""
+    """ "field: what is wrong"; a check over several fields names them itself."""
     where = ".".join(str(p) for p in err["loc"])
     text = err["msg"].removeprefix("Value error, ")
     return f"{where}: {text}" if where else text

@@ -38,7 +38,11 @@ except ImportError:
 # answering (RedisClusterUnreachableError, redis-py >= 8.2; older ones raise the connection
 # error itself), or a slot without one (a failover under way) - no ConnectionError there.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, SlotNotCoveredError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    SlotNotCoveredError,
     *filter(None, [getattr(redis_exceptions, "RedisClusterUnreachableError", None)]),
 )
 
@@ -49,11 +53,14 @@ def unavailable(action: str, exc: BaseException, url: str | None = None) -> BusU
     node) - or, on a Cluster, found every connection to a node busy: redis-py's cluster
     client cannot wait for one (docs/scaling.md), and that is no outage."""
     if isinstance(exc, MaxConnectionsError):
-        return BusUnavailableError(f"{action} failed: every connection to a Redis Cluster node is busy "
-                                   "(max_connections per node); raise max_connections")
+        return BusUnavailableError(
+            f"{action} failed: every connection to a Redis Cluster node is busy "
+            "(max_connections per node); raise max_connections"
+        )
     at = f" at {redact_url(url)}" if url else ""
-    return BusUnavailableError(f"{action} failed, Redis unreachable{at}: "
-                               f"{redact_text(f'{type(exc).__name__}: {exc}')}")
+    return BusUnavailableError(
+        f"{action} failed, Redis unreachable{at}: {redact_text(f'{type(exc).__name__}: {exc}')}"
+    )
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]
@@ -79,12 +86,14 @@ class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionP
         if self._guard_password and self.connection_kwargs.get("password") is not None and not loopback(host):
             raise ConfigError(
                 f"Sentinel names {host}:{port} as master of {self.service_name!r}: a password over plain "
-                "TCP to a remote host is refused; use rediss+sentinel://, or set allow_insecure=True")
+                "TCP to a remote host is refused; use rediss+sentinel://, or set allow_insecure=True"
+            )
         return host, port
 
 
 def make_client(
-    config: BusConfig, plugin_options: Iterable[Mapping[str, Any] | None] = (),
+    config: BusConfig,
+    plugin_options: Iterable[Mapping[str, Any] | None] = (),
     max_connections: int | None = None,
 ) -> aioredis.Redis | RedisCluster:
     """A pooled client that never resends a command by itself (see the comment below),
@@ -132,19 +141,35 @@ def make_client(
         # a cluster: every new connection sends CLIENT MAINT_NOTIFICATIONS, which Redis 6.2
         # logs as an ACL denial for a least-privilege user (docs/scaling.md) and open-source
         # clusters never use.
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
-                            maint_notifications_config=MaintNotificationsConfig(enabled=False),
-                            **options, **added)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+            **options,
+            **added,
+        )
     # Sentinels answer only SENTINEL commands: the same timeouts and TLS; their own
     # credentials (sentinel_username/sentinel_password), never the master's.
     secret = config.sentinel_password
-    sentinel = Sentinel(list(where.nodes), sentinel_kwargs={
-        "socket_timeout": config.socket_timeout, "socket_connect_timeout": config.connect_timeout,
-        "ssl": where.tls, "username": config.sentinel_username,
-        "password": secret.get_secret_value() if secret is not None else None,
-        **{k: v for k, v in added.items() if k.startswith("ssl_")}})
-    pool = _SentinelBlockingPool(where.service, sentinel, db=where.db, timeout=None,
-                                 guard_password=not (where.tls or config.allow_insecure), **options, **added)
+    sentinel = Sentinel(
+        list(where.nodes),
+        sentinel_kwargs={
+            "socket_timeout": config.socket_timeout,
+            "socket_connect_timeout": config.connect_timeout,
+            "ssl": where.tls,
+            "username": config.sentinel_username,
+            "password": secret.get_secret_value() if secret is not None else None,
+            **{k: v for k, v in added.items() if k.startswith("ssl_")},
+        },
+    )
+    pool = _SentinelBlockingPool(
+        where.service,
+        sentinel,
+        db=where.db,
+        timeout=None,
+        guard_password=not (where.tls or config.allow_insecure),
+        **options,
+        **added,
+    )
     return aioredis.Redis.from_pool(pool)
 
 

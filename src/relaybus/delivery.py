@@ -74,8 +74,10 @@ class Subscription:
             try:
                 TypeAdapter(self.model)
             except Exception:
-                raise TypeError(f"model must be a type pydantic validates (a BaseModel, a dataclass, "
-                                f"list[int], ...), got {self.model!r}") from None
+                raise TypeError(
+                    f"model must be a type pydantic validates (a BaseModel, a dataclass, "
+                    f"list[int], ...), got {self.model!r}"
+                ) from None
         if self.prefetch == 0:
             self.prefetch = self.concurrency * 2
 
@@ -84,9 +86,7 @@ class Subscription:
         return tuple(t for t in self.topics if is_pattern(t))
 
     def matches(self, topic: str) -> bool:
-        return any(
-            fnmatch.fnmatchcase(topic, t) if is_pattern(t) else topic == t for t in self.topics
-        )
+        return any(fnmatch.fnmatchcase(topic, t) if is_pattern(t) else topic == t for t in self.topics)
 
     @property
     def name(self) -> str:

@@ -27,6 +27,7 @@ async def run_demo(url: str, prefix: str, console: Console, claim_idle_ms: int =
     finished_on: dict[str, int] = {}  # module -> the attempt its review finished on
 
     for bus in reviewers:
+
         @bus.subscribe("tasks.review", group="reviewers", concurrency=2)
         async def review(msg: Message, bus: Bus = bus) -> None:
             module = msg.payload["module"]
@@ -34,27 +35,32 @@ async def run_demo(url: str, prefix: str, console: Console, claim_idle_ms: int =
             await asyncio.sleep(random.uniform(0.1, 0.4))
             if module == "billing" and module not in crashed:
                 crashed.add(module)
-                console.print(f"  [red]{bus.consumer} crashed[/] reviewing [bold]{module}[/] (lost its "
-                              f"LLM connection); the bus retries it after a backoff")
+                console.print(
+                    f"  [red]{bus.consumer} crashed[/] reviewing [bold]{module}[/] (lost its "
+                    f"LLM connection); the bus retries it after a backoff"
+                )
                 raise RuntimeError("reviewer lost its LLM connection")
             finished_on[module] = msg.attempt
             verdict = random.choice(["approve", "request changes"])
-            await bus.publish("reviews.done", {"module": module, "verdict": verdict,
-                                               "by": bus.consumer}, correlation_id=msg.id)
+            await bus.publish(
+                "reviews.done",
+                {"module": module, "verdict": verdict, "by": bus.consumer},
+                correlation_id=msg.id,
+            )
 
     @monitor.subscribe("reviews.*", group="monitor")
     async def follow(msg: Message) -> None:
         done[msg.payload["module"]] = msg.payload["verdict"]
-        console.print(f"[green]monitor[/]: {msg.payload['module']} -> {msg.payload['verdict']} "
-                      f"(by {msg.payload['by']})")
+        console.print(
+            f"[green]monitor[/]: {msg.payload['module']} -> {msg.payload['verdict']} (by {msg.payload['by']})"
+        )
         if len(done) == len(TASKS):
             all_done.set()
 
     async with planner, reviewers[0], reviewers[1], monitor:
         started = time.monotonic()
         workers = [asyncio.create_task(b.run()) for b in (*reviewers, monitor)]
-        ids = await planner.publish_many("tasks.review", [{"module": m} for m in TASKS],
-                                         sender="planner")
+        ids = await planner.publish_many("tasks.review", [{"module": m} for m in TASKS], sender="planner")
         console.print(f"[magenta]planner[/] published {len(ids)} review tasks to tasks.review")
         try:
             await asyncio.wait_for(all_done.wait(), timeout=45)
@@ -71,8 +77,10 @@ def closing(reviewed: int, seconds: float, crashed: set[str], finished_on: dict[
     line += f" tasks reviewed in {seconds:.1f}s"
     for module in sorted(crashed):
         if module in finished_on:
-            line += (f"; the review of {module} that crashed was retried after a backoff and "
-                     f"finished on attempt {finished_on[module]}")
+            line += (
+                f"; the review of {module} that crashed was retried after a backoff and "
+                f"finished on attempt {finished_on[module]}"
+            )
         else:
             line += f"; the review of {module} that crashed did not finish"
     return line + "[/]"

@@ -10,9 +10,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 Kind = Literal["standalone", "cluster", "sentinel"]
 SCHEMES: dict[str, tuple[Kind, bool]] = {  # scheme -> (kind, tls)
-    "redis": ("standalone", False), "rediss": ("standalone", True), "unix": ("standalone", False),
-    "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
-    "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True),
+    "redis": ("standalone", False),
+    "rediss": ("standalone", True),
+    "unix": ("standalone", False),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
 }
 DIGITS = re.compile(r"[0-9]+")  # not str.isdigit(): that takes "²" too
 
@@ -34,21 +38,27 @@ def parse(url: str) -> Deployment:
         parts = urlsplit(url)
     except ValueError:  # urlsplit's message quotes the netloc, password included
         raise ValueError("the URL does not parse (not shown: it may hold a password)") from None
-    if "@" in url.partition("://")[2][len(parts.netloc):]:  # the userinfo ended early
-        raise ValueError("the URL has an '@' after its host: a user name or password holding / ? # "
-                         "or @ must percent-encode it (%2F %3F %23 %40) (not shown: it may hold a "
-                         "password)")
+    if "@" in url.partition("://")[2][len(parts.netloc) :]:  # the userinfo ended early
+        raise ValueError(
+            "the URL has an '@' after its host: a user name or password holding / ? # "
+            "or @ must percent-encode it (%2F %3F %23 %40) (not shown: it may hold a "
+            "password)"
+        )
     if parts.scheme not in SCHEMES:
-        raise ValueError(f"the URL must start with one of {', '.join(s + '://' for s in SCHEMES)} "
-                         f"(its scheme is {parts.scheme!r})")
+        raise ValueError(
+            f"the URL must start with one of {', '.join(s + '://' for s in SCHEMES)} "
+            f"(its scheme is {parts.scheme!r})"
+        )
     kind, tls = SCHEMES[parts.scheme]
     options = parse_qs(parts.query, keep_blank_values=True)
     # redis-py would act on any ?option - ?password= past the plain-TCP check,
     # ?ssl_cert_reqs=none turning verification off: only the database is taken.
     refused = sorted(set(options) - ({"db"} if kind == "standalone" else set()))
     if refused or parts.fragment:
-        raise ValueError(f"the URL's ?options {refused or ['#' + parts.fragment]} are not taken: "
-                         "set them as config fields (only ?db= on redis://, rediss://, unix://)")
+        raise ValueError(
+            f"the URL's ?options {refused or ['#' + parts.fragment]} are not taken: "
+            "set them as config fields (only ?db= on redis://, rediss://, unix://)"
+        )
     netloc = parts.netloc.rsplit("@", 1)[-1]  # what follows the credentials: safe to show
     if kind == "standalone":
         return Deployment(kind, tls, db=_standalone_db(parts.scheme, netloc, parts.path, options))
@@ -63,8 +73,10 @@ def parse(url: str) -> Deployment:
             raise ValueError("a Redis Cluster has database 0 only: the URL takes no other /db")
         return Deployment(kind, tls, nodes, username=user, password=password)
     if not path or len(path) > 2:
-        raise ValueError(f"{parts.scheme}:// needs the master's service name: "
-                         f"{parts.scheme}://host:port[,host:port]/service_name[/db]")
+        raise ValueError(
+            f"{parts.scheme}:// needs the master's service name: "
+            f"{parts.scheme}://host:port[,host:port]/service_name[/db]"
+        )
     db = _db(path[1], f"/{path[0]}/{path[1]}") if len(path) == 2 else 0
     return Deployment(kind, tls, nodes, path[0], db, user, password)
 
@@ -94,6 +106,7 @@ def _db(text: str, part: str) -> int:
 def _node(text: str, scheme: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not DIGITS.fullmatch(port) or not 0 < int(port) < 65536:
-        raise ValueError(f"{scheme}:// lists nodes as host:port, comma-separated, each port 1-65535 "
-                         f"(got {text!r})")
+        raise ValueError(
+            f"{scheme}:// lists nodes as host:port, comma-separated, each port 1-65535 (got {text!r})"
+        )
     return host.strip("[]"), int(port)

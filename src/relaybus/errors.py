@@ -39,8 +39,9 @@ class RequestFailedError(RelayBusError):
     told at once instead of a timeout. `error_type` and `error` are the responder's error
     type name and message (bounded), `outcome` "dead_lettered" or "dropped", `reason` why."""
 
-    def __init__(self, message: str, *, error_type: str = "", error: str = "", outcome: str = "",
-                 reason: str = "") -> None:  # defaults: an unpickled copy keeps its message
+    def __init__(
+        self, message: str, *, error_type: str = "", error: str = "", outcome: str = "", reason: str = ""
+    ) -> None:  # defaults: an unpickled copy keeps its message
         super().__init__(message)
         self.error_type = error_type
         self.error = error

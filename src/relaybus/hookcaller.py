@@ -42,8 +42,10 @@ class HookCaller:
 
     async def _each(self, hook: str, **kwargs: Any) -> list[Any]:
         """Every implementation's answer, awaited in call order; an error names the plugin."""
-        return [await self._one(hook, name, function, [kwargs[a] for a in argnames])
-                for name, function, argnames in self._impls(hook)]
+        return [
+            await self._one(hook, name, function, [kwargs[a] for a in argnames])
+            for name, function, argnames in self._impls(hook)
+        ]
 
     def _sync(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """(plugin, answer) of each implementation of a hook called where nothing can be
@@ -56,8 +58,9 @@ class HookCaller:
                 _raise_for(hook, name, exc)
             if inspect.isawaitable(answer):
                 getattr(answer, "close", lambda: None)()
-                raise PluginError(f"plugin {name!r} returned an awaitable from {hook}, "
-                                  "which must answer synchronously")
+                raise PluginError(
+                    f"plugin {name!r} returned an awaitable from {hook}, which must answer synchronously"
+                )
             answers.append((name, answer))
         return answers
 
@@ -96,9 +99,11 @@ class HookCaller:
                 _raise_for("on_publish", name, exc)
             if changed is not None:
                 if changed.topic != message.topic:  # its keys, and what readers check, are the topic's
-                    raise PluginError(f"plugin {name!r} changed the topic of a message in on_publish "
-                                      f"({message.topic!r} to {changed.topic!r}); publish to the other "
-                                      "topic instead")
+                    raise PluginError(
+                        f"plugin {name!r} changed the topic of a message in on_publish "
+                        f"({message.topic!r} to {changed.topic!r}); publish to the other "
+                        "topic instead"
+                    )
                 message = changed
         return message
 
@@ -110,8 +115,11 @@ class HookCaller:
         """All must answer True; the first False ends it."""
         for name, function, argnames in self._impls("filter"):
             try:
-                keep = (function(message, subscription) if argnames == FILTER_ARGS else
-                        function(*[{"message": message, "subscription": subscription}[a] for a in argnames]))
+                keep = (
+                    function(message, subscription)
+                    if argnames == FILTER_ARGS
+                    else function(*[{"message": message, "subscription": subscription}[a] for a in argnames])
+                )
                 if keep is not True and keep is not False:  # an async filter, or a truthy value
                     keep = await await_me_maybe(keep)
             except Exception as exc:
@@ -134,8 +142,9 @@ class HookCaller:
     def on_subscribe(self, bus: Any, subscription: Subscription) -> None:
         self._sync("on_subscribe", bus=bus, subscription=subscription)
 
-    async def on_failure(self, bus: Any, message: Message, error: BaseException,
-                         subscription: Subscription) -> FailureDecision | None:
+    async def on_failure(
+        self, bus: Any, message: Message, error: BaseException, subscription: Subscription
+    ) -> FailureDecision | None:
         """The first non-None answer in call order."""
         for name, function, argnames in self._impls("on_failure"):
             args = {"bus": bus, "message": message, "error": error, "subscription": subscription}
@@ -151,10 +160,22 @@ class HookCaller:
         """Whether any plugin implements on_settled (else its arguments are not made)."""
         return bool(self._impls("on_settled"))
 
-    async def on_settled(self, bus: Any, message: Message, subscription: Subscription | None, outcome: str,
-                         duration_s: float | None) -> None:
-        await self._observe("on_settled", bus=bus, message=message, subscription=subscription,
-                            outcome=outcome, duration_s=duration_s)
+    async def on_settled(
+        self,
+        bus: Any,
+        message: Message,
+        subscription: Subscription | None,
+        outcome: str,
+        duration_s: float | None,
+    ) -> None:
+        await self._observe(
+            "on_settled",
+            bus=bus,
+            message=message,
+            subscription=subscription,
+            outcome=outcome,
+            duration_s=duration_s,
+        )
 
     async def on_connection_state(self, bus: Any, old: str, new: str, error: str | None) -> None:
         await self._observe("on_connection_state", bus=bus, old=old, new=new, error=error)
@@ -174,11 +195,19 @@ class HookCaller:
                 failures.append(exc)
                 count = self._cleanup_failures[name] = self._cleanup_failures.get(name, 0) + 1
                 if count == 1:
-                    log.error("relaybus on_cleanup of plugin %r failed; the others' cleanup still runs",
-                              name, exc_info=exc)
+                    log.error(
+                        "relaybus on_cleanup of plugin %r failed; the others' cleanup still runs",
+                        name,
+                        exc_info=exc,
+                    )
                 elif count & (count - 1) == 0:  # a power of two
-                    log.error("relaybus on_cleanup of plugin %r failed %d times in a row (%s); logged "
-                              "again at %d", name, count, exc, 2 * count)
+                    log.error(
+                        "relaybus on_cleanup of plugin %r failed %d times in a row (%s); logged again at %d",
+                        name,
+                        count,
+                        exc,
+                        2 * count,
+                    )
                 continue
             failed = self._cleanup_failures.pop(name, 0)
             if failed:

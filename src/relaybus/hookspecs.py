@@ -87,7 +87,10 @@ def on_published(bus: Bus, topic: str, messages: list[Message], ids: list[str]) 
 
 @hookspec
 def on_settled(
-    bus: Bus, message: Message, subscription: Subscription | None, outcome: str,
+    bus: Bus,
+    message: Message,
+    subscription: Subscription | None,
+    outcome: str,
     duration_s: float | None,
 ) -> None:
     """Called once a delivered message is settled for its group. `outcome` is one of

@@ -46,8 +46,9 @@ def registered_topics(members: Iterable[bytes]) -> list[str]:
     names = {m.decode(errors="replace") for m in members}
     foreign = sorted(n for n in names if not TOPIC_RE.fullmatch(n))
     if foreign:
-        log.warning("relaybus: skipping %d registry member(s) that are no topic names: %r",
-                    len(foreign), foreign[:5])
+        log.warning(
+            "relaybus: skipping %d registry member(s) that are no topic names: %r", len(foreign), foreign[:5]
+        )
     return sorted(names.difference(foreign))
 
 

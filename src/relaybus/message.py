@@ -54,9 +54,17 @@ class _IdMaker:
                 # the first 10 characters are the time's: made once a millisecond
                 prefix = self._prefix = "".join([_PAIRS[ms >> shift & 1023] for shift in range(40, -1, -10)])
         p = _PAIRS  # unrolled: a publish's hottest line after the round trip
-        return (prefix + p[rand >> 70 & 1023] + p[rand >> 60 & 1023] + p[rand >> 50 & 1023]
-                + p[rand >> 40 & 1023] + p[rand >> 30 & 1023] + p[rand >> 20 & 1023]
-                + p[rand >> 10 & 1023] + p[rand & 1023])
+        return (
+            prefix
+            + p[rand >> 70 & 1023]
+            + p[rand >> 60 & 1023]
+            + p[rand >> 50 & 1023]
+            + p[rand >> 40 & 1023]
+            + p[rand >> 30 & 1023]
+            + p[rand >> 20 & 1023]
+            + p[rand >> 10 & 1023]
+            + p[rand & 1023]
+        )
 
 
 new_id = _IdMaker()
@@ -104,14 +112,35 @@ class Message(BaseModel):
 
 
 # the fields a publish sets (`model_fields_set` of a message made by `made`)
-_MADE_SET = frozenset({"topic", "payload", "headers", "priority", "created_at", "expires_at", "dedup_key",
-                       "sender", "correlation_id", "reply_to"})
+_MADE_SET = frozenset(
+    {
+        "topic",
+        "payload",
+        "headers",
+        "priority",
+        "created_at",
+        "expires_at",
+        "dedup_key",
+        "sender",
+        "correlation_id",
+        "reply_to",
+    }
+)
 _set = object.__setattr__
 
 
 def made(
-    topic: str, payloads: Sequence[Any], created_at: float, expires_at: float | None, *, priority: Any,
-    headers: Any, dedup_key: Any, sender: Any, correlation_id: Any, reply_to: Any,
+    topic: str,
+    payloads: Sequence[Any],
+    created_at: float,
+    expires_at: float | None,
+    *,
+    priority: Any,
+    headers: Any,
+    dedup_key: Any,
+    sender: Any,
+    correlation_id: Any,
+    reply_to: Any,
 ) -> list[Message]:
     """The messages of one publish. What the caller gave beside the payloads is validated
     once, by making the first message the usual way, and only when it differs from the
@@ -119,23 +148,54 @@ def made(
     itself, so each message is set up as `model_construct` would, without its per-field
     Python loop (profiled: validation was a fifth of an awaited publish's CPU)."""
     headers = headers or {}
-    if not (type(priority) is int and priority == 0 and headers == {} and dedup_key is None
-            and sender is None and correlation_id is None and reply_to is None):
-        first = Message(topic=topic, payload=payloads[0] if payloads else None, headers=headers,
-                        priority=priority, created_at=created_at, expires_at=expires_at,
-                        dedup_key=dedup_key, sender=sender, correlation_id=correlation_id,
-                        reply_to=reply_to)
+    if not (
+        type(priority) is int
+        and priority == 0
+        and headers == {}
+        and dedup_key is None
+        and sender is None
+        and correlation_id is None
+        and reply_to is None
+    ):
+        first = Message(
+            topic=topic,
+            payload=payloads[0] if payloads else None,
+            headers=headers,
+            priority=priority,
+            created_at=created_at,
+            expires_at=expires_at,
+            dedup_key=dedup_key,
+            sender=sender,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+        )
         priority, headers, dedup_key = first.priority, first.headers, first.dedup_key
         sender, correlation_id, reply_to = first.sender, first.correlation_id, first.reply_to
     messages = []
     for payload in payloads:
         message = object.__new__(Message)
-        _set(message, "__dict__", {  # in the fields' order, as validation leaves it
-            "id": new_id(), "topic": topic, "payload": payload, "headers": dict(headers),
-            "priority": priority, "created_at": created_at, "expires_at": expires_at,
-            "dedup_key": dedup_key, "attempt": 1, "sender": sender, "correlation_id": correlation_id,
-            "reply_to": reply_to, "entry_id": None, "group": None, "lane": 0, "stream_key": None,
-        })
+        _set(
+            message,
+            "__dict__",
+            {  # in the fields' order, as validation leaves it
+                "id": new_id(),
+                "topic": topic,
+                "payload": payload,
+                "headers": dict(headers),
+                "priority": priority,
+                "created_at": created_at,
+                "expires_at": expires_at,
+                "dedup_key": dedup_key,
+                "attempt": 1,
+                "sender": sender,
+                "correlation_id": correlation_id,
+                "reply_to": reply_to,
+                "entry_id": None,
+                "group": None,
+                "lane": 0,
+                "stream_key": None,
+            },
+        )
         _set(message, "__pydantic_fields_set__", set(_MADE_SET))
         _set(message, "__pydantic_extra__", None)
         _set(message, "__pydantic_private__", None)
@@ -195,8 +255,10 @@ def encode(message: Message, max_bytes: int | None = None) -> bytes:
             body[name] = value
     data = to_json(body, message.topic)
     if b"null" in data and (where := _non_finite(message.payload, "payload")):  # only then walk it
-        raise RelayBusError(f"{where} of a message for topic {message.topic!r} is not a finite number: "
-                            "JSON has no NaN or infinity (it would arrive as null)")
+        raise RelayBusError(
+            f"{where} of a message for topic {message.topic!r} is not a finite number: "
+            "JSON has no NaN or infinity (it would arrive as null)"
+        )
     if max_bytes is not None:
         if _too_deep(data):
             raise _depth_error(message.topic)
@@ -241,8 +303,10 @@ def _too_deep(data: bytes) -> bool:
 
 
 def _depth_error(topic: str) -> RelayBusError:
-    return RelayBusError(f"payload for topic {topic!r} nests deeper than {MAX_PAYLOAD_DEPTH} levels "
-                         "of arrays and objects, the most a reader decodes (docs/wire-format.md)")
+    return RelayBusError(
+        f"payload for topic {topic!r} nests deeper than {MAX_PAYLOAD_DEPTH} levels "
+        "of arrays and objects, the most a reader decodes (docs/wire-format.md)"
+    )
 
 
 def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str | None = None) -> Message:
@@ -254,8 +318,10 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
     try:
         message: Message = _validate_json(raw)  # JSON to model in one pass (pydantic-core)
         if not _LOCAL.isdisjoint(message.model_fields_set):  # fields the reader sets, never the wire
-            raise DecodeError(f"{_where(entry_id)} does not decode: its envelope sets "
-                              f"{sorted(_LOCAL & message.model_fields_set)}, which no envelope has")
+            raise DecodeError(
+                f"{_where(entry_id)} does not decode: its envelope sets "
+                f"{sorted(_LOCAL & message.model_fields_set)}, which no envelope has"
+            )
         # pydantic-core reads NaN, 1e400 and ints past 64 bits where orjson, writing the
         # message again (a retry, a dead letter), could not: refused here, looked for only
         # where the raw text has what such a number needs
@@ -264,13 +330,16 @@ def decode(fields: dict[bytes, bytes] | None, entry_id: str | None, topic: str |
         if topic is None:
             validate_topic(message.topic)
         elif message.topic != topic:
-            raise DecodeError(f"{_where(entry_id)} in a stream of topic {topic!r} names topic "
-                              f"{message.topic!r}")
+            raise DecodeError(
+                f"{_where(entry_id)} in a stream of topic {topic!r} names topic {message.topic!r}"
+            )
     except ValidationError as exc:
         if any("recursion limit exceeded" in e["msg"] for e in exc.errors(include_url=False)):
-            raise DecodeError(f"{_where(entry_id)} does not decode: its JSON nests more than "
-                              f"{MAX_PAYLOAD_DEPTH + 1} levels deep (the envelope and a payload of at "
-                              f"most {MAX_PAYLOAD_DEPTH}: docs/wire-format.md)") from None
+            raise DecodeError(
+                f"{_where(entry_id)} does not decode: its JSON nests more than "
+                f"{MAX_PAYLOAD_DEPTH + 1} levels deep (the envelope and a payload of at "
+                f"most {MAX_PAYLOAD_DEPTH}: docs/wire-format.md)"
+            ) from None
         raise DecodeError(f"{_where(entry_id)} does not decode: {exc}") from None
     except ValueError as exc:
         raise DecodeError(f"{_where(entry_id)} does not decode: {exc}") from None

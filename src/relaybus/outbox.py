@@ -100,22 +100,24 @@ class Outbox:
         """Store one publish durably; see `put_many`."""
         await self.put_many(topic, [(message_id, data, options)])
 
-    async def put_many(
-        self, topic: str, items: list[tuple[str, bytes, dict[str, Any] | None]]
-    ) -> None:
+    async def put_many(self, topic: str, items: list[tuple[str, bytes, dict[str, Any] | None]]) -> None:
         """Store publishes (message id, encoded envelope, options) durably, all or none, in
         one transaction; returns once they are on disk. Raises OutboxFullError when they
         would exceed `max_entries` or `max_bytes`; an id already stored is skipped."""
-        rows = [(message_id, data, orjson.dumps(options or {}).decode())
-                for message_id, data, options in items]
+        rows = [
+            (message_id, data, orjson.dumps(options or {}).decode()) for message_id, data, options in items
+        ]
         await self._run(lambda: self._put(topic, rows))
 
     def _put(self, topic: str, rows: list[tuple[str, bytes, str]]) -> None:
         db = self._db
         with db:  # commits on return, rolls back on an exception
             db.execute("BEGIN IMMEDIATE")  # the write lock: no other writer between check and insert
-            new = [r for r in rows
-                   if not db.execute("SELECT 1 FROM entries WHERE message_id = ?", (r[0],)).fetchone()]
+            new = [
+                r
+                for r in rows
+                if not db.execute("SELECT 1 FROM entries WHERE message_id = ?", (r[0],)).fetchone()
+            ]
             count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
             added = sum(len(data) for _, data, _ in new)
             if count + len(new) > self.max_entries or size + added > self.max_bytes:
@@ -133,11 +135,15 @@ class Outbox:
         """The oldest `limit` entries, in the order they were accepted, leaving out the
         topics in `skip_topics`."""
         skip = sorted(skip_topics)
-        query = ("SELECT seq, topic, message_id, data, options FROM entries "
-                 f"WHERE topic NOT IN ({', '.join('?' * len(skip))}) ORDER BY seq LIMIT ?")
+        query = (
+            "SELECT seq, topic, message_id, data, options FROM entries "
+            f"WHERE topic NOT IN ({', '.join('?' * len(skip))}) ORDER BY seq LIMIT ?"
+        )
         rows = await self._run(lambda: self._db.execute(query, (*skip, limit)).fetchall())
-        return [OutboxEntry(seq, topic, mid, data, orjson.loads(options))
-                for seq, topic, mid, data, options in rows]
+        return [
+            OutboxEntry(seq, topic, mid, data, orjson.loads(options))
+            for seq, topic, mid, data, options in rows
+        ]
 
     async def delete(self, entries: Iterable[OutboxEntry | int]) -> None:
         """Forget flushed entries (by entry or `seq`)."""

@@ -24,5 +24,6 @@ async def every(seconds: float, job: Callable[[], Awaitable[object]], stop: asyn
         try:
             await job()
         except Exception:
-            log.exception("relaybus background job %s failed; next run in %ss",
-                          getattr(job, "__name__", job), seconds)
+            log.exception(
+                "relaybus background job %s failed; next run in %ss", getattr(job, "__name__", job), seconds
+            )

@@ -40,8 +40,10 @@ class PluginManager:
         points = metadata.entry_points(group=ENTRY_POINT_GROUP)
         unknown = unknown_names(sorted(self.disabled), sorted(points.names))
         if unknown:
-            raise ConfigError(f"disabled_plugins names no installed plugin: {', '.join(unknown)} "
-                              f"(installed: {', '.join(sorted(points.names))})")
+            raise ConfigError(
+                f"disabled_plugins names no installed plugin: {', '.join(unknown)} "
+                f"(installed: {', '.join(sorted(points.names))})"
+            )
         for ep in points:
             if ep.name in self.disabled or self.pm.has_plugin(ep.name):
                 continue
@@ -51,8 +53,9 @@ class PluginManager:
             except Exception as exc:
                 if builtin:
                     raise PluginError(f"built-in plugin {ep.name!r} failed to load: {exc}") from exc
-                log.warning("skipping relaybus plugin %r (%s): %s: %s",
-                            ep.name, ep.value, type(exc).__name__, exc)
+                log.warning(
+                    "skipping relaybus plugin %r (%s): %s: %s", ep.name, ep.value, type(exc).__name__, exc
+                )
 
     def register(self, plugin: object, name: str | None = None) -> str:
         """Register a module or object with @hookimpl functions; returns its name."""

@@ -50,8 +50,10 @@ class MemoryStats(BaseModel):
 
 
 class ServerStats(BaseModel):
-    redis_version: str = Field(description="INFO's redis_version: on Valkey, the Redis version it "
-                                           "is compatible with (7.2.4 on Valkey 9).")
+    redis_version: str = Field(
+        description="INFO's redis_version: on Valkey, the Redis version it "
+        "is compatible with (7.2.4 on Valkey 9)."
+    )
     server_name: str = Field(description="redis or valkey (INFO's server_name; Redis has none).")
     server_version: str = Field(description="The server's own version: valkey_version on Valkey.")
     connected_clients: int
@@ -81,8 +83,9 @@ def memory_from_info(infos: list[dict[str, Any]]) -> MemoryStats:
     fullest (a full master refuses writes whatever the others hold)."""
     used = sum(int(i.get("used_memory", 0)) for i in infos)
     limit = sum(int(i.get("maxmemory", 0)) for i in infos)
-    pressures = [int(i.get("used_memory", 0)) / int(i["maxmemory"])
-                 for i in infos if int(i.get("maxmemory", 0))]
+    pressures = [
+        int(i.get("used_memory", 0)) / int(i["maxmemory"]) for i in infos if int(i.get("maxmemory", 0))
+    ]
     policies = sorted({str(i.get("maxmemory_policy", "unknown")) for i in infos}) or ["unknown"]
     return MemoryStats(
         used_memory=used,
@@ -110,19 +113,26 @@ async def server_info(
     """INFO of the server, or of every Cluster master."""
     if isinstance(redis, RedisCluster):
         replies = await redis.info(section, target_nodes=RedisCluster.PRIMARIES)
-        return list(replies.values()) if isinstance(replies, dict) and all(
-            isinstance(v, dict) for v in replies.values()) else [replies]
+        return (
+            list(replies.values())
+            if isinstance(replies, dict) and all(isinstance(v, dict) for v in replies.values())
+            else [replies]
+        )
     return [await redis.info(section)]
 
 
 def recommendations(memory: MemoryStats, pressure_ratio: float, topics: list[TopicStats]) -> list[str]:
     out = []
     if memory.maxmemory_policy != "noeviction":
-        out.append(f"maxmemory-policy is {memory.maxmemory_policy!r}: Redis may evict stream keys, "
-                   "losing messages; set it to 'noeviction'")
+        out.append(
+            f"maxmemory-policy is {memory.maxmemory_policy!r}: Redis may evict stream keys, "
+            "losing messages; set it to 'noeviction'"
+        )
     if memory.pressure is not None and memory.pressure >= pressure_ratio:
-        out.append(f"memory at {memory.pressure:.0%} of maxmemory: cleanup is dropping all consumed "
-                   "history; raise maxmemory, lower retention, or consume faster")
+        out.append(
+            f"memory at {memory.pressure:.0%} of maxmemory: cleanup is dropping all consumed "
+            "history; raise maxmemory, lower retention, or consume faster"
+        )
     for t in topics:
         if t.dlq_length:
             out.append(f"topic {t.topic!r} has {t.dlq_length} dead letters: inspect, replay or purge")
@@ -166,11 +176,16 @@ async def topic_stats(redis: aioredis.Redis, keys: Keys, topic: str) -> TopicSta
     lengths = [int(n) for n in replies[0 : 3 * len(streams) : 3]]
     infos = [_ok(r) or [] for r in replies[1 : 3 * len(streams) : 3]]
     firsts = [r[0][0] if r else None for r in replies[2 : 3 * len(streams) : 3]]
-    delayed, dlq_length, counts = replies[3 * len(streams):]
+    delayed, dlq_length, counts = replies[3 * len(streams) :]
     names = sorted({g["name"].decode() for info in infos for g in info})
 
-    key_set = [*streams, keys.delayed(topic), keys.dlq(topic), keys.counters(topic),
-               *(keys.retry(topic, name) for name in names)]
+    key_set = [
+        *streams,
+        keys.delayed(topic),
+        keys.dlq(topic),
+        keys.counters(topic),
+        *(keys.retry(topic, name) for name in names),
+    ]
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.xinfo_groups(keys.retry(topic, name))
@@ -184,7 +199,7 @@ async def topic_stats(redis: aioredis.Redis, keys: Keys, topic: str) -> TopicSta
     now_ms = int(time.time() * 1000)
     groups = []
     for n, name in enumerate(names):
-        chunk = more[n * width:(n + 1) * width]
+        chunk = more[n * width : (n + 1) * width]
         mine = [_group(info, name) for info in infos]
         lag: int | None = 0
         retry = (keys.retry(topic, name), _group(_ok(chunk[0]) or [], name), 0, None)
@@ -200,21 +215,24 @@ async def topic_stats(redis: aioredis.Redis, keys: Keys, topic: str) -> TopicSta
             lag = None if lag is None or ahead is None else lag + ahead
         pending = [p for p in (_ok(r) for r in chunk[1:]) if p]
         oldest = [_id_ms(p["min"]) for p in pending if p["pending"]]
-        groups.append(GroupStats(
-            name=name,
-            consumers=max((int(i["consumers"]) for i in mine if i is not None), default=0),
-            pending=sum(int(p["pending"]) for p in pending),
-            lag=lag,
-            oldest_pending_age_s=(now_ms - min(o for o in oldest if o is not None)) / 1000
-            if oldest else None,
-        ))
+        groups.append(
+            GroupStats(
+                name=name,
+                consumers=max((int(i["consumers"]) for i in mine if i is not None), default=0),
+                pending=sum(int(p["pending"]) for p in pending),
+                lag=lag,
+                oldest_pending_age_s=(now_ms - min(o for o in oldest if o is not None)) / 1000
+                if oldest
+                else None,
+            )
+        )
     return TopicStats(
         topic=topic,
         length=sum(lengths),
         lanes=dict(zip([0, *lanes], lengths, strict=True)),
         delayed=int(delayed),
         dlq_length=int(dlq_length),
-        memory_bytes=sum(int(_ok(m) or 0) for m in more[len(names) * width:]),
+        memory_bytes=sum(int(_ok(m) or 0) for m in more[len(names) * width :]),
         groups=groups,
         counts={k.decode(): int(v) for k, v in counts.items()},
     )

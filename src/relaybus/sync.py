@@ -81,10 +81,18 @@ class SyncBus:
     ) -> list[str]:
         return self._call(self.bus.publish_many(topic, payloads, **options))
 
-    def request(self, topic: str, payload: Any, *, timeout: float = 30.0, priority: int = 0,
-                headers: dict[str, str] | None = None) -> Message:
-        return self._call(self.bus.request(topic, payload, timeout=timeout, priority=priority,
-                                           headers=headers))
+    def request(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        timeout: float = 30.0,
+        priority: int = 0,
+        headers: dict[str, str] | None = None,
+    ) -> Message:
+        return self._call(
+            self.bus.request(topic, payload, timeout=timeout, priority=priority, headers=headers)
+        )
 
     def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
         return self._call(self.bus.reply(message, payload, headers=headers))
@@ -160,12 +168,25 @@ class SyncBus:
         return self._call(self.bus.trim_dead_letters(topic, keep_s=keep_s, keep_len=keep_len))
 
     def set_retention(
-        self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None,
-        dlq_keep_s: float | None = None, dlq_keep_len: int | None = None, at_least: bool = False,
+        self,
+        topic: str,
+        *,
+        keep_s: float | None = None,
+        keep_len: int | None = None,
+        dlq_keep_s: float | None = None,
+        dlq_keep_len: int | None = None,
+        at_least: bool = False,
     ) -> Retention:
-        return self._call(self.bus.set_retention(topic, keep_s=keep_s, keep_len=keep_len,
-                                                 dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len,
-                                                 at_least=at_least))
+        return self._call(
+            self.bus.set_retention(
+                topic,
+                keep_s=keep_s,
+                keep_len=keep_len,
+                dlq_keep_s=dlq_keep_s,
+                dlq_keep_len=dlq_keep_len,
+                at_least=at_least,
+            )
+        )
 
     def retention(self, topic: str) -> Retention | None:
         return self._call(self.bus.retention(topic))

@@ -44,15 +44,15 @@ def relaybus_url() -> Iterator[str]:
 
     if url := os.environ.get(ENV_URL):
         if parse(url).kind == "sentinel":
-            pytest.fail(f"{ENV_URL} must name one Redis server or a Cluster, not Sentinel",
-                        pytrace=False)
+            pytest.fail(f"{ENV_URL} must name one Redis server or a Cluster, not Sentinel", pytrace=False)
         yield url
         return
     try:
         server = EmbeddedRedis(port=free_port())
     except RelayBusError as exc:  # no redis-server binary
-        raise pytest.fail.Exception(f"relaybus_url: {exc}; or set {ENV_URL} to a Redis you run",
-                                    pytrace=False) from None
+        raise pytest.fail.Exception(
+            f"relaybus_url: {exc}; or set {ENV_URL} to a Redis you run", pytrace=False
+        ) from None
     try:
         yield server.start().url
     finally:
@@ -69,8 +69,9 @@ def _client(url: str) -> Any:
     where = parse(url)
     if where.kind == "cluster":
         nodes = [ClusterNode(host, port) for host, port in where.nodes]
-        return RedisCluster(startup_nodes=nodes, username=where.username, password=where.password,
-                            ssl=where.tls)
+        return RedisCluster(
+            startup_nodes=nodes, username=where.username, password=where.password, ssl=where.tls
+        )
     return redis.Redis.from_url(url)
 
 
@@ -113,8 +114,9 @@ except ImportError:  # the sync fixtures work without it
 
     @pytest.fixture(name="relaybus_bus")
     def _relaybus_bus_without_pytest_asyncio() -> None:
-        pytest.fail("the relaybus_bus fixture needs pytest-asyncio: pip install pytest-asyncio",
-                    pytrace=False)
+        pytest.fail(
+            "the relaybus_bus fixture needs pytest-asyncio: pip install pytest-asyncio", pytrace=False
+        )
 
 else:
 

@@ -28,8 +28,13 @@ HOST = socket.gethostname()
 
 
 class TeamPolicySettings(BaseModel):
-    team_group_prefix: str = Field("team-", min_length=1, pattern=r"^[a-z]+-$",
-                                   description="What every consumer group's name must start with.")
+    team_group_prefix: str = Field(
+        "team-",
+        min_length=1,
+        pattern=r"^[a-z]+-$",
+        description="What every consumer group's name must start with.",
+    )
+
 
 log = logging.getLogger("relaybus_team_policy")
 
@@ -60,8 +65,7 @@ def on_subscribe(bus: Bus, subscription: Subscription) -> None:
     prefix = bus.config.settings(TeamPolicySettings).team_group_prefix
     if not subscription.group.startswith(prefix):
         raise ConfigError(
-            f"team_policy: group {subscription.group!r} refused; consumer groups must be "
-            f"named {prefix}<name>"
+            f"team_policy: group {subscription.group!r} refused; consumer groups must be named {prefix}<name>"
         )
 
 

@@ -102,16 +102,25 @@ class _RunEvents:
     def __init__(self) -> None:
         self.runs: dict[UUID, _Run] = {}
 
-    def start(self, kind: str, serialized: dict[str, Any] | None, run_id: UUID, parent_run_id: UUID | None,
-              tags: list[str] | None, metadata: dict[str, Any] | None, name: str | None,
-              **fields: Any) -> dict[str, Any]:
+    def start(
+        self,
+        kind: str,
+        serialized: dict[str, Any] | None,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        name: str | None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         ids = (serialized or {}).get("id") or [None]
         name = name or (serialized or {}).get("name") or ids[-1]
         run = self.runs[run_id] = _Run(kind, name, tags or [], _jsonable(metadata or {}), time.monotonic())
         return self._event(f"{kind}_start", run, run_id, parent_run_id, fields)
 
-    def finish(self, outcome: str, run_id: UUID, parent_run_id: UUID | None, kind: str,
-               **fields: Any) -> dict[str, Any]:
+    def finish(
+        self, outcome: str, run_id: UUID, parent_run_id: UUID | None, kind: str, **fields: Any
+    ) -> dict[str, Any]:
         """An end or error: named after the run's start (a chat model's end is `chat_model_end`)."""
         run = self.runs.pop(run_id, None)
         if run is not None:
@@ -122,11 +131,14 @@ class _RunEvents:
         return self._event(event, self.runs.get(run_id), run_id, parent_run_id, fields)
 
     @staticmethod
-    def _event(event: str, run: _Run | None, run_id: UUID, parent_run_id: UUID | None,
-               fields: dict[str, Any]) -> dict[str, Any]:
+    def _event(
+        event: str, run: _Run | None, run_id: UUID, parent_run_id: UUID | None, fields: dict[str, Any]
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "event": event, "run_id": str(run_id),
-            "parent_run_id": str(parent_run_id) if parent_run_id else None, "ts": time.time(),
+            "event": event,
+            "run_id": str(run_id),
+            "parent_run_id": str(parent_run_id) if parent_run_id else None,
+            "ts": time.time(),
         }
         if run is not None:
             payload.update(name=run.name, tags=run.tags, metadata=run.metadata)
@@ -135,77 +147,167 @@ class _RunEvents:
 
     # One method per LangChain callback, with LangChain's signature, returning the event.
 
-    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
-                            run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                            metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        return self.start("chat_model", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
-                          messages=_jsonable(messages))
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return self.start(
+            "chat_model",
+            serialized,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kw.get("name"),
+            messages=_jsonable(messages),
+        )
 
-    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
-                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                     metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        return self.start("llm", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
-                          prompts=prompts)
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return self.start(
+            "llm", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"), prompts=prompts
+        )
 
-    def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                         **kw: Any) -> dict[str, Any]:
+    def on_llm_new_token(
+        self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.during("llm_new_token", run_id, parent_run_id, token=_jsonable(token))
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
-                   **kw: Any) -> dict[str, Any]:
+    def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("end", run_id, parent_run_id, "llm", **_llm_output(response))
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                     **kw: Any) -> dict[str, Any]:
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("error", run_id, parent_run_id, "llm", **_error(error))
 
-    def on_chain_start(self, serialized: dict[str, Any], inputs: Any, *, run_id: UUID,
-                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                       metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        return self.start("chain", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
-                          inputs=_jsonable(inputs))
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any],
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return self.start(
+            "chain",
+            serialized,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kw.get("name"),
+            inputs=_jsonable(inputs),
+        )
 
-    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                     **kw: Any) -> dict[str, Any]:
+    def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("end", run_id, parent_run_id, "chain", outputs=_jsonable(outputs))
 
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                       **kw: Any) -> dict[str, Any]:
+    def on_chain_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("error", run_id, parent_run_id, "chain", **_error(error))
 
-    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *, run_id: UUID,
-                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
-                      **kw: Any) -> dict[str, Any]:
-        return self.start("tool", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
-                          input=_jsonable(inputs) if inputs is not None else input_str)
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return self.start(
+            "tool",
+            serialized,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            kw.get("name"),
+            input=_jsonable(inputs) if inputs is not None else input_str,
+        )
 
-    def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                    **kw: Any) -> dict[str, Any]:
+    def on_tool_end(
+        self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("end", run_id, parent_run_id, "tool", output=_jsonable(output))
 
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                      **kw: Any) -> dict[str, Any]:
+    def on_tool_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("error", run_id, parent_run_id, "tool", **_error(error))
 
-    def on_retriever_start(self, serialized: dict[str, Any], query: str, *, run_id: UUID,
-                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                           metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        return self.start("retriever", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"),
-                          query=query)
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any],
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return self.start(
+            "retriever", serialized, run_id, parent_run_id, tags, metadata, kw.get("name"), query=query
+        )
 
-    def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID,
-                         parent_run_id: UUID | None = None, **kw: Any) -> dict[str, Any]:
+    def on_retriever_end(
+        self, documents: Sequence[Document], *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("end", run_id, parent_run_id, "retriever", documents=_jsonable(list(documents)))
 
-    def on_retriever_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                           **kw: Any) -> dict[str, Any]:
+    def on_retriever_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> dict[str, Any]:
         return self.finish("error", run_id, parent_run_id, "retriever", **_error(error))
 
-    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, tags: list[str] | None = None,
-                        metadata: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        return self.during("custom_event", run_id, None, custom_name=name, data=_jsonable(data),
-                           tags=tags or [], metadata=_jsonable(metadata or {}))
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        return self.during(
+            "custom_event",
+            run_id,
+            None,
+            custom_name=name,
+            data=_jsonable(data),
+            tags=tags or [],
+            metadata=_jsonable(metadata or {}),
+        )
 
 
 CALLBACKS = [name for name in vars(_RunEvents) if name.startswith("on_")]
@@ -214,6 +316,7 @@ CALLBACKS = [name for name in vars(_RunEvents) if name.startswith("on_")]
 def _async_callback(name: str) -> Any:
     async def callback(self: RelayBusCallbackHandler, *args: Any, **kwargs: Any) -> None:
         await self._publish(name, args, kwargs)
+
     callback.__name__ = name
     return callback
 
@@ -221,15 +324,29 @@ def _async_callback(name: str) -> Any:
 def _sync_callback(name: str) -> Any:
     def callback(self: SyncRelayBusCallbackHandler, *args: Any, **kwargs: Any) -> None:
         self._publish(name, args, kwargs)
+
     callback.__name__ = name
     return callback
 
 
 KINDS = ("chat_model", "llm", "chain", "tool", "retriever")
-EVENTS = frozenset([*(f"{k}_{e}" for k in KINDS for e in ("start", "end", "error")), "custom_event",
-                    "llm_new_token"])
-IO_FIELDS = ("messages", "prompts", "inputs", "outputs", "input", "output", "query", "documents", "text",
-             "tool_calls", "data", "token")  # what include_io=False leaves out
+EVENTS = frozenset(
+    [*(f"{k}_{e}" for k in KINDS for e in ("start", "end", "error")), "custom_event", "llm_new_token"]
+)
+IO_FIELDS = (
+    "messages",
+    "prompts",
+    "inputs",
+    "outputs",
+    "input",
+    "output",
+    "query",
+    "documents",
+    "text",
+    "tool_calls",
+    "data",
+    "token",
+)  # what include_io=False leaves out
 NESTED_CHAIN_CALLBACKS = frozenset({"on_chain_start", "on_chain_end"})
 MAX_EVENT_BYTES = 16_384
 
@@ -251,9 +368,17 @@ def _chosen(events: Iterable[str] | None) -> frozenset[str] | None:
 class _Options:
     """What both handlers are configured with."""
 
-    def __init__(self, topic: str, *, publish_tokens: bool, raise_errors: bool,
-                 events: Iterable[str] | None = None, nested_chains: bool = False, include_io: bool = True,
-                 max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        publish_tokens: bool,
+        raise_errors: bool,
+        events: Iterable[str] | None = None,
+        nested_chains: bool = False,
+        include_io: bool = True,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
         self.topic = validate_topic(topic)
         self.publish_tokens = publish_tokens
         self.raise_errors = raise_errors
@@ -302,8 +427,13 @@ class _Options:
         """Raise (raise_errors, and someone to raise to) or log a failed publish."""
         if self.raise_errors and not quiet:
             raise exc
-        log.warning("relaybus callback %s: event not published to %r: %s: %s",
-                    name, self.topic, type(exc).__name__, exc)
+        log.warning(
+            "relaybus callback %s: event not published to %r: %s: %s",
+            name,
+            self.topic,
+            type(exc).__name__,
+            exc,
+        )
 
     def unreachable(self, bus: Bus, name: str) -> bool:
         """True while the bus's health check finds Redis down and there is no outbox: the
@@ -318,8 +448,11 @@ class _Options:
         if self.raise_errors:
             raise BusUnavailableError(f"event {name} not published to {self.topic!r}: Redis is unreachable")
         if self.dropped == 1 or self.dropped % 1000 == 0:
-            log.warning("relaybus callbacks: Redis unreachable, %d event(s) for %r dropped so far",
-                        self.dropped, self.topic)
+            log.warning(
+                "relaybus callbacks: Redis unreachable, %d event(s) for %r dropped so far",
+                self.dropped,
+                self.topic,
+            )
         return True
 
 
@@ -362,14 +495,17 @@ class _Handoff:
         self.task: asyncio.Task[None] | None = None
         self.wake: asyncio.Event | None = None
 
-    def put(self, options: _Options, name: str, payload: dict[str, Any] | None, *,
-            wait: bool) -> Future[None] | None:
+    def put(
+        self, options: _Options, name: str, payload: dict[str, Any] | None, *, wait: bool
+    ) -> Future[None] | None:
         """Queue an event (None: a flush marker); its future if `wait`."""
         bus = self._bus()
         loop = bus.loop if bus is not None else None
         if loop is None or not loop.is_running():
-            raise RelayBusError(f"event {name} not published to {options.topic!r}: the bus is not "
-                                "connected (or its loop has ended)")
+            raise RelayBusError(
+                f"event {name} not published to {options.topic!r}: the bus is not "
+                "connected (or its loop has ended)"
+            )
         done: Future[None] | None = Future() if wait else None
         self.queue.append((options, name, payload, done))  # deque.append is atomic: any thread
         loop.call_soon_threadsafe(self._kick)
@@ -429,16 +565,32 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
     - `raise_errors=True` lets a failed publish end the run instead of being logged.
     """
 
-    def __init__(self, bus: Bus, topic: str = "langchain.events", *, publish_tokens: bool = False,
-                 raise_errors: bool = False, events: Iterable[str] | None = None, nested_chains: bool = False,
-                 include_io: bool = True, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str = "langchain.events",
+        *,
+        publish_tokens: bool = False,
+        raise_errors: bool = False,
+        events: Iterable[str] | None = None,
+        nested_chains: bool = False,
+        include_io: bool = True,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
         if not isinstance(bus, Bus):
-            raise TypeError("RelayBusCallbackHandler takes an async Bus; for a SyncBus use "
-                            "SyncRelayBusCallbackHandler")
+            raise TypeError(
+                "RelayBusCallbackHandler takes an async Bus; for a SyncBus use SyncRelayBusCallbackHandler"
+            )
         self.bus = bus
-        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors,
-                                events=events, nested_chains=nested_chains, include_io=include_io,
-                                max_event_bytes=max_event_bytes)
+        self.options = _Options(
+            topic,
+            publish_tokens=publish_tokens,
+            raise_errors=raise_errors,
+            events=events,
+            nested_chains=nested_chains,
+            include_io=include_io,
+            max_event_bytes=max_event_bytes,
+        )
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
         self._handoff = _Handoff.of(bus)
 
@@ -468,16 +620,32 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
     """Publishes run events to `topic` on a `SyncBus`; works with `invoke` and `ainvoke`.
     Takes the options of RelayBusCallbackHandler."""
 
-    def __init__(self, bus: SyncBus, topic: str = "langchain.events", *, publish_tokens: bool = False,
-                 raise_errors: bool = False, events: Iterable[str] | None = None, nested_chains: bool = False,
-                 include_io: bool = True, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        bus: SyncBus,
+        topic: str = "langchain.events",
+        *,
+        publish_tokens: bool = False,
+        raise_errors: bool = False,
+        events: Iterable[str] | None = None,
+        nested_chains: bool = False,
+        include_io: bool = True,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
         if not isinstance(bus, SyncBus):
-            raise TypeError("SyncRelayBusCallbackHandler takes a SyncBus; for a Bus use "
-                            "RelayBusCallbackHandler")
+            raise TypeError(
+                "SyncRelayBusCallbackHandler takes a SyncBus; for a Bus use RelayBusCallbackHandler"
+            )
         self.bus = bus
-        self.options = _Options(topic, publish_tokens=publish_tokens, raise_errors=raise_errors,
-                                events=events, nested_chains=nested_chains, include_io=include_io,
-                                max_event_bytes=max_event_bytes)
+        self.options = _Options(
+            topic,
+            publish_tokens=publish_tokens,
+            raise_errors=raise_errors,
+            events=events,
+            nested_chains=nested_chains,
+            include_io=include_io,
+            max_event_bytes=max_event_bytes,
+        )
         self.raise_error = raise_errors  # LangChain's own flag: let our re-raised error reach the run
         self._handoff = _Handoff.of(bus.bus)
         self._on_loop_runs: set[Any] = set()  # runs started on the bus's loop thread, not yet ended

@@ -29,25 +29,28 @@ from ..message import Message
 AGENT_ERRORS = (RelayBusError, ValueError, RedisError)
 TOPIC_POLL_S = 0.2  # how often a read waiting on a topic that does not exist yet looks for it
 
-Topic = Annotated[str, Field(
-    description="Topic name, e.g. 'tasks.review': letters, digits and '. _ - :', no wildcards."
-)]
-Payload = Annotated[Any, Field(
-    description="The message body: any JSON value, usually an object such as {\"pr\": 42}."
-)]
+Topic = Annotated[
+    str, Field(description="Topic name, e.g. 'tasks.review': letters, digits and '. _ - :', no wildcards.")
+]
+Payload = Annotated[
+    Any, Field(description='The message body: any JSON value, usually an object such as {"pr": 42}.')
+]
 Priority = Annotated[int, Field(ge=0, le=9, description="0 (default) to 9; higher is delivered first.")]
-Group = Annotated[str, Field(
-    description="Consumer group name, e.g. 'reviewers'. Agents sharing a group split the messages; "
-    "each group gets every message once."
-)]
+Group = Annotated[
+    str,
+    Field(
+        description="Consumer group name, e.g. 'reviewers'. Agents sharing a group split the messages; "
+        "each group gets every message once."
+    ),
+]
 Count = Annotated[int, Field(ge=1, le=100, description="Most messages to take (1-100).")]
-WaitSeconds = Annotated[float, Field(
-    ge=0, le=30, description="Seconds to wait for a first message when none is waiting (0-30)."
-)]
+WaitSeconds = Annotated[
+    float, Field(ge=0, le=30, description="Seconds to wait for a first message when none is waiting (0-30).")
+]
 Limit = Annotated[int, Field(ge=1, le=200, description="How many of the latest messages (1-200).")]
-TimeoutSeconds = Annotated[float, Field(
-    gt=0, le=300, description="Seconds to wait for the answer (default 30, at most 300)."
-)]
+TimeoutSeconds = Annotated[
+    float, Field(gt=0, le=300, description="Seconds to wait for the answer (default 30, at most 300).")
+]
 
 DESCRIPTIONS = {
     "relaybus_publish": (
@@ -102,8 +105,9 @@ class Allowlist:
     every topic), and those naming the consumer groups its reads may create (None: none -
     a group that never reads again would stop retention of its topic for good)."""
 
-    def __init__(self, patterns: Iterable[str] | None = None,
-                 new_groups: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, patterns: Iterable[str] | None = None, new_groups: Iterable[str] | None = None
+    ) -> None:
         self.patterns = _patterns(patterns, "allowed topics")
         self.new_groups = _patterns(new_groups, "new groups") or []
 
@@ -131,8 +135,9 @@ class Allowlist:
         """The tool's description, telling the model which topics it may use."""
         text = DESCRIPTIONS[name]
         if name == "relaybus_read":
-            text += (" Only groups that exist can be read"
-                     + (f", and new ones named {', '.join(self.new_groups)}." if self.new_groups else "."))
+            text += " Only groups that exist can be read" + (
+                f", and new ones named {', '.join(self.new_groups)}." if self.new_groups else "."
+            )
         if name == "relaybus_stats" or self.patterns is None:
             return text
         return f"{text} Allowed topics: {self.describe()}."
@@ -154,8 +159,14 @@ class MessageView(BaseModel):
     @classmethod
     def of(cls, m: Message) -> MessageView:
         return cls(
-            id=m.id, payload=m.payload, priority=m.priority, attempt=m.attempt, headers=m.headers or None,
-            sender=m.sender, correlation_id=m.correlation_id, reply_to=m.reply_to,
+            id=m.id,
+            payload=m.payload,
+            priority=m.priority,
+            attempt=m.attempt,
+            headers=m.headers or None,
+            sender=m.sender,
+            correlation_id=m.correlation_id,
+            reply_to=m.reply_to,
             created_at=datetime.fromtimestamp(m.created_at, UTC).isoformat(timespec="milliseconds"),
         )
 
@@ -242,7 +253,8 @@ def explain_invalid(error: ValidationError) -> str:
     no documentation links)."""
     return "invalid arguments: " + "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-        for e in error.errors(include_url=False, include_input=False))
+        for e in error.errors(include_url=False, include_input=False)
+    )
 
 
 def compact_json(value: Any) -> str:

@@ -192,5 +192,7 @@ class RelayBusToolkit(BaseToolkit):
         return patterns
 
     def get_tools(self) -> list[BaseTool]:
-        return [tool(bus=self.bus, allowed_topics=self.allowed_topics, new_groups=self.new_groups)
-                for tool in (PublishTool, RequestTool, ReadTool, HistoryTool, StatsTool)]
+        return [
+            tool(bus=self.bus, allowed_topics=self.allowed_topics, new_groups=self.new_groups)
+            for tool in (PublishTool, RequestTool, ReadTool, HistoryTool, StatsTool)
+        ]

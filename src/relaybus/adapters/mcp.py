@@ -53,12 +53,15 @@ INSTRUCTIONS = (
     "traffic with relaybus_history; find backlogs with relaybus_stats."
 )
 # open_world_hint=False: the tools touch this bus only, nothing outside it
-SENDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                        open_world_hint=False)
-TAKES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
-                        open_world_hint=False)  # read acknowledges: the group will not see them again
-LOOKS = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
-                        open_world_hint=False)
+SENDS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+TAKES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
+)  # read acknowledges: the group will not see them again
+LOOKS = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 Transport = Literal["stdio", "http"]
 
 
@@ -89,32 +92,38 @@ def _compact(result: BaseModel | dict[str, Any]) -> CallToolResult:
         structured = result.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
     else:
         structured = result
-    return CallToolResult(content=[TextContent(type="text", text=_tools.compact_json(structured))],
-                          structured_content=structured)
+    return CallToolResult(
+        content=[TextContent(type="text", text=_tools.compact_json(structured))],
+        structured_content=structured,
+    )
 
 
-def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None,
-                  new_groups: Iterable[str] | None = None) -> MCPServer[Any]:
+def create_server(
+    bus: Bus, allowed_topics: Iterable[str] | None = None, new_groups: Iterable[str] | None = None
+) -> MCPServer[Any]:
     """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all),
     `new_groups` those of the consumer groups `relaybus_read` may create (None: none)."""
     allow = Allowlist(allowed_topics, new_groups)
     server = _Server("relaybus", version=__version__, instructions=INSTRUCTIONS)
 
     @server.tool(description=allow.tool_description("relaybus_publish"), annotations=SENDS)
-    async def relaybus_publish(topic: Topic, payload: Payload,
-                               priority: Priority = 0) -> Annotated[CallToolResult, Published]:
+    async def relaybus_publish(
+        topic: Topic, payload: Payload, priority: Priority = 0
+    ) -> Annotated[CallToolResult, Published]:
         with _as(ToolError):
             return _compact(await _tools.publish(bus, allow, topic, payload, priority))
 
     @server.tool(description=allow.tool_description("relaybus_request"), annotations=SENDS)
-    async def relaybus_request(topic: Topic, payload: Payload,
-                               timeout_s: TimeoutSeconds = 30) -> Annotated[CallToolResult, Replied]:
+    async def relaybus_request(
+        topic: Topic, payload: Payload, timeout_s: TimeoutSeconds = 30
+    ) -> Annotated[CallToolResult, Replied]:
         with _as(ToolError):
             return _compact(await _tools.request(bus, allow, topic, payload, timeout_s))
 
     @server.tool(description=allow.tool_description("relaybus_read"), annotations=TAKES)
-    async def relaybus_read(topic: Topic, group: Group, count: Count = 10,
-                            wait_seconds: WaitSeconds = 0) -> Annotated[CallToolResult, Messages]:
+    async def relaybus_read(
+        topic: Topic, group: Group, count: Count = 10, wait_seconds: WaitSeconds = 0
+    ) -> Annotated[CallToolResult, Messages]:
         with _as(ToolError):
             return _compact(await _tools.read(bus, allow, topic, group, count, wait_seconds))
 
@@ -128,17 +137,26 @@ def create_server(bus: Bus, allowed_topics: Iterable[str] | None = None,
         with _as(ToolError):
             return _compact(await _tools.stats(bus, allow))
 
-    @server.resource("relaybus://topics", name="topics", mime_type="application/json",
-                     description="The topics this server may use that have messages.")
+    @server.resource(
+        "relaybus://topics",
+        name="topics",
+        mime_type="application/json",
+        description="The topics this server may use that have messages.",
+    )
     async def topic_list() -> str:
         return _tools.compact_json(await _tools.topics(bus, allow))
 
-    @server.resource("relaybus://topics/{topic}/history", name="topic-history", mime_type="application/json",
-                     description="The latest 20 messages of a topic, oldest first.")
+    @server.resource(
+        "relaybus://topics/{topic}/history",
+        name="topic-history",
+        mime_type="application/json",
+        description="The latest 20 messages of a topic, oldest first.",
+    )
     async def topic_history(topic: str) -> str:
         with _as(ResourceError):
-            return (await _tools.history(bus, allow, topic)).model_dump_json(exclude_defaults=True,
-                                                                             exclude_none=True)
+            return (await _tools.history(bus, allow, topic)).model_dump_json(
+                exclude_defaults=True, exclude_none=True
+            )
 
     return server
 
@@ -152,39 +170,61 @@ class BearerToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not bearer_ok(Headers(scope=scope).get("authorization"), self.token):
-            refused = Response("missing or wrong bearer token", status_code=401,
-                               headers={"WWW-Authenticate": 'Bearer realm="relaybus"'})
+            refused = Response(
+                "missing or wrong bearer token",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="relaybus"'},
+            )
             await refused(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-def http_app(server: MCPServer[Any], host: str = "127.0.0.1", *, token: str | None = None,
-             allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()) -> ASGIApp:
+def http_app(
+    server: MCPServer[Any],
+    host: str = "127.0.0.1",
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+) -> ASGIApp:
     """`server` as streamable HTTP at /mcp, behind the SDK's Host/Origin checks (DNS
     rebinding) on every bind address - the names of `_web.host_names` and `allowed_hosts`,
     any port; their http(s) origins and `allowed_origins` - and, with `token`, a bearer
     token. A bind beyond loopback without a token is refused (ValueError)."""
     if not token and not is_loopback(host):
-        raise ValueError(f"refusing to serve MCP on {host} without a token: it is not a loopback address "
-                         "(localhost, 127.0.0.0/8, ::1), so other machines may reach it; pass --token "
-                         "(or RELAYBUS_MCP_TOKEN), or listen on 127.0.0.1")
+        raise ValueError(
+            f"refusing to serve MCP on {host} without a token: it is not a loopback address "
+            "(localhost, 127.0.0.0/8, ::1), so other machines may reach it; pass --token "
+            "(or RELAYBUS_MCP_TOKEN), or listen on 127.0.0.1"
+        )
     names = host_names(host, allowed_hosts)
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[h for n in names for h in (n, f"{n}:*")],
-        allowed_origins=[*(f"{scheme}://{n}{port}" for n in names for scheme in ("http", "https")
-                           for port in ("", ":*")), *allowed_origins],
+        allowed_origins=[
+            *(f"{scheme}://{n}{port}" for n in names for scheme in ("http", "https") for port in ("", ":*")),
+            *allowed_origins,
+        ],
     )
     app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
     return BearerToken(app, token) if token else app
 
 
-async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | None = None,
-                transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8765, *,
-                token: str | None = None, allowed_hosts: Iterable[str] = (),
-                allowed_origins: Iterable[str] = (), new_groups: Iterable[str] | None = None,
-                plugins: Iterable[object] = ()) -> None:
+async def serve(
+    url: str | None,
+    prefix: str,
+    allowed_topics: Iterable[str] | None = None,
+    transport: Transport = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+    new_groups: Iterable[str] | None = None,
+    plugins: Iterable[object] = (),
+) -> None:
     """Connect to Redis first (so an unreachable one fails before any protocol traffic),
     then serve MCP - on stdin/stdout until the client closes them, or as streamable HTTP
     at http://host:port/mcp until stopped (see `http_app`; uvicorn's logs, its request
@@ -198,8 +238,11 @@ async def serve(url: str | None, prefix: str, allowed_topics: Iterable[str] | No
     if transport == "stdio" and (token or hosts or origins):
         raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
     # a tool: retention is the topics' own, never applied by this process (docs/retention.md)
-    bus = (Bus.from_url(url, prefix=prefix, periodic_cleanup=False) if url
-           else Bus(prefix=prefix, periodic_cleanup=False))
+    bus = (
+        Bus.from_url(url, prefix=prefix, periodic_cleanup=False)
+        if url
+        else Bus(prefix=prefix, periodic_cleanup=False)
+    )
     for plugin in plugins:
         bus.plugins.register(plugin)
     server = create_server(bus, allow, groups)

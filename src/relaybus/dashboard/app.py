@@ -57,9 +57,12 @@ SEARCH_ONE = 1_000  # find by id, topic given: that topic's latest messages, and
 SEARCH_ALL = 100  # find by id, no topic: each topic's latest messages and dead letters...
 SEARCH_BUDGET = 2_000  # ...until this many entries are read: what one search may load, at most
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
-                                 b"img-src 'self'; connect-src 'self'; form-action 'self'; "
-                                 b"base-uri 'none'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; "
+        b"img-src 'self'; connect-src 'self'; form-action 'self'; "
+        b"base-uri 'none'; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -124,9 +127,15 @@ def _problem(status_code: int, message: str) -> Response:
 def _message(m: Message) -> dict[str, Any]:
     """A message for the page: its payload as JSON text, shown with textContent."""
     return {
-        "id": m.id, "entry_id": m.entry_id, "topic": m.topic,
-        "payload": orjson.dumps(m.payload).decode(), "headers": m.headers, "priority": m.priority,
-        "attempt": m.attempt, "created_at": m.created_at, "sender": m.sender,
+        "id": m.id,
+        "entry_id": m.entry_id,
+        "topic": m.topic,
+        "payload": orjson.dumps(m.payload).decode(),
+        "headers": m.headers,
+        "priority": m.priority,
+        "attempt": m.attempt,
+        "created_at": m.created_at,
+        "sender": m.sender,
         "correlation_id": m.correlation_id,
     }
 
@@ -138,19 +147,26 @@ def _dead_letter(m: Message) -> dict[str, Any]:
     dead_at = h.get("x-dead-dead-at")
     return {
         **_message(m),
-        "group": h.get("x-dead-group"), "attempts": h.get("x-dead-attempts"),
+        "group": h.get("x-dead-group"),
+        "attempts": h.get("x-dead-attempts"),
         "dead_at": float(dead_at) if dead_at and dead_at.replace(".", "", 1).isdigit() else None,
-        "reason": ": ".join(w for w in why if w), "replayable": FOREIGN not in h,
+        "reason": ": ".join(w for w in why if w),
+        "replayable": FOREIGN not in h,
     }
 
 
 def _topic_row(t: TopicStats, rates: list[float]) -> dict[str, Any]:
     lags = [g.lag for g in t.groups]
     return {
-        "topic": t.topic, "length": t.length, "delayed": t.delayed, "dead_letters": t.dlq_length,
-        "groups": len(t.groups), "pending": sum(g.pending for g in t.groups),
+        "topic": t.topic,
+        "length": t.length,
+        "delayed": t.delayed,
+        "dead_letters": t.dlq_length,
+        "groups": len(t.groups),
+        "pending": sum(g.pending for g in t.groups),
         "lag": None if None in lags else sum(g.lag or 0 for g in t.groups),
-        "memory_bytes": t.memory_bytes, "rates": [round(r, 2) for r in rates],
+        "memory_bytes": t.memory_bytes,
+        "rates": [round(r, 2) for r in rates],
     }
 
 
@@ -180,8 +196,12 @@ def _authorized(request: Request) -> bool:
 def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
     templates: Jinja2Templates = request.app.state.templates
     bus = _bus(request)
-    base = {"prefix": bus.config.prefix, "redis_url": shown_url(bus.config.url), "version": __version__,
-            "admin": bool(request.app.state.admin_token)}
+    base = {
+        "prefix": bus.config.prefix,
+        "redis_url": shown_url(bus.config.url),
+        "version": __version__,
+        "admin": bool(request.app.state.admin_token),
+    }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 
@@ -213,19 +233,34 @@ async def find(request: Request) -> Response:
     else:
         topics, limit = await bus.topics(), SEARCH_ALL
     every = len(topics)
-    topics = topics[:SEARCH_BUDGET // (2 * limit)]
+    topics = topics[: SEARCH_BUDGET // (2 * limit)]
     found: list[tuple[str, Message]] = []
     async with request.app.state.searching:
         for name in topics:
-            for where, messages in (("history", await bus.history(name, limit)),
-                                    ("dead letters", await bus.dead_letters(name, limit))):
+            for where, messages in (
+                ("history", await bus.history(name, limit)),
+                ("dead letters", await bus.dead_letters(name, limit)),
+            ):
                 found += [(where, m) for m in messages if wanted in (m.id, m.entry_id)]
-    context["found"] = [{"where": where, "topic": m.topic, "id": m.id, "entry_id": m.entry_id,
-                         "created_at": m.created_at, "headers": sorted(m.headers.items()),
-                         "payload": orjson.dumps(m.payload, option=orjson.OPT_INDENT_2).decode()}
-                        for where, m in found]
-    where = (f"topic {topic!r}" if topic else f"each of the {every} topics" if len(topics) == every
-             else f"each of the first {len(topics)} of {every} topics (give a topic to search the others)")
+    context["found"] = [
+        {
+            "where": where,
+            "topic": m.topic,
+            "id": m.id,
+            "entry_id": m.entry_id,
+            "created_at": m.created_at,
+            "headers": sorted(m.headers.items()),
+            "payload": orjson.dumps(m.payload, option=orjson.OPT_INDENT_2).decode(),
+        }
+        for where, m in found
+    ]
+    where = (
+        f"topic {topic!r}"
+        if topic
+        else f"each of the {every} topics"
+        if len(topics) == every
+        else f"each of the first {len(topics)} of {every} topics (give a topic to search the others)"
+    )
     context["searched"] = f"the latest {limit:,} messages and dead letters of {where}"
     return _page(request, "find.html", **context)
 
@@ -236,8 +271,14 @@ async def find(request: Request) -> Response:
 async def api_overview(request: Request) -> Response:
     sampler: Sampler = request.app.state.sampler
     stats = sampler.latest
-    body: dict[str, Any] = {"sampled_at": sampler.sampled_at, "every_s": sampler.every_s,
-                            "error": sampler.error, "topics": [], "server": None, "connection": None}
+    body: dict[str, Any] = {
+        "sampled_at": sampler.sampled_at,
+        "every_s": sampler.every_s,
+        "error": sampler.error,
+        "topics": [],
+        "server": None,
+        "connection": None,
+    }
     if stats is not None:
         body["topics"] = [_topic_row(t, sampler.rates(t.topic)) for t in stats.topics]
         body["server"] = stats.server.model_dump(mode="json")
@@ -253,12 +294,14 @@ async def api_topic(request: Request) -> Response:
         return _problem(404, f"no topic {topic!r} under this prefix")
     stats = (await bus.stats([topic])).topics[0]
     dead = await bus.dead_letters(topic, DLQ_LIMIT)
-    return _json({
-        "topic": _topic_row(stats, request.app.state.sampler.rates(topic)),
-        "groups": [g.model_dump(mode="json") for g in stats.groups],
-        "dead_letters": [_dead_letter(m) for m in dead],
-        "dead_letter_count": stats.dlq_length,
-    })
+    return _json(
+        {
+            "topic": _topic_row(stats, request.app.state.sampler.rates(topic)),
+            "groups": [g.model_dump(mode="json") for g in stats.groups],
+            "dead_letters": [_dead_letter(m) for m in dead],
+            "dead_letter_count": stats.dlq_length,
+        }
+    )
 
 
 async def api_messages(request: Request) -> Response:
@@ -365,8 +408,10 @@ class SameOrigin:
             origin = headers.get("origin")
             own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
             if headers.get("sec-fetch-site") in ("cross-site", "same-site") or (origin and origin != own):
-                refused = PlainTextResponse("refused: a request sent by another site's page; open the "
-                                            "dashboard from the address bar", status_code=403)
+                refused = PlainTextResponse(
+                    "refused: a request sent by another site's page; open the dashboard from the address bar",
+                    status_code=403,
+                )
                 await refused(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -387,14 +432,21 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
-def create_app(bus: Bus, admin_token: str | None = None, *, host: str = "127.0.0.1",
-               sample_s: float = SAMPLE_S, allowed_hosts: Iterable[str] = ()) -> Starlette:
+def create_app(
+    bus: Bus,
+    admin_token: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    sample_s: float = SAMPLE_S,
+    allowed_hosts: Iterable[str] = (),
+) -> Starlette:
     """The dashboard for `bus`, which its lifespan connects (if it is not yet) and closes.
     `host` is where it listens. Only requests whose Host is one of `host`, `localhost`,
     `127.0.0.1`, `[::1]` and `allowed_hosts` are served (a page elsewhere cannot reach it
     by DNS rebinding), and none that another site's page sent (`SameOrigin`)."""
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                                     undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     sampler = Sampler(bus, sample_s)
 
     @contextlib.asynccontextmanager
@@ -431,9 +483,11 @@ def create_app(bus: Bus, admin_token: str | None = None, *, host: str = "127.0.0
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders),
-                    Middleware(TrustedHostMiddleware, allowed_hosts=host_names(host, allowed_hosts)),
-                    Middleware(SameOrigin)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=host_names(host, allowed_hosts)),
+            Middleware(SameOrigin),
+        ],
         exception_handlers={ValueError: _bad_request, **dict.fromkeys(TROUBLE, _unavailable)},
     )
     app.state.bus, app.state.sampler = bus, sampler
@@ -450,8 +504,9 @@ def create_app(bus: Bus, admin_token: str | None = None, *, host: str = "127.0.0
 async def serve(app: Starlette, sock: socket.socket, stop: asyncio.Event) -> None:
     """Serve `app` on `sock` until `stop` is set; live streams end first, then the lifespan
     closes the bus. An error connecting at startup is raised as itself."""
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
     server = QuietServer(config)
 
     async def stopper() -> None:

@@ -65,7 +65,7 @@ class AutoPipeline:
                 start = 0
                 for calls, future in batch:
                     if not future.done():
-                        future.set_result([replies[i] for i in carrier[start:start + len(calls)]])
+                        future.set_result([replies[i] for i in carrier[start : start + len(calls)]])
                     start += len(calls)
         finally:
             self._busy = False

@@ -28,8 +28,9 @@ FULL_SWEEP_EVERY = 4  # sweeps (each claim_idle_ms / 2) between sweeps of every 
 class Consumer:
     """Runs a bus's subscriptions until `stop()` (drain) or cancellation (prompt)."""
 
-    def __init__(self, ctx: Context, groups: Groups, settlement: Settlement,
-                 subscriptions: Sequence[Subscription]) -> None:
+    def __init__(
+        self, ctx: Context, groups: Groups, settlement: Settlement, subscriptions: Sequence[Subscription]
+    ) -> None:
         if not subscriptions:
             raise ValueError("run() needs at least one bus.subscribe(...) handler")
         self.ctx = ctx
@@ -52,13 +53,16 @@ class Consumer:
 
     async def run(self) -> None:
         ctx, reader = self.ctx, self._reader
-        self._runners = [Runners(s, self._settlement, self._acks, self._held, reader.kick)
-                         for s in self._subscriptions]
+        self._runners = [
+            Runners(s, self._settlement, self._acks, self._held, reader.kick) for s in self._subscriptions
+        ]
         reading = asyncio.create_task(reader.run(), name="relaybus-reader")
         claim_every = ctx.config.claim_idle_ms / 1000
         discovering = asyncio.create_task(self._discover_until_stopped(), name="relaybus-discovery")
-        jobs = [asyncio.create_task(every(claim_every / 3, self._heartbeat, self._stopping)),
-                asyncio.create_task(every(claim_every / 2, self._sweep, self._stopping))]
+        jobs = [
+            asyncio.create_task(every(claim_every / 3, self._heartbeat, self._stopping)),
+            asyncio.create_task(every(claim_every / 2, self._sweep, self._stopping)),
+        ]
         stopped = asyncio.create_task(self._stopping.wait())
         cancelled = False
         try:
@@ -192,4 +196,3 @@ async def _until(awaitable: Awaitable[Any], stopping: asyncio.Event) -> None:
         await task
     if task.done() and not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
-

@@ -194,8 +194,11 @@ class Doorbell:
         pubsub, self._pubsub = self._pubsub, None
         if error is not None:
             await self._health.failed(error)
-            log.log(logging.WARNING if warn else logging.DEBUG,
-                    "relaybus wake-up connection lost (%s); reconnecting", type(error).__name__)
+            log.log(
+                logging.WARNING if warn else logging.DEBUG,
+                "relaybus wake-up connection lost (%s); reconnecting",
+                type(error).__name__,
+            )
         if pubsub is not None:
             with contextlib.suppress(*UNAVAILABLE):
                 await pubsub.aclose()

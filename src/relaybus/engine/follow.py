@@ -34,15 +34,24 @@ def check_position(after: Any) -> str:
     if after is None:
         return ""
     if not isinstance(after, str) or not ENTRY_ID_RE.fullmatch(after):
-        raise ValueError(f"after must be None or a stream entry id such as '1700000000000-0' "
-                         f"(a Message.entry_id), got {after!r}")
+        raise ValueError(
+            f"after must be None or a stream entry id such as '1700000000000-0' "
+            f"(a Message.entry_id), got {after!r}"
+        )
     return after
 
 
 def _keys(ctx: Context, topic: str) -> list[str]:
     keys = ctx.keys
-    return [keys.stream(topic), keys.delayed(topic), keys.retry(topic), keys.lane(topic), keys.lanes(topic),
-            keys.wake(topic), keys.closed(topic)]
+    return [
+        keys.stream(topic),
+        keys.delayed(topic),
+        keys.retry(topic),
+        keys.lane(topic),
+        keys.lanes(topic),
+        keys.wake(topic),
+        keys.closed(topic),
+    ]
 
 
 async def follow(ctx: Context, topic: str, after: str) -> AsyncGenerator[Message, None]:
@@ -63,7 +72,8 @@ async def follow(ctx: Context, topic: str, after: str) -> AsyncGenerator[Message
             rung.clear()
             try:
                 next_due, state, entries = await ctx.scripts.call(
-                    ctx.scripts.follow, keys, [cursor, BATCH, int(time.time() * 1000), PROMOTE_LIMIT])
+                    ctx.scripts.follow, keys, [cursor, BATCH, int(time.time() * 1000), PROMOTE_LIMIT]
+                )
             except UNAVAILABLE as exc:
                 if ctx.doorbell.closed:
                     raise BusUnavailableError("follow() was reading when the bus was closed") from None
@@ -117,10 +127,22 @@ async def close(ctx: Context, topic: str, keep_s: float) -> int:
     """Mark the topic closed and let its keys expire `keep_s` later; how many delayed
     publishes not yet due it dropped (scripts/close_topic.lua)."""
     keys = ctx.keys
-    call_keys = [keys.closed(topic), keys.stream(topic), keys.delayed(topic), keys.retry(topic),
-                 keys.lane(topic), keys.lanes(topic), keys.wake(topic), keys.counters(topic), keys.dlq(topic)]
-    dropped = int(await ctx.scripts.call(ctx.scripts.close_topic, call_keys,
-                                         [max(1, int(keep_s * 1000)), int(time.time() * 1000)]))
+    call_keys = [
+        keys.closed(topic),
+        keys.stream(topic),
+        keys.delayed(topic),
+        keys.retry(topic),
+        keys.lane(topic),
+        keys.lanes(topic),
+        keys.wake(topic),
+        keys.counters(topic),
+        keys.dlq(topic),
+    ]
+    dropped = int(
+        await ctx.scripts.call(
+            ctx.scripts.close_topic, call_keys, [max(1, int(keep_s * 1000)), int(time.time() * 1000)]
+        )
+    )
     if dropped:
         log.warning("relaybus: close_topic(%r) dropped %d delayed message(s) not yet due", topic, dropped)
     return dropped

@@ -37,8 +37,9 @@ def group_lost(exc: BaseException) -> bool:
 def redis_full(exc: BaseException) -> bool:
     """Redis refused a write because maxmemory is reached under noeviction (6.2 reports it
     inside a script error)."""
-    return isinstance(exc, OutOfMemoryError) or (isinstance(exc, ResponseError)
-                                                 and "-OOM command not allowed" in str(exc))
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "-OOM command not allowed" in str(exc)
+    )
 
 
 def _counts_after_claim(pending: Iterable[dict[str, Any]]) -> dict[bytes, int]:
@@ -107,8 +108,11 @@ class Groups:
         """The streams a group reads for a topic, most urgent first: its retry stream,
         the priority lanes in use (9 down to 1), the topic stream."""
         lanes = lanes_in(await self.redis.smembers(self.keys.lanes(topic)))[::-1]
-        return [self.keys.retry(topic, group), *(self.keys.lane(topic, n) for n in lanes),
-                self.keys.stream(topic)]
+        return [
+            self.keys.retry(topic, group),
+            *(self.keys.lane(topic, n) for n in lanes),
+            self.keys.stream(topic),
+        ]
 
     def forget_group(self, topic: str, group: str) -> None:
         """After NOGROUP: the stream or group was deleted under us (or Redis restarted
@@ -120,12 +124,26 @@ class Groups:
     def read_keys(self, topic: str, group: str) -> list[str]:
         """read.lua's KEYS for a group on a topic."""
         keys = self.keys
-        return [keys.delayed(topic), keys.stream(topic), keys.retry(topic), keys.lane(topic),
-                keys.lanes(topic), keys.retry(topic, group), keys.wake(topic)]
+        return [
+            keys.delayed(topic),
+            keys.stream(topic),
+            keys.retry(topic),
+            keys.lane(topic),
+            keys.lanes(topic),
+            keys.retry(topic, group),
+            keys.wake(topic),
+        ]
 
     def read_call(
-        self, topic: str, group: str, consumer: str, count: int, start: str, idle_ms: int = 0,
-        own: bool = False, keys: list[str] | None = None,
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        count: int,
+        start: str,
+        idle_ms: int = 0,
+        own: bool = False,
+        keys: list[str] | None = None,
     ) -> Call:
         """One read.lua call (count 0: only probe, also for entries idle past `idle_ms`
         and, with `own`, for this consumer's own pending ones; a read with `idle_ms` first
@@ -136,9 +154,20 @@ class Groups:
             create = ""
         else:
             create = "0" if start == "earliest" or (topic, group) in self._lost else "$"
-        return (self.scripts.read, keys or self.read_keys(topic, group),
-                [group, consumer, count, int(time.time() * 1000), PROMOTE_LIMIT, create, idle_ms,
-                 "1" if own else ""])
+        return (
+            self.scripts.read,
+            keys or self.read_keys(topic, group),
+            [
+                group,
+                consumer,
+                count,
+                int(time.time() * 1000),
+                PROMOTE_LIMIT,
+                create,
+                idle_ms,
+                "1" if own else "",
+            ],
+        )
 
     def read_reply(self, topic: str, group: str, reply: Any) -> Fetch:
         """A read.lua reply; raises the error it carries (NOGROUP forgets the group)."""
@@ -150,8 +179,9 @@ class Groups:
         due, drained, flat = reply[0], reply[1], reply[2:]
         next_due = float(due) / 1000 if due else None
         if flat and isinstance(flat[0], int):  # a probe: {due, drained, idle, own, pending}
-            return Fetch([], next_due, bool(drained), drained != 2, bool(flat[0]), bool(flat[1]),
-                         bool(flat[2]))
+            return Fetch(
+                [], next_due, bool(drained), drained != 2, bool(flat[0]), bool(flat[1]), bool(flat[2])
+            )
         delivered = None
         if flat and isinstance(flat[0], list):  # a claiming read: the claimed entries' counts
             counts, flat = flat[0], flat[1:]
@@ -162,13 +192,19 @@ class Groups:
             entries += [(source, (entry[0], _fields(entry[1]))) for entry in batch]
         return Fetch(entries, next_due, bool(drained), drained != 2, delivered=delivered)
 
-    async def read(self, topic: str, group: str, consumer: str, count: int, start: str,
-                   idle_ms: int = 0) -> Fetch:
+    async def read(
+        self, topic: str, group: str, consumer: str, count: int, start: str, idle_ms: int = 0
+    ) -> Fetch:
         (reply,) = await self.scripts.run([self.read_call(topic, group, consumer, count, start, idle_ms)])
         return self.read_reply(topic, group, reply)
 
     async def claim_idle(
-        self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int,
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        min_idle_ms: int,
+        count: int,
         cursors: dict[str, str],
     ) -> tuple[dict[str, str], list[tuple[str, Entry]]]:
         """XAUTOCLAIM entries idle in any consumer, over each of the group's streams.
@@ -184,9 +220,11 @@ class Groups:
             if len(out) >= count:
                 left[key] = start
                 continue
-            reply = await _unless_no_group(self.redis.xautoclaim(
-                key, group, consumer, min_idle_ms, start_id=start, count=count - len(out)
-            ))
+            reply = await _unless_no_group(
+                self.redis.xautoclaim(
+                    key, group, consumer, min_idle_ms, start_id=start, count=count - len(out)
+                )
+            )
             if reply is None:
                 continue
             out.extend((key, entry) for entry in _live(reply[1]))
@@ -205,10 +243,16 @@ class Groups:
         for key in await self.sources(topic, group):
             if len(out) >= count:
                 break
-            pending = await _unless_no_group(self.redis.xpending_range(
-                key, group, min=after.get(key, "-"), max="+", count=count - len(out),
-                consumername=consumer,
-            ))
+            pending = await _unless_no_group(
+                self.redis.xpending_range(
+                    key,
+                    group,
+                    min=after.get(key, "-"),
+                    max="+",
+                    count=count - len(out),
+                    consumername=consumer,
+                )
+            )
             ids = [p["message_id"] for p in pending or ()]
             if ids:
                 after[key] = "(" + _sid(ids[-1])
@@ -217,8 +261,9 @@ class Groups:
                 counts.update(_counts_after_claim(pending))
         return out, counts
 
-    async def _claim(self, key: str, group: str, consumer: str, min_idle_ms: int,
-                     ids: list[bytes]) -> list[Entry]:
+    async def _claim(
+        self, key: str, group: str, consumer: str, min_idle_ms: int, ids: list[bytes]
+    ) -> list[Entry]:
         """XCLAIM the ids; on Redis 6.2 the ids of entries deleted while pending come back
         as (None, None) and stay pending: when every id not returned is such a one, ack them."""
         claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
@@ -239,7 +284,10 @@ class Groups:
         counts: dict[bytes, int] = {}
         for key, ids in by_key.items():
             pending = await self.redis.xpending_range(
-                key, group, min=min(ids, key=_id_order), max=max(ids, key=_id_order),
+                key,
+                group,
+                min=min(ids, key=_id_order),
+                max=max(ids, key=_id_order),
                 count=len(ids) * 4 + 10,
                 consumername=consumer,
             )
@@ -257,22 +305,39 @@ class Groups:
             await pipe.execute(raise_on_error=False)  # a group deleted meanwhile: nothing to keep
 
     async def dead_letter(
-        self, source: str, entry_id: bytes | str, group: str, topic: str, body: list[Any],
-        reason: str, error: BaseException | None, attempts: int, reply: tuple[str, bytes] | None = None,
+        self,
+        source: str,
+        entry_id: bytes | str,
+        group: str,
+        topic: str,
+        body: list[Any],
+        reason: str,
+        error: BaseException | None,
+        attempts: int,
+        reply: tuple[str, bytes] | None = None,
     ) -> bool:
         """Move a pending entry to the topic DLQ and ack it, atomically. `body` is
         ["m", envelope] or ["raw", fields-as-JSON]. False: it was no longer pending
         (another consumer settled it first). `reply`: (inbox key, failure reply) appended
         in the same script - only where the inbox is on the same server (no Cluster)."""
         fields = [
-            "v", "1", *body,
-            "reason", reason,
-            "error_type", type(error).__name__ if error else "",
-            "error", str(error)[:2000] if error else "",
-            "attempts", str(attempts),
-            "original_entry", entry_id,
-            "group", group,
-            "dead_at", f"{time.time():.6f}",
+            "v",
+            "1",
+            *body,
+            "reason",
+            reason,
+            "error_type",
+            type(error).__name__ if error else "",
+            "error",
+            str(error)[:2000] if error else "",
+            "attempts",
+            str(attempts),
+            "original_entry",
+            entry_id,
+            "group",
+            group,
+            "dead_at",
+            f"{time.time():.6f}",
         ]
         told = [] if reply is None else [reply[1]]
         moved = await self.scripts.dead_letter(
@@ -301,5 +366,3 @@ class Groups:
         # where it was delivered from: not wire fields, so nothing to validate
         message.__dict__.update(group=group, stream_key=source)
         return message
-
-

@@ -68,8 +68,12 @@ class Write:
         return self.lane == 0 and self.due_ms == 0 and self.dedup_key is None
 
     def options(self) -> dict[str, Any]:
-        return {"lane": self.lane, "due_ms": self.due_ms, "dedup_key": self.dedup_key,
-                "window_ms": self.window_ms}
+        return {
+            "lane": self.lane,
+            "due_ms": self.due_ms,
+            "dedup_key": self.dedup_key,
+            "window_ms": self.window_ms,
+        }
 
     @classmethod
     def from_outbox(cls, entry: OutboxEntry) -> Write:
@@ -87,11 +91,13 @@ def _refusal(exc: ResponseError, topic: str, limit: int | None) -> Exception:
         )
     words = str(exc).split()
     if words and words[0] == "CLOSED":
-        return TopicClosedError(f"publish to {topic!r}: the topic is closed (close_topic); nothing "
-                                "was appended")
+        return TopicClosedError(
+            f"publish to {topic!r}: the topic is closed (close_topic); nothing was appended"
+        )
     if words and words[0] == "STALE":  # only when this host's clock went back: try again later
-        return BusUnavailableError(f"publish to {topic!r}: a later attempt of it was refused; this "
-                                   "attempt appended nothing")
+        return BusUnavailableError(
+            f"publish to {topic!r}: a later attempt of it was refused; this attempt appended nothing"
+        )
     if not words or words[0] != "QUEUEFULL":
         return cast(Exception, exc)  # redis-py's exceptions are untyped here
     return QueueFullError(
@@ -111,9 +117,13 @@ class Publisher:
         self.ctx = ctx
         self.config = ctx.config
         self.outbox = (
-            Outbox(self.config.outbox_path, max_entries=self.config.outbox_max_entries,
-                   max_bytes=self.config.outbox_max_bytes)
-            if self.config.outbox_path is not None else None
+            Outbox(
+                self.config.outbox_path,
+                max_entries=self.config.outbox_max_entries,
+                max_bytes=self.config.outbox_max_bytes,
+            )
+            if self.config.outbox_path is not None
+            else None
         )
         self.backlog = False  # the outbox holds entries: new publishes queue behind them
         self.skew_ms = 0  # server clock minus ours, measured at connect
@@ -163,17 +173,32 @@ class Publisher:
             raise ValueError(f"dedup_key must be a non-empty string, got {dedup_key!r}")
         ttl = ttl if ttl is not None else self.config.default_ttl
         now = time.time()
-        messages = made(topic, payloads, now, now + ttl if ttl is not None else None,
-                        priority=priority, dedup_key=dedup_key, headers=headers, sender=sender,
-                        correlation_id=correlation_id, reply_to=reply_to)
+        messages = made(
+            topic,
+            payloads,
+            now,
+            now + ttl if ttl is not None else None,
+            priority=priority,
+            dedup_key=dedup_key,
+            headers=headers,
+            sender=sender,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+        )
         hooks = self.ctx.plugins.call
         if hooks.changes_published():
             messages = [await hooks.on_publish(self.ctx.bus, m) for m in messages]
         due_ms = int((time.time() + delay) * 1000) if delay is not None else 0
         window_ms = max(1, int((dedup_window or self.config.dedup_window_s) * 1000))
         writes = [
-            Write(encode(m, self.config.max_message_bytes), m.id, m.lane, due_ms, m.dedup_key,
-                  window_ms if m.dedup_key else 0)
+            Write(
+                encode(m, self.config.max_message_bytes),
+                m.id,
+                m.lane,
+                due_ms,
+                m.dedup_key,
+                window_ms if m.dedup_key else 0,
+            )
             for m in messages
         ]
         ids = await self.write(topic, writes)
@@ -223,15 +248,20 @@ class Publisher:
     async def _to_outbox(self, topic: str, writes: list[Write]) -> list[str]:
         assert self.outbox is not None
         if self.closed:
-            raise BusUnavailableError(f"publish to {topic!r}: the bus was closed while Redis was "
-                                      "unreachable; nothing was stored")
+            raise BusUnavailableError(
+                f"publish to {topic!r}: the bus was closed while Redis was unreachable; nothing was stored"
+            )
         await self.outbox.put_many(topic, [(w.id, w.data, w.options()) for w in writes])  # all or none
         started, self.backlog = not self.backlog, True
         # once per backlog, not per publish: an outage can queue thousands
-        log.log(logging.WARNING if started else logging.DEBUG,
-                "relaybus: Redis unreachable, %d message(s) for %r kept in the outbox %s%s",
-                len(writes), topic, self.outbox.path,
-                "; later publishes queue behind them until it is flushed" if started else "")
+        log.log(
+            logging.WARNING if started else logging.DEBUG,
+            "relaybus: Redis unreachable, %d message(s) for %r kept in the outbox %s%s",
+            len(writes),
+            topic,
+            self.outbox.path,
+            "; later publishes queue behind them until it is flushed" if started else "",
+        )
         return [w.id for w in writes]
 
     async def flush(self) -> int:
@@ -251,21 +281,31 @@ class Publisher:
                 # flush attempts left sent markers (MARK_TTL_MS), as they may be resumed much later
                 cfg = self.config
                 span_ms = int((cfg.publish_timeout_s + cfg.connect_timeout + cfg.socket_timeout) * 1000)
-                window = (id_time_ms(run[0].message_id) + self.skew_ms - CHECK_MARGIN_MS,
-                          id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS)
+                window = (
+                    id_time_ms(run[0].message_id) + self.skew_ms - CHECK_MARGIN_MS,
+                    id_time_ms(run[-1].message_id) + self.skew_ms + span_ms + CHECK_MARGIN_MS,
+                )
                 try:
                     await self._scripted(run[0].topic, writes, check=window, mark_ms=MARK_TTL_MS)
                 except TopicClosedError:  # never deliverable: said loudly, then gone
-                    log.error("relaybus: %d outbox message(s) for %r dropped: the topic was closed "
-                              "(close_topic) before they could be sent: %s", len(run), run[0].topic,
-                              ", ".join(e.message_id for e in run))
+                    log.error(
+                        "relaybus: %d outbox message(s) for %r dropped: the topic was closed "
+                        "(close_topic) before they could be sent: %s",
+                        len(run),
+                        run[0].topic,
+                        ", ".join(e.message_id for e in run),
+                    )
                     self.ctx.counters["outbox_dropped_closed"] += len(run)
                     await self.outbox.delete(run)
                     continue
                 except (QueueFullError, RedisFullError, ResponseError) as exc:
                     # this topic waits (its order kept) for the next flush; the others go on
-                    log.warning("relaybus: outbox entries for %r refused (%s: %s); retrying later",
-                                run[0].topic, type(exc).__name__, exc)
+                    log.warning(
+                        "relaybus: outbox entries for %r refused (%s: %s); retrying later",
+                        run[0].topic,
+                        type(exc).__name__,
+                        exc,
+                    )
                     refused.add(run[0].topic)
                     continue
                 await self.outbox.delete(run)
@@ -279,8 +319,13 @@ class Publisher:
         """The fast path: one append.lua call."""
         keys, scripts = self.ctx.keys, self.ctx.scripts
         try:
-            call_keys = [keys.stream(topic), keys.wake(topic), keys.fence(topic), keys.sent(topic),
-                         keys.closed(topic)]
+            call_keys = [
+                keys.stream(topic),
+                keys.wake(topic),
+                keys.fence(topic),
+                keys.sent(topic),
+                keys.closed(topic),
+            ]
             await self._send(topic, (scripts.append, call_keys, [w.data for w in writes]))
         except ResponseError as exc:
             raise _refusal(exc, topic, self.config.max_queue_size) from None
@@ -288,18 +333,35 @@ class Publisher:
             raise unavailable(f"publish to {topic!r}", exc, self.config.url) from None
 
     async def _scripted(
-        self, topic: str, writes: list[Write], check: tuple[int, int | str] | None = None,
+        self,
+        topic: str,
+        writes: list[Write],
+        check: tuple[int, int | str] | None = None,
         mark_ms: int = FENCE_TTL_MS,
     ) -> list[str]:
         """Dedup, lanes, delay, max_queue_size, and for a later attempt (`check`: the window
         of entry-id times an earlier one would be in) the written-already check and the
         fence, its sent markers kept `mark_ms`: one script call."""
         keys = self.ctx.keys
-        call_keys = [keys.stream(topic), keys.delayed(topic), keys.lanes(topic), keys.counters(topic),
-                     keys.lane(topic), keys.sent(topic), keys.fence(topic)]
+        call_keys = [
+            keys.stream(topic),
+            keys.delayed(topic),
+            keys.lanes(topic),
+            keys.counters(topic),
+            keys.lane(topic),
+            keys.sent(topic),
+            keys.fence(topic),
+        ]
         check_from, check_to = (max(1, check[0]), check[1]) if check else (0, 0)
-        args: list[Any] = [self.config.max_queue_size or 0, self.config.overflow, check_from, check_to,
-                           mark_ms, _now_ms() if check else 0, FENCE_TTL_MS]
+        args: list[Any] = [
+            self.config.max_queue_size or 0,
+            self.config.overflow,
+            check_from,
+            check_to,
+            mark_ms,
+            _now_ms() if check else 0,
+            FENCE_TTL_MS,
+        ]
         for w in writes:
             call_keys.append(keys.dedup(topic, w.dedup_key) if w.dedup_key else call_keys[0])
             args += [w.data, w.id, w.window_ms if w.dedup_key else 0, w.due_ms, w.lane]

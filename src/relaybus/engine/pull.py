@@ -16,8 +16,15 @@ from .settlement import Settlement
 
 
 async def read(
-    ctx: Context, groups: Groups, settlement: Settlement, topic: str, group: str, consumer: str,
-    count: int, block_ms: int, start: str,
+    ctx: Context,
+    groups: Groups,
+    settlement: Settlement,
+    topic: str,
+    group: str,
+    consumer: str,
+    count: int,
+    block_ms: int,
+    start: str,
 ) -> list[Message]:
     """Up to `count` messages: entries pending past claim_idle_ms in any consumer of the
     group - the caller's own too - then new ones, claimed and read in one script call; if
@@ -37,7 +44,13 @@ async def read(
 
 
 async def _wait_and_read(
-    ctx: Context, groups: Groups, topic: str, group: str, consumer: str, count: int, start: str,
+    ctx: Context,
+    groups: Groups,
+    topic: str,
+    group: str,
+    consumer: str,
+    count: int,
+    start: str,
     block_ms: int,
 ) -> list[Fetched]:
     """Subscribe to the topic's wake channel, then read - a read that finds nothing arms

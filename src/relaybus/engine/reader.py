@@ -118,8 +118,9 @@ class Reader:
         sweep could otherwise replace them before their first tick, every time."""
         for feed in self._sweep:
             self._probes[feed] = None
-        self._sweep = deque(f for feeds in self._by_topic.values() for f in feeds
-                            if everything or not f.quiet)
+        self._sweep = deque(
+            f for feeds in self._by_topic.values() for f in feeds if everything or not f.quiet
+        )
         self._sweep_rate = len(self._sweep) / max(interval_s * SWEEP_SPREAD, SWEEP_TICK_S)
         self._sweep_at = time.monotonic()
         self.kick()
@@ -200,9 +201,13 @@ class Reader:
                 await self._round()
             except UNAVAILABLE as exc:
                 # one warning an outage, its end with counts: never a line per attempt
-                log.log(logging.DEBUG if self._failing else logging.WARNING,
-                        "relaybus reader: Redis unavailable (%s); retrying in %.2fs, then every %.0fs at "
-                        "most", type(exc).__name__, pause, MAX_BACKOFF_S)
+                log.log(
+                    logging.DEBUG if self._failing else logging.WARNING,
+                    "relaybus reader: Redis unavailable (%s); retrying in %.2fs, then every %.0fs at most",
+                    type(exc).__name__,
+                    pause,
+                    MAX_BACKOFF_S,
+                )
                 self._failing = self._failing or time.monotonic()
                 self._failures += 1
                 await self.ctx.health.failed(exc)
@@ -223,10 +228,15 @@ class Reader:
     def _outage_over(self, how: str) -> None:
         """The end of an outage, in one line: how long, how many round trips failed, how
         many acks were given up (a warning then: those messages are delivered again)."""
-        log.log(logging.WARNING if self._acks_given_up else logging.INFO,
-                "relaybus reader: %s after %.1fs (%d round trip(s) failed); acks given up meanwhile: "
-                "%d (those messages are delivered again)",
-                how, time.monotonic() - self._failing, self._failures, self._acks_given_up)
+        log.log(
+            logging.WARNING if self._acks_given_up else logging.INFO,
+            "relaybus reader: %s after %.1fs (%d round trip(s) failed); acks given up meanwhile: "
+            "%d (those messages are delivered again)",
+            how,
+            time.monotonic() - self._failing,
+            self._failures,
+            self._acks_given_up,
+        )
         self._failing, self._failures, self._acks_given_up = 0.0, 0, 0
 
     async def _idle(self, seconds: float | None) -> None:
@@ -264,9 +274,12 @@ class Reader:
         elif (self._give_up or now > (self._ack_deadline or 0)) and self._acks.count:
             count = self._acks.count
             self._acks.take()
-            log.log(logging.DEBUG if self._acks_given_up else logging.WARNING,
-                    "relaybus could not send acks of %d message(s) (%s); they will be delivered again",
-                    count, type(exc).__name__)
+            log.log(
+                logging.DEBUG if self._acks_given_up else logging.WARNING,
+                "relaybus could not send acks of %d message(s) (%s); they will be delivered again",
+                count,
+                type(exc).__name__,
+            )
             self._acks_given_up += count
 
     async def _round(self) -> None:
@@ -285,7 +298,7 @@ class Reader:
                 else:
                     self._probes[feed] = None
             raise
-        for (feed, count), reply in zip(plan, replies[len(acks):], strict=True):
+        for (feed, count), reply in zip(plan, replies[len(acks) :], strict=True):
             self._fetched(feed, count, reply)
 
     def _plan(self, calls: list[Call]) -> list[tuple[Feed, int]]:
@@ -302,8 +315,11 @@ class Reader:
             probes += [self._sweep.popleft() for _ in range(swept)]
         for feed in probes:
             sub = feed.runners.sub
-            calls.append(groups.read_call(feed.topic, sub.group, consumer, 0, sub.start, idle_ms,
-                                          feed.own_check, feed.keys))
+            calls.append(
+                groups.read_call(
+                    feed.topic, sub.group, consumer, 0, sub.start, idle_ms, feed.own_check, feed.keys
+                )
+            )
             plan.append((feed, 0))
         for runners, ready in self._ready.items():
             if not ready or not runners.hungry:
@@ -315,8 +331,11 @@ class Reader:
                 del ready[feed]
                 count = min(share, room)
                 room -= count
-                calls.append(groups.read_call(feed.topic, runners.sub.group, consumer, count,
-                                              runners.sub.start, keys=feed.keys))
+                calls.append(
+                    groups.read_call(
+                        feed.topic, runners.sub.group, consumer, count, runners.sub.start, keys=feed.keys
+                    )
+                )
                 plan.append((feed, count))
         return plan
 
@@ -327,8 +346,9 @@ class Reader:
         except Exception as exc:
             if str(exc).startswith("NOROOM"):  # the group cannot be made while Redis is full
                 if not feed.full:
-                    log.warning("relaybus: %s (topic %r); trying again every %.0f s", exc, feed.topic,
-                                UNARMED_RETRY_S)
+                    log.warning(
+                        "relaybus: %s (topic %r); trying again every %.0f s", exc, feed.topic, UNARMED_RETRY_S
+                    )
                 feed.full = True
                 self._schedule(feed, time.time() + UNARMED_RETRY_S)
                 return
@@ -362,14 +382,19 @@ class Reader:
             del self._claims[feed]
             runners, group = feed.runners, feed.runners.sub.group
             if feed.own:
-                got, counts = await groups.claim_own(feed.topic, group, consumer, runners.room,
-                                                     feed.own_after)
+                got, counts = await groups.claim_own(
+                    feed.topic, group, consumer, runners.room, feed.own_after
+                )
                 if not got:
                     feed.own = False
                     self._probes[feed] = None  # now read what is new
             else:
                 feed.idle_cursors, got = await groups.claim_idle(
-                    feed.topic, group, consumer, self.ctx.config.claim_idle_ms, runners.room,
+                    feed.topic,
+                    group,
+                    consumer,
+                    self.ctx.config.claim_idle_ms,
+                    runners.room,
                     feed.idle_cursors,
                 )
                 got = [g for g in got if (group, g[0], g[1][0]) not in self._held]

@@ -45,8 +45,13 @@ def inbox_of(reply_to: str | None) -> str | None:
 def answer(request: Message, payload: Any, headers: dict[str, str] | None, sender: str) -> Message:
     """The reply to a request: its correlation id (or id) repeated, its token echoed."""
     echoed = {TOKEN: request.headers[TOKEN]} if TOKEN in request.headers else {}
-    return Message(topic=request.topic, payload=payload, headers={**(headers or {}), **echoed},
-                   correlation_id=request.correlation_id or request.id, sender=sender)
+    return Message(
+        topic=request.topic,
+        payload=payload,
+        headers={**(headers or {}), **echoed},
+        correlation_id=request.correlation_id or request.id,
+        sender=sender,
+    )
 
 
 def failure(
@@ -58,9 +63,11 @@ def failure(
     inbox = inbox_of(request.reply_to)
     if inbox is None:
         return None
-    told = {"error_type": type(error).__name__ if error else "",
-            "error": redact_text(str(error))[:ERROR_CHARS] if error else "",
-            "reason": redact_text(reason)[:ERROR_CHARS]}
+    told = {
+        "error_type": type(error).__name__ if error else "",
+        "error": redact_text(str(error))[:ERROR_CHARS] if error else "",
+        "reason": redact_text(reason)[:ERROR_CHARS],
+    }
     reply = answer(request, told, {FAILED: outcome}, ctx.consumer)
     return ctx.keys.inbox(inbox), encode(reply)
 
@@ -81,8 +88,9 @@ async def append(ctx: Context, key: str, data: bytes, reply_id: str) -> None:
     if isinstance(added, Exception):
         raise added
     if added is None:
-        log.info("relaybus: reply %s not kept: its requester's inbox is gone (it gave up or closed)",
-                 reply_id)
+        log.info(
+            "relaybus: reply %s not kept: its requester's inbox is gone (it gave up or closed)", reply_id
+        )
 
 
 @dataclass(slots=True)
@@ -117,15 +125,18 @@ class Inbox:
             self._reader = loop.create_task(self._read(), name="relaybus-inbox")
         correlation_id = new_id()
         waiting = self._waiting[correlation_id] = Waiting(
-            secrets.token_urlsafe(16), time.monotonic() + seconds, what, loop.create_future())
+            secrets.token_urlsafe(16), time.monotonic() + seconds, what, loop.create_future()
+        )
         try:
             await self._claim()
             await publish(correlation_id, waiting.token)
             try:
                 return await asyncio.wait_for(waiting.future, seconds)
             except TimeoutError:  # (a RequestTimeoutError is a TimeoutError: raised past this)
-                raise RequestTimeoutError(f"no reply to the request on {what} within {seconds:g} s "
-                                          f"(correlation id {correlation_id})") from None
+                raise RequestTimeoutError(
+                    f"no reply to the request on {what} within {seconds:g} s "
+                    f"(correlation id {correlation_id})"
+                ) from None
         finally:
             del self._waiting[correlation_id]
 
@@ -178,9 +189,12 @@ class Inbox:
             log.debug("relaybus: reply %s came after its request gave up or was answered", reply.id)
             return
         if not hmac.compare_digest(reply.headers.get(TOKEN, "").encode(), waiting.token.encode()):
-            log.warning("relaybus: ignoring reply %s to request %s: it does not echo the request's "
-                        "token (not written by a responder that read the request)",
-                        reply.id, reply.correlation_id)
+            log.warning(
+                "relaybus: ignoring reply %s to request %s: it does not echo the request's "
+                "token (not written by a responder that read the request)",
+                reply.id,
+                reply.correlation_id,
+            )
             return
         outcome = reply.headers.get(FAILED)
         if outcome is None:
@@ -188,11 +202,17 @@ class Inbox:
             return
         told = reply.payload if isinstance(reply.payload, dict) else {}
         error_type, error, reason = (str(told.get(k, "")) for k in ("error_type", "error", "reason"))
-        waiting.future.set_exception(RequestFailedError(
-            f"the request on {waiting.what} failed for good ({outcome}: {reason})"
-            + (f": {error_type}: {error}" if error_type else "")
-            + f" (correlation id {reply.correlation_id})",
-            error_type=error_type, error=error, outcome=outcome, reason=reason))
+        waiting.future.set_exception(
+            RequestFailedError(
+                f"the request on {waiting.what} failed for good ({outcome}: {reason})"
+                + (f": {error_type}: {error}" if error_type else "")
+                + f" (correlation id {reply.correlation_id})",
+                error_type=error_type,
+                error=error,
+                outcome=outcome,
+                reason=reason,
+            )
+        )
 
     async def close(self) -> None:
         """Wake the reader's XREAD under way with an entry of its own (a cancellation
@@ -203,8 +223,9 @@ class Inbox:
         if reader is None or reader.done():
             return
         with contextlib.suppress(*UNAVAILABLE):  # made if it expired, gone MARGIN_MS later
-            await self.ctx.scripts.run([("XADD", [self.key], ["*", "v", "0"]),
-                                        ("PEXPIRE", [self.key], [MARGIN_MS])])
+            await self.ctx.scripts.run(
+                [("XADD", [self.key], ["*", "v", "0"]), ("PEXPIRE", [self.key], [MARGIN_MS])]
+            )
         await asyncio.wait([reader], timeout=BLOCK_MS / 1000 + self.ctx.config.socket_timeout)
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)

@@ -76,8 +76,13 @@ async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | Non
         cursor = "(" + entries[-1][0].decode()
     if kept:
         named = ", ".join(kept[:KEPT_NAMED]) + (", ..." if len(kept) > KEPT_NAMED else "")
-        log.warning("%d dead letter(s) of topic %r do not decode: not replayed, they stay in the DLQ "
-                    "(listing the dead letters shows why): %s", len(kept), topic, named)
+        log.warning(
+            "%d dead letter(s) of topic %r do not decode: not replayed, they stay in the DLQ "
+            "(listing the dead letters shows why): %s",
+            len(kept),
+            topic,
+            named,
+        )
     return replayed
 
 
@@ -105,12 +110,22 @@ def dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes])
             return message
         payload, why = {"raw": _raw_fields(fields.get(b"raw", b"{}"))}, info.get("error", "")
     except (DecodeError, ValueError) as exc:  # one must not hide, nor stop, the others
-        payload = {"raw": {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()
-                           if k in (b"m", b"raw")}}
+        payload = {
+            "raw": {
+                k.decode(errors="replace"): v.decode(errors="replace")
+                for k, v in fields.items()
+                if k in (b"m", b"raw")
+            }
+        }
         why = str(exc)
     size = sum(len(v) for k, v in fields.items() if k in (b"m", b"raw"))
-    return Message(id=eid, topic=topic, payload=payload, entry_id=eid,
-                   headers={**headers, FOREIGN: f"{size} bytes: {why}"[:FOREIGN_MAX]})
+    return Message(
+        id=eid,
+        topic=topic,
+        payload=payload,
+        entry_id=eid,
+        headers={**headers, FOREIGN: f"{size} bytes: {why}"[:FOREIGN_MAX]},
+    )
 
 
 def _raw_fields(raw: bytes) -> dict[str, str]:
@@ -140,12 +155,18 @@ async def trim_dead_letters(ctx: Context, topic: str, keep_s: float | None, keep
 
 
 async def _trim(
-    ctx: Context, streams: list[tuple[str, str]], keep_s: float | None, keep_len: int | None,
+    ctx: Context,
+    streams: list[tuple[str, str]],
+    keep_s: float | None,
+    keep_len: int | None,
     consumed_only: bool,
 ) -> int:
     """Trim each (stream, stream whose groups must also have consumed it)."""
-    args = [-1 if keep_s is None else int(keep_s * 1000), -1 if keep_len is None else keep_len,
-            "1" if consumed_only else "0"]
+    args = [
+        -1 if keep_s is None else int(keep_s * 1000),
+        -1 if keep_len is None else keep_len,
+        "1" if consumed_only else "0",
+    ]
     scripts, removed = ctx.scripts, 0
     for key, required in streams:
         removed += int(await scripts.call(scripts.trim, [key, required], args))
@@ -178,8 +199,9 @@ async def set_retention(ctx: Context, topic: str, wanted: Retention, at_least: b
     """Store `wanted` as the topic's retention (pinned), or with `at_least` raise each
     stored limit to at least it, unless pinned; returns what is stored."""
     limits = [_ms(wanted.keep_s), _int(wanted.keep_len), _ms(wanted.dlq_keep_s), _int(wanted.dlq_keep_len)]
-    stored = await ctx.scripts.call(ctx.scripts.retention, [ctx.keys.retention(topic)],
-                                    ["at_least" if at_least else "set", *limits])
+    stored = await ctx.scripts.call(
+        ctx.scripts.retention, [ctx.keys.retention(topic)], ["at_least" if at_least else "set", *limits]
+    )
     return _parsed(topic, stored[0], stored[1:])
 
 
@@ -209,11 +231,16 @@ def _parsed(topic: str, pinned: Any, values: list[Any]) -> Retention:
         try:
             number: int | None = int(value) if value is not None else None
         except ValueError:
-            log.warning("relaybus: retention %s of topic %r is %r, no integer: taken as no limit",
-                        name, topic, value)
+            log.warning(
+                "relaybus: retention %s of topic %r is %r, no integer: taken as no limit", name, topic, value
+            )
             number = None
         limits.append(None if number is None or number < 0 else number)
     keep_ms, keep_len, dlq_keep_ms, dlq_keep_len = limits
-    return Retention(keep_s=None if keep_ms is None else keep_ms / 1000, keep_len=keep_len,
-                     dlq_keep_s=None if dlq_keep_ms is None else dlq_keep_ms / 1000,
-                     dlq_keep_len=dlq_keep_len, pinned=pinned in (b"1", "1"))
+    return Retention(
+        keep_s=None if keep_ms is None else keep_ms / 1000,
+        keep_len=keep_len,
+        dlq_keep_s=None if dlq_keep_ms is None else dlq_keep_ms / 1000,
+        dlq_keep_len=dlq_keep_len,
+        pinned=pinned in (b"1", "1"),
+    )

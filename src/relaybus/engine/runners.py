@@ -59,7 +59,11 @@ class Runners:
     a queue; `room` is how many more entries the subscription may hold (`prefetch`)."""
 
     def __init__(
-        self, sub: Subscription, settlement: Settlement, acks: Acks, held: Held,
+        self,
+        sub: Subscription,
+        settlement: Settlement,
+        acks: Acks,
+        held: Held,
         on_free: Callable[[], None],
     ) -> None:
         self.sub = sub
@@ -73,8 +77,10 @@ class Runners:
         self._full_warned_at = -FULL_WARN_EVERY_S
         self._unsettled = 0  # settlements that could not reach Redis, this outage
         self._unsettled_at = 0.0  # when the last one failed (loop time)
-        self._tasks = [asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
-                       for _ in range(sub.concurrency)]
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"relaybus-handler-{sub.name}")
+            for _ in range(sub.concurrency)
+        ]
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -112,31 +118,43 @@ class Runners:
                 continue
             delivery = queue.popleft()
             try:
-                message = settlement.admissible(delivery.source, delivery.entry, sub.group,
-                                                delivery.delivered)
+                message = settlement.admissible(
+                    delivery.source, delivery.entry, sub.group, delivery.delivered
+                )
                 if message is None:  # not for the handler: settled there
-                    message = await settlement.admit(delivery.source, delivery.entry, sub.group,
-                                                     delivery.delivered)
+                    message = await settlement.admit(
+                        delivery.source, delivery.entry, sub.group, delivery.delivered
+                    )
                 if message is not None:
                     await settlement.handle(sub, message, self._acks)
                 if self._unsettled and self._outage_ended(loop.time()):
                     self._outage_over()
             except OUTAGE as exc:
                 if not self._unsettled:  # one warning an outage, not a traceback per message
-                    log.warning("relaybus could not settle messages of %s: Redis unavailable (%s); they "
-                                "stay pending and are delivered again", sub.name, type(exc).__name__)
+                    log.warning(
+                        "relaybus could not settle messages of %s: Redis unavailable (%s); they "
+                        "stay pending and are delivered again",
+                        sub.name,
+                        type(exc).__name__,
+                    )
                     await settlement.ctx.health.failed(exc)
                 self._unsettled += 1
                 self._unsettled_at = loop.time()
             except Exception as exc:
                 if not redis_full(exc):
-                    log.exception("relaybus could not settle entry %r of %s; it stays pending",
-                                  delivery.entry[0], delivery.source)
+                    log.exception(
+                        "relaybus could not settle entry %r of %s; it stays pending",
+                        delivery.entry[0],
+                        delivery.source,
+                    )
                 elif loop.time() >= self._full_warned_at + FULL_WARN_EVERY_S:  # every settlement meets it
                     self._full_warned_at = loop.time()
-                    log.warning("relaybus could not settle entry %r of %s: Redis's memory is full; "
-                                "it stays pending and is delivered again", delivery.entry[0],
-                                delivery.source)
+                    log.warning(
+                        "relaybus could not settle entry %r of %s: Redis's memory is full; "
+                        "it stays pending and is delivered again",
+                        delivery.entry[0],
+                        delivery.source,
+                    )
             finally:
                 self._held.discard(sub.group, delivery.source, delivery.entry[0])
                 self.inflight -= 1
@@ -152,8 +170,12 @@ class Runners:
         return ctx.health.state == "connected" and now - self._unsettled_at > ctx.config.socket_timeout
 
     def _outage_over(self) -> None:
-        log.warning("relaybus: %d message(s) of %s could not be settled while Redis was unavailable; "
-                    "they stay pending and are delivered again", self._unsettled, self.sub.name)
+        log.warning(
+            "relaybus: %d message(s) of %s could not be settled while Redis was unavailable; "
+            "they stay pending and are delivered again",
+            self._unsettled,
+            self.sub.name,
+        )
         self._unsettled = 0
 
     async def drain(self) -> None:

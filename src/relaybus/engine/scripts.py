@@ -33,8 +33,19 @@ from .autopipeline import AutoPipeline
 
 REDIRECTS = 5  # MOVED/ASK/TRYAGAIN/CLUSTERDOWN answers followed for one call before giving up
 NOSCRIPT_RETRIES = 3  # loads and reruns of calls a server answered NOSCRIPT
-NAMES = ("append", "publish", "read", "retry", "dead_letter", "replay", "trim", "retention", "inbox",
-         "follow", "close_topic")
+NAMES = (
+    "append",
+    "publish",
+    "read",
+    "retry",
+    "dead_letter",
+    "replay",
+    "trim",
+    "retention",
+    "inbox",
+    "follow",
+    "close_topic",
+)
 Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
 
@@ -82,8 +93,11 @@ class Scripts:
         standalone = self._cluster is None and not isinstance(client.connection_pool, SentinelConnectionPool)
         for name in NAMES:
             setattr(self, name, client.register_script(source(name)))
-        self._auto = (AutoPipeline(client.connection_pool.get_connection, _exchange, self._merge_appends)
-                      if standalone else None)
+        self._auto = (
+            AutoPipeline(client.connection_pool.get_connection, _exchange, self._merge_appends)
+            if standalone
+            else None
+        )
 
     def _merge_appends(self, calls: list[Call]) -> tuple[list[Call], list[int]]:
         """Plain appends to one topic from callers sharing a round trip go as one append.lua
@@ -131,14 +145,14 @@ class Scripts:
         replies come last."""
         replies = await self._pipelined(calls, tail)
         for _ in range(NOSCRIPT_RETRIES):
-            missing = [i for i, r in enumerate(replies[:len(calls)]) if isinstance(r, NoScriptError)]
+            missing = [i for i, r in enumerate(replies[: len(calls)]) if isinstance(r, NoScriptError)]
             if not missing:
                 break
             await self._load({id(calls[i][0]): calls[i][0] for i in missing}.values(), pooled=bool(tail))
             again = await self._pipelined([calls[i] for i in missing], tail)
             for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
-            replies[len(calls):] = again[len(missing):]
+            replies[len(calls) :] = again[len(missing) :]
         return replies
 
     async def _load(self, scripts: Iterable[Any], pooled: bool) -> None:
@@ -192,17 +206,24 @@ class Scripts:
                 shares.setdefault(asking.get(i) or cluster.get_node_from_key(calls[i][1][0]), []).append(i)
             last = next((node for node, share in shares.items() if len(calls) - 1 in share), None)
             try:
-                answers = await asyncio.gather(*[
-                    self._on_node(node, [calls[i] for i in share], any(i in asking for i in share),
-                                  tail if node is last and tail else ())
-                    for node, share in shares.items()])
+                answers = await asyncio.gather(
+                    *[
+                        self._on_node(
+                            node,
+                            [calls[i] for i in share],
+                            any(i in asking for i in share),
+                            tail if node is last and tail else (),
+                        )
+                        for node, share in shares.items()
+                    ]
+                )
             except UNAVAILABLE:
                 self._stale = True
                 raise
             todo, asking, pause = [], {}, False
             for (node, share), answer in zip(shares.items(), answers, strict=True):
                 if node is last:
-                    replies[len(calls):] = answer[len(share):]
+                    replies[len(calls) :] = answer[len(share) :]
                 for i, reply in zip(share, answer, strict=False):
                     replies[i] = reply
                     if isinstance(reply, (AskError, TryAgainError, ClusterDownError)) and attempt < REDIRECTS:
@@ -210,7 +231,8 @@ class Scripts:
                         if isinstance(reply, MovedError):
                             await cluster.nodes_manager.move_slot(reply)
                         elif isinstance(reply, AskError) and (
-                                target := cluster.nodes_manager.get_node(reply.host, reply.port)):
+                            target := cluster.nodes_manager.get_node(reply.host, reply.port)
+                        ):
                             asking[i] = target
                         else:
                             pause = True
@@ -247,12 +269,13 @@ class Scripts:
             # ASKING lets the next command into a slot being imported (harmless elsewhere)
             asked = [x for call in calls for x in (("ASKING", [], []), call)]
             replies = await _exchange(connection, [*asked, *tail])
-            return [*replies[1:2 * len(calls):2], *replies[2 * len(calls):]]
+            return [*replies[1 : 2 * len(calls) : 2], *replies[2 * len(calls) :]]
         finally:
             node.release(connection)
 
 
-async def _exchange(connection: Connection, calls: Sequence[Call], socket_timeout: float | None = None
+async def _exchange(
+    connection: Connection, calls: Sequence[Call], socket_timeout: float | None = None
 ) -> list[Any]:
     """Straight on one connection: every reply here is used as Redis sends it, so
     redis-py's Pipeline (reply callbacks, stack, resets) is only overhead - a quarter of
@@ -261,11 +284,16 @@ async def _exchange(connection: Connection, calls: Sequence[Call], socket_timeou
     on a connection whose own is off (autopipeline.py: one deadline a round trip, where
     redis-py's own makes a task per send and a timeout per reply; moving the deadline on
     after the send was a fifth of that deadline's cost, profiled)."""
-    packed = b"".join([
-        pack_command((what, *keys, *args) if isinstance(what, str)
-                     else ("EVALSHA", what.sha, len(keys), *keys, *args))
-        for what, keys, args in calls
-    ])
+    packed = b"".join(
+        [
+            pack_command(
+                (what, *keys, *args)
+                if isinstance(what, str)
+                else ("EVALSHA", what.sha, len(keys), *keys, *args)
+            )
+            for what, keys, args in calls
+        ]
+    )
     try:
         async with asyncio.timeout(socket_timeout):
             await connection.send_packed_command(packed)
@@ -277,8 +305,10 @@ async def _exchange(connection: Connection, calls: Sequence[Call], socket_timeou
                     replies.append(exc)
     except TimeoutError:
         await connection.disconnect()  # replies may be left unread: never reuse it
-        raise RedisTimeoutError(f"Timeout: no answer from {connection.host}:{connection.port} "
-                                f"within socket_timeout ({socket_timeout} s)") from None
+        raise RedisTimeoutError(
+            f"Timeout: no answer from {connection.host}:{connection.port} "
+            f"within socket_timeout ({socket_timeout} s)"
+        ) from None
     except BaseException:
         await connection.disconnect()
         raise

@@ -99,10 +99,12 @@ class Settlement:
         try:
             message = self.groups.to_message(entry, group, source)
         except DecodeError as exc:
-            raw = orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
-                                for k, v in fields.items()})
-            await self.groups.dead_letter(source, entry_id, group, self.ctx.keys.topic_of(source),
-                                          ["raw", raw], "undecodable", exc, 1)
+            raw = orjson.dumps(
+                {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+            )
+            await self.groups.dead_letter(
+                source, entry_id, group, self.ctx.keys.topic_of(source), ["raw", raw], "undecodable", exc, 1
+            )
             self.ctx.counters["undecodable"] += 1
             return None
         if delivered is not None:
@@ -169,10 +171,17 @@ class Settlement:
                 return "pending"
         # a retry is routine; a message given up on - or left to redeliver for ever - is not
         final = decision is None or decision.action != "retry"
-        log.log(logging.WARNING if final and not isinstance(error, Reject) else logging.INFO,
-                "handler %s failed on message %s of %r (attempt %d): %s: %s; %s", sub.name, message.id,
-                message.topic, message.attempt, type(error).__name__, error,
-                decision or "no on_failure plugin decided: it stays pending and is delivered again")
+        log.log(
+            logging.WARNING if final and not isinstance(error, Reject) else logging.INFO,
+            "handler %s failed on message %s of %r (attempt %d): %s: %s; %s",
+            sub.name,
+            message.id,
+            message.topic,
+            message.attempt,
+            type(error).__name__,
+            error,
+            decision or "no on_failure plugin decided: it stays pending and is delivered again",
+        )
         if decision is None:
             return "pending"  # redelivered after claim_idle_ms
         if decision.action == "retry":
@@ -181,8 +190,9 @@ class Settlement:
         if decision.action == "dead_letter":
             await self._dead_letter(message, decision.reason, error)
             return "dead_lettered"
-        await self._ack_counted(message, "dropped",
-                                replies.failure(self.ctx, message, "dropped", decision.reason, error))
+        await self._ack_counted(
+            message, "dropped", replies.failure(self.ctx, message, "dropped", decision.reason, error)
+        )
         return "dropped"
 
     # -- pull reads: the caller is the handler -------------------------------------------
@@ -218,8 +228,15 @@ class Settlement:
         told = replies.failure(self.ctx, message, "dead_lettered", reason, error)
         together = None if self.ctx.scripts.cluster else told
         moved = await self.groups.dead_letter(
-            stream, entry_id, group, message.topic, ["m", encode(message)], reason, error,
-            message.attempt, together,
+            stream,
+            entry_id,
+            group,
+            message.topic,
+            ["m", encode(message)],
+            reason,
+            error,
+            message.attempt,
+            together,
         )
         if moved:
             if told is not None and together is None:
@@ -234,8 +251,13 @@ class Settlement:
         try:
             await replies.append(self.ctx, *told, message.id)
         except (RelayBusError, RedisError, OSError) as exc:  # Redis away, or a foreign key there
-            log.warning("relaybus: could not tell the requester of message %s that it failed "
-                        "(%s: %s); it times out instead", message.id, type(exc).__name__, exc)
+            log.warning(
+                "relaybus: could not tell the requester of message %s that it failed "
+                "(%s: %s); it times out instead",
+                message.id,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _ack_counted(
         self, message: Message, counter: str, told: tuple[str, bytes] | None = None
@@ -255,6 +277,7 @@ class Settlement:
         self, message: Message, sub: Subscription | None, outcome: str, duration_s: float | None
     ) -> None:
         await self.ctx.plugins.call.on_settled(self.ctx.bus, message, sub, outcome, duration_s)
+
 
 _async: dict[Any, bool] = {}
 
