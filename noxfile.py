@@ -70,6 +70,18 @@ def lint(session: nox.Session) -> None:
     session.run(
         "ruff", "check", "src", "plugins", "unit_tests", "integration_tests", "bench", "docs", "noxfile.py"
     )
+    session.run(  # the layout is ruff's too: `ruff format` before committing
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "plugins",
+        "unit_tests",
+        "integration_tests",
+        "bench",
+        "docs",
+        "noxfile.py",
+    )
 
 
 @nox.session(python=TOOLS)

@@ -84,6 +84,13 @@ def test_pre_commit_runs_the_ruff_check_of_the_lint_session() -> None:
     assert hook["pass_filenames"] is False  # the same paths as CI, not just the staged files
 
 
+def test_pre_commit_runs_the_format_check_of_the_lint_session() -> None:
+    hook = pre_commit_hook("ruff-format")
+    assert shlex.split(hook["entry"]) in nox_runs("lint")  # `ruff format --check`, CI's paths
+    assert hook["language"] == "system"
+    assert hook["pass_filenames"] is False
+
+
 def test_pre_commit_runs_the_mypy_of_the_typecheck_session() -> None:
     hook = pre_commit_hook("mypy")
     assert shlex.split(hook["entry"]) in nox_runs("typecheck")  # bare `mypy`: pyproject's config
