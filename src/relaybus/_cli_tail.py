@@ -9,13 +9,11 @@ from collections.abc import Callable
 
 from ._cli_common import outlasting, pause
 from .bus import Bus
-from .errors import DecodeError
-from .keys import lanes_in
 from .message import Message
 
 POLL_S = 0.25  # how often a follow looks for new entries
-DISCOVER_EVERY = 4  # polls between looks for new topics and priority lanes
-BATCH = 1000  # entries read per stream per poll
+DISCOVER_EVERY = 4  # polls between looks for new topics
+BATCH = 1000  # messages read per topic per poll
 
 Show = Callable[[Message], None]
 
@@ -64,79 +62,65 @@ async def consume(
 async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None, show: Show) -> None:
     """Show the latest `count` messages of the matching topics (merged, oldest first), then
     with `follow` every new one as it is appended, until that event is set, waiting out a
-    Redis outage: the cursors move only past what was shown, so after one it goes on with
+    Redis outage: the positions move only past what was shown, so after one it goes on with
     what was appended meanwhile. Reads history only: no group, no acks."""
 
-    async def start() -> tuple[dict[str, bytes], list[Message]]:
+    async def start() -> tuple[dict[str, str | None], list[Message]]:
         topics = await matching(bus, pattern)
         if not topics and not follow:
             raise no_match(bus, pattern)
-        cursors = await _positions(bus, topics, {}, first=True)  # before the history: nothing falls between
-        latest = sorted(
-            [m for t in topics for m in await bus.history(t, limit=count)], key=lambda m: (m.created_at, m.id)
-        )[-count:]
-        return cursors, latest
+        positions: dict[str, str | None] = {}
+        found: list[Message] = []
+        for topic in topics:
+            latest = await bus.history(topic, limit=count)
+            positions[topic] = _newest(latest, None)  # what comes after it is new
+            found += latest
+        return positions, sorted(found, key=lambda m: (m.created_at, m.id))[-count:]
 
     started = await outlasting(bus, follow, start)
     if started is None:
         return
-    cursors, latest = started
+    positions, latest = started
     for message in latest:
         show(message)
     if follow is None:
         return
-    shown = {m.id for m in latest}  # entries appended between the positions and the history
     polls = 0
     while not follow.is_set():
         polls += 1
-        poll = functools.partial(_poll, bus, pattern, cursors, discover=polls % DISCOVER_EVERY == 0)
+        poll = functools.partial(_poll, bus, pattern, positions, discover=polls % DISCOVER_EVERY == 0)
         if (polled := await outlasting(bus, follow, poll)) is None:
             return
-        cursors, appended = polled
+        positions, appended = polled
         for message in appended:
-            if message.id not in shown:
-                show(message)
-        shown.clear()
+            show(message)
         await pause(follow, POLL_S)
 
 
 async def _poll(
-    bus: Bus, pattern: str, cursors: dict[str, bytes], discover: bool
-) -> tuple[dict[str, bytes], list[Message]]:
-    """One look: with `discover`, for new topics and lanes first; then what was appended
-    after the cursors, and the cursors past it. `cursors` is left as it was, so a look
-    that fails half-way skips nothing."""
+    bus: Bus, pattern: str, positions: dict[str, str | None], discover: bool
+) -> tuple[dict[str, str | None], list[Message]]:
+    """One look: with `discover`, for new topics first (read from their beginning: all of
+    it is new); then what was stored after each topic's position (`history_after`, every
+    priority lane), in entry-time order, and the positions past it. `positions` is left
+    as it was, so a look that fails half-way skips nothing."""
+    advanced = dict(positions)
     if discover:
-        cursors = await _positions(bus, await matching(bus, pattern), cursors, first=False)
-    return await _appended(bus, cursors)
+        advanced |= {t: None for t in await matching(bus, pattern) if t not in advanced}
+    found: list[Message] = []
+    for topic, after in advanced.items():
+        appended = await bus.history_after(topic, after, limit=BATCH)
+        advanced[topic] = _newest(appended, after)
+        found += appended
+    found.sort(key=lambda m: (_entry(m.entry_id)[0], m.id))
+    return advanced, found
 
 
-async def _positions(bus: Bus, topics: list[str], known: dict[str, bytes], first: bool) -> dict[str, bytes]:
-    """Where to read on from in every stream (topic and priority lanes) of `topics`: on the
-    first look, after its last entry; a stream found later, from its beginning (all new)."""
-    out = dict(known)
-    for topic in topics:
-        lanes = lanes_in(await bus.redis.smembers(bus.keys.lanes(topic)))
-        for key in (bus.keys.lane(topic, n) for n in [0, *lanes]):
-            if key not in out:
-                last = await bus.redis.xrevrange(key, count=1) if first else []
-                out[key] = last[0][0] if last else b"0-0"
-    return out
+def _entry(entry_id: str | None) -> tuple[int, int]:
+    ms, _, seq = (entry_id or "0-0").partition("-")
+    return int(ms), int(seq)
 
 
-async def _appended(bus: Bus, cursors: dict[str, bytes]) -> tuple[dict[str, bytes], list[Message]]:
-    """Entries appended after each cursor, in entry-time order, and the cursors past them
-    (a new dict)."""
-    found: list[tuple[int, str, Message]] = []
-    advanced = dict(cursors)
-    for key, cursor in cursors.items():
-        entries = await bus.redis.xrange(key, min=b"(" + cursor, count=BATCH)
-        for entry_id, fields in entries:
-            advanced[key] = entry_id
-            try:
-                message = bus.groups.to_message((entry_id, fields), None, key)
-            except DecodeError:
-                continue
-            found.append((int(entry_id.split(b"-")[0]), message.id, message))
-    found.sort(key=lambda f: (f[0], f[1]))
-    return advanced, [m for _, _, m in found]
+def _newest(messages: list[Message], position: str | None) -> str | None:
+    """The newest entry id among `messages` (of every lane), or `position` if none."""
+    return max((m.entry_id for m in messages), key=_entry, default=position)
