@@ -701,9 +701,10 @@ class Bus:
             limit: at most this many, plus any other lane's message with the same entry
                 id as the last one (so passing the last one's entry id skips none).
 
-        On a topic with priority lanes, entry ids are per lane: a message stored in
-        another lane within the same millisecond as `after` may carry a smaller id and is
-        then not returned (docs/concepts.md, "History and dead letters").
+        Undecodable entries are skipped (so a page may hold fewer). On a topic with
+        priority lanes, entry ids are per lane: a message stored in another lane within
+        the same millisecond as `after` may carry a smaller id and is then not returned;
+        read that millisecond again to see it (docs/concepts.md, "History and dead letters").
         """
         validate_topic(topic)
         arguments.count("limit", limit)
