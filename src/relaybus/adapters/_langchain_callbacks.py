@@ -524,7 +524,11 @@ class _Handoff:
         self.wake.set()
 
     async def _closed(self) -> None:
-        """The bus is closing (Bus.on_close): publish what is queued, then end the task."""
+        """The bus is closing (Bus.on_close): publish what is queued, then end the task.
+        Events handed over by a callback that blocked this loop wait for a `_kick` that
+        has not run yet: start the task for them here."""
+        if self.queue and (self.task is None or self.task.done()):
+            self._kick()
         if self.task is not None and not self.task.done():
             assert self.closing is not None
             self.closing.set()
