@@ -382,6 +382,34 @@ def test_tail_follow_sees_new_messages_new_topics_and_lanes(redis_url: str, pref
         assert [m.payload for m in bus.read("feed.old", "late")] == ["urgent", "before", "after"]
 
 
+async def test_tail_follow_misses_no_lane_entry_stored_later_in_the_same_millisecond(
+    bus: Bus, raw: redis.Redis, prefix: str
+) -> None:
+    """Lanes number their entries each on their own: lane 5 may get 5-0 after lane 0's 5-1
+    was shown. A follow reads that millisecond again and shows what it had not."""
+    from relaybus._cli_tail import watch
+
+    await bus.publish("same-ms", "a")
+    await bus.publish("same-ms", "c", priority=5)
+    lane0, lane5 = f"{prefix}:{{same-ms}}:stream", f"{prefix}:{{same-ms}}:lane:5"
+    [(_, a)], [(_, c)] = raw.xrange(lane0), raw.xrange(lane5)
+    raw.delete(lane0, lane5)
+    raw.xadd(lane0, a, id="5-0")
+    raw.xadd(lane0, a, id="5-1")  # shown first: the newest entry of the topic, 5-1
+    shown: list[tuple[str | None, object]] = []
+    stop = asyncio.Event()
+
+    def show(message: relaybus.Message) -> None:
+        shown.append((message.entry_id, message.payload))
+        if len(shown) == 2:
+            raw.xadd(lane5, c, id="5-0")  # stored after 5-1 was shown, with a lower id
+        if len(shown) == 3:
+            stop.set()
+
+    await asyncio.wait_for(watch(bus, "same-ms", 10, stop, show), 10)
+    assert sorted(shown[:2]) == [("5-0", "a"), ("5-1", "a")] and shown[2:] == [("5-0", "c")]
+
+
 def test_tail_follow_with_group_acks_as_it_goes(redis_url: str, prefix: str) -> None:
     with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         bus.publish("work", 1)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import hashlib
 
-import orjson
 from pydantic import BaseModel, Field
 
 from relaybus import Bus, Message, hookimpl
-from relaybus.message import to_json
 
 
 class DedupSettings(BaseModel):
@@ -22,7 +20,7 @@ class DedupSettings(BaseModel):
 def payload_key(message: Message) -> str:
     """A stable key for a JSON payload: sha256 of its canonical (sorted-keys) form. A
     payload JSON cannot carry gets the error a publish gives it (too deep, not JSON)."""
-    canonical = to_json(message.payload, message.topic, orjson.OPT_SORT_KEYS)
+    canonical = message.payload_json(sort_keys=True)
     return "payload:" + hashlib.sha256(canonical).hexdigest()
 
 

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import ResponseError
 
 from relaybus import Bus, Message, RelayBusError, Subscription, hookimpl
-from relaybus.keys import is_pattern
 
 log = logging.getLogger("relaybus.retention")
 _warned: weakref.WeakSet[Bus] = weakref.WeakSet()
@@ -71,7 +70,9 @@ def plugin_settings() -> type[BaseModel]:
 
 @hookimpl
 def on_subscribe(bus: Bus, subscription: Subscription) -> None:
-    _of(bus).topics.update(t for t in subscription.topics if not is_pattern(t))  # declared at cleanup
+    _of(bus).topics.update(
+        t for t in subscription.topics if t not in subscription.patterns
+    )  # declared at cleanup
 
 
 @hookimpl

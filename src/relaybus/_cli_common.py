@@ -26,7 +26,6 @@ from rich.progress import (
 )
 
 from .bus import Bus
-from .connection import UNAVAILABLE
 from .errors import BusUnavailableError, RelayBusError
 from .hookspecs import hookimpl
 
@@ -135,8 +134,6 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-# Redis unreachable, as a bus method or redis-py says it
-OUTAGE: tuple[type[BaseException], ...] = (BusUnavailableError, *UNAVAILABLE)
 RETRY_S = (0.25, 2.0)  # seconds between tries while Redis is away: the first wait, the longest
 
 
@@ -175,16 +172,15 @@ async def outlasting(bus: Bus, stop: asyncio.Event | None, attempt: Callable[[],
     """`attempt()`'s result. A long-running command (`stop`: its Ctrl-C) waits Redis being
     unreachable out: the bus's connection state is told (OutageNotice says so), and the
     attempt is made again, less and less often, until it succeeds - or `stop` is set
-    (None). A one-shot command (no `stop`) fails at once, as it always does."""
+    (None). A one-shot command (no `stop`) fails at once, as it always does. Bus methods
+    say Redis is unreachable as BusUnavailableError, and tell the connection state."""
     wait = RETRY_S[0]
     while True:
         try:
             result = await attempt()
-        except OUTAGE as exc:
+        except BusUnavailableError:
             if stop is None:
                 raise
-            if not isinstance(exc, BusUnavailableError):  # a bus method told it already
-                await bus.health.failed(exc)
         else:
             if stop is not None:
                 await bus.health.succeeded()
@@ -232,6 +228,6 @@ async def with_progress(
         while not work.done():
             await asyncio.wait([work], timeout=0.2)
             if done_so_far is not None and not work.done():
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(RelayBusError, RedisError):
                     progress.update(task_id, completed=await done_so_far())
         return work.result()

@@ -11,9 +11,8 @@ from ._cli_common import PREFIX, URL, err, run, tool_bus, with_progress
 from ._cli_common import console as out
 from ._cli_render import dead_letters_view
 from .bus import Bus
-from .engine.retained import FOREIGN  # the header of a dead letter that is no message: never replayed
 from .keys import validate_topic
-from .message import Message
+from .message import DEAD_UNDECODABLE, Message
 
 app = typer.Typer(help="Dead letters of a topic: list, replay, purge.", no_args_is_help=True)
 TOPIC = typer.Argument(..., help="The topic whose dead letters to act on.")
@@ -70,11 +69,12 @@ def replay(
 
     async def job() -> int:
         async with _bus_for(redis_url, prefix, topic) as bus:
-            key = bus.keys.dlq(topic)
-            before = int(await bus.redis.xlen(key))
+            before = await bus.dead_letter_count(topic)
             if ids:  # an id naming no dead letter is a mistake, not "replayed 0": say so, replay nothing
                 dead = await bus.dead_letters(topic, limit=max(before, 1))
-                kept = list(dict.fromkeys(m.id for m in dead if FOREIGN in m.headers and m.id in ids))
+                kept = list(
+                    dict.fromkeys(m.id for m in dead if DEAD_UNDECODABLE in m.headers and m.id in ids)
+                )
                 if kept:  # listed with their entry ids as ids
                     named, many = ", ".join(repr(i) for i in kept), len(kept) > 1
                     raise ValueError(
@@ -82,7 +82,7 @@ def replay(
                         f"{'do' if many else 'does'} not decode and cannot be replayed "
                         f"(`relaybus dlq list {topic}` shows why); nothing was replayed"
                     )
-                known = {i for m in dead if FOREIGN not in m.headers for i in (m.id, m.entry_id)}
+                known = {i for m in dead if DEAD_UNDECODABLE not in m.headers for i in (m.id, m.entry_id)}
                 missing = list(dict.fromkeys(i for i in ids if i not in known))
                 if missing:
                     named = ", ".join(repr(i) for i in missing)
@@ -93,7 +93,7 @@ def replay(
             total = min(before, len(ids)) if ids else before
 
             async def done() -> int:  # replay deletes each entry from the DLQ as it goes
-                return min(total, before - int(await bus.redis.xlen(key)))
+                return min(total, before - await bus.dead_letter_count(topic))
 
             return await with_progress(f"replaying {topic}", bus.replay_dead_letters(topic, ids), total, done)
 
@@ -111,7 +111,7 @@ def purge(
 
     async def job() -> int:
         async with _bus_for(redis_url, prefix, topic) as bus:
-            count = int(await bus.redis.xlen(bus.keys.dlq(topic)))
+            count = await bus.dead_letter_count(topic)
             if not count:
                 return 0
             if not yes:  # blocks the loop while asking: nothing else runs in this command

@@ -14,8 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .engine.retained import FOREIGN  # the header of a dead letter that is no message: why
-from .message import Message
+from .message import DEAD_UNDECODABLE, Message
 from .stats import BusStats, TopicStats
 
 PAYLOAD_WIDTH = 120  # characters of payload shown in tables; `--json` has it all
@@ -205,8 +204,8 @@ def dead_letters_view(topic: str, dead: list[Message]) -> Table:
     for m in dead:
         h = m.headers
         why = [h.get("x-dead-reason"), h.get("x-dead-error-type"), h.get("x-dead-error")]
-        if FOREIGN in h:
-            why.append(f"not replayable ({h[FOREIGN]})")
+        if DEAD_UNDECODABLE in h:
+            why.append(f"not replayable ({h[DEAD_UNDECODABLE]})")
         where = f"\ngroup {h.get('x-dead-group', '?')}, attempt {h.get('x-dead-attempts', '?')}"
         dead_at = h.get("x-dead-dead-at")
         where += f"\n{_clock_text(dead_at)}" if dead_at else ""

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import functools
 from collections.abc import Callable
 
 from ._cli_common import outlasting, pause
 from .bus import Bus
-from .errors import DecodeError
-from .keys import lanes_in
 from .message import Message
 
 POLL_S = 0.25  # how often a follow looks for new entries
-DISCOVER_EVERY = 4  # polls between looks for new topics and priority lanes
-BATCH = 1000  # entries read per stream per poll
+DISCOVER_EVERY = 4  # polls between looks for new topics
+BATCH = 1000  # messages read per topic per poll
+LAST_SEQ = 2**64 - 1  # the largest sequence number of an entry id
 
 Show = Callable[[Message], None]
 
@@ -64,79 +64,91 @@ async def consume(
 async def watch(bus: Bus, pattern: str, count: int, follow: asyncio.Event | None, show: Show) -> None:
     """Show the latest `count` messages of the matching topics (merged, oldest first), then
     with `follow` every new one as it is appended, until that event is set, waiting out a
-    Redis outage: the cursors move only past what was shown, so after one it goes on with
+    Redis outage: the positions move only past what was shown, so after one it goes on with
     what was appended meanwhile. Reads history only: no group, no acks."""
 
-    async def start() -> tuple[dict[str, bytes], list[Message]]:
+    async def start() -> tuple[dict[str, Position], list[Message]]:
         topics = await matching(bus, pattern)
         if not topics and not follow:
             raise no_match(bus, pattern)
-        cursors = await _positions(bus, topics, {}, first=True)  # before the history: nothing falls between
-        latest = sorted(
-            [m for t in topics for m in await bus.history(t, limit=count)], key=lambda m: (m.created_at, m.id)
-        )[-count:]
-        return cursors, latest
+        positions: dict[str, Position] = {}
+        found: list[Message] = []
+        for topic in topics:
+            latest = await bus.history(topic, limit=count)
+            positions[topic] = Position().past(latest)  # what comes after it is new
+            found += latest
+        return positions, sorted(found, key=lambda m: (m.created_at, m.id))[-count:]
 
     started = await outlasting(bus, follow, start)
     if started is None:
         return
-    cursors, latest = started
+    positions, latest = started
     for message in latest:
         show(message)
     if follow is None:
         return
-    shown = {m.id for m in latest}  # entries appended between the positions and the history
     polls = 0
     while not follow.is_set():
         polls += 1
-        poll = functools.partial(_poll, bus, pattern, cursors, discover=polls % DISCOVER_EVERY == 0)
+        poll = functools.partial(_poll, bus, pattern, positions, discover=polls % DISCOVER_EVERY == 0)
         if (polled := await outlasting(bus, follow, poll)) is None:
             return
-        cursors, appended = polled
+        positions, appended = polled
         for message in appended:
-            if message.id not in shown:
-                show(message)
-        shown.clear()
+            show(message)
         await pause(follow, POLL_S)
 
 
+def _entry(entry_id: str | None) -> tuple[int, int]:
+    ms, _, seq = (entry_id or "0-0").partition("-")
+    return int(ms), int(seq)
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a watch is in one topic: the newest entry id shown, and the messages shown
+    from that millisecond. Priority lanes number their entries each on their own, so a
+    message stored a moment later in another lane may carry an id from the same
+    millisecond, below the newest: a look reads the whole millisecond again and skips
+    what was shown, so it misses none (docs/cli.md, "tail")."""
+
+    newest: str | None = None  # None: nothing shown; all of the topic is new
+    shown: frozenset[str] = frozenset()  # message ids shown from newest's millisecond
+
+    def rewound(self) -> str | None:
+        ms = _entry(self.newest)[0]
+        return f"{ms - 1}-{LAST_SEQ}" if ms else None
+
+    def past(self, messages: list[Message]) -> Position:
+        newest = max((m.entry_id for m in messages), key=_entry, default=self.newest)
+        ms = _entry(newest)[0]
+        shown = {m.id for m in messages if _entry(m.entry_id)[0] == ms}
+        return Position(newest, frozenset(shown | (self.shown if _entry(self.newest)[0] == ms else set())))
+
+
+async def _appended(bus: Bus, topic: str, position: Position) -> tuple[Position, list[Message]]:
+    """What the topic stored after `position`, every lane, in entry order; and the
+    position past it."""
+    page = await bus.history_after(topic, position.rewound(), limit=BATCH)
+    fresh = [m for m in page if m.id not in position.shown]
+    if len(page) >= BATCH and not fresh:  # one millisecond held more than a page: step past it
+        page = fresh = await bus.history_after(topic, position.newest, limit=BATCH)
+    return position.past(page), fresh
+
+
 async def _poll(
-    bus: Bus, pattern: str, cursors: dict[str, bytes], discover: bool
-) -> tuple[dict[str, bytes], list[Message]]:
-    """One look: with `discover`, for new topics and lanes first; then what was appended
-    after the cursors, and the cursors past it. `cursors` is left as it was, so a look
-    that fails half-way skips nothing."""
+    bus: Bus, pattern: str, positions: dict[str, Position], discover: bool
+) -> tuple[dict[str, Position], list[Message]]:
+    """One look: with `discover`, for new topics first (read from their beginning: all of
+    it is new); then what was stored after each topic's position, merged in entry-time
+    order, and the positions past it. `positions` is left as it was, so a look that fails
+    half-way skips nothing."""
+    advanced = dict(positions)
     if discover:
-        cursors = await _positions(bus, await matching(bus, pattern), cursors, first=False)
-    return await _appended(bus, cursors)
-
-
-async def _positions(bus: Bus, topics: list[str], known: dict[str, bytes], first: bool) -> dict[str, bytes]:
-    """Where to read on from in every stream (topic and priority lanes) of `topics`: on the
-    first look, after its last entry; a stream found later, from its beginning (all new)."""
-    out = dict(known)
-    for topic in topics:
-        lanes = lanes_in(await bus.redis.smembers(bus.keys.lanes(topic)))
-        for key in (bus.keys.lane(topic, n) for n in [0, *lanes]):
-            if key not in out:
-                last = await bus.redis.xrevrange(key, count=1) if first else []
-                out[key] = last[0][0] if last else b"0-0"
-    return out
-
-
-async def _appended(bus: Bus, cursors: dict[str, bytes]) -> tuple[dict[str, bytes], list[Message]]:
-    """Entries appended after each cursor, in entry-time order, and the cursors past them
-    (a new dict)."""
-    found: list[tuple[int, str, Message]] = []
-    advanced = dict(cursors)
-    for key, cursor in cursors.items():
-        entries = await bus.redis.xrange(key, min=b"(" + cursor, count=BATCH)
-        for entry_id, fields in entries:
-            advanced[key] = entry_id
-            try:
-                message = bus.groups.to_message((entry_id, fields), None, key)
-            except DecodeError:
-                continue
-            found.append((int(entry_id.split(b"-")[0]), message.id, message))
-    found.sort(key=lambda f: (f[0], f[1]))
-    return advanced, [m for _, _, m in found]
+        advanced |= {t: Position() for t in await matching(bus, pattern) if t not in advanced}
+    found: list[Message] = []
+    for topic, position in advanced.items():
+        advanced[topic], appended = await _appended(bus, topic, position)
+        found += appended
+    found.sort(key=lambda m: (_entry(m.entry_id)[0], m.id))
+    return advanced, found

@@ -11,7 +11,7 @@ import socket
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
@@ -31,8 +31,8 @@ from .engine.publisher import Publisher
 from .engine.retained import Retention
 from .engine.scripts import Scripts
 from .engine.settlement import Settlement
-from .errors import BusUnavailableError, FilterError, RedisFullError, RelayBusError
-from .keys import Keys, registered_topics, validate_group, validate_pattern, validate_topic
+from .errors import BusUnavailableError, DecodeError, FilterError, RedisFullError, RelayBusError
+from .keys import Keys, lanes_in, registered_topics, validate_group, validate_pattern, validate_topic
 from .message import Message, new_id
 from .options import PublishOptions
 from .periodic import every
@@ -119,6 +119,7 @@ class Bus:
         self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # pub/sub clients outside the pool
         self._inbox: replies.Inbox | None = None  # made by the first request()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._close_callbacks: list[Callable[[], Awaitable[None]]] = []  # on_close()
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
@@ -227,6 +228,8 @@ class Bus:
     async def close(self) -> None:
         if self._consumer is not None:
             await self.stop()
+        if self._ctx is not None:
+            await self._run_close_callbacks()
         self._closing.set()
         for task in self._background:  # a job under way finishes (each command within socket_timeout)
             await task
@@ -681,6 +684,106 @@ class Bus:
             counters=dict(self.counters),
             recommendations=recommendations(server.memory, self.config.memory_pressure_ratio, per_topic),
         )
+
+    # -- for callers outside the core (issue 25) -----------------------------------
+    # What the CLI, the dashboard and the adapters needed and reached into the engine
+    # for; each is public API now, with a SyncBus counterpart at the end of sync.py.
+
+    @_reports_unavailable
+    async def history_after(self, topic: str, after: str | None, limit: int = 100) -> list[Message]:
+        """The first `limit` retained messages of a topic stored after a position, every
+        lane, oldest first (by entry id): page on by passing the last one's `entry_id`.
+
+        Args:
+            topic: the topic to read.
+            after: a `Message.entry_id` seen before (from `history`, `history_after`,
+                `follow` or `read` of this topic); None for the oldest retained.
+            limit: at most this many, plus any other lane's message with the same entry
+                id as the last one (so passing the last one's entry id skips none).
+
+        Undecodable entries are skipped (so a page may hold fewer). On a topic with
+        priority lanes, entry ids are per lane: a message stored in another lane within
+        the same millisecond as `after` may carry a smaller id and is then not returned;
+        read that millisecond again to see it (docs/concepts.md, "History and dead letters").
+        """
+        validate_topic(topic)
+        arguments.count("limit", limit)
+        start = b"(" + (followers.check_position(after) or "0-0").encode()
+        redis = self._engine.redis
+        lanes = lanes_in(await redis.smembers(self.keys.lanes(topic)))
+        found: list[tuple[tuple[int, ...], Message]] = []
+        for key in [self.keys.lane(topic, n) for n in [0, *lanes]]:
+            cursor, got = start, 0
+            while got < limit:  # pages on past undecodable entries (skipped), so a page of them stalls no one
+                entries = await redis.xrange(key, min=cursor, count=limit)
+                for entry_id, fields in entries:
+                    try:
+                        message = self.groups.to_message((entry_id, fields), None, key)
+                    except DecodeError:
+                        continue
+                    found.append((tuple(int(p) for p in entry_id.split(b"-")), message))
+                    got += 1
+                if len(entries) < limit:
+                    break
+                cursor = b"(" + entries[-1][0]
+        found.sort(key=lambda f: f[0])
+        if len(found) > limit:  # never split messages that share the last entry id
+            found = [f for f in found if f[0] <= found[limit - 1][0]]
+        return [message for _, message in found]
+
+    @_reports_unavailable
+    async def dead_letter_count(self, topic: str) -> int:
+        """How many dead letters a topic holds (one XLEN, cheaper than `stats`).
+
+        Args:
+            topic: the topic whose dead-letter queue to count.
+        """
+        validate_topic(topic)
+        return int(await self._engine.redis.xlen(self.keys.dlq(topic)))
+
+    @_reports_unavailable
+    async def consumer_groups(self, topic: str) -> list[str]:
+        """The names of the consumer groups reading a topic, sorted; none for a topic
+        that does not exist. Needs no INFO (which `stats` does), so it works for an ACL
+        user that may only use the bus's keys.
+
+        Args:
+            topic: the topic whose groups to list.
+        """
+        validate_topic(topic)
+        redis = self._engine.redis
+        lanes = lanes_in(await redis.smembers(self.keys.lanes(topic)))
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in [0, *lanes]:
+                pipe.xinfo_groups(self.keys.lane(topic, n))
+            replies = await pipe.execute(raise_on_error=False)
+        names = set()
+        for reply in replies:
+            if isinstance(reply, ResponseError) and "no such key" in str(reply):
+                continue  # that stream does not exist (yet)
+            if isinstance(reply, BaseException):
+                raise reply
+            names |= {g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in reply}
+        return sorted(names)
+
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Have `close()` await `callback()` once `run()` has stopped and before any
+        connection closes - for a component that hands work to the bus in the background
+        (the LangChain callback handler's queued events) and must finish it first.
+
+        Args:
+            callback: a coroutine function taking no arguments; awaited on the bus's
+                loop at every `close()`, in the order registered. What it raises is
+                logged and does not stop the close.
+        """
+        self._close_callbacks.append(callback)
+
+    async def _run_close_callbacks(self) -> None:
+        for callback in list(self._close_callbacks):
+            try:
+                await callback()
+            except Exception:
+                log.exception("relaybus: a close callback (%r) failed", callback)
 
 
 # what subscribe() takes itself: a plugin's subscription_options cannot claim these

@@ -25,6 +25,9 @@ WIRE_VERSION = b"1"
 # around it that is 200 levels: the most pydantic-core, relaybus's decoder, reads. orjson
 # writes up to 254, so without this check publish accepted what no reader could decode.
 MAX_PAYLOAD_DEPTH = 199
+# The header of a dead letter that is no message (docs/wire-format.md): its size and why.
+# It is listed, never replayed.
+DEAD_UNDECODABLE = "x-dead-undecodable"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 chars
 
@@ -109,6 +112,16 @@ class Message(BaseModel):
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+    def payload_json(self, *, sort_keys: bool = False) -> bytes:
+        """The payload as JSON, or the error a publish gives a payload JSON cannot carry
+        (not serialisable, nested too deep).
+
+        Args:
+            sort_keys: object keys sorted: one text for equal payloads, to hash (the
+                dedup plugin's `dedup_from_payload`).
+        """
+        return to_json(self.payload, self.topic, orjson.OPT_SORT_KEYS if sort_keys else 0)
 
 
 # the fields a publish sets (`model_fields_set` of a message made by `made`)

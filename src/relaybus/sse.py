@@ -7,15 +7,16 @@ id is the message's entry id, so a browser's EventSource, reconnecting, sends it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from .bus import Bus
-from .engine.follow import check_position
 from .keys import validate_topic
+from .message import Message
 
 PING_S = 15  # a comment line this often keeps proxies from closing an idle stream
 
@@ -29,17 +30,18 @@ def topic_events(bus: Bus, param: str = "topic") -> Callable[[Request], Awaitabl
     async def endpoint(request: Request) -> Response:
         try:
             topic = validate_topic(request.path_params[param])
-            after = request.headers.get("last-event-id") or None
-            check_position(after)  # here, to answer 400 rather than fail the stream
+            # follow() checks its arguments when called: a 400 here rather than a failed stream
+            followed = bus.follow(topic, request.headers.get("last-event-id") or None)
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
-        return EventSourceResponse(_events(bus, topic, after), ping=PING_S)
+        return EventSourceResponse(_events(followed), ping=PING_S)
 
     return endpoint
 
 
-async def _events(bus: Bus, topic: str, after: str | None) -> AsyncIterator[dict[str, str]]:
-    async for message in bus.follow(topic, after):
-        assert message.entry_id is not None  # a followed message always has one
-        yield {"id": message.entry_id, "event": "message", "data": message.model_dump_json()}
+async def _events(followed: AsyncGenerator[Message, None]) -> AsyncIterator[dict[str, str]]:
+    async with contextlib.aclosing(followed):  # a client gone: the follower ends at once
+        async for message in followed:
+            assert message.entry_id is not None  # a followed message always has one
+            yield {"id": message.entry_id, "event": "message", "data": message.model_dump_json()}
     yield {"event": "closed", "data": ""}

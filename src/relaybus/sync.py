@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -196,6 +196,21 @@ class SyncBus:
 
     def stats(self, topics: Iterable[str] | None = None) -> BusStats:
         return self._call(self.bus.stats(topics))
+
+    # -- for callers outside the core (issue 25): Bus's section of the same name --------
+
+    def history_after(self, topic: str, after: str | None, limit: int = 100) -> list[Message]:
+        return self._call(self.bus.history_after(topic, after, limit))
+
+    def dead_letter_count(self, topic: str) -> int:
+        return self._call(self.bus.dead_letter_count(topic))
+
+    def consumer_groups(self, topic: str) -> list[str]:
+        return self._call(self.bus.consumer_groups(topic))
+
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Bus.on_close: `callback()` is awaited on the bus loop by `close()`."""
+        self.bus.on_close(callback)
 
 
 async def _next(stream: AsyncGenerator[Message, None]) -> Message | None:

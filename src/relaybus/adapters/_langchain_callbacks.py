@@ -456,7 +456,7 @@ class _Options:
         return True
 
 
-def _on(loop: asyncio.AbstractEventLoop | None) -> bool:
+def running_on(loop: asyncio.AbstractEventLoop | None) -> bool:
     """Whether the calling thread is the one running `loop`."""
     try:
         return asyncio.get_running_loop() is loop
@@ -474,8 +474,8 @@ class _Handoff:
     soon as the loop is free. A callback that may wait gets a future. Both go through
     the same queue, so events are published in the order they were handed over, and a
     waited-for event is in Redis only after every event before it. The task ends once
-    the queue is empty and the bus is closing (Bus.close waits for it), so closing the
-    bus publishes what is still queued.
+    the queue is empty and the bus is closing: `Bus.on_close` has the bus's close wait
+    for it, so closing the bus publishes what is still queued.
     """
 
     _of: weakref.WeakKeyDictionary[Bus, _Handoff] = weakref.WeakKeyDictionary()
@@ -494,6 +494,8 @@ class _Handoff:
         self.queue: deque[tuple[_Options, str, dict[str, Any] | None, Future[None] | None]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.wake: asyncio.Event | None = None
+        self.closing: asyncio.Event | None = None  # set by the bus's close: the task ends when idle
+        bus.on_close(self._closed)
 
     def put(
         self, options: _Options, name: str, payload: dict[str, Any] | None, *, wait: bool
@@ -516,14 +518,23 @@ class _Handoff:
         if bus is None:
             return
         if self.task is None or self.task.done():
-            self.wake = asyncio.Event()
-            self.task = asyncio.get_running_loop().create_task(self._send(bus, self.wake))
-            bus._background.append(self.task)  # awaited by Bus.close, which sets _closing first
+            self.wake, self.closing = asyncio.Event(), asyncio.Event()
+            self.task = asyncio.get_running_loop().create_task(self._send(bus, self.wake, self.closing))
         assert self.wake is not None
         self.wake.set()
 
-    async def _send(self, bus: Bus, wake: asyncio.Event) -> None:
-        closing = bus._closing
+    async def _closed(self) -> None:
+        """The bus is closing (Bus.on_close): publish what is queued, then end the task.
+        Events handed over by a callback that blocked this loop wait for a `_kick` that
+        has not run yet: start the task for them here."""
+        if self.queue and (self.task is None or self.task.done()):
+            self._kick()
+        if self.task is not None and not self.task.done():
+            assert self.closing is not None
+            self.closing.set()
+            await self.task
+
+    async def _send(self, bus: Bus, wake: asyncio.Event, closing: asyncio.Event) -> None:
         while True:
             while self.queue:
                 options, name, payload, done = self.queue[0]
@@ -601,7 +612,7 @@ class RelayBusCallbackHandler(AsyncCallbackHandler):
         try:
             payload = self.options.event(name, args, kwargs)
             if payload is not None and not self.options.unreachable(self.bus, name):
-                done = self._handoff.put(self.options, name, payload, wait=_on(self.bus.loop))
+                done = self._handoff.put(self.options, name, payload, wait=running_on(self.bus.loop))
                 if done is not None:
                     await asyncio.wrap_future(done)
         except Exception as exc:
@@ -655,7 +666,7 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
         in a coroutine there) and while such a run is open: its parallel steps call us
         from worker threads it waits for, so the loop cannot publish before it ends."""
         run_id = kwargs.get("run_id")
-        on_loop = _on(self.bus.bus.loop)
+        on_loop = running_on(self.bus.bus.loop)
         if on_loop and name.endswith("_start"):
             self._on_loop_runs.add(run_id)
         try:
@@ -674,7 +685,7 @@ class SyncRelayBusCallbackHandler(BaseCallbackHandler):
     def flush(self) -> None:
         """Wait until every event handed over so far is published (or its failure logged).
         Not from the bus's loop thread: that thread publishes them."""
-        if _on(self.bus.bus.loop):
+        if running_on(self.bus.bus.loop):
             raise RuntimeError("flush() waits for the bus's loop: call it from another thread")
         done = self._handoff.put(self.options, "flush", None, wait=True)
         assert done is not None

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, Field, ValidationError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from ..bus import Bus
 from ..errors import RelayBusError
@@ -206,7 +206,7 @@ async def read(
         if left <= 0:
             return Messages(topic=topic, messages=[])
         await asyncio.sleep(min(TOPIC_POLL_S, left))
-    groups = await _groups(bus, topic)
+    groups = await bus.consumer_groups(topic)
     if group not in groups and not allow.may_create(group):
         raise GroupNotAllowedError(
             f"no consumer group {group!r} reads topic {topic!r}, and this agent may not make one; "
@@ -217,15 +217,6 @@ async def read(
     if got:
         await bus.ack(*got)
     return Messages(topic=topic, messages=[MessageView.of(m) for m in got])
-
-
-async def _groups(bus: Bus, topic: str) -> set[str]:
-    """The consumer groups of a topic (each is made on its topic stream)."""
-    try:
-        found = await bus.redis.xinfo_groups(bus.keys.stream(topic))
-    except ResponseError:  # no topic stream (only priority lanes so far): no group yet
-        return set()
-    return {g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in found}
 
 
 async def request(bus: Bus, allow: Allowlist, topic: str, payload: Any, timeout_s: float = 30) -> Replied:

@@ -12,6 +12,7 @@ run. Needs the `langchain` extra.
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..bus import Bus
 from ..sync import SyncBus
 from . import _tools
-from ._langchain_callbacks import RelayBusCallbackHandler, SyncRelayBusCallbackHandler
+from ._langchain_callbacks import RelayBusCallbackHandler, SyncRelayBusCallbackHandler, running_on
 from ._tools import Allowlist
 
 __all__ = [
@@ -111,7 +112,13 @@ class RelayBusTool(BaseTool):
             raise RuntimeError(
                 f"{self.name} holds an async Bus: call it with ainvoke, or build the toolkit with a SyncBus"
             )
-        return self.bus._call(self._answer(self.bus.bus, args))
+        bus = self.bus.bus  # the SyncBus's Bus, on its loop: the tool's work runs there
+        loop = bus.loop
+        if loop is None or not loop.is_running():
+            raise ToolException(f"{self.name} failed: the bus is not connected (use 'with bus:')")
+        if running_on(loop):
+            raise RuntimeError(f"{self.name}: a SyncBus tool cannot be invoked from the bus's own loop")
+        return asyncio.run_coroutine_threadsafe(self._answer(bus, args), loop).result()
 
     async def _arun(self, **args: Any) -> str:
         if isinstance(self.bus, SyncBus):

@@ -40,10 +40,9 @@ from starlette.types import Message as ASGIMessage
 from .. import __version__
 from .._web import QuietServer, bearer_ok, host_names
 from ..bus import Bus
-from ..engine.retained import FOREIGN  # a DLQ entry relaybus did not write: shown, never replayed
 from ..errors import RelayBusError
 from ..keys import validate_topic
-from ..message import Message
+from ..message import DEAD_UNDECODABLE, Message
 from ..redact import redact_text, redact_url
 from ..stats import BusStats, TopicStats
 
@@ -151,7 +150,7 @@ def _dead_letter(m: Message) -> dict[str, Any]:
         "attempts": h.get("x-dead-attempts"),
         "dead_at": float(dead_at) if dead_at and dead_at.replace(".", "", 1).isdigit() else None,
         "reason": ": ".join(w for w in why if w),
-        "replayable": FOREIGN not in h,
+        "replayable": DEAD_UNDECODABLE not in h,
     }
 
 
