@@ -6,11 +6,11 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import Any, Literal, TypeVar, Unpack
 
 from .bus import Bus
 from .config import BusConfig
-from .delivery import Handler
+from .delivery import Handler, Subscription
 from .engine.retained import Retention
 from .message import Message
 from .options import PublishOptions
@@ -73,8 +73,36 @@ class SyncBus:
     ) -> None:
         self.close()
 
-    def publish(self, topic: str, payload: Any, **options: Unpack[PublishOptions]) -> str:
-        return self._call(self.bus.publish(topic, payload, **options))
+    def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+        delay: float | None = None,
+        dedup_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        sender: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        dedup_window: float | None = None,
+    ) -> str:
+        return self._call(
+            self.bus.publish(
+                topic,
+                payload,
+                priority=priority,
+                ttl=ttl,
+                delay=delay,
+                dedup_key=dedup_key,
+                headers=headers,
+                sender=sender,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                dedup_window=dedup_window,
+            )
+        )
 
     def publish_many(
         self, topic: str, payloads: Iterable[Any], **options: Unpack[PublishOptions]
@@ -97,8 +125,32 @@ class SyncBus:
     def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
         return self._call(self.bus.reply(message, payload, headers=headers))
 
-    def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[Handler], Handler]:
-        return self.bus.subscribe(topics, **options)
+    def subscribe(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group: str,
+        filter: Any = None,
+        concurrency: int = 1,
+        prefetch: int = 0,
+        model: Any = None,
+        start: Literal["earliest", "latest"] = "earliest",
+        **options: Any,
+    ) -> Callable[[Handler], Handler]:
+        return self.bus.subscribe(
+            topics,
+            group=group,
+            filter=filter,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            model=model,
+            start=start,
+            **options,
+        )
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return self.bus.subscriptions
 
     def run(self) -> None:
         """Block the calling thread until `stop()` is called from another thread."""
@@ -107,8 +159,16 @@ class SyncBus:
     def stop(self) -> None:
         self._call(self.bus.stop())
 
-    def read(self, topic: str, group: str, **options: Any) -> list[Message]:
-        return self._call(self.bus.read(topic, group, **options))
+    def read(
+        self,
+        topic: str,
+        group: str,
+        consumer: str | None = None,
+        count: int = 10,
+        block_ms: int | None = None,
+        start: Literal["earliest", "latest"] = "earliest",
+    ) -> list[Message]:
+        return self._call(self.bus.read(topic, group, consumer, count, block_ms, start))
 
     def ack(self, *messages: Message) -> int:
         return self._call(self.bus.ack(*messages))
