@@ -217,9 +217,17 @@ class BusConfig(BaseSettings):
         return config
 
     def settings(self, model: type[M]) -> M:
-        """A plugin's settings, typed: `bus.config.settings(MySettings).my_field`. For a
-        plugin registered by hand after this config was built, they come from the
-        RELAYBUS_ variables and the model's defaults."""
+        """A plugin's settings, typed: `bus.config.settings(MySettings).my_field`.
+
+        For a plugin registered by hand after this config was built, they come from the
+        RELAYBUS_ variables and the model's defaults.
+
+        Args:
+            model: The pydantic model the plugin's `plugin_settings` hook returns.
+
+        Returns:
+            That model's instance for this configuration (made once, then kept).
+        """
         owned = (self.__pydantic_private__ or {})["_plugin_settings"]  # not via __getattr__: per message
         found = owned.get(model)
         if found is None:
@@ -248,7 +256,17 @@ class BusConfig(BaseSettings):
 
     @classmethod
     def build(cls, **fields: Any) -> BusConfig:
-        """Like the constructor, but every problem is one ConfigError naming the field."""
+        """Like the constructor, but every problem is one ConfigError naming the field.
+
+        Args:
+            **fields: Fields and plugin settings by name, over the `RELAYBUS_*` variables.
+
+        Returns:
+            The configuration, frozen.
+
+        Raises:
+            ConfigError: Each unknown or invalid field named, with the closest known name.
+        """
         try:
             return cls(**fields)
         except ValidationError as exc:
