@@ -10,7 +10,7 @@ import pytest
 from relaybus import Bus, BusConfig, ConfigError
 
 
-def test_defaults_match_the_design() -> None:
+def test_defaults_match_docs_configuration() -> None:
     config = BusConfig.build()
     assert config.prefix == "relaybus" and config.overflow == "reject"
     assert config.max_message_bytes == 1 << 20 and config.outbox_path is None
