@@ -329,7 +329,9 @@ class SyncBus:
         Returns:
             The messages, possibly none.
         """
-        return self._call(self.bus.read(topic, group, consumer, count, block_ms, start))
+        return self._call(
+            self.bus.read(topic, group, consumer=consumer, count=count, block_ms=block_ms, start=start)
+        )
 
     def ack(self, *messages: Message) -> int:
         """Acknowledge messages handed out by `read`, in one round trip.
