@@ -149,7 +149,7 @@ def newest(session: nox.Session) -> None:
 
 @nox.session(python=TOOLS)
 def bench(session: nox.Session) -> None:
-    """Throughput against raw redis-py in the same run, then DESIGN §8's targets; never part of the tests."""
+    """Throughput against raw redis-py in the same run, then docs/benchmarks.md's targets; not a test."""
     session.install("-e", ".[embedded]")
     results = Path(session.create_tmp()) / "bench-results"  # kept: bench_targets.py --markdown
     shutil.rmtree(results, ignore_errors=True)  # never judge an earlier run's figures

@@ -26,7 +26,6 @@ def make(url: str, with_metrics: bool) -> Bus:
     bus = Bus.from_url(
         url,
         prefix=f"b-{uuid.uuid4().hex[:8]}",
-        block_ms=50,
         disabled_plugins=[] if with_metrics else ["metrics"],
     )
     if with_metrics:

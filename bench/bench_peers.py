@@ -29,8 +29,8 @@ Scenarios, each with its ratio to raw redis-py measured in the same run:
 6. cost per message consumed (µs, the inverse of 4's rate) from a backlog of N (that
    is scenario 4) and from a big backlog: the big backlog is pre-filled once per
    library before the repetitions, and each repetition times N messages off its head
-   with a fresh worker (the clock as in 4), so it shrinks by N a repetition. DESIGN §8
-   wants relaybus's cost flat from 10k to 1M, so raw redis-py and relaybus get BACKLOG
+   with a fresh worker (the clock as in 4), so it shrinks by N a repetition. The targets
+   (docs/benchmarks.md) want relaybus's cost flat from 10k to 1M, so raw redis-py and relaybus get BACKLOG
    (1M; pre-filling it took 22 s and 15 s on a 2-core VM), the other libraries
    PEER_BACKLOG (200,000): their rows only compare, and at 1M streaq and SAQ alone
    would pre-fill for about 80 s and 60 s (16.5 s and 12.4 s per 200,000) and the four
@@ -85,7 +85,7 @@ from relaybus.embedded import EmbeddedRedis, find_redis_server, free_port
 REPEATS = 3
 N_PUBLISH = 5_000
 N = 10_000
-BACKLOG = 1_000_000  # raw redis-py and relaybus: DESIGN §8's flat-cost target
+BACKLOG = 1_000_000  # raw redis-py and relaybus: the flat-cost target
 PEER_BACKLOG = 200_000  # the other libraries (the module docstring says why)
 TASKS = 64
 RATE = 1_000

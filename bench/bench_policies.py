@@ -55,8 +55,8 @@ async def main(url: str, n: int) -> list[tuple[str, float, float]]:
         rows.append((label, best_core, best))
     for label, priority in [("consume, default plugins", 0), ("consume, with a priority lane", 5)]:
         async with (
-            Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", disabled_plugins=CORE, block_ms=50) as core,
-            Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", block_ms=50) as bus,
+            Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}", disabled_plugins=CORE) as core,
+            Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}") as bus,
         ):
             for b in (core, bus):
                 for start in range(0, n * 4, 500):

@@ -35,7 +35,7 @@ def fresh() -> str:
 
 
 async def consume_rate(url: str, n: int, **subscribe: object) -> float:
-    async with Bus.from_url(url, prefix=fresh(), block_ms=50) as bus:
+    async with Bus.from_url(url, prefix=fresh()) as bus:
         for _ in range(0, n, 500):
             await bus.publish_many("c", [PAYLOAD] * 500)
         return n / await timed_consume(bus, "c", n, **subscribe)
@@ -52,7 +52,7 @@ async def publish_rate(url: str, n: int, **fields: object) -> float:
 
 async def discovery_delays(url: str, rounds: int) -> list[float]:
     """Seconds from the first publish to a new matching topic until its handler ran."""
-    async with Bus.from_url(url, prefix=fresh(), block_ms=100) as bus:
+    async with Bus.from_url(url, prefix=fresh()) as bus:
         arrived: dict[str, float] = {}
         got_one = asyncio.Event()
 

@@ -1,4 +1,4 @@
-"""DESIGN §8's targets in one table, each judged from the figures the benchmarks wrote.
+"""The targets (docs/benchmarks.md) in one table, each judged from the figures the benchmarks wrote.
 
 bench_core.py, bench_engine.py and bench_peers.py write their figures as JSON with
 `--results FILE`; `nox -s bench` puts them in one directory under the same names as
@@ -26,7 +26,7 @@ from rich.table import Table
 FILES = {"core": "core.json", "engine": "engine.json", "peers": "peers.json"}
 MET, NOT_MET, MISSING, INCOMPLETE, INFO = "met", "NOT MET", "not measured", "incomplete", "information"
 STYLES = {MET: "green", NOT_MET: "bold red", MISSING: "yellow", INCOMPLETE: "yellow", INFO: "dim"}
-PEERS = ("FastStream", "taskiq-redis", "streaq")  # §8's peers, named as in peer_adapters.py (not SAQ)
+PEERS = ("FastStream", "taskiq-redis", "streaq")  # the targets' peers, named as in peer_adapters.py (not SAQ)
 RAW, OURS = "raw redis-py", "relaybus"
 PUBLISH = (  # bench_core.py case, what it is, at least this ratio to raw
     ("publish", "1. awaited publish / raw awaited XADD", 0.85),
@@ -199,7 +199,8 @@ def show(rows: list[Row], console: Console, directory: Path) -> None:
     judged_rows = [row for row in rows if row.verdict != INFO]
     met = sum(row.verdict == MET for row in judged_rows)
     table = Table(
-        title=f"DESIGN §8 targets: {met} of {len(judged_rows)} met", caption=f"figures from {directory}"
+        title=f"Targets (docs/benchmarks.md): {met} of {len(judged_rows)} met",
+        caption=f"figures from {directory}",
     )
     for column in ("target", "where measured", "measured", "target value", "verdict"):
         table.add_column(column, justify="right" if column in ("measured", "target value") else "left")

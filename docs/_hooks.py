@@ -56,7 +56,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "replica_ack_timeout_ms",
     ),
     "keys-and-consumers": ("prefix", "consumer_name"),
-    "delivery": ("claim_idle_ms", "block_ms", "default_ttl", "dead_letter_expired", "max_message_bytes"),
+    "delivery": ("claim_idle_ms", "default_ttl", "dead_letter_expired", "max_message_bytes"),
     "retention": ("cleanup_interval_s", "periodic_cleanup", "memory_pressure_ratio"),
     "dedup": ("dedup_window_s",),
     "capacity": ("max_queue_size", "overflow", "outbox_path", "outbox_max_entries", "outbox_max_bytes"),

@@ -178,7 +178,7 @@ def prefix(relaybus_prefix: str) -> str:
 
 @pytest.fixture
 async def bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
-    async with Bus.from_url(redis_url, prefix=prefix, block_ms=100, claim_idle_ms=1000) as b:
+    async with Bus.from_url(redis_url, prefix=prefix, claim_idle_ms=1000) as b:
         yield b
 
 
@@ -188,7 +188,6 @@ async def bare_bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
     async with Bus.from_url(
         redis_url,
         prefix=prefix,
-        block_ms=100,
         claim_idle_ms=1000,
         disabled_plugins=["dlq", "dedup", "priority"],
     ) as b:

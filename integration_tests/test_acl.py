@@ -56,7 +56,6 @@ def confined_bus(port: int, **fields: object) -> Bus:
         username=USER,
         password=PASSWORD,
         prefix=PREFIX,
-        block_ms=100,
         claim_idle_ms=1000,
         max_attempts=2,
         retry_backoff_s=0.05,

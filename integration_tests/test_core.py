@@ -211,9 +211,7 @@ async def test_read_on_unconnected_bus_is_a_clear_error(redis_url: str) -> None:
 
 async def test_restart_with_many_own_pending_delivers_each_once(redis_url: str, prefix: str) -> None:
     """A consumer with a stable name drains what an earlier run of it left pending."""
-    async with Bus.from_url(
-        redis_url, prefix=prefix, consumer_name="stable", block_ms=100, claim_idle_ms=60_000
-    ) as bus:
+    async with Bus.from_url(redis_url, prefix=prefix, consumer_name="stable", claim_idle_ms=60_000) as bus:
         ids = await bus.publish_many("left", list(range(25)))
         assert len(await bus.read("left", group="g", count=25)) == 25  # pending, never acked
         seen: list[str] = []

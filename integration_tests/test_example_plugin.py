@@ -44,7 +44,7 @@ async def main():
     out = {}
     warnings = Warnings()
     logging.getLogger("relaybus_team_policy").addHandler(warnings)
-    async with Bus.from_url(url, prefix=prefix, block_ms=100, claim_idle_ms=1000, **options) as bus:
+    async with Bus.from_url(url, prefix=prefix, claim_idle_ms=1000, **options) as bus:
         out["plugins"] = bus.plugins.names()
         out["origin"] = f"{socket.gethostname()}:{os.getpid()}"
         await bus.publish(topic, {"n": 1})

@@ -17,7 +17,7 @@ from relaybus.embedded import EmbeddedRedis
 from .conftest import sync_client
 from .helpers import wait_for
 
-FAST = {"block_ms": 100, "socket_timeout": 1.0, "connect_timeout": 0.5, "health_check_interval_s": 0.2}
+FAST = {"socket_timeout": 1.0, "connect_timeout": 0.5, "health_check_interval_s": 0.2}
 
 
 async def collect(
@@ -195,7 +195,7 @@ async def test_bad_arguments_are_refused(bus: Bus) -> None:
 
 
 def test_sync_follow(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         ids = bus.publish_many("sync.f", [1, 2, 3])
         first = next(iter(bus.follow("sync.f")))
         assert first.id == ids[0]

@@ -30,7 +30,7 @@ def call(name: str, **args: object) -> dict[str, object]:
 
 @pytest.fixture
 def sync_bus(redis_url: str, prefix: str) -> Iterator[SyncBus]:
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as b:
+    with SyncBus.from_url(redis_url, prefix=prefix) as b:
         yield b
 
 

@@ -150,7 +150,7 @@ async def test_retriever_and_custom_events(bus: Bus) -> None:
 
 
 def test_sync_handler_on_a_sync_bus(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         handler = SyncRelayBusCallbackHandler(bus=bus, topic=TOPIC)
         assert model("ok").invoke("hi", config={"callbacks": [handler]}).content == "ok"
         evts = [m.payload for m in bus.history(TOPIC)]
@@ -199,7 +199,6 @@ async def test_events_are_dropped_not_waited_for_while_redis_is_down(
             publish_timeout_s=1.0,
             health_check_interval_s=0.1,
             socket_timeout=1.0,
-            block_ms=100,
         ) as bus:
             handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
             server.kill()
@@ -324,7 +323,7 @@ def test_a_sync_run_on_the_sync_bus_loop_thread_returns_and_publishes_every_even
     """A sync run on a SyncBus's own loop thread (a coroutine handler, say), its parallel
     branches in worker threads: no callback there waits for the busy loop, every event
     is published, each run's start before its end."""
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         handler = SyncRelayBusCallbackHandler(bus=bus, topic=TOPIC, nested_chains=True)
         fan: Runnable[int, dict[str, int]] = RunnableParallel(
             a=RunnableLambda(lambda n: n + 1, name="a"), b=RunnableLambda(lambda n: n * 2, name="b")

@@ -34,7 +34,7 @@ ASYNC_BUS_IS_AINVOKE_ONLY = pytest.mark.xfail(
 
 @pytest.fixture
 def sync_bus(redis_url: str, prefix: str) -> Iterator[SyncBus]:
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as b:
+    with SyncBus.from_url(redis_url, prefix=prefix) as b:
         b.publish("tasks.review", {"pr": 1})
         yield b
 

@@ -23,7 +23,7 @@ from .faultproxy import FaultProxy
 from .helpers import wait_for
 
 LATE = 3.0  # seconds a late script call takes to reach Redis: six socket_timeouts
-SETTINGS: dict[str, Any] = {"socket_timeout": 0.5, "connect_timeout": 2.0, "block_ms": 100}
+SETTINGS: dict[str, Any] = {"socket_timeout": 0.5, "connect_timeout": 2.0}
 
 
 @pytest.fixture

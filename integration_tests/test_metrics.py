@@ -24,7 +24,7 @@ from .helpers import running
 def private_bus(redis_url: str, prefix: str, registry: CollectorRegistry, **fields: object) -> Bus:
     """A bus whose metrics go to `registry`: registered under the built-in's name, the
     plugin object takes its place."""
-    bus = Bus.from_url(redis_url, prefix=prefix, block_ms=100, claim_idle_ms=1000, **fields)
+    bus = Bus.from_url(redis_url, prefix=prefix, claim_idle_ms=1000, **fields)
     bus.plugins.register(MetricsPlugin(registry), "metrics")
     return bus
 

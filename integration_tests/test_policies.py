@@ -24,7 +24,6 @@ async def fast_bus(redis_url: str, prefix: str) -> AsyncIterator[Bus]:
     async with Bus.from_url(
         redis_url,
         prefix=prefix,
-        block_ms=50,
         claim_idle_ms=5000,
         max_attempts=3,
         retry_backoff_s=0.05,
@@ -84,7 +83,7 @@ async def test_failing_once_then_succeeding_is_acked_without_dead_letter(
 
 
 async def test_retry_waits_for_its_backoff(redis_url: str, prefix: str) -> None:
-    async with Bus.from_url(redis_url, prefix=prefix, block_ms=50, retry_backoff_s=0.6) as bus:
+    async with Bus.from_url(redis_url, prefix=prefix, retry_backoff_s=0.6) as bus:
         await bus.publish("slow-retry", 1)
         seen: list[float] = []
 

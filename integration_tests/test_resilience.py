@@ -19,7 +19,6 @@ from .faultproxy import FaultProxy
 from .helpers import run_until, running, wait_for
 
 FAST = {
-    "block_ms": 100,
     "claim_idle_ms": 1000,
     "socket_timeout": 1.0,
     "connect_timeout": 0.5,
@@ -176,8 +175,7 @@ from relaybus import Bus
 
 async def main():
     async with Bus.from_url(sys.argv[1], prefix=sys.argv[2], outbox_path=sys.argv[3],
-                            publish_timeout_s=0.1, connect_timeout=0.5, socket_timeout=1.0,
-                            block_ms=100) as bus:
+                            publish_timeout_s=0.1, connect_timeout=0.5, socket_timeout=1.0) as bus:
         await bus.publish("t", "connected")
         input()  # the test takes Redis away, then says go
         for n in range(5):

@@ -93,7 +93,7 @@ async def test_expired_message_is_never_handed_out_and_is_counted(bus: Bus, raw:
 
 
 async def test_default_ttl_applies_and_handlers_skip_expired(redis_url: str, prefix: str) -> None:
-    async with Bus.from_url(redis_url, prefix=prefix, block_ms=100, default_ttl=0.2) as bus:
+    async with Bus.from_url(redis_url, prefix=prefix, default_ttl=0.2) as bus:
         await bus.publish("t", "old")
         await asyncio.sleep(0.3)
         await bus.publish("t", "new", ttl=60)

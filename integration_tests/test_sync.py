@@ -13,7 +13,7 @@ from relaybus import Message, SyncBus
 
 
 def test_sync_round_trip(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         mid = bus.publish("sync.t", {"a": 1})
         ids = bus.publish_many("sync.t", [2, 3])
         msgs = bus.read("sync.t", "g", count=10)
@@ -24,7 +24,7 @@ def test_sync_round_trip(redis_url: str, prefix: str) -> None:
 
 
 def test_sync_run_and_stop(redis_url: str, prefix: str) -> None:
-    with SyncBus.from_url(redis_url, prefix=prefix, block_ms=100) as bus:
+    with SyncBus.from_url(redis_url, prefix=prefix) as bus:
         bus.publish_many("sync.run", [1, 2, 3])
         seen: list[int] = []
 

@@ -10,9 +10,7 @@ from relaybus import Bus, Message
 
 
 async def main(url: str, prefix: str, topic: str, consumer: str) -> None:
-    async with Bus.from_url(
-        url, prefix=prefix, consumer_name=consumer, claim_idle_ms=500, block_ms=100
-    ) as bus:
+    async with Bus.from_url(url, prefix=prefix, consumer_name=consumer, claim_idle_ms=500) as bus:
 
         @bus.subscribe(topic, group="crash", concurrency=4, prefetch=20)
         async def handle(msg: Message) -> None:

@@ -1,4 +1,4 @@
-"""bench/bench_targets.py judges DESIGN §8's targets from the benchmarks' JSON: the verdicts,
+"""bench/bench_targets.py judges the targets (docs/benchmarks.md) from the benchmarks' JSON: the verdicts,
 the fastest peer, the ±15 % flatness and missing files, on made-up figures (no Redis)."""
 
 from __future__ import annotations

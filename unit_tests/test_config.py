@@ -10,7 +10,7 @@ import pytest
 from relaybus import Bus, BusConfig, ConfigError
 
 
-def test_defaults_match_the_design() -> None:
+def test_defaults_match_docs_configuration() -> None:
     config = BusConfig.build()
     assert config.prefix == "relaybus" and config.overflow == "reject"
     assert config.max_message_bytes == 1 << 20 and config.outbox_path is None
@@ -42,9 +42,27 @@ def test_password_never_in_repr() -> None:
     assert "s3cret" not in repr(config) and "hunter2" not in repr(bus)
 
 
-def test_block_ms_is_accepted_though_nothing_blocks_in_redis_any_more() -> None:
-    """Reads wait for wake-ups, not in a command, so socket_timeout no longer bounds it."""
-    assert BusConfig.build(block_ms=5000, socket_timeout=5).block_ms == 5000
+def test_block_ms_is_accepted_with_a_deprecation_warning_and_ignored() -> None:
+    """It did nothing (reads wait for wake-ups, not in Redis): still accepted until 0.3,
+    whatever its value, with a warning pointing at the caller's line."""
+    with pytest.warns(
+        DeprecationWarning, match=r"'block_ms' does nothing .* removed in relaybus 0\.3"
+    ) as caught:
+        config = Bus.from_url("redis://localhost:6379/0", block_ms=1).config
+    assert "block_ms" not in BusConfig.model_fields and not hasattr(config, "block_ms")
+    assert config == BusConfig.build()
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_relaybus_block_ms_in_the_environment_warns_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("relaybus_block_ms", "100")  # matched case-insensitively, like every variable
+    with pytest.warns(DeprecationWarning, match=r"variable RELAYBUS_BLOCK_MS does nothing"):
+        BusConfig.build()
+
+
+def test_no_deprecation_warning_without_block_ms(recwarn: pytest.WarningsRecorder) -> None:
+    BusConfig.build(claim_idle_ms=1000)
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
 
 
 def test_url_password_is_redacted_in_the_config_repr() -> None:

@@ -81,7 +81,7 @@ def test_a_plugin_without_its_settings_marker_fails_the_build() -> None:
 
 
 def test_config_rows_show_type_default_and_bounds(configuration: str) -> None:
-    assert ("| `block_ms` | `int` | `500` (≥ 10, ≤ 60000) | `RELAYBUS_BLOCK_MS` |") in configuration
+    assert "| `claim_idle_ms` | `int` | `30000` (≥ 100) | `RELAYBUS_CLAIM_IDLE_MS` |" in configuration
     assert "| `max_queue_size` | `int` \\| `None` | `None` (≥ 1 when set) |" in configuration
     assert '| `overflow` | `"reject"` \\| `"drop_oldest"` | `"reject"` |' in configuration
     assert "| `max_message_bytes` | `int` | `1048576` (1 MiB; ≥ 64) |" in configuration

@@ -96,6 +96,14 @@ class Bus:
 
     The facade: it checks arguments and hands the work to the engine (engine/), which
     is given an explicit Context at connect and never sees this class.
+
+    Args:
+        config: The whole configuration, built already; None: built from `fields`.
+        **fields: `BusConfig` fields (and plugin settings) by name, over the `RELAYBUS_*`
+            variables; not together with `config`.
+
+    Raises:
+        ConfigError: A field is unknown or invalid (one error naming each).
     """
 
     def __init__(self, config: BusConfig | None = None, **fields: Any) -> None:
@@ -123,6 +131,16 @@ class Bus:
 
     @classmethod
     def from_url(cls, url: str, **fields: Any) -> Bus:
+        """A bus for the Redis at `url`, not yet connected.
+
+        Args:
+            url: `redis://`, `rediss://`, `unix://`, `redis+cluster://` or `redis+sentinel://`
+                (docs/configuration.md); a user and password in it are used.
+            **fields: Other `BusConfig` fields and plugin settings by name.
+
+        Raises:
+            ConfigError: The URL or a field is invalid.
+        """
         return cls(BusConfig.build(url=url, **fields))
 
     def __repr__(self) -> str:
@@ -131,7 +149,15 @@ class Bus:
     # -- lifecycle -------------------------------------------------------------
 
     async def connect(self) -> Bus:
-        """Load plugins, open the pool and check Redis answers; idempotent."""
+        """Load plugins, open the pool and check Redis answers; idempotent.
+
+        Returns:
+            This bus, connected.
+
+        Raises:
+            BusUnavailableError: Redis did not answer within `connect_timeout`.
+            ConfigError: The outbox at `outbox_path` cannot be opened.
+        """
         if self._ctx is not None:
             return self
         self._load_plugins()
@@ -226,6 +252,7 @@ class Bus:
             self._plugins_loaded = True
 
     async def close(self) -> None:
+        """Stop `run()` (draining), end the background jobs and close every connection."""
         if self._consumer is not None:
             await self.stop()
         if self._ctx is not None:
@@ -313,8 +340,33 @@ class Bus:
     ) -> str:
         """Append one message; returns its id (made here, before Redis answers).
 
-        With a `dedup_key` seen inside its window (`dedup_window` seconds, default
-        `dedup_window_s`), nothing is appended and the original message's id returns.
+        With a `dedup_key` seen inside its window, nothing is appended and the original
+        message's id returns. While Redis is unreachable the publish is retried
+        (idempotently) for `publish_timeout_s`, then goes to the outbox if there is one.
+
+        Args:
+            topic: Topic name (letters, digits, `. _ - :`; at most 200).
+            payload: Any JSON value.
+            priority: 0-9, larger is delivered first.
+            ttl: Seconds until it expires (not handed to handlers after); None: `default_ttl`.
+            delay: Seconds before it is delivered; None: at once.
+            dedup_key: Idempotency key per topic: a second publish with it inside the window
+                appends nothing.
+            headers: String metadata carried with the message.
+            sender: Who sent it, for the reader's information.
+            correlation_id: Ties a reply to its request.
+            reply_to: Where an answer goes (`Bus.reply` uses it).
+            dedup_window: Seconds `dedup_key` is remembered; None: `dedup_window_s`.
+
+        Returns:
+            The message's id (`Message.id` wherever it is seen again).
+
+        Raises:
+            MessageTooLargeError: The encoded message exceeds `max_message_bytes`.
+            QueueFullError: The topic is at `max_queue_size` with `overflow="reject"`.
+            TopicClosedError: The topic was closed (`close_topic`).
+            BusUnavailableError: Redis stayed unreachable and there is no outbox.
+            ReplicationError: Fewer than `min_replicas_acked` replicas confirmed it in time.
         """
         ids = await self.publisher.publish(
             topic,
@@ -334,8 +386,20 @@ class Bus:
     async def publish_many(
         self, topic: str, payloads: Iterable[Any], **options: Unpack[PublishOptions]
     ) -> list[str]:
-        """Append several messages in one round trip; ids in the order given (for a
-        duplicate, the original's id). Takes the keywords of `publish`."""
+        """Append several messages in one round trip (per batch).
+
+        Args:
+            topic: Topic name, as for `publish`.
+            payloads: JSON values, one message each.
+            **options: The keywords of `publish`, applied to every message.
+
+        Returns:
+            The ids in the order given (for a duplicate, the original's id).
+
+        Raises:
+            MessageTooLargeError: A message is too large; nothing is appended.
+            QueueFullError: The topic is at `max_queue_size` with `overflow="reject"`.
+        """
         return await self.publisher.publish(topic, list(payloads), **options)
 
     # -- consuming: push -------------------------------------------------------
@@ -352,11 +416,33 @@ class Bus:
         start: Literal["earliest", "latest"] = "earliest",
         **options: Any,
     ) -> Callable[[Handler], Handler]:
-        """Register a handler for `run()`; topics may be names or glob patterns.
+        """Register a handler for `run()`; use as a decorator.
 
-        The handler returning acknowledges the message; raising goes to `on_failure`.
-        `prefetch` (default 2 x concurrency) bounds the messages one consumer holds at once,
-        so competing consumers share the work fairly.
+        The handler returning acknowledges the message; raising goes to `on_failure`
+        (retries, then the DLQ, with the built-in `dlq` plugin).
+
+        Args:
+            topics: Topic names or glob patterns (`*`, `?`, `[...]`); a pattern also picks up
+                topics created later.
+            group: Consumer group: each message goes to one consumer of it; several groups
+                each get every message.
+            filter: A MongoDB-style query on the message (`{"payload.pr": {"$gt": 10}}`);
+                a message it rejects is acked for this group and counted. Needs the `filters`
+                plugin.
+            concurrency: Handlers running at once in this process.
+            prefetch: Messages this consumer holds at once; 0: 2 x `concurrency`. Bounds how
+                much one consumer takes from its competitors.
+            model: A type pydantic validates the payload into (a BaseModel, a dataclass, ...).
+            start: Where a group made by this first use starts: `"earliest"` retained
+                message, or `"latest"` (only what comes after).
+            **options: Options declared by plugins (`subscription_options`).
+
+        Returns:
+            A decorator that registers the handler and returns it unchanged.
+
+        Raises:
+            TypeError: An option no plugin declares.
+            FilterError: `filter` is given but no plugin implements the filter hook.
         """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         self._load_plugins()
@@ -402,10 +488,25 @@ class Bus:
         priority: int = 0,
         headers: dict[str, str] | None = None,
     ) -> Message:
-        """Publish a request and wait for the reply (`reply` in the handler); the request
-        expires after `timeout` seconds too, so no handler starts one nobody waits for.
-        RequestTimeoutError when no reply comes in time; RequestFailedError as soon as the
-        responder failed for good (dead-lettered or dropped)."""
+        """Publish a request and wait for its reply (`reply` in the responder's handler).
+
+        The request expires after `timeout` too, so no handler starts one nobody waits for.
+
+        Args:
+            topic: Topic the responder subscribes to.
+            payload: Any JSON value.
+            timeout: Seconds to wait for the reply.
+            priority: 0-9, as for `publish`.
+            headers: String metadata carried with the request.
+
+        Returns:
+            The reply message.
+
+        Raises:
+            RequestTimeoutError: No reply within `timeout` (also a TimeoutError).
+            RequestFailedError: The responder failed for good (dead-lettered or dropped);
+                raised at once, not at the timeout.
+        """
         arguments.seconds("timeout", timeout, positive=True)
         inbox = self._inbox
         if inbox is None:
@@ -425,10 +526,23 @@ class Bus:
         return await inbox.ask(publish, timeout, repr(topic))
 
     async def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
-        """Answer a request (a message with `reply_to`); returns the reply's id. The reply
-        carries the request's `correlation_id` (or its id); to an inbox of `request` it
-        echoes the request's one-time token and is kept while the requester's inbox is
-        (not at all once it is gone), to a topic it is an ordinary publish."""
+        """Answer a request (a message with `reply_to`).
+
+        The reply carries the request's `correlation_id` (or its id). To an inbox of
+        `request` it echoes the request's one-time token and is kept while the requester's
+        inbox is (not at all once it is gone); to a topic it is an ordinary publish.
+
+        Args:
+            message: The request, as delivered to the handler or by `read`.
+            payload: Any JSON value.
+            headers: String metadata carried with the reply.
+
+        Returns:
+            The reply's id.
+
+        Raises:
+            ValueError: `message` is not a delivered request (no `reply_to`).
+        """
         if not isinstance(message, Message) or not message.reply_to:
             raise ValueError("reply() needs a delivered request: a Message with reply_to set")
         inbox = replies.inbox_of(message.reply_to)
@@ -444,12 +558,19 @@ class Bus:
 
     @property
     def subscriptions(self) -> list[Subscription]:
+        """The handlers registered by `subscribe`, in order."""
         return list(self._subscriptions)
 
     async def run(self) -> None:
-        """Deliver to every subscription until `stop()` (which drains) or cancellation
-        (which ends it at once: running handlers are cancelled, their messages stay
-        pending and are delivered again after `claim_idle_ms`)."""
+        """Deliver to every subscription until `stop()` or cancellation.
+
+        `stop()` drains: running handlers finish and their acks are sent. Cancellation ends
+        it at once: running handlers are cancelled, their messages stay pending and are
+        delivered again after `claim_idle_ms`.
+
+        Raises:
+            RelayBusError: `run()` is already going on this bus.
+        """
         if self._consumer is not None:
             raise RelayBusError("run() is already going on this bus")
         await self.connect()
@@ -477,9 +598,24 @@ class Bus:
         block_ms: int | None = None,
         start: Literal["earliest", "latest"] = "earliest",
     ) -> list[Message]:
-        """Up to `count` messages: ones left pending past `claim_idle_ms` (by any consumer,
-        this one too: after a failed read, what it took comes back), then new ones. Ack
-        each within `claim_idle_ms`, or it is delivered again."""
+        """Pull up to `count` messages for a consumer of `group`.
+
+        First ones left pending past `claim_idle_ms` (by any consumer, this one too: after a
+        failed read, what it took comes back), then new ones. Ack each within
+        `claim_idle_ms`, or it is delivered again.
+
+        Args:
+            topic: Topic name.
+            group: Consumer group; made on first use.
+            consumer: Consumer name in the group; None: this bus's (`consumer_name`).
+            count: Most messages returned.
+            block_ms: If nothing is there, wait up to this many milliseconds for a message
+                (without holding a connection); None or 0: return at once.
+            start: Where a group made by this read starts: `"earliest"` or `"latest"`.
+
+        Returns:
+            The messages, possibly none.
+        """
         validate_topic(topic)
         validate_group(group)
         arguments.count("count", count)
@@ -506,59 +642,126 @@ class Bus:
 
     @_reports_unavailable
     async def ack(self, *messages: Message) -> int:
-        """Acknowledge messages handed out by `read`; returns how many were still pending."""
+        """Acknowledge messages handed out by `read`, in one round trip.
+
+        Args:
+            *messages: Messages returned by `read`.
+
+        Returns:
+            How many were still pending (an ack of an already-acked message counts 0).
+        """
         return await self.settlement.acked(messages)
 
     @_reports_unavailable
     async def dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
-        """Move a delivered message to its topic's DLQ (append + ack in one script)."""
+        """Move a delivered message to its topic's DLQ (append and ack in one script).
+
+        Args:
+            message: A message returned by `read`.
+            reason: Why, kept in the dead letter's headers.
+            error: The error that caused it, if any (its type and message are kept).
+
+        Returns:
+            True if it was moved; False if it was no longer pending (acked or moved before).
+        """
         return await self.settlement.dead_lettered(message, reason, error)
 
     # -- history and dead letters -----------------------------------------------
 
     @_reports_unavailable
     async def history(self, topic: str, limit: int = 100) -> list[Message]:
-        """The latest `limit` retained messages of a topic, every lane, oldest first
-        (by entry time; within one millisecond by message id)."""
+        """The latest `limit` retained messages of a topic, every lane, oldest first.
+
+        Ordered by entry time; within one millisecond by message id.
+
+        Args:
+            topic: Topic name.
+            limit: Most messages returned.
+
+        Returns:
+            The messages, oldest first.
+        """
         validate_topic(topic)
         arguments.count("limit", limit)
         return await retained.history(self._engine, self.groups, topic, limit)
 
     @_reports_unavailable
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
-        """Dead letters of a topic, oldest first; `headers` carry why each one died."""
+        """Dead letters of a topic, oldest first; their `headers` say why each one died.
+
+        Args:
+            topic: Topic name.
+            limit: Most dead letters returned.
+
+        Returns:
+            The dead-lettered messages.
+        """
         validate_topic(topic)
         arguments.count("limit", limit)
         return await retained.dead_letters(self._engine, topic, limit)
 
     @_reports_unavailable
     async def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters back (all, or those whose message or DLQ entry id is given)
-        for the group they died in, with a fresh attempt count; returns how many."""
+        """Put dead letters back for the group they died in, with a fresh attempt count.
+
+        Args:
+            topic: Topic name.
+            ids: Message ids or DLQ entry ids to replay; None: all.
+
+        Returns:
+            How many were put back.
+        """
         validate_topic(topic)
         return await retained.replay_dead_letters(self._engine, topic, arguments.ids("ids", ids))
 
     @_reports_unavailable
     async def purge_dead_letters(self, topic: str) -> int:
-        """Delete a topic's dead letters; returns how many there were."""
+        """Delete a topic's dead letters.
+
+        Args:
+            topic: Topic name.
+
+        Returns:
+            How many there were.
+        """
         validate_topic(topic)
         return await retained.purge_dead_letters(self._engine, topic)
 
     # -- resumable streams -----------------------------------------------------
 
     def follow(self, topic: str, after: str | None = None) -> AsyncGenerator[Message, None]:
-        """Every message of a topic, in stored order, with no consumer group: what is
-        retained after `after` (a Message.entry_id seen before; None: the oldest retained),
-        then each new one as it is stored - no gap and no duplicate between the two. Ends
-        once the topic is closed and read to its end (docs/streams.md)."""
+        """Every message of a topic, in stored order, with no consumer group.
+
+        What is retained after `after`, then each new one as it is stored - no gap and no
+        duplicate between the two. Ends once the topic is closed and read to its end
+        (docs/streams.md).
+
+        Args:
+            topic: Topic name.
+            after: A `Message.entry_id` seen before, to resume after it; None: from the
+                oldest retained.
+
+        Returns:
+            An async iterator of the messages.
+        """
         validate_topic(topic)
         return followers.follow(self._engine, topic, followers.check_position(after))
 
     @_reports_unavailable
     async def close_topic(self, topic: str, keep_s: float = 600) -> int:
-        """Close a topic: its followers end once they have read everything published before
-        this, a later publish raises TopicClosedError, and its keys expire `keep_s` later.
-        Returns how many delayed messages not yet due it dropped (docs/streams.md)."""
+        """Close a topic.
+
+        Its followers end once they have read everything published before this, a later
+        publish raises TopicClosedError, and its keys expire `keep_s` later
+        (docs/streams.md).
+
+        Args:
+            topic: Topic name.
+            keep_s: Seconds its keys are kept after closing.
+
+        Returns:
+            How many delayed messages not yet due it dropped.
+        """
         validate_topic(topic)
         arguments.seconds("keep_s", keep_s, positive=True)
         return await followers.close(self._engine, topic, keep_s)
@@ -566,15 +769,33 @@ class Bus:
     # -- ephemeral broadcast ---------------------------------------------------
 
     async def broadcast(self, topic: str, payload: Any, **fields: Any) -> int:
-        """Send over Redis Pub/Sub: lowest latency, nothing stored, lossy (a listener
-        that is not connected at that moment never sees it). Returns how many
-        listeners Redis handed it to."""
+        """Send over Redis Pub/Sub: lowest latency, nothing stored, lossy.
+
+        A listener that is not connected at that moment never sees it.
+
+        Args:
+            topic: Topic name; listeners match it with glob patterns.
+            payload: Any JSON value.
+            **fields: Other `Message` fields (`headers`, `sender`, `priority`, ...).
+
+        Returns:
+            How many listeners Redis handed it to.
+        """
         validate_topic(topic)
         return await broadcast.send(self._engine, Message(topic=topic, payload=payload, **fields))
 
     def listen(self, *patterns: str) -> AsyncGenerator[Message, None]:
-        """Yield broadcasts on topics matching any glob pattern (`*`, `?`, `[...]`)
-        until the caller stops iterating."""
+        """Yield broadcasts on topics matching any of the patterns, until the caller stops.
+
+        Args:
+            *patterns: Topic names or glob patterns (`*`, `?`, `[...]`); at least one.
+
+        Returns:
+            An async iterator of the messages; leaving it unsubscribes.
+
+        Raises:
+            ValueError: No pattern given.
+        """
         if not patterns:
             raise ValueError("listen needs at least one topic or pattern")
         return broadcast.listen(self._engine, [validate_pattern(p) for p in patterns])
@@ -590,9 +811,14 @@ class Bus:
     # -- stream management -----------------------------------------------------
 
     async def cleanup(self) -> None:
-        """Run every `on_cleanup` hook once (an open bus also does every `cleanup_interval_s`
-        unless `periodic_cleanup` is off). Each runs whatever the others do; then the first
-        failure, if any, is raised."""
+        """Run every `on_cleanup` hook once.
+
+        An open bus also does every `cleanup_interval_s` unless `periodic_cleanup` is off.
+        Each hook runs whatever the others do.
+
+        Raises:
+            Exception: The first failure of a hook, once all have run.
+        """
         await self.connect()
         failures = await self.plugins.call.on_cleanup(self)
         if failures:
@@ -613,12 +839,23 @@ class Bus:
         dlq_keep_len: int | None = None,
         at_least: bool = False,
     ) -> Retention:
-        """Store on the topic what cleanup keeps of it, whatever process runs cleanup:
-        consumed history by age (`keep_s`) and length (`keep_len`), dead letters likewise;
-        None: no limit. It is pinned: buses' configurations no longer change it. With
-        `at_least`, raise each stored limit to at least these instead, never lowering one
-        and leaving a pinned one alone - what a bus does with its retention settings on the
-        topics it uses. Returns what is stored."""
+        """Store on the topic what cleanup keeps of it, whatever process runs cleanup.
+
+        It is pinned: buses' configurations no longer change it. Returns what is stored.
+
+        Args:
+            topic: Topic name.
+            keep_s: Seconds of consumed history kept; None: no limit.
+            keep_len: Entries of consumed history kept per stream; None: no limit.
+            dlq_keep_s: Seconds dead letters are kept; None: no limit.
+            dlq_keep_len: Dead letters kept; None: no limit.
+            at_least: Raise each stored limit to at least these instead, never lowering one
+                and leaving a pinned one alone - what a bus does with its retention settings on
+                the topics it uses.
+
+        Returns:
+            The retention now stored on the topic.
+        """
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
         _check_keep(dlq_keep_s, dlq_keep_len, "dlq_")
@@ -629,16 +866,32 @@ class Bus:
 
     @_reports_unavailable
     async def retention(self, topic: str) -> Retention | None:
-        """The retention stored on the topic, which cleanup trims it by; None: none stored
-        (cleanup then keeps all of its history)."""
+        """The retention stored on the topic, which cleanup trims it by.
+
+        Args:
+            topic: Topic name.
+
+        Returns:
+            The stored retention; None: none stored (cleanup keeps all of its history).
+        """
         validate_topic(topic)
         return await retained.retention(self._engine, topic)
 
     @_reports_unavailable
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
-        """Remove a topic's consumed history: entries older than `keep_s` or beyond the newest
-        `keep_len` of each of its streams (topic, lanes, retry streams) - but only entries every
-        consumer group has acknowledged. Never removes anything unconsumed; None keeps all."""
+        """Remove a topic's consumed history now.
+
+        Only entries every consumer group has acknowledged are removed, from each of its
+        streams (topic, lanes, retry streams): never anything unconsumed.
+
+        Args:
+            topic: Topic name.
+            keep_s: Remove entries older than this many seconds; None: no age limit.
+            keep_len: Keep at most this many newest entries per stream; None: no limit.
+
+        Returns:
+            How many entries were removed.
+        """
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
         return await retained.trim(self._engine, topic, keep_s, keep_len)
@@ -647,7 +900,16 @@ class Bus:
     async def trim_dead_letters(
         self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None
     ) -> int:
-        """Remove dead letters older than `keep_s` or beyond the newest `keep_len`."""
+        """Remove a topic's old dead letters now.
+
+        Args:
+            topic: Topic name.
+            keep_s: Remove dead letters older than this many seconds; None: no age limit.
+            keep_len: Keep at most this many newest; None: no limit.
+
+        Returns:
+            How many were removed.
+        """
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
         return await retained.trim_dead_letters(self._engine, topic, keep_s, keep_len)
@@ -659,8 +921,17 @@ class Bus:
 
     @_reports_unavailable
     async def stats(self, topics: Iterable[str] | None = None) -> BusStats:
-        """Per topic and group: lengths, pending, lag, oldest pending age, delayed, DLQ, memory,
-        expired/filtered/dropped counts; the server's memory and clients; recommendations."""
+        """Per topic and group: lengths, pending, lag, oldest pending age, delayed, DLQ, memory.
+
+        Also the expired/filtered/dropped counts, the server's memory and clients, the
+        connection's state and recommendations.
+
+        Args:
+            topics: Topic names to report; None: every topic under the prefix.
+
+        Returns:
+            A `BusStats` model.
+        """
         names = sorted(topics) if topics is not None else await self._topics()
         for name in names:
             validate_topic(name)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
@@ -33,6 +36,15 @@ M = TypeVar("M", bound=BaseModel)
 # sent thousands of commands a second (each cleanup and health check is a round trip or more).
 MIN_INTERVAL_S = 0.1
 MIN_TIMEOUT_S = 0.01
+# Fields that no longer do anything -> why. Still accepted, as a keyword or a RELAYBUS_
+# variable, with a DeprecationWarning, so existing configurations keep working until then.
+DEPRECATED = {
+    "block_ms": "the consume engine waits for wake-ups instead of blocking in Redis "
+    "(docs/consuming.md); read(..., block_ms=...) is another thing and stays",
+}
+DEPRECATED_UNTIL = "0.3"
+# Packages between a user's call and the check: a warning points past them, at that call.
+INTERNAL = frozenset({"relaybus", "pydantic", "pydantic_settings", "pydantic_core"})
 
 
 class BusConfig(BaseSettings):
@@ -60,13 +72,6 @@ class BusConfig(BaseSettings):
     )
     claim_idle_ms: int = Field(
         30_000, ge=100, description="A message pending this long in a consumer is reclaimed."
-    )
-    block_ms: int = Field(
-        500,
-        ge=10,
-        le=60_000,
-        description="Unused since the consume engine waits for wake-ups instead of blocking in Redis "
-        "(docs/consuming.md); accepted so existing configurations keep working.",
     )
     max_message_bytes: int = Field(1 << 20, ge=64, description="Largest encoded message accepted.")
     max_queue_size: int | None = Field(
@@ -204,6 +209,7 @@ class BusConfig(BaseSettings):
         plugin declares (plugin_settings), validated by that plugin's model."""
         if not isinstance(data, dict):
             return handler(data)
+        data = _without_deprecated(data)
         config = handler({k: v for k, v in data.items() if k in cls.model_fields})
         declared = settings.installed(frozenset(config.disabled_plugins), frozenset(cls.model_fields))
         given = {k: v for k, v in data.items() if k not in cls.model_fields}
@@ -211,9 +217,17 @@ class BusConfig(BaseSettings):
         return config
 
     def settings(self, model: type[M]) -> M:
-        """A plugin's settings, typed: `bus.config.settings(MySettings).my_field`. For a
-        plugin registered by hand after this config was built, they come from the
-        RELAYBUS_ variables and the model's defaults."""
+        """A plugin's settings, typed: `bus.config.settings(MySettings).my_field`.
+
+        For a plugin registered by hand after this config was built, they come from the
+        RELAYBUS_ variables and the model's defaults.
+
+        Args:
+            model: The pydantic model the plugin's `plugin_settings` hook returns.
+
+        Returns:
+            That model's instance for this configuration (made once, then kept).
+        """
         owned = (self.__pydantic_private__ or {})["_plugin_settings"]  # not via __getattr__: per message
         found = owned.get(model)
         if found is None:
@@ -242,12 +256,47 @@ class BusConfig(BaseSettings):
 
     @classmethod
     def build(cls, **fields: Any) -> BusConfig:
-        """Like the constructor, but every problem is one ConfigError naming the field."""
+        """Like the constructor, but every problem is one ConfigError naming the field.
+
+        Args:
+            **fields: Fields and plugin settings by name, over the `RELAYBUS_*` variables.
+
+        Returns:
+            The configuration, frozen.
+
+        Raises:
+            ConfigError: Each unknown or invalid field named, with the closest known name.
+        """
         try:
             return cls(**fields)
         except ValidationError as exc:
             problems = "; ".join(_problem(err) for err in exc.errors(include_input=False))
             raise ConfigError(f"invalid relaybus configuration: {problems}") from None
+
+
+def _without_deprecated(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the DEPRECATED fields, warning for each given (keyword or variable)."""
+    env_prefix = BusConfig.model_config.get("env_prefix", "")
+    for name, why in DEPRECATED.items():
+        variable = f"{env_prefix}{name}".upper()
+        given = [f"the setting {name!r}"] if name in data else []
+        given += [f"the variable {variable}"] if any(k.upper() == variable for k in os.environ) else []
+        for what in given:
+            warnings.warn(
+                f"{what} does nothing and will be removed in relaybus {DEPRECATED_UNTIL}: {why}",
+                DeprecationWarning,
+                stacklevel=_callers_level(),
+            )
+    return {k: v for k, v in data.items() if k not in DEPRECATED}
+
+
+def _callers_level() -> int:
+    """The `stacklevel` of the first frame outside relaybus and pydantic, seen from the
+    caller of this: the line that built the config, which a warning should point at."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in INTERNAL:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _problem(err: ErrorDetails) -> str:

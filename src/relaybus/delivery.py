@@ -30,14 +30,29 @@ class FailureDecision:
 
     @classmethod
     def retry(cls, delay: float) -> FailureDecision:
+        """Deliver it again later, with the next attempt number.
+
+        Args:
+            delay: Seconds to wait first; below 0 counts as 0.
+        """
         return cls("retry", delay=max(0.0, delay))
 
     @classmethod
     def dead_letter(cls, reason: str) -> FailureDecision:
+        """Move it to the topic's DLQ.
+
+        Args:
+            reason: Why, kept in the dead letter's headers.
+        """
         return cls("dead_letter", reason=reason)
 
     @classmethod
     def drop(cls, reason: str) -> FailureDecision:
+        """Acknowledge it without handling it, and count it.
+
+        Args:
+            reason: Why, for logs and `on_settled`.
+        """
         return cls("drop", reason=reason)
 
     def __str__(self) -> str:
@@ -86,6 +101,11 @@ class Subscription:
         return tuple(t for t in self.topics if is_pattern(t))
 
     def matches(self, topic: str) -> bool:
+        """Whether a message on `topic` is for this subscription.
+
+        Args:
+            topic: A topic name (not a pattern).
+        """
         return any(fnmatch.fnmatchcase(topic, t) if is_pattern(t) else topic == t for t in self.topics)
 
     @property

@@ -17,7 +17,7 @@ TASKS = ["parser", "scheduler", "auth", "billing", "search", "cache"]
 
 async def run_demo(url: str, prefix: str, console: Console, claim_idle_ms: int = 1500) -> int:
     """Returns how many reviews the monitor saw; every task is reviewed exactly once."""
-    options = {"prefix": prefix, "claim_idle_ms": claim_idle_ms, "block_ms": 200, "retry_backoff_s": 0.5}
+    options = {"prefix": prefix, "claim_idle_ms": claim_idle_ms, "retry_backoff_s": 0.5}
     planner = Bus.from_url(url, consumer_name="planner", **options)
     reviewers = [Bus.from_url(url, consumer_name=f"reviewer-{n}", **options) for n in (1, 2)]
     monitor = Bus.from_url(url, consumer_name="monitor", **options)

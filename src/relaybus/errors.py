@@ -35,9 +35,17 @@ class RequestTimeoutError(RelayBusError, TimeoutError):
 
 
 class RequestFailedError(RelayBusError):
-    """`request`'s responder failed for good (dead-lettered, retries used up, or dropped):
-    told at once instead of a timeout. `error_type` and `error` are the responder's error
-    type name and message (bounded), `outcome` "dead_lettered" or "dropped", `reason` why."""
+    """`request`'s responder failed for good (dead-lettered, retries used up, or dropped).
+
+    Raised at once instead of a timeout; the keywords are kept as attributes.
+
+    Args:
+        message: The error's text.
+        error_type: The responder's error type name.
+        error: The responder's error message (bounded).
+        outcome: `"dead_lettered"` or `"dropped"`.
+        reason: Why, as the failure policy said.
+    """
 
     def __init__(
         self, message: str, *, error_type: str = "", error: str = "", outcome: str = "", reason: str = ""

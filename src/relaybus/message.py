@@ -111,6 +111,11 @@ class Message(BaseModel):
     stream_key: str | None = Field(default=None, exclude=True)  # the stream to ack against
 
     def expired(self, now: float | None = None) -> bool:
+        """Whether its `expires_at` has passed.
+
+        Args:
+            now: The time to compare with (seconds since the epoch); None: now.
+        """
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
     def payload_json(self, *, sort_keys: bool = False) -> bytes:
