@@ -609,16 +609,54 @@ class SyncBus:
     # -- for callers outside the core (issue 25): Bus's section of the same name --------
 
     def history_after(self, topic: str, after: str | None, limit: int = 100) -> list[Message]:
+        """The first `limit` retained messages stored after a position, oldest first.
+
+        `Bus.history_after` without `await`.
+
+        Args:
+            topic: Topic name.
+            after: A `Message.entry_id` seen before; None for the oldest retained.
+            limit: At most this many (plus other lanes' messages sharing the last entry id).
+
+        Returns:
+            The messages, by entry id.
+        """
         return self._call(self.bus.history_after(topic, after, limit))
 
     def dead_letter_count(self, topic: str) -> int:
+        """How many dead letters a topic holds.
+
+        `Bus.dead_letter_count` without `await`.
+
+        Args:
+            topic: Topic name.
+
+        Returns:
+            The length of the topic's dead-letter queue.
+        """
         return self._call(self.bus.dead_letter_count(topic))
 
     def consumer_groups(self, topic: str) -> list[str]:
+        """The names of the consumer groups reading a topic, sorted.
+
+        `Bus.consumer_groups` without `await`.
+
+        Args:
+            topic: Topic name.
+
+        Returns:
+            Group names; empty for a topic that does not exist.
+        """
         return self._call(self.bus.consumer_groups(topic))
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Bus.on_close: `callback()` is awaited on the bus loop by `close()`."""
+        """Have `close()` await `callback()` on the bus's loop before connections close.
+
+        `Bus.on_close`, the same call.
+
+        Args:
+            callback: A coroutine function taking no arguments.
+        """
         self.bus.on_close(callback)
 
 
