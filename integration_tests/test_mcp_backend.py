@@ -208,59 +208,78 @@ async def open_session(client: httpx.AsyncClient, url: str) -> dict[str, str]:
     return session
 
 
+async def call_and_drop(client: httpx.AsyncClient, url: str, session: dict[str, str], payload: str) -> str:
+    """Call relaybus_request (request id 1: every session's first call) and drop the
+    response stream after its priming event, the tool still waiting; the priming event id."""
+    call = JSONRPCRequest(
+        jsonrpc="2.0",
+        id=1,
+        method="tools/call",
+        params={"name": "relaybus_request", "arguments": {"topic": "reviews", "payload": payload}},
+    )
+    body = call.model_dump_json(by_alias=True)
+    async with client.stream("POST", url, headers=HEADERS | session, content=body) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        async for event_id, message in sse(stream):
+            assert message is None and event_id  # the priming event comes first
+            return event_id
+    raise AssertionError("no priming event")
+
+
+async def resume(
+    client: httpx.AsyncClient, url: str, session: dict[str, str], last_event_id: str
+) -> list[tuple[str | None, Any]]:
+    headers = session | {"accept": "text/event-stream", "last-event-id": last_event_id}
+    got = []
+    async with client.stream("GET", url, headers=headers) as resumed:
+        assert resumed.status_code == 200
+        async for event in sse(resumed):
+            got.append(event)
+    return got
+
+
+def only_result(events: list[tuple[str | None, Any]]) -> Any:
+    """The reply payload of the one message among `events`, a response to request 1."""
+    messages = [message for _, message in events if message is not None]
+    assert len(messages) == 1 and isinstance(messages[0], JSONRPCResponse) and messages[0].id == 1
+    ids = [event_id for event_id, _ in events]
+    assert len(ids) == len(set(ids))
+    return json.loads(messages[0].result["content"][0]["text"])["reply"]["payload"]
+
+
 async def test_a_client_resumes_on_the_other_replica(redis_url: str, prefix: str, bus: Bus) -> None:
-    """A tool call waiting on replica A (relaybus_request, for a reply on the bus); the client
-    drops A's stream after the priming event, resumes on replica B with Last-Event-ID, and
-    gets the call's result from B once A's tool finishes: exactly once, nothing else."""
+    """Tool calls waiting on replica A (relaybus_request, for a reply on the bus), from two
+    sessions whose calls have the same request id; each client drops A's stream after the
+    priming event and resumes on replica B with Last-Event-ID, and gets its own call's
+    result from B once A's tool finishes: exactly once, nothing else."""
     port_a, port_b = free_port(), free_port()
     with replica(redis_url, prefix, port_a) as url_a, replica(redis_url, prefix, port_b) as url_b:
         async with httpx.AsyncClient(timeout=20) as client:
             await up(client, url_a)
             await up(client, url_b)
-            session = await open_session(client, url_a)
-            call = JSONRPCRequest(
-                jsonrpc="2.0",
-                id=1,
-                method="tools/call",
-                params={"name": "relaybus_request", "arguments": {"topic": "reviews", "payload": "pr-7"}},
-            )
-            body = call.model_dump_json(by_alias=True)
-            async with client.stream("POST", url_a, headers=HEADERS | session, content=body) as stream:
-                assert stream.headers["content-type"].startswith("text/event-stream")
-                priming = None
-                async for event_id, message in sse(stream):
-                    assert message is None  # the priming event comes first
-                    priming = event_id
-                    break
-            assert priming  # A's stream dropped here, the tool still waiting on A
-
-            got: list[tuple[str | None, Any]] = []
-
-            async def resume() -> None:
-                headers = session | {"accept": "text/event-stream", "last-event-id": priming}
-                async with client.stream("GET", url_b, headers=headers) as resumed:
-                    assert resumed.status_code == 200
-                    async for event in sse(resumed):
-                        got.append(event)
-
-            resumer = asyncio.create_task(resume())
-            asked = await answer_request(bus, "reviews", "approved")
-            await asyncio.wait_for(resumer, 15)
-    assert asked.payload == "pr-7"
-    ids = [event_id for event_id, _ in got]
-    messages = [message for _, message in got if message is not None]
-    assert len(messages) == 1 and isinstance(messages[0], JSONRPCResponse) and messages[0].id == 1
-    assert json.loads(messages[0].result["content"][0]["text"])["reply"]["payload"] == "approved"
-    assert len(ids) == len(set(ids))
+            sessions = [await open_session(client, url_a) for _ in range(2)]
+            primed = [
+                await call_and_drop(client, url_a, s, p)
+                for s, p in zip(sessions, ["pr-1", "pr-2"], strict=True)
+            ]
+            resumers = [
+                asyncio.create_task(resume(client, url_b, s, last))
+                for s, last in zip(sessions, primed, strict=True)
+            ]
+            asked = [await answer_request(bus, "reviews") for _ in range(2)]
+            results = await asyncio.wait_for(asyncio.gather(*resumers), 15)
+    assert sorted(m.payload for m in asked) == ["pr-1", "pr-2"]
+    assert [only_result(events) for events in results] == ["re: pr-1", "re: pr-2"]
+    assert await bus.topics() == ["reviews"]  # the streams live under a prefix of their own
 
 
-async def answer_request(bus: Bus, topic: str, reply: Any, seconds: float = 10) -> Any:
-    """Wait for the request on `topic` and reply to it; the request."""
+async def answer_request(bus: Bus, topic: str, seconds: float = 10) -> Any:
+    """Wait for a request on `topic` and reply "re: <its payload>"; the request."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while loop.time() < deadline:
         for message in await bus.read(topic, "responders", count=1, block_ms=200):
-            await bus.reply(message, reply)
+            await bus.reply(message, f"re: {message.payload}")
             await bus.ack(message)
             return message
     raise AssertionError("no request arrived")

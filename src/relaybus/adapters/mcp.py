@@ -245,23 +245,25 @@ async def serve(
     hosts, origins = list(allowed_hosts), list(allowed_origins)
     if transport == "stdio" and (token or hosts or origins):
         raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
-    # a tool: retention is the topics' own, never applied by this process (docs/retention.md)
-    bus = (
-        Bus.from_url(url, prefix=prefix, periodic_cleanup=False)
-        if url
-        else Bus(prefix=prefix, periodic_cleanup=False)
-    )
+
+    def new_bus(prefix: str) -> Bus:  # a tool: retention is the topics' own (docs/retention.md)
+        fields: dict[str, Any] = {"prefix": prefix, "periodic_cleanup": False}
+        return Bus.from_url(url, **fields) if url else Bus(**fields)
+
+    bus = new_bus(prefix)
     for plugin in plugins:
         bus.plugins.register(plugin)
-    http = transport == "http"  # replicas behind one address share streams and server events
-    server = create_server(bus, allow, groups, RelayBusSubscriptionBus(bus) if http else None)
+    # over HTTP, replicas share streams and server events, under a prefix of their own
+    backend = new_bus(f"{prefix}:mcp")
+    subscriptions = RelayBusSubscriptionBus(backend) if transport == "http" else None
+    server = create_server(bus, allow, groups, subscriptions)
     if transport == "stdio":
         async with bus:
             await server.run_stdio_async()
         return
-    store = RelayBusEventStore(bus)
+    store = RelayBusEventStore(backend)
     app = http_app(server, host, token=token, allowed_hosts=hosts, allowed_origins=origins, event_store=store)
-    async with bus:
+    async with bus, backend:
         sock = listen(host, port)
         try:
             await uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on")).serve(sockets=[sock])
