@@ -268,6 +268,8 @@ async def test_a_client_resumes_on_the_other_replica(redis_url: str, prefix: str
             ]
             asked = [await answer_request(bus, "reviews") for _ in range(2)]
             results = await asyncio.wait_for(asyncio.gather(*resumers), 15)
+            rebound = sessions[0] | {"last-event-id": primed[0], "host": "evil.example"}  # DNS rebinding
+            assert (await client.get(url_b, headers=rebound)).status_code == 421
     assert sorted(m.payload for m in asked) == ["pr-1", "pr-2"]
     assert [only_result(events) for events in results] == ["re: pr-1", "re: pr-2"]
     assert await bus.topics() == ["reviews"]  # the streams live under a prefix of their own

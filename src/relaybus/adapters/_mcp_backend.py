@@ -24,6 +24,7 @@ from typing import Any
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.server.subscriptions import ServerEvent
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.subscriptions import (
     PromptsListChanged,
     ResourcesListChanged,
@@ -33,6 +34,7 @@ from mcp.shared.subscriptions import (
 from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
 from sse_starlette import EventSourceResponse
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as Message_
 
@@ -162,8 +164,16 @@ class Resumable:
     until its response - whichever replica the session lives on. It also tells the store
     which session each request belongs to (stream ids repeat across sessions)."""
 
-    def __init__(self, app: ASGIApp, store: RelayBusEventStore) -> None:
-        self.app, self.store = app, store
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: RelayBusEventStore,
+        *,
+        path: str = "/mcp",
+        security: TransportSecuritySettings | None = None,
+    ) -> None:
+        self.app, self.store, self.path = app, store, path
+        self.security = TransportSecurityMiddleware(security)  # the Host/Origin checks the app makes
         self._aliases: OrderedDict[str, str] = OrderedDict()  # session id -> the store's scope
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,10 +182,16 @@ class Resumable:
             return
         headers = Headers(scope=scope)
         session, last = headers.get(SESSION_HEADER), headers.get("last-event-id")
-        if scope["method"] == "GET" and session and last and self.store.knows(last):
-            await EventSourceResponse(self._resume(last), headers={SESSION_HEADER: session})(
-                scope, receive, send
-            )
+        if (
+            scope["method"] == "GET"
+            and scope["path"] == self.path
+            and session
+            and last
+            and self.store.knows(last)
+        ):
+            refused = await self.security.validate_request(Request(scope, receive))
+            resumed = EventSourceResponse(self._resume(last), headers={SESSION_HEADER: session})
+            await (refused or resumed)(scope, receive, send)
             return
         if session is None:  # opening a session: its id is known once the answer starts
             await self._opening(scope, receive, send)

@@ -215,7 +215,7 @@ def http_app(
         ],
     )
     app: ASGIApp = server.streamable_http_app(transport_security=security, host=host, event_store=event_store)
-    app = Resumable(app, event_store) if event_store else app
+    app = Resumable(app, event_store, security=security) if event_store else app
     return BearerToken(app, token) if token else app
 
 
