@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 import redis
 from mcp.server.streamable_http import EventMessage
-from mcp.server.subscriptions import ServerEvent
+from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent
 from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp_types import (
     JSONRPCNotification,
@@ -149,6 +150,38 @@ async def test_subscription_events_reach_every_replica(bus: Bus, bare_bus: Bus) 
     finally:
         await a.aclose()
         await b.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sdk", "relaybus"])
+async def test_subscription_bus_contract(bus: Bus, kind: str) -> None:
+    """The SubscriptionBus docstring's contract, run against the SDK's in-memory bus too: each
+    listener gets each event once, a raising listener starves no other, unsubscribe is
+    idempotent and ends delivery."""
+    events: Any = InMemorySubscriptionBus() if kind == "sdk" else RelayBusSubscriptionBus(bus)
+    got: list[ServerEvent] = []
+
+    def broken(event: ServerEvent) -> None:
+        raise RuntimeError("a broken listener")
+
+    events.subscribe(broken)
+    unsubscribe = events.subscribe(got.append)
+    try:
+        for _ in range(100):  # until listening (the relaybus bus starts with a subscriber)
+            await events.publish(ToolsListChanged())
+            await asyncio.sleep(0.02)
+            if got:
+                break
+        got.clear()
+        await events.publish(ResourceUpdated(uri="file:///a"))
+        await wait_for(lambda: got == [ResourceUpdated(uri="file:///a")])
+        unsubscribe()
+        unsubscribe()
+        await events.publish(ResourceUpdated(uri="file:///b"))
+        await asyncio.sleep(0.1)
+        assert got == [ResourceUpdated(uri="file:///a")]
+    finally:
+        if kind == "relaybus":
+            await events.aclose()
 
 
 # -- two `relaybus mcp --transport http` replicas sharing one Redis ------------------
