@@ -33,7 +33,7 @@ from a2a.types.a2a_pb2 import (
 )
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from relaybus import Bus
+from relaybus import Bus, TopicClosedError
 from relaybus.adapters.a2a import RelayBusEventStream, RelayBusPushConfigStore, RelayBusTaskStore
 
 from .helpers import wait_for
@@ -68,16 +68,31 @@ async def test_subscribers_replay_after_a_version_then_follow_until_destroyed(
         asyncio.create_task(collect(b, "t-1", 2, from_two)),
     ]
     await wait_for(lambda: len(from_start) == 3 and len(from_two) == 1)
-    await a.publish("t-1", versioned(status("t-1", TaskState.TASK_STATE_COMPLETED), 4))
+    await a.publish("t-1", versioned(status("t-1", TaskState.TASK_STATE_INPUT_REQUIRED), 4))
     await a.destroy("t-1")
     await asyncio.wait_for(asyncio.gather(*subscribers), 5)
     assert [e.version for e in from_start] == [TaskVersion(v) for v in (1, 2, 3, 4)]
     assert [e.version for e in from_two] == [TaskVersion(v) for v in (3, 4)]
-    assert from_two[-1].event == status("t-1", TaskState.TASK_STATE_COMPLETED)
+    assert from_two[-1].event == status("t-1", TaskState.TASK_STATE_INPUT_REQUIRED)
     assert 0 < raw.ttl(bus.keys.stream(a.topic("t-1"))) <= 600
     late: list[VersionedEvent] = []  # after destroy: what is kept is replayed, then the end
     await asyncio.wait_for(collect(b, "t-1", 3, late), 5)
     assert [e.version for e in late] == [TaskVersion(4)]
+
+
+async def test_a_terminal_event_ends_the_stream_by_itself(bus: Bus, raw: redis.Redis) -> None:
+    """The SDK never calls destroy: an event with a terminal state does it, so subscribers
+    end and the keys expire; nothing can be published after it."""
+    stream = RelayBusEventStream(bus)
+    got: list[VersionedEvent] = []
+    subscriber = asyncio.create_task(collect(stream, "t-4", 0, got))
+    await stream.publish("t-4", versioned(status("t-4", TaskState.TASK_STATE_WORKING), 1))
+    await stream.publish("t-4", versioned(status("t-4", TaskState.TASK_STATE_FAILED), 2))
+    await asyncio.wait_for(subscriber, 5)
+    assert [e.version for e in got] == [TaskVersion(1), TaskVersion(2)]
+    assert 0 < raw.ttl(bus.keys.stream(stream.topic("t-4"))) <= 600
+    with pytest.raises(TopicClosedError):
+        await stream.publish("t-4", versioned(status("t-4", TaskState.TASK_STATE_WORKING), 3))
 
 
 async def test_every_event_kind_round_trips(bus: Bus) -> None:

@@ -91,10 +91,14 @@ class RelayBusEventStream(TaskEventStream):
         return f"{self.topic_prefix}.h.{hashlib.sha256(task_id.encode()).hexdigest()}"
 
     async def publish(self, task_id: str, event: VersionedEvent) -> None:
-        """Append the event (with its version) to the task's topic, for every replica."""
+        """Append the event (with its version) to the task's topic, for every replica. An
+        event that ends the task (a terminal state) also destroys the stream: the SDK does
+        not call `destroy` itself, and nothing may follow such an event."""
         wrapped = StreamResponse(**{_FIELDS[type(event.event)]: event.event})
         payload = {"version": _value(event.version), "event": json_format.MessageToDict(wrapped)}
         await self.bus.publish(self.topic(task_id), payload)
+        if isinstance(event.event, Task | TaskStatusUpdateEvent) and event.event.status.state in TERMINAL:
+            await self.destroy(task_id)
 
     async def subscribe(self, task_id: str, *, after: TaskVersion) -> AsyncGenerator[VersionedEvent, None]:
         """The task's stored events newer than `after`, then each new one as it is published,
