@@ -1,7 +1,8 @@
 """Protocol backends, in one run on one private redis-server: the MCP event store's append
 (store_event) and replay (replay_events_after) against a raw redis-py XADD/XRANGE of the
-same JSON, and the A2A event stream's latency from a publish on one bus (replica A) to a
-subscriber on another (replica B), paced at a given rate."""
+same JSON; and A2A event latency from replica A (save the task, publish its event) to a
+subscriber on replica B, paced at a given rate - relaybus's task store and event stream
+against the SDK's SQL ones on SQLite (a2a-sdk[sqlite]; its stream polls every 0.5 s)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ import argparse
 import asyncio
 import json
 import statistics
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
-from a2a.server.cluster import TaskVersion, VersionedEvent
-from a2a.types.a2a_pb2 import TaskState, TaskStatus, TaskStatusUpdateEvent
+from a2a.server.cluster import TaskEventStream, TaskVersion, VersionedEvent, VersionedTaskStore
+from a2a.server.context import ServerCallContext
+from a2a.types.a2a_pb2 import Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification
 from rich.console import Console
 from rich.table import Table
 
 from relaybus import Bus
-from relaybus.adapters.a2a import RelayBusEventStream
+from relaybus.adapters.a2a import RelayBusEventStream, RelayBusTaskStore
 from relaybus.adapters.mcp import RelayBusEventStore
 from relaybus.embedded import EmbeddedRedis, free_port
 
@@ -79,32 +84,76 @@ async def raw_costs(url: str, n: int) -> tuple[float, float]:
         await client.aclose()
 
 
-async def a2a_latency(url: str, n: int, rate: float) -> list[float]:
-    """Seconds from publish on replica A to the subscriber on replica B, `rate` events/s."""
+Replica = tuple[VersionedTaskStore, TaskEventStream]
+
+
+async def a2a_latency(a: Replica, b: Replica, n: int, rate: float, save: bool = True) -> list[float]:
+    """Seconds from replica A starting to save a task update (then publishing its event) to
+    the subscriber on replica B getting the event, `rate` updates a second; without `save`,
+    from the publish."""
+    (store, publisher), (_, subscriber) = a, b
+    task_id, context = f"t-{uuid.uuid4().hex[:8]}", ServerCallContext()
+    sent: dict[int, float] = {}
+    delays: list[float] = []
+
+    async def follow() -> None:
+        async for event in subscriber.subscribe(task_id, after=TaskVersion.MISSING):
+            version = int(event.version._value)
+            delays.append(time.perf_counter() - sent[version])
+            if version == n:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)
+    version, start = TaskVersion.MISSING, time.perf_counter()
+    for v in range(1, n + 1):
+        await asyncio.sleep(max(0.0, start + v / rate - time.perf_counter()))
+        state = TaskState.TASK_STATE_COMPLETED if v == n else TaskState.TASK_STATE_WORKING
+        update = TaskStatusUpdateEvent(task_id=task_id, context_id="c", status=TaskStatus(state=state))
+        sent[v] = time.perf_counter()
+        if not save:
+            version = TaskVersion(v)
+            await publisher.publish(task_id, VersionedEvent(event=update, version=version))
+            continue
+        version = await store.save(
+            Task(id=task_id, context_id="c", status=update.status),
+            event=update,
+            prev=None,
+            prev_version=version,
+            context=context,
+        )
+        await publisher.publish(task_id, VersionedEvent(event=update, version=version))
+    await asyncio.wait_for(task, 30)
+    return delays
+
+
+async def relaybus_latency(url: str, n: int, rate: float, save: bool = True) -> list[float]:
     prefix = f"b-{uuid.uuid4().hex[:8]}"
     async with Bus.from_url(url, prefix=prefix) as a, Bus.from_url(url, prefix=prefix) as b:
-        publisher, subscriber = RelayBusEventStream(a), RelayBusEventStream(b)
-        sent: dict[int, float] = {}
-        delays: list[float] = []
+        a_side = (RelayBusTaskStore(a), RelayBusEventStream(a))
+        b_side = (RelayBusTaskStore(b), RelayBusEventStream(b))
+        return await a2a_latency(a_side, b_side, n, rate, save)
 
-        async def follow() -> None:
-            async for event in subscriber.subscribe("t", after=TaskVersion.MISSING):
-                version = int(event.version._value)
-                delays.append(time.perf_counter() - sent[version])
 
-        task = asyncio.create_task(follow())
-        await asyncio.sleep(0.2)
-        status = TaskStatusUpdateEvent(
-            task_id="t", context_id="c", status=TaskStatus(state=TaskState.TASK_STATE_WORKING)
-        )
-        start = time.perf_counter()
-        for v in range(1, n + 1):
-            await asyncio.sleep(max(0.0, start + v / rate - time.perf_counter()))
-            sent[v] = time.perf_counter()
-            await publisher.publish("t", VersionedEvent(event=status, version=TaskVersion(v)))
-        await publisher.destroy("t")
-        await asyncio.wait_for(task, 30)
-        return delays
+async def sqlite_latency(n: int, rate: float) -> list[float] | None:
+    """The same with the SDK's VersionedDatabaseTaskStore and DatabaseTaskEventStream on one
+    SQLite file, an engine per replica; None without a2a-sdk[sqlite]."""
+    try:
+        from a2a.server.cluster import DatabaseTaskEventStream, VersionedDatabaseTaskStore
+        from sqlalchemy.ext.asyncio import create_async_engine
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite+aiosqlite:///{Path(folder) / 'a2a.db'}"
+        engines = [create_async_engine(url), create_async_engine(url)]
+        replicas = [(VersionedDatabaseTaskStore(e), DatabaseTaskEventStream(e)) for e in engines]
+        await replicas[0][0].initialize()
+        await replicas[0][1].initialize()
+        try:
+            return await a2a_latency(replicas[0], replicas[1], n, rate)
+        finally:
+            for engine in engines:
+                await engine.dispose()
 
 
 def ms(seconds: float) -> str:
@@ -117,7 +166,6 @@ async def main(url: str, n: int, rate: float) -> None:
         mine, base = await store_costs(url, n), await raw_costs(url, n)
         ours = (min(ours[0], mine[0]), min(ours[1], mine[1]))
         raw = (min(raw[0], base[0]), min(raw[1], base[1]))
-    delays = sorted(await a2a_latency(url, n, rate))
     console = Console()
     table = Table(title=f"MCP event store, {n} events, best of 3 (µs per event)")
     for column in ("step", "RelayBusEventStore", "raw XADD/XRANGE", "ratio"):
@@ -125,12 +173,23 @@ async def main(url: str, n: int, rate: float) -> None:
     for label, a, b in (("append", ours[0], raw[0]), ("replay", ours[1], raw[1])):
         table.add_row(label, f"{a * 1e6:.1f}", f"{b * 1e6:.1f}", f"{b / a:.2f}")
     console.print(table)
-    p50, p99 = statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
-    console.print(
-        f"A2A event stream, replica A -> replica B at {rate:,.0f} events/s, {len(delays)} events: "
-        f"p50 {ms(p50)} ms, p99 {ms(p99)} ms, max {ms(delays[-1])} ms "
-        "(the SDK's SQL stream polls every 500 ms)"
-    )
+    table = Table(title=f"A2A events, replica A -> subscriber on replica B, {rate:,.0f} a second")
+    for column in ("backend", "events", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    runs: list[tuple[str, Callable[[], Awaitable[list[float] | None]]]] = [
+        ("relaybus event stream (publish only)", lambda: relaybus_latency(url, n, rate, save=False)),
+        ("relaybus (task store + event stream)", lambda: relaybus_latency(url, n, rate)),
+        ("a2a-sdk SQL on SQLite (0.5 s polling)", lambda: sqlite_latency(min(n, 1000), rate)),
+    ]
+    for label, run in runs:
+        got = await run()
+        if got is None:
+            table.add_row(label, "not installed", "", "", "")
+            continue
+        delays = sorted(got)
+        p50, p99 = statistics.median(delays), delays[max(0, int(len(delays) * 0.99) - 1)]
+        table.add_row(label, str(len(delays)), ms(p50), ms(p99), ms(delays[-1]))
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -109,15 +109,16 @@ class Records:
                 *([f"a tag in {sorted(when_tag_in)}"] if when_tag_in is not None else []),
             ]
         )
-        written, found, found_tag = await self.bus.redis.eval(
-            PUT,
-            1,
-            self.key,
-            key,
-            orjson.dumps(value),
-            tag,
-            "" if version is None else str(version),
-            "\n".join(when_tag_in) if when_tag_in is not None else "",
+        put = self.bus.redis.register_script(PUT)  # EVALSHA, loading the script when missing
+        written, found, found_tag = await put(
+            keys=[self.key],
+            args=[
+                key,
+                orjson.dumps(value),
+                tag,
+                "" if version is None else str(version),
+                "\n".join(when_tag_in) if when_tag_in is not None else "",
+            ],
         )
         if not written:
             raise VersionConflictError(self.namespace, key, int(found), _text(found_tag), wanted)
