@@ -156,11 +156,35 @@ async def sqlite_latency(n: int, rate: float) -> list[float] | None:
                 await engine.dispose()
 
 
+async def idle_followers(url: str, tasks: int, seconds: float = 5.0) -> tuple[int, int, float]:
+    """`tasks` A2A subscribers on one bus, each waiting on its own task: the connections the
+    server sees, the wake channels subscribed, and this process's CPU (share of one core)
+    while nothing is published."""
+    async with Bus.from_url(url, prefix=f"b-{uuid.uuid4().hex[:8]}") as bus:
+        stream = RelayBusEventStream(bus)
+
+        async def follow(task_id: str) -> None:
+            async for _ in stream.subscribe(task_id, after=TaskVersion.MISSING):
+                pass
+
+        followers = [asyncio.create_task(follow(f"idle-{n}")) for n in range(tasks)]
+        await asyncio.sleep(max(5.0, tasks / 1000))  # every follower has read and is waiting
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        share = (time.process_time() - cpu) / (time.perf_counter() - wall)
+        clients = len(await bus.redis.client_list())
+        watched = len(await bus.redis.pubsub_channels(f"{bus.keys.prefix}:*"))  # every follower waits
+        for follower in followers:
+            follower.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        return clients, watched, share
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
-async def main(url: str, n: int, rate: float) -> None:
+async def main(url: str, n: int, rate: float, followers: int) -> None:
     ours = raw = (float("inf"), float("inf"))
     for _ in range(3):  # best of 3: this machine's rate swings between runs
         mine, base = await store_costs(url, n), await raw_costs(url, n)
@@ -190,12 +214,18 @@ async def main(url: str, n: int, rate: float) -> None:
         p50, p99 = statistics.median(delays), delays[max(0, int(len(delays) * 0.99) - 1)]
         table.add_row(label, str(len(delays)), ms(p50), ms(p99), ms(delays[-1]))
     console.print(table)
+    clients, watched, share = await idle_followers(url, followers)
+    console.print(
+        f"{followers:,} A2A subscribers (followed topics) on one bus, idle: {clients} connections "
+        f"to the server in all, {watched:,} wake channels watched, {share:.1%} of a core"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=5000, help="events per case")
     parser.add_argument("--rate", type=float, default=1000.0, help="A2A events per second")
+    parser.add_argument("--followers", type=int, default=10_000, help="idle A2A subscribers on one bus")
     args = parser.parse_args()
     with EmbeddedRedis(port=free_port()) as server:
-        asyncio.run(main(server.url, args.n, args.rate))
+        asyncio.run(main(server.url, args.n, args.rate, args.followers))
