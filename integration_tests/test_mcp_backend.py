@@ -25,9 +25,9 @@ from mcp_types import (
     jsonrpc_message_adapter,
 )
 
-from relaybus import Bus
+from relaybus import Bus, RelayBusError
 from relaybus.adapters.mcp import RelayBusEventStore, RelayBusSubscriptionBus
-from relaybus.embedded import free_port
+from relaybus.embedded import EmbeddedRedis, free_port
 
 from .helpers import wait_for
 
@@ -181,6 +181,34 @@ async def test_subscription_bus_contract(bus: Bus, kind: str) -> None:
         assert got == [ResourceUpdated(uri="file:///a")]
     finally:
         if kind == "relaybus":
+            await events.aclose()
+
+
+async def test_server_events_flow_again_after_a_redis_restart(aof_server: EmbeddedRedis, prefix: str) -> None:
+    """A listening replica whose Redis goes away listens again once it is back: events
+    published after that reach its listeners (those sent meanwhile are lost, as the
+    SubscriptionBus contract allows)."""
+    fast = {"socket_timeout": 1.0, "connect_timeout": 0.5, "health_check_interval_s": 0.2}
+    async with Bus.from_url(aof_server.url, prefix=prefix, **fast) as bus:
+        events = RelayBusSubscriptionBus(bus)
+        got: list[ServerEvent] = []
+        events.subscribe(got.append)
+        try:
+
+            async def until_heard(event: ServerEvent, seconds: float = 15) -> None:
+                deadline = asyncio.get_running_loop().time() + seconds
+                while event not in got:
+                    assert asyncio.get_running_loop().time() < deadline, f"{event} never arrived"
+                    with contextlib.suppress(RelayBusError):
+                        await events.publish(event)
+                    await asyncio.sleep(0.1)
+
+            await until_heard(ToolsListChanged())
+            aof_server.kill()
+            await asyncio.sleep(0.5)
+            aof_server.start()
+            await until_heard(ResourceUpdated(uri="file:///after"))
+        finally:
             await events.aclose()
 
 

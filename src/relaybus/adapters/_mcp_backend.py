@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as Message_
 
 from ..bus import Bus
-from ..errors import TopicClosedError
+from ..errors import BusUnavailableError, TopicClosedError
 from ..message import Message
 
 log = logging.getLogger("relaybus.mcp")
@@ -62,7 +62,8 @@ class RelayBusEventStore(EventStore):
 
     def __init__(self, bus: Bus, *, topic_prefix: str = "mcp.events", keep_s: float = 3600) -> None:
         self.bus, self.topic_prefix, self.keep_s = bus, topic_prefix, keep_s
-        self._open: dict[str, dict[StreamId, str]] = {}  # session -> stream id -> key (this process)
+        # session -> stream id -> key, for the streams open in this process (newest session last)
+        self._open: OrderedDict[str, dict[StreamId, str]] = OrderedDict()
 
     def topic(self, key: str) -> str:
         return f"{self.topic_prefix}.{key}"
@@ -72,6 +73,9 @@ class RelayBusEventStore(EventStore):
         error closes the stream, and the next event for that stream id starts a new one."""
         session = _session.get()
         streams = self._open.setdefault(session, {})
+        self._open.move_to_end(session)
+        while len(self._open) > MAX_SESSIONS:  # sessions that ended without a DELETE
+            self._open.popitem(last=False)
         key = streams.setdefault(stream_id, secrets.token_hex(12))
         payload = (
             None if message is None else message.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -295,13 +299,26 @@ class RelayBusSubscriptionBus:
             self._task = None
 
     async def _listen(self) -> None:
-        async for broadcast in self.bus.listen(self.topic):
-            event = _event(broadcast.payload)
-            if event is None:
-                log.warning("ignored a server event that is not one: %r", broadcast.payload)
-                continue
-            for listener in list(self._listeners.values()):
-                try:
-                    listener(event)
-                except Exception:  # fan-out boundary, as the SDK's own bus: isolate listeners
-                    log.exception("subscription listener raised; continuing")
+        """Call the listeners for each event; after an outage, listen again (what was sent
+        meanwhile is lost, as the contract allows), backing off up to 5 s."""
+        pause = 0.1
+        while True:
+            try:
+                async for broadcast in self.bus.listen(self.topic):
+                    pause = 0.1
+                    self._deliver(broadcast.payload)
+            except BusUnavailableError as exc:
+                log.warning("server events: %s; listening again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _deliver(self, payload: Any) -> None:
+        event = _event(payload)
+        if event is None:
+            log.warning("ignored a server event that is not one: %r", payload)
+            return
+        for listener in list(self._listeners.values()):
+            try:
+                listener(event)
+            except Exception:  # fan-out boundary, as the SDK's own bus: isolate listeners
+                log.exception("subscription listener raised; continuing")
