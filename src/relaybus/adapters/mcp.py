@@ -253,15 +253,14 @@ async def serve(
     bus = new_bus(prefix)
     for plugin in plugins:
         bus.plugins.register(plugin)
-    # over HTTP, replicas share streams and server events, under a prefix of their own
-    backend = new_bus(f"{prefix}:mcp")
-    subscriptions = RelayBusSubscriptionBus(backend) if transport == "http" else None
-    server = create_server(bus, allow, groups, subscriptions)
     if transport == "stdio":
         async with bus:
-            await server.run_stdio_async()
+            await create_server(bus, allow, groups).run_stdio_async()
         return
-    store = RelayBusEventStore(backend)
+    # over HTTP, replicas share streams and server events, under a prefix of their own
+    backend = new_bus(f"{prefix}:mcp")
+    store, events = RelayBusEventStore(backend), RelayBusSubscriptionBus(backend)
+    server = create_server(bus, allow, groups, events)
     app = http_app(server, host, token=token, allowed_hosts=hosts, allowed_origins=origins, event_store=store)
     async with bus, backend:
         sock = listen(host, port)
@@ -269,3 +268,4 @@ async def serve(
             await uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on")).serve(sockets=[sock])
         finally:
             sock.close()
+            await events.aclose()
