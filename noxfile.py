@@ -168,4 +168,6 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/bench_peers.py", "--results", str(results / "peers.json"))
     session.install("-e", ".[metrics]")
     session.run("python", "bench/bench_metrics.py")
+    session.install("-e", ".[mcp,a2a]", "a2a-sdk[sqlite]>=1.3,<2")  # the SQL stream to compare with
+    session.run("python", "bench/bench_protocol.py")
     session.run("python", "bench/bench_targets.py", str(results))  # last: the targets table

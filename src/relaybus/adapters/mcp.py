@@ -31,6 +31,7 @@ from .. import __version__
 from .._web import bearer_ok, host_names, is_loopback, listen
 from ..bus import Bus
 from . import _tools
+from ._mcp_backend import RelayBusEventStore, RelayBusSubscriptionBus, Resumable  # protocol backends
 from ._tools import (
     Allowlist,
     Count,
@@ -99,12 +100,16 @@ def _compact(result: BaseModel | dict[str, Any]) -> CallToolResult:
 
 
 def create_server(
-    bus: Bus, allowed_topics: Iterable[str] | None = None, new_groups: Iterable[str] | None = None
+    bus: Bus,
+    allowed_topics: Iterable[str] | None = None,
+    new_groups: Iterable[str] | None = None,
+    subscriptions: RelayBusSubscriptionBus | None = None,
 ) -> MCPServer[Any]:
     """An MCP server over a connected `bus`; `allowed_topics` are glob patterns (None: all),
-    `new_groups` those of the consumer groups `relaybus_read` may create (None: none)."""
+    `new_groups` those of the consumer groups `relaybus_read` may create (None: none);
+    `subscriptions` fans server events out (None: in this process only)."""
     allow = Allowlist(allowed_topics, new_groups)
-    server = _Server("relaybus", version=__version__, instructions=INSTRUCTIONS)
+    server = _Server("relaybus", version=__version__, instructions=INSTRUCTIONS, subscriptions=subscriptions)
 
     @server.tool(description=allow.tool_description("relaybus_publish"), annotations=SENDS)
     async def relaybus_publish(
@@ -187,11 +192,13 @@ def http_app(
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
+    event_store: RelayBusEventStore | None = None,
 ) -> ASGIApp:
     """`server` as streamable HTTP at /mcp, behind the SDK's Host/Origin checks (DNS
     rebinding) on every bind address - the names of `_web.host_names` and `allowed_hosts`,
     any port; their http(s) origins and `allowed_origins` - and, with `token`, a bearer
-    token. A bind beyond loopback without a token is refused (ValueError)."""
+    token. A bind beyond loopback without a token is refused (ValueError). With
+    `event_store`, a stream resumes on any replica (docs/protocol-backends.md)."""
     if not token and not is_loopback(host):
         raise ValueError(
             f"refusing to serve MCP on {host} without a token: it is not a loopback address "
@@ -207,7 +214,8 @@ def http_app(
             *allowed_origins,
         ],
     )
-    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host)
+    app: ASGIApp = server.streamable_http_app(transport_security=security, host=host, event_store=event_store)
+    app = Resumable(app, event_store, security=security) if event_store else app
     return BearerToken(app, token) if token else app
 
 
@@ -237,23 +245,27 @@ async def serve(
     hosts, origins = list(allowed_hosts), list(allowed_origins)
     if transport == "stdio" and (token or hosts or origins):
         raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
-    # a tool: retention is the topics' own, never applied by this process (docs/retention.md)
-    bus = (
-        Bus.from_url(url, prefix=prefix, periodic_cleanup=False)
-        if url
-        else Bus(prefix=prefix, periodic_cleanup=False)
-    )
+
+    def new_bus(prefix: str) -> Bus:  # a tool: retention is the topics' own (docs/retention.md)
+        fields: dict[str, Any] = {"prefix": prefix, "periodic_cleanup": False}
+        return Bus.from_url(url, **fields) if url else Bus(**fields)
+
+    bus = new_bus(prefix)
     for plugin in plugins:
         bus.plugins.register(plugin)
-    server = create_server(bus, allow, groups)
     if transport == "stdio":
         async with bus:
-            await server.run_stdio_async()
+            await create_server(bus, allow, groups).run_stdio_async()
         return
-    app = http_app(server, host, token=token, allowed_hosts=hosts, allowed_origins=origins)
-    async with bus:
+    # over HTTP, replicas share streams and server events, under a prefix of their own
+    backend = new_bus(f"{prefix}:mcp")
+    store, events = RelayBusEventStore(backend), RelayBusSubscriptionBus(backend)
+    server = create_server(bus, allow, groups, events)
+    app = http_app(server, host, token=token, allowed_hosts=hosts, allowed_origins=origins, event_store=store)
+    async with bus, backend:
         sock = listen(host, port)
         try:
             await uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on")).serve(sockets=[sock])
         finally:
             sock.close()
+            await events.aclose()
