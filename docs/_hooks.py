@@ -285,7 +285,7 @@ def shapes_table() -> str:
 
 def hook_section(name: str) -> str:
     quoted = "\n".join(f"> {line}".rstrip() for line in hook_docstring(name).splitlines())
-    shape = f"**Shape:** [`{hookspecs.SHAPES[name]}`](#how-hooks-are-called)"
+    shape = f"**Shape:** [`{hookspecs.SHAPES[name]}`](#shapes)"
     return f"{hook_heading(name)}\n\n{shape}\n\n```python\n{hook_signature(name)}\n```\n\n{quoted}\n"
 
 
