@@ -13,7 +13,7 @@ from typing import Any
 import re2
 from pydantic import BaseModel, PrivateAttr
 
-from relaybus import FilterError, Message, Subscription, hookimpl
+from relaybus import Bus, FilterError, Message, Subscription, hookimpl
 
 Test = Callable[[Message], bool]
 ValueTest = Callable[[bool, Any], bool]  # (found, value) -> matched
@@ -63,8 +63,8 @@ def on_subscribe(subscription: Subscription) -> None:
         subscription.option(Filtering).prepare(subscription.filter)
 
 
-@hookimpl(specname="filter")
-def filter_message(message: Message, subscription: Subscription) -> bool:
+@hookimpl(specname="filter")  # every argument, in the spec's order: called as it is, per message
+def filter_message(bus: Bus, message: Message, subscription: Subscription) -> bool:
     if subscription.filter is None:
         return True
     return subscription.option(Filtering).matches(message, subscription.filter)

@@ -7,6 +7,7 @@ import importlib
 import logging
 from collections.abc import Callable, Iterable
 from importlib import metadata
+from operator import itemgetter
 from typing import Any
 
 import pluggy
@@ -123,5 +124,9 @@ def _taking(
     arguments it names, so a hook can gain one without breaking older plugins."""
     if wanted == given:
         return function
-    picks = tuple(given.index(name) for name in wanted)
-    return lambda *args: function(*[args[i] for i in picks])
+    if not wanted:
+        return lambda *args: function()
+    pick = itemgetter(*(given.index(name) for name in wanted))
+    if len(wanted) == 1:
+        return lambda *args: function(pick(args))
+    return lambda *args: function(*pick(args))
