@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pluggy
 import pytest
+from pydantic import BaseModel, Field
 
 from relaybus import ConfigError, FailureDecision, Message, PluginError, hookimpl, hookspecs
 from relaybus import plugins as plugins_module
@@ -245,3 +246,20 @@ def test_a_sync_hook_refuses_an_awaitable() -> None:
     pm.register(Late(), "late")
     with pytest.raises(PluginError, match="'late' returned an awaitable from on_subscribe"):
         pm.call(hookspecs.on_subscribe, None, None)  # type: ignore[arg-type]
+
+
+def test_subscription_option_is_typed_validated_once_and_kept() -> None:
+    class Budget(BaseModel):
+        max_cost: int = Field(10, ge=0)
+
+    class Other(BaseModel):
+        label: str = "none"
+
+    given = Subscription(
+        topics=("t",), group="g", handler=lambda m: None, options={"max_cost": 3, "label": "x"}
+    )
+    budget = given.option(Budget)
+    assert budget == Budget(max_cost=3) and given.option(Budget) is budget  # kept with the subscription
+    assert given.option(Other).label == "x"  # each model takes its own fields from the options
+    made = Subscription(topics=("t",), group="g", handler=lambda m: None)  # made by hand: defaults
+    assert made.option(Budget).max_cost == 10
