@@ -7,9 +7,11 @@
   marker becomes the same table for the settings model of plugin NAME (`plugin_settings`);
   every installed plugin declaring settings must have exactly one.
 - docs/hooks.md: each `<!-- hook: NAME -->` marker becomes the hook's heading
-  (`### \\`NAME(params)\\``), its signature and its docstring, read from `relaybus.hookspecs`;
-  the hand-written notes after the marker stay. Every hook must have exactly one marker, and
-  every marker must name a hook, or the build fails.
+  (`### \\`NAME(params)\\``), its shape, its signature and its docstring, read from
+  `relaybus.hookspecs`; the hand-written notes after the marker stay. Every hook must have
+  exactly one marker, and every marker must name a hook, or the build fails. The
+  `<!-- hook-shapes -->` marker becomes the table of shapes (how a hook is called) and the
+  hooks of each.
 
 Registered in mkdocs.yml under `hooks:`; unit_tests/test_hook_docs.py and
 unit_tests/test_docs.py call the same functions without mkdocs.
@@ -37,6 +39,7 @@ HOOKS_PAGE = "hooks.md"
 CONFIG_MARKER = re.compile(r"^<!-- config-fields: ([\w-]+) -->[ \t]*$", re.MULTILINE)
 PLUGIN_MARKER = re.compile(r"^<!-- plugin-settings: (\w+) -->[ \t]*$", re.MULTILINE)
 HOOK_MARKER = re.compile(r"^<!-- hook: (\w+) -->[ \t]*$", re.MULTILINE)
+SHAPES_MARKER = "<!-- hook-shapes -->"
 
 # Section of docs/configuration.md -> the BusConfig fields documented there, in table order.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -267,9 +270,23 @@ def hook_docstring(name: str) -> str:
     return doc
 
 
+def shape_text(shape: str) -> str:
+    """What a shape's decorator says of it, on one line."""
+    return " ".join((inspect.getdoc(getattr(hookspecs, shape)) or "").split())
+
+
+def shapes_table() -> str:
+    rows = ["| shape | how the bus calls it | hooks |", "|---|---|---|"]
+    for shape in hookspecs.SHAPE_NAMES:
+        hooks = ", ".join(f"`{n}`" for n in hook_names() if hookspecs.SHAPES[n] == shape)
+        rows.append(f"| `@{shape}` | {_cell(shape_text(shape))} | {hooks} |")
+    return "\n".join(rows)
+
+
 def hook_section(name: str) -> str:
     quoted = "\n".join(f"> {line}".rstrip() for line in hook_docstring(name).splitlines())
-    return f"{hook_heading(name)}\n\n```python\n{hook_signature(name)}\n```\n\n{quoted}\n"
+    shape = f"**Shape:** [`{hookspecs.SHAPES[name]}`](#shapes)"
+    return f"{hook_heading(name)}\n\n{shape}\n\n```python\n{hook_signature(name)}\n```\n\n{quoted}\n"
 
 
 def render_hooks(markdown: str) -> str:
@@ -280,6 +297,9 @@ def render_hooks(markdown: str) -> str:
         "a hook in hookspecs.py",
         "hooks missing from docs/hooks.md (add <!-- hook: NAME --> and notes): {names}",
     )
+    if markdown.count(SHAPES_MARKER) != 1:
+        raise DocsError(f"docs/hooks.md must have {SHAPES_MARKER} exactly once")
+    markdown = markdown.replace(SHAPES_MARKER, shapes_table())
     return HOOK_MARKER.sub(lambda m: hook_section(m.group(1)), markdown)
 
 

@@ -3,8 +3,9 @@ found through its entry point, against a real Redis.
 
 pip installs the package into a directory of its own (`--target`); a child Python with that
 directory on PYTHONPATH sees the package's .dist-info, hence its `relaybus` entry point, and
-the relaybus installed in this environment. Nothing is installed into the test environment
-itself, so no other test's Bus ever loads the example plugin.
+the relaybus this test process runs (the environment's, or a checkout on its PYTHONPATH).
+Nothing is installed into the test environment itself, so no other test's Bus ever loads
+the example plugin.
 """
 
 from __future__ import annotations
@@ -69,15 +70,23 @@ async def main():
                 raise Reject("not wanted")  # dead-lettered at once
 
         bus.subscribe(topic, group="team-reviewers")(team_handler)
+        own = []
+        enabled = "team_policy" in out["plugins"]
+        if enabled:  # a typed subscription option of the plugin: skip this process's messages
+            bus.subscribe(topic, group="team-others", skip_own=True)(lambda msg: own.append(msg.payload["n"]))
         runner = asyncio.create_task(bus.run())
         for _ in range(200):
-            if len(seen) >= 2 and await bus.dead_letters(topic):
+            alerted = not enabled or await bus.history("team.alerts")
+            if len(seen) >= 2 and await bus.dead_letters(topic) and alerted and (own or not enabled):
                 break
             await asyncio.sleep(0.05)
         await bus.stop()
         await asyncio.wait_for(runner, 10)
         out["handled"] = sorted(seen)
         out["dead_letters"] = len(await bus.dead_letters(topic))
+        out["own_skipped"] = sorted(own)
+        out["alerts"] = [m.payload for m in await bus.history("team.alerts")]
+        out["filtered"] = bus.counters["filtered"]
         await bus.cleanup()
         out["warnings"] = warnings.messages
     print(json.dumps(out))
@@ -152,7 +161,9 @@ def run_child(
     script = tmp_path / "child.py"
     script.write_text(script_text)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAYBUS_")}
-    environ.update(PYTHONPATH=str(site), **(env or {}))
+    # the site, then whatever gave this process its relaybus (a checkout's src/ and plugins/)
+    paths = [str(site), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    environ.update(PYTHONPATH=os.pathsep.join(p for p in paths if p), **(env or {}))
     done = subprocess.run(
         [sys.executable, str(script), redis_url, prefix, topic, mode],
         capture_output=True,
@@ -180,6 +191,10 @@ def test_entry_point_is_discovered_and_the_plugin_acts(
     )
     assert out["handled"] == [1, 2]
     assert out["dead_letters"] == 1
+    # subscription_options + filter: skip_own=True kept message 1 (stamped here) from team-others
+    assert out["own_skipped"] == [2] and out["filtered"] == 1
+    # on_dead_letter(bus, ...): the dead letter announced on the bus's team_alerts_topic
+    assert [(a["topic"], a["reason"]) for a in out["alerts"]] == [("tasks.enabled", "rejected")]
     # on_cleanup is async: its coroutine was awaited by bus.cleanup()
     assert out["warnings"] == ["topic 'tasks.enabled' holds 1 dead letter(s)"]
 
@@ -196,6 +211,7 @@ def test_disabling_the_plugin_by_name(
     assert out["history_headers"] == [{}, {"origin": "caller"}]
     assert out["refused"] is None
     assert out["warnings"] == []
+    assert out["alerts"] == [] and out["filtered"] == 0
 
 
 @pytest.mark.parametrize(

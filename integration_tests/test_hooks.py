@@ -80,6 +80,7 @@ class CostOptions(BaseModel):
 class CostCap:
     def __init__(self) -> None:
         self.seen: list[dict[str, object]] = []
+        self.typed: list[CostOptions] = []
 
     @hookimpl
     def subscription_options(self) -> type[BaseModel]:
@@ -88,6 +89,7 @@ class CostCap:
     @hookimpl
     def on_subscribe(self, subscription: Subscription) -> None:
         self.seen.append(subscription.options)
+        self.typed.append(subscription.option(CostOptions))
 
 
 async def test_subscription_options_are_declared_validated_and_typos_refused(bus: Bus) -> None:
@@ -102,6 +104,9 @@ async def test_subscription_options_are_declared_validated_and_typos_refused(bus
     bus.subscribe("costly", group="g", max_cost=3)(handler)
     bus.subscribe("costly", group="h")(handler)
     assert plugin.seen == [{"max_cost": 3}, {"max_cost": 10}]
+    assert plugin.typed == [CostOptions(max_cost=3), CostOptions(max_cost=10)]  # option(Model): typed
+    assert [s.option(CostOptions) for s in bus.subscriptions] == plugin.typed  # kept, same instance
+    assert bus.subscriptions[0].option(CostOptions) is plugin.typed[0]
     with pytest.raises(TypeError, match=r"unknown option 'max_cots' \(did you mean 'max_cost'\?\)"):
         bus.subscribe("costly", group="g", max_cots=3)
     with pytest.raises(ConfigError, match="max_cost: Input should be greater than or equal to 0"):
@@ -439,4 +444,110 @@ async def test_a_raising_observer_is_logged_and_settling_goes_on(
         f"relaybus observer hook {hook} of plugin 'broken' failed"
         for hook in ("on_published", "on_dead_letter", "on_settled")
     }
+    assert "stays pending" not in caplog.text
+
+
+class WithBus:
+    """filter, handler_context and on_dead_letter as written since they gained `bus`."""
+
+    def __init__(self) -> None:
+        self.buses: list[tuple[str, object]] = []
+
+    @hookimpl(specname="filter")
+    def keep(self, bus: Bus, message: Message) -> bool:
+        self.buses.append(("filter", bus))
+        return True
+
+    @hookimpl
+    def handler_context(self, bus: Bus, message: Message) -> None:
+        self.buses.append(("handler_context", bus))
+
+    @hookimpl
+    def on_dead_letter(self, bus: Bus, message: Message, reason: str) -> None:
+        self.buses.append((f"on_dead_letter {reason}", bus))
+
+
+async def test_per_message_hooks_get_the_bus_and_older_ones_still_work(bus: Bus) -> None:
+    """The new `bus` argument reaches filter, handler_context and on_dead_letter, while a
+    plugin written before it (Around, Decide: no `bus`) runs beside it unchanged."""
+    with_bus, around = WithBus(), Around()
+    bus.plugins.register(with_bus, "with-bus")
+    bus.plugins.register(around, "around")
+
+    @bus.subscribe("carried", group="g")
+    async def handle(msg: Message) -> None:
+        raise Reject("no")
+
+    await bus.publish("carried", "one")
+    await run_until(bus, lambda: len(around.log) == 3)
+    assert around.log == ["enter one", "dead_lettered one", "exit one"]
+    assert with_bus.buses == [("filter", bus), ("handler_context", bus), ("on_dead_letter rejected", bus)]
+
+
+class BrokenDeadLetter:
+    """on_dead_letter raises, naming `bus` (the new argument) or not."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    def on_dead_letter(self, bus: Bus, message: Message) -> None:
+        self.calls += 1
+        raise RuntimeError("on_dead_letter broke")
+
+
+async def test_on_dead_letter_is_an_observer_on_every_road(
+    redis_url: str, prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """However a message reaches the DLQ - Reject, an on_failure decision (dlq's
+    max_attempts), expiry, a pull's bus.dead_letter - a raising on_dead_letter is logged
+    as the observer it is declared to be: the message is dead-lettered and acked,
+    on_settled fires once with the real outcome, and nothing says it stays pending."""
+    settled: list[tuple[object, str]] = []
+
+    class Watch:
+        @hookimpl
+        def on_settled(self, message: Message, outcome: str) -> None:
+            settled.append((message.payload, outcome))
+
+    broken = BrokenDeadLetter()
+    async with Bus.from_url(
+        redis_url, prefix=prefix, block_ms=100, claim_idle_ms=1000, max_attempts=1, dead_letter_expired=True
+    ) as bus:
+        bus.plugins.register(Watch(), "watch")
+        bus.plugins.register(broken, "broken")
+        await bus.publish("roads", "rejected")
+        await bus.publish("roads", "failed")
+        await bus.publish("roads", "expired", ttl=0.05)
+        await asyncio.sleep(0.1)
+
+        @bus.subscribe("roads", group="g")
+        async def handle(msg: Message) -> None:
+            if msg.payload == "rejected":
+                raise Reject("never")
+            raise RuntimeError("handler broke")
+
+        with caplog.at_level(logging.INFO, logger="relaybus"):
+            await run_until(bus, lambda: len(settled) == 3)
+            await asyncio.sleep(0.2)  # nothing more comes
+            await bus.publish("pulled", "bad")
+            [pulled] = await bus.read("pulled", group="g")
+            assert await bus.dead_letter(pulled, "bad input") is True
+        assert sorted(settled, key=str) == sorted(
+            [
+                ("rejected", "dead_lettered"),
+                ("failed", "dead_lettered"),
+                ("expired", "expired"),
+                ("bad", "dead_lettered"),
+            ],
+            key=str,
+        )
+        assert raw.xlen(bus.keys.dlq("roads")) == 3 and raw.xlen(bus.keys.dlq("pulled")) == 1
+        assert raw.xpending(bus.keys.stream("roads"), "g")["pending"] == 0
+        assert raw.xpending(bus.keys.stream("pulled"), "g")["pending"] == 0
+    assert broken.calls == 4
+    failed = [
+        r for r in caplog.records if "observer hook on_dead_letter of plugin 'broken'" in r.getMessage()
+    ]
+    assert len(failed) == 4 and all(r.exc_info is not None for r in failed)
     assert "stays pending" not in caplog.text

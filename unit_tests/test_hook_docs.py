@@ -50,6 +50,7 @@ def test_hook_is_documented_with_its_signature(name: str, rendered: str) -> None
     assert f"<!-- hook: {name} -->" in SOURCE  # where its hand-written notes are
     assert f"### `{name}({params})`" in rendered
     assert f"def {name}(" in rendered  # the signature from hookspecs.py
+    assert f"@{hookspecs.SHAPES[name]}\ndef {name}(" in rendered  # with its shape
     first_line = inspect.getdoc(getattr(hookspecs, name)).splitlines()[0]  # type: ignore[union-attr]
     assert f"> {first_line}" in rendered  # the docstring, quoted
 
@@ -66,7 +67,7 @@ def test_a_marker_for_no_hook_fails_the_build() -> None:
 
 
 def test_the_signature_is_the_source_without_the_body() -> None:
-    assert docs_hooks.hook_signature("on_cleanup") == "@hookspec\ndef on_cleanup(bus: Bus) -> None"
+    assert docs_hooks.hook_signature("on_cleanup") == "@each\ndef on_cleanup(bus: Bus) -> None"
     assert docs_hooks.hook_signature("on_failure").endswith(") -> FailureDecision | None")
 
 
@@ -74,3 +75,12 @@ def test_the_signature_is_the_source_without_the_body() -> None:
 def test_hook_has_a_test(name: str) -> None:
     tests = "".join(p.read_text() for p in (ROOT / "integration_tests").glob("test_*.py"))
     assert f"def {name}(" in tests or f'specname="{name}"' in tests
+
+
+def test_the_shapes_table_lists_every_hook_under_its_shape(rendered: str) -> None:
+    assert "<!-- hook-shapes -->" not in rendered
+    for name, shape in hookspecs.SHAPES.items():
+        row = next(line for line in rendered.splitlines() if line.startswith(f"| `@{shape}` |"))
+        assert f"`{name}`" in row
+    with pytest.raises(docs_hooks.DocsError, match="hook-shapes"):
+        docs_hooks.render_hooks(SOURCE.replace("<!-- hook-shapes -->", ""))

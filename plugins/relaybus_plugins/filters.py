@@ -7,11 +7,11 @@ operator or a malformed spec raises FilterError there, not on the first message.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import re2
+from pydantic import BaseModel, PrivateAttr
 
 from relaybus import Bus, FilterError, Message, Subscription, hookimpl
 
@@ -39,23 +39,35 @@ UNSET_IS_MISSING = frozenset({"expires_at", "dedup_key", "sender", "correlation_
 MAX_REGEX_CHARS = 1000
 MAX_DEPTH = 32
 _MISSING = object()
-_compiled: weakref.WeakKeyDictionary[Subscription, Test] = weakref.WeakKeyDictionary()
+
+
+class Filtering(BaseModel):
+    """This plugin's part of a subscription, kept by it (`subscription.option(Filtering)`):
+    no keyword of its own - `filter=` is subscribe's - only the spec compiled once."""
+
+    _test: Test | None = PrivateAttr(None)
+
+    def prepare(self, spec: Any) -> Test:
+        self._test = compile_filter(spec)
+        return self._test
+
+    def matches(self, message: Message, spec: Any) -> bool:
+        test = (self.__pydantic_private__ or {})["_test"]  # not via __getattr__: per message
+        return (test or self.prepare(spec))(message)  # prepared by on_subscribe, unless made by hand
 
 
 @hookimpl
-def on_subscribe(bus: Bus, subscription: Subscription) -> None:
+def on_subscribe(subscription: Subscription) -> None:
+    """Compile the filter when `subscribe` is called: a bad spec is a FilterError there."""
     if subscription.filter is not None:
-        _compiled[subscription] = compile_filter(subscription.filter)
+        subscription.option(Filtering).prepare(subscription.filter)
 
 
-@hookimpl(specname="filter")
-def filter_message(message: Message, subscription: Subscription) -> bool:
+@hookimpl(specname="filter")  # every argument, in the spec's order: called as it is, per message
+def filter_message(bus: Bus, message: Message, subscription: Subscription) -> bool:
     if subscription.filter is None:
         return True
-    test = _compiled.get(subscription)
-    if test is None:  # a Subscription made without Bus.subscribe
-        test = _compiled[subscription] = compile_filter(subscription.filter)
-    return test(message)
+    return subscription.option(Filtering).matches(message, subscription.filter)
 
 
 # -- values ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
 from redis.exceptions import InvalidResponse, ResponseError
 
-from . import arguments, settings
+from . import arguments, hookspecs, settings
 from .config import BusConfig
 from .connection import UNAVAILABLE, Health, make_client, unavailable
 from .delivery import Handler, Subscription
@@ -161,7 +161,7 @@ class Bus:
         if self._ctx is not None:
             return self
         self._load_plugins()
-        options = self.plugins.call.redis_connection_options(self.config)
+        options = [o for _, o in self.plugins.call(hookspecs.redis_connection_options, self.config)]
         client = make_client(self.config, options)
 
         def dedicated() -> Any:
@@ -243,12 +243,12 @@ class Bus:
             f" ({error})" if error else "",
         )
         if self._ctx is not None:
-            await self.plugins.call.on_connection_state(self, old, new, error)
+            await self.plugins.call(hookspecs.on_connection_state, self, old, new, error)
 
     def _load_plugins(self) -> None:
         """Once per Bus, on first need (connect, or a subscribe that a plugin validates)."""
         if not self._plugins_loaded:
-            self.plugins.load_entry_points()
+            self.plugins.load()
             self._plugins_loaded = True
 
     async def close(self) -> None:
@@ -447,7 +447,7 @@ class Bus:
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         self._load_plugins()
         declared = settings.owners(
-            self.plugins.call.subscription_options(),
+            self.plugins.call(hookspecs.subscription_options),
             SUBSCRIBE_KEYWORDS,
             "subscription_options",
             "subscribe option",
@@ -466,12 +466,12 @@ class Bus:
                 start=start,
                 options=checked,
             )
-            if filter is not None and not self.plugins.call.filters():
+            if filter is not None and not self.plugins.call.implemented(hookspecs.filter):
                 raise FilterError(
                     "filter= was given but no plugin implements the filter hook "
                     "(is the 'filters' plugin disabled?)"
                 )
-            self.plugins.call.on_subscribe(self, subscription)
+            self.plugins.call(hookspecs.on_subscribe, self, subscription)
             self._subscriptions.append(subscription)
             return handler
 
@@ -820,13 +820,13 @@ class Bus:
             Exception: The first failure of a hook, once all have run.
         """
         await self.connect()
-        failures = await self.plugins.call.on_cleanup(self)
+        failures = await self.plugins.call(hookspecs.on_cleanup, self)
         if failures:
             raise failures[0]
 
     async def _cleanup(self) -> None:
         """The periodic run: a failing plugin is logged by the hook caller, boundedly."""
-        await self.plugins.call.on_cleanup(self)
+        await self.plugins.call(hookspecs.on_cleanup, self)
 
     @_reports_unavailable
     async def set_retention(

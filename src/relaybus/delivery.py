@@ -5,15 +5,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from . import arguments
 from .keys import is_pattern, validate_group, validate_pattern, validate_topic
 from .message import Message
 
 Handler = Callable[[Message], Awaitable[None] | None]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,8 @@ class FailureDecision:
 
 @dataclass(slots=True, eq=False, weakref_slot=True)
 class Subscription:
-    """One `subscribe` call: which topics, which group, how many handlers at once."""
+    """One `subscribe` call: which topics, which group, how many handlers at once, and
+    the options plugins declared (`options`; typed: `option(Model)`)."""
 
     topics: tuple[str, ...]
     group: str
@@ -75,6 +77,7 @@ class Subscription:
     model: Any = None
     start: Literal["earliest", "latest"] = "earliest"
     options: dict[str, Any] = field(default_factory=dict)
+    _typed: dict[type[BaseModel], BaseModel] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -95,6 +98,17 @@ class Subscription:
                 ) from None
         if self.prefetch == 0:
             self.prefetch = self.concurrency * 2
+
+    def option(self, model: type[M]) -> M:
+        """A plugin's options, typed: `subscription.option(MyOptions).my_field`, for the
+        model its `subscription_options` returns. Validated once per subscription and kept
+        with it, so a model's private attributes can hold what the plugin prepares for this
+        subscription (the filters plugin keeps its compiled filter there)."""
+        found = self._typed.get(model)
+        if found is None:
+            given = {k: v for k, v in self.options.items() if k in model.model_fields}
+            found = self._typed[model] = model.model_validate(given)
+        return cast(M, found)
 
     @property
     def patterns(self) -> tuple[str, ...]:

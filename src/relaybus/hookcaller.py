@@ -1,27 +1,26 @@
-"""One caller for every hook (hookspecs.py): it knows each hook's shape - a chain, every
-answer, the first answer, all must agree, or an observer - awaits what an
-implementation hands back, and names the plugin in every error. Call sites use its
-typed methods; no hook name is spelled anywhere else."""
+"""One caller for every hook: `plugins.call(hookspecs.NAME, *args)` calls a hook the way
+its spec declares (hookspecs.py: chain, all_true, first, observer, each, sync), awaits
+what an implementation hands back, and names the plugin in every error. Nothing here is
+written per hook but the few rules a hook genuinely adds to its shape (CHAIN_CHECKS)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
+from . import hookspecs
 from .errors import PluginError, RelayBusError
 
 if TYPE_CHECKING:
-    from .config import BusConfig
-    from .delivery import FailureDecision, Subscription
-    from .message import Message
     from .plugins import PluginManager
 
 log = logging.getLogger("relaybus")
+P = ParamSpec("P")
+R = TypeVar("R")
 T = TypeVar("T")
-FILTER_ARGS = ("message", "subscription")  # the usual order: called without a lookup
+Runner = Callable[[tuple[Any, ...]], Any]
 
 
 async def await_me_maybe(value: T | Awaitable[T]) -> T:
@@ -31,199 +30,173 @@ async def await_me_maybe(value: T | Awaitable[T]) -> T:
     return value
 
 
+def same_topic(plugin: str, before: Any, after: Any) -> None:
+    """on_publish: a message's keys, and what readers check, are its topic's."""
+    if after.topic != before.topic:
+        raise PluginError(
+            f"plugin {plugin!r} changed the topic of a message in on_publish "
+            f"({before.topic!r} to {after.topic!r}); publish to the other topic instead"
+        )
+
+
+# the rules a chain adds to its shape: called with (plugin, old value, new value)
+CHAIN_CHECKS: dict[str, Callable[[str, Any, Any], None]] = {"on_publish": same_topic}
+
+
 class HookCaller:
-    """`plugins.call.<hook>(...)`: what the core calls, one typed method per hook."""
+    """`plugins.call(hookspecs.on_settled, bus, message, ...)`: the arguments are checked
+    against the spec by the type checker, and the answer is typed by its shape."""
 
     def __init__(self, plugins: PluginManager) -> None:
         self._impls = plugins.impls
-        self._cleanup_failures: dict[str, int] = {}  # plugin -> on_cleanup failures in a row
+        self._failures: dict[tuple[str, str], int] = {}  # (hook, plugin) -> `each` failures in a row
+        self._signatures: dict[Callable[..., Any], inspect.Signature] = {}
+        self._runners: dict[Callable[..., Any], Runner] = {}
+        for name, shape in hookspecs.SHAPES.items():
+            spec = getattr(hookspecs, name)
+            self._runners[spec] = getattr(self, f"_{shape}")(spec, name)
 
-    # -- the shapes --------------------------------------------------------------------
+    def __call__(self, hook: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        if kwargs:  # the usual call is positional: keywords are bound to the spec's order
+            signature = self._signatures.get(hook) or self._signatures.setdefault(
+                hook, inspect.signature(hook)
+            )
+            args = signature.bind(*args, **kwargs).args  # type: ignore[assignment]
+        return self._runners[hook](args)  # type: ignore[no-any-return]
 
-    async def _each(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Every implementation's answer, awaited in call order; an error names the plugin."""
-        return [
-            await self._one(hook, name, function, [kwargs[a] for a in argnames])
-            for name, function, argnames in self._impls(hook)
-        ]
+    def implemented(self, hook: Callable[..., Any]) -> bool:
+        """Whether any plugin implements the hook (else a call site can skip making its
+        arguments)."""
+        return bool(self._impls(hook))
 
-    def _sync(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """(plugin, answer) of each implementation of a hook called where nothing can be
-        awaited: an awaitable answer is an error."""
-        answers = []
-        for name, function, argnames in self._impls(hook):
-            try:
-                answer = function(*[kwargs[a] for a in argnames])
-            except Exception as exc:
-                _raise_for(hook, name, exc)
-            if inspect.isawaitable(answer):
-                getattr(answer, "close", lambda: None)()
-                raise PluginError(
-                    f"plugin {name!r} returned an awaitable from {hook}, which must answer synchronously"
-                )
-            answers.append((name, answer))
-        return answers
+    # -- the shapes: each builds the runner of one hook --------------------------------
 
-    async def _observe(self, hook: str, **kwargs: Any) -> None:
-        """An observer: a failing one is logged and never affects publishing or delivery."""
-        for name, function, argnames in self._impls(hook):
-            try:
-                result = function(*[kwargs[a] for a in argnames])
-                if result is not None and inspect.isawaitable(result):  # only an async observer
-                    await result
-            except Exception:
-                log.exception("relaybus observer hook %s of plugin %r failed", hook, name)
+    def _chain(self, spec: Callable[..., Any], hook: str) -> Runner:
+        impls, check = self._impls, CHAIN_CHECKS.get(hook)
 
-    @staticmethod
-    async def _one(hook: str, name: str, function: Callable[..., Any], args: list[Any]) -> Any:
-        try:
-            answer = function(*args)
-            return answer if answer is None else await await_me_maybe(answer)  # None: most answers
-        except Exception as exc:
-            _raise_for(hook, name, exc)
+        async def run(args: tuple[Any, ...]) -> Any:
+            value = args[-1]
+            for name, function in impls(spec):
+                try:
+                    changed = function(*args)
+                    if changed is not None and inspect.isawaitable(changed):
+                        changed = await changed
+                except Exception as exc:
+                    _raise_for(hook, name, exc)
+                if changed is not None:
+                    if check is not None:
+                        check(name, value, changed)
+                    value = changed
+                    args = (*args[:-1], value)
+            return value
 
-    # -- the hooks ---------------------------------------------------------------------
+        return run
 
-    def changes_published(self) -> bool:
-        """Whether any plugin implements on_publish (else publish skips the chain)."""
-        return bool(self._impls("on_publish"))
+    def _all_true(self, spec: Callable[..., Any], hook: str) -> Runner:
+        impls = self._impls
 
-    async def on_publish(self, bus: Any, message: Message) -> Message:
-        """A chain: each implementation sees the previous one's result; raising rejects."""
-        for name, function, argnames in self._impls("on_publish"):
-            try:  # inline, not through _one: this runs for every message published
-                changed = function(*[bus if a == "bus" else message for a in argnames])
-                if changed is not None and inspect.isawaitable(changed):
-                    changed = await changed
-            except Exception as exc:
-                _raise_for("on_publish", name, exc)
-            if changed is not None:
-                if changed.topic != message.topic:  # its keys, and what readers check, are the topic's
+        async def run(args: tuple[Any, ...]) -> bool:
+            for name, function in impls(spec):
+                try:
+                    keep = function(*args)
+                    if keep is not True and keep is not False:  # an async one, or a truthy value
+                        keep = await await_me_maybe(keep)
+                except Exception as exc:
+                    _raise_for(hook, name, exc)
+                if not keep:
+                    return False
+            return True
+
+        return run
+
+    def _first(self, spec: Callable[..., Any], hook: str) -> Runner:
+        impls = self._impls
+
+        async def run(args: tuple[Any, ...]) -> Any:
+            for name, function in impls(spec):
+                answer = await _answer(hook, name, function, args)
+                if answer is not None:
+                    return answer
+            return None
+
+        return run
+
+    def _observer(self, spec: Callable[..., Any], hook: str) -> Runner:
+        impls = self._impls
+
+        async def run(args: tuple[Any, ...]) -> None:
+            for name, function in impls(spec):
+                try:
+                    result = function(*args)
+                    if result is not None and inspect.isawaitable(result):  # only an async observer
+                        await result
+                except Exception:
+                    log.exception("relaybus observer hook %s of plugin %r failed", hook, name)
+
+        return run
+
+    def _each(self, spec: Callable[..., Any], hook: str) -> Runner:
+        impls, failures = self._impls, self._failures
+
+        async def run(args: tuple[Any, ...]) -> list[Exception]:
+            failed: list[Exception] = []
+            for name, function in impls(spec):
+                try:
+                    await _answer(hook, name, function, args)
+                except Exception as exc:
+                    failed.append(exc)
+                    count = failures[hook, name] = failures.get((hook, name), 0) + 1
+                    _log_failure(hook, name, exc, count)
+                    continue
+                before = failures.pop((hook, name), 0)
+                if before:
+                    log.info("relaybus %s of plugin %r works again after %d failures", hook, name, before)
+            return failed
+
+        return run
+
+    def _sync(self, spec: Callable[..., Any], hook: str) -> Runner:
+        impls = self._impls
+
+        def run(args: tuple[Any, ...]) -> list[tuple[str, Any]]:
+            answers = []
+            for name, function in impls(spec):
+                try:
+                    answer = function(*args)
+                except Exception as exc:
+                    _raise_for(hook, name, exc)
+                if inspect.isawaitable(answer):
+                    getattr(answer, "close", lambda: None)()
                     raise PluginError(
-                        f"plugin {name!r} changed the topic of a message in on_publish "
-                        f"({message.topic!r} to {changed.topic!r}); publish to the other "
-                        "topic instead"
+                        f"plugin {name!r} returned an awaitable from {hook}, which must answer synchronously"
                     )
-                message = changed
-        return message
+                answers.append((name, answer))
+            return answers
 
-    def filters(self) -> bool:
-        """Whether any plugin implements filter."""
-        return bool(self._impls("filter"))
+        return run
 
-    async def filter(self, message: Message, subscription: Subscription) -> bool:
-        """All must answer True; the first False ends it."""
-        for name, function, argnames in self._impls("filter"):
-            try:
-                keep = (
-                    function(message, subscription)
-                    if argnames == FILTER_ARGS
-                    else function(*[{"message": message, "subscription": subscription}[a] for a in argnames])
-                )
-                if keep is not True and keep is not False:  # an async filter, or a truthy value
-                    keep = await await_me_maybe(keep)
-            except Exception as exc:
-                _raise_for("filter", name, exc)
-            if not keep:
-                return False
-        return True
 
-    def wraps_handlers(self) -> bool:
-        """Whether any plugin implements handler_context."""
-        return bool(self._impls("handler_context"))
+async def _answer(hook: str, name: str, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        answer = function(*args)
+        return answer if answer is None else await await_me_maybe(answer)  # None: most answers
+    except Exception as exc:
+        _raise_for(hook, name, exc)
 
-    def handler_context(
-        self, message: Message, subscription: Subscription
-    ) -> list[AbstractContextManager[Any]]:
-        """Every context manager the plugins wrap a handler in, in call order."""
-        answers = self._sync("handler_context", message=message, subscription=subscription)
-        return [answer for _, answer in answers if answer is not None]
 
-    def on_subscribe(self, bus: Any, subscription: Subscription) -> None:
-        self._sync("on_subscribe", bus=bus, subscription=subscription)
-
-    async def on_failure(
-        self, bus: Any, message: Message, error: BaseException, subscription: Subscription
-    ) -> FailureDecision | None:
-        """The first non-None answer in call order."""
-        for name, function, argnames in self._impls("on_failure"):
-            args = {"bus": bus, "message": message, "error": error, "subscription": subscription}
-            decision = await self._one("on_failure", name, function, [args[a] for a in argnames])
-            if decision is not None:
-                return decision  # type: ignore[no-any-return]
-        return None
-
-    async def on_published(self, bus: Any, topic: str, messages: list[Message], ids: list[str]) -> None:
-        await self._observe("on_published", bus=bus, topic=topic, messages=messages, ids=ids)
-
-    def settlements_observed(self) -> bool:
-        """Whether any plugin implements on_settled (else its arguments are not made)."""
-        return bool(self._impls("on_settled"))
-
-    async def on_settled(
-        self,
-        bus: Any,
-        message: Message,
-        subscription: Subscription | None,
-        outcome: str,
-        duration_s: float | None,
-    ) -> None:
-        await self._observe(
-            "on_settled",
-            bus=bus,
-            message=message,
-            subscription=subscription,
-            outcome=outcome,
-            duration_s=duration_s,
+def _log_failure(hook: str, name: str, exc: Exception, count: int) -> None:
+    """An `each` hook failing call after call: logged at its 1st, 2nd, 4th, 8th... failure."""
+    if count == 1:
+        log.error("relaybus %s of plugin %r failed; the others' still run", hook, name, exc_info=exc)
+    elif count & (count - 1) == 0:  # a power of two
+        log.error(
+            "relaybus %s of plugin %r failed %d times in a row (%s); logged again at %d",
+            hook,
+            name,
+            count,
+            exc,
+            2 * count,
         )
-
-    async def on_connection_state(self, bus: Any, old: str, new: str, error: str | None) -> None:
-        await self._observe("on_connection_state", bus=bus, old=old, new=new, error=error)
-
-    async def on_dead_letter(self, message: Message, reason: str, error: BaseException | None) -> None:
-        await self._observe("on_dead_letter", message=message, reason=reason, error=error)
-
-    async def on_cleanup(self, bus: Any) -> list[Exception]:
-        """Every implementation, each on its own: one that fails (an error naming the
-        plugin) never keeps the others from their duty. A plugin failing run after run is
-        logged at its 1st, 2nd, 4th, 8th... failure in a row, not every interval."""
-        failures: list[Exception] = []
-        for name, function, argnames in self._impls("on_cleanup"):
-            try:
-                await self._one("on_cleanup", name, function, [bus for _ in argnames])
-            except Exception as exc:
-                failures.append(exc)
-                count = self._cleanup_failures[name] = self._cleanup_failures.get(name, 0) + 1
-                if count == 1:
-                    log.error(
-                        "relaybus on_cleanup of plugin %r failed; the others' cleanup still runs",
-                        name,
-                        exc_info=exc,
-                    )
-                elif count & (count - 1) == 0:  # a power of two
-                    log.error(
-                        "relaybus on_cleanup of plugin %r failed %d times in a row (%s); logged again at %d",
-                        name,
-                        count,
-                        exc,
-                        2 * count,
-                    )
-                continue
-            failed = self._cleanup_failures.pop(name, 0)
-            if failed:
-                log.info("relaybus on_cleanup of plugin %r works again after %d failures", name, failed)
-        return failures
-
-    def redis_connection_options(self, config: BusConfig) -> list[dict[str, Any] | None]:
-        return [answer for _, answer in self._sync("redis_connection_options", config=config)]
-
-    def subscription_options(self) -> list[tuple[str, Any]]:
-        """(plugin, answer) pairs: the answers are checked by the caller, naming the plugin."""
-        return self._sync("subscription_options")
-
-    def plugin_settings(self) -> list[tuple[str, Any]]:
-        """(plugin, answer) pairs: the answers are checked by the caller, naming the plugin."""
-        return self._sync("plugin_settings")
 
 
 def _raise_for(hook: str, name: str, exc: Exception) -> NoReturn:

@@ -1,10 +1,13 @@
-"""The plugin manager: built-ins and third-party plugins from the `relaybus` entry points."""
+"""The plugin manager: the built-ins from DEFAULT_PLUGINS, third-party plugins from the
+`relaybus` entry points."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable
 from importlib import metadata
+from operator import itemgetter
 from typing import Any
 
 import pluggy
@@ -16,7 +19,20 @@ from .settings import unknown_names
 
 log = logging.getLogger("relaybus.plugins")
 ENTRY_POINT_GROUP = "relaybus"
-BUILTIN_DISTRIBUTION = "relaybus"
+# The built-in plugins, registered from here (adding one needs no reinstall); each is
+# named by its module's last part, the name `disabled_plugins` takes. Call order is the
+# reverse: the last registered is called first.
+DEFAULT_PLUGINS = (
+    "relaybus_plugins.priority",
+    "relaybus_plugins.dedup",
+    "relaybus_plugins.dlq",
+    "relaybus_plugins.retention",
+    "relaybus_plugins.filters",
+    "relaybus_plugins.tls_auth",
+    "relaybus_plugins.metrics",
+    "relaybus_plugins.otel",
+)
+Impl = tuple[str, Callable[..., Any]]  # (plugin, function taking the spec's arguments in order)
 
 
 class PluginManager:
@@ -27,32 +43,40 @@ class PluginManager:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.hook = self.pm.hook
-        self._impls: dict[str, list[tuple[str, Callable[..., Any], tuple[str, ...]]]] = {}
+        self._impls: dict[Callable[..., Any], list[Impl]] = {}
         self.call = HookCaller(self)
 
-    def load_entry_points(self) -> None:
-        """Register every `relaybus` entry point not disabled by name; ConfigError when a
-        disabled name is no entry point's (a misspelling would silently disable nothing).
+    def load(self) -> None:
+        """Register the built-ins and every `relaybus` entry point not disabled by name;
+        ConfigError when a disabled name is no plugin's (a misspelling would silently
+        disable nothing).
 
         A broken built-in is a bug in relaybus and fails loudly; a broken third-party
         plugin is logged and skipped so one bad install cannot stop the bus.
         """
+        builtins = {path.rpartition(".")[2]: path for path in DEFAULT_PLUGINS}
         points = metadata.entry_points(group=ENTRY_POINT_GROUP)
-        unknown = unknown_names(sorted(self.disabled), sorted(points.names))
+        known = sorted({*builtins, *points.names})
+        unknown = unknown_names(sorted(self.disabled), known)
         if unknown:
             raise ConfigError(
                 f"disabled_plugins names no installed plugin: {', '.join(unknown)} "
-                f"(installed: {', '.join(sorted(points.names))})"
+                f"(installed: {', '.join(known)})"
             )
+        for name, path in builtins.items():
+            if name in self.disabled or self.pm.has_plugin(name):
+                continue
+            try:
+                module = importlib.import_module(path)
+            except Exception as exc:
+                raise PluginError(f"built-in plugin {name!r} failed to load: {exc}") from exc
+            self.register(module, name)
         for ep in points:
             if ep.name in self.disabled or self.pm.has_plugin(ep.name):
-                continue
-            builtin = ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
+                continue  # also a built-in an older install still lists as an entry point
             try:
                 self.register(ep.load(), ep.name)
             except Exception as exc:
-                if builtin:
-                    raise PluginError(f"built-in plugin {ep.name!r} failed to load: {exc}") from exc
                 log.warning(
                     "skipping relaybus plugin %r (%s): %s: %s", ep.name, ep.value, type(exc).__name__, exc
                 )
@@ -78,12 +102,31 @@ class PluginManager:
     def names(self) -> list[str]:
         return sorted(n for n, _ in self.pm.list_name_plugin())
 
-    def impls(self, hook: str) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
-        """(plugin, function, argument names) in call order: last registered first."""
-        cached = self._impls.get(hook)
+    def impls(self, spec: Callable[..., Any]) -> list[Impl]:
+        """(plugin, function) of each implementation of a hook, in call order (last
+        registered first). Each function takes the spec's arguments positionally: one
+        naming fewer, or in another order, is wrapped once here, not per call."""
+        cached = self._impls.get(spec)
         if cached is None:
-            cached = self._impls[hook] = [
-                (impl.plugin_name, impl.function, tuple(impl.argnames))
-                for impl in reversed(getattr(self.hook, hook).get_hookimpls())
+            caller = getattr(self.hook, spec.__name__)
+            given = tuple(caller.spec.argnames)
+            cached = self._impls[spec] = [
+                (impl.plugin_name, _taking(impl.function, tuple(impl.argnames), given))
+                for impl in reversed(caller.get_hookimpls())
             ]
         return cached
+
+
+def _taking(
+    function: Callable[..., Any], wanted: tuple[str, ...], given: tuple[str, ...]
+) -> Callable[..., Any]:
+    """`function` called with all of `given`: pluggy hands an implementation only the
+    arguments it names, so a hook can gain one without breaking older plugins."""
+    if wanted == given:
+        return function
+    if not wanted:
+        return lambda *args: function()
+    pick = itemgetter(*(given.index(name) for name in wanted))
+    if len(wanted) == 1:
+        return lambda *args: function(pick(args))
+    return lambda *args: function(*pick(args))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from . import hookspecs
 from .errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
@@ -58,12 +59,13 @@ def owners(
 
 @cache
 def installed(disabled: frozenset[str], core: frozenset[str]) -> Mapping[str, Owner]:
-    """The settings of every installed plugin not disabled (entry points, loaded once)."""
+    """The settings of every installed plugin not disabled (built-ins and entry points,
+    loaded once)."""
     from .plugins import PluginManager
 
     plugins = PluginManager(disabled)
-    plugins.load_entry_points()
-    return owners(plugins.call.plugin_settings(), core, "plugin_settings")
+    plugins.load()
+    return owners(plugins.call(hookspecs.plugin_settings), core, "plugin_settings")
 
 
 def unknown_names(given: Iterable[str], known: Iterable[str]) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -20,18 +20,11 @@ from .scripts import Scripts
 log = logging.getLogger("relaybus")
 
 
-class BusHandle(Protocol):
-    """What the engine knows of the facade: only that hooks are handed it as `bus`."""
-
-    @property
-    def config(self) -> BusConfig: ...
-
-
 @dataclass(eq=False)
 class Context:
     """One connected bus as the engine sees it."""
 
-    bus: BusHandle  # handed to hooks as `bus`; the engine calls nothing on it
+    bus: Any  # the Bus, handed to hooks as `bus`; Any: the engine may not import it, calls nothing on it
     config: BusConfig
     keys: Keys
     redis: aioredis.Redis  # the command pool: every command that returns promptly

@@ -16,6 +16,8 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 
+import relaybus.hookspecs as hookspecs  # "from .. import" reads as the facade to test_layering
+
 from ..delivery import FailureDecision, Subscription
 from ..errors import DecodeError, Reject, RelayBusError
 from ..message import Message, encode
@@ -124,12 +126,16 @@ class Settlement:
 
     async def handle(self, sub: Subscription, message: Message, acks: Acks) -> None:
         """Run one admitted message through the filters and the handler and settle it."""
-        hooks = self.ctx.plugins.call
-        if hooks.filters() and not await hooks.filter(message, sub):
+        hooks, bus = self.ctx.plugins.call, self.ctx.bus
+        if hooks.implemented(hookspecs.filter) and not await hooks(hookspecs.filter, bus, message, sub):
             await self._ack_counted(message, "filtered")
             await self._settled(message, sub, "filtered", None)
             return
-        contexts = hooks.handler_context(message, sub) if hooks.wraps_handlers() else None
+        contexts = (
+            [c for _, c in hooks(hookspecs.handler_context, bus, message, sub) if c is not None]
+            if hooks.implemented(hookspecs.handler_context)
+            else None
+        )
         if not contexts:  # the usual case (a tracing plugin without a tracer answers None)
             await self._run(sub, message, acks)
             return
@@ -154,7 +160,7 @@ class Settlement:
             await self._settled(message, sub, outcome, time.perf_counter() - started)
             return
         acks.add(message.stream_key, sub.group, message.entry_id)  # type: ignore[arg-type]
-        if self.ctx.plugins.call.settlements_observed():
+        if self.ctx.plugins.call.implemented(hookspecs.on_settled):
             await self._settled(message, sub, "handled", time.perf_counter() - started)
 
     async def _failed(self, sub: Subscription, message: Message, error: Exception) -> str:
@@ -165,7 +171,9 @@ class Settlement:
             )
         else:
             try:
-                decision = await self.ctx.plugins.call.on_failure(self.ctx.bus, message, error, sub)
+                decision = await self.ctx.plugins.call(
+                    hookspecs.on_failure, self.ctx.bus, message, error, sub
+                )
             except Exception:  # a plugin's error (its name in the text or a note)
                 log.exception("on_failure failed for message %s; it stays pending", message.id)
                 return "pending"
@@ -242,7 +250,7 @@ class Settlement:
             if told is not None and together is None:
                 await self._tell(message, told)
             self.ctx.counters["dead_lettered"] += 1
-            await self.ctx.plugins.call.on_dead_letter(message, reason, error)
+            await self.ctx.plugins.call(hookspecs.on_dead_letter, self.ctx.bus, message, reason, error)
         return moved
 
     async def _tell(self, message: Message, told: tuple[str, bytes]) -> None:
@@ -276,7 +284,7 @@ class Settlement:
     async def _settled(
         self, message: Message, sub: Subscription | None, outcome: str, duration_s: float | None
     ) -> None:
-        await self.ctx.plugins.call.on_settled(self.ctx.bus, message, sub, outcome, duration_s)
+        await self.ctx.plugins.call(hookspecs.on_settled, self.ctx.bus, message, sub, outcome, duration_s)
 
 
 _async: dict[Any, bool] = {}
