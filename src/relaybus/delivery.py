@@ -103,7 +103,15 @@ class Subscription:
         """A plugin's options, typed: `subscription.option(MyOptions).my_field`, for the
         model its `subscription_options` returns. Validated once per subscription and kept
         with it, so a model's private attributes can hold what the plugin prepares for this
-        subscription (the filters plugin keeps its compiled filter there)."""
+        subscription (the filters plugin keeps its compiled filter there).
+
+        Args:
+            model: The pydantic model the plugin's `subscription_options` returns; the
+                subscription's options named by its fields are validated against it.
+
+        Returns:
+            The validated model instance, the same one at every call.
+        """
         found = self._typed.get(model)
         if found is None:
             given = {k: v for k, v in self.options.items() if k in model.model_fields}
