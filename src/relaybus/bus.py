@@ -9,33 +9,27 @@ import logging
 import os
 import socket
 import time
-import weakref
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import ResponseError
 
 from . import arguments, settings
 from .config import BusConfig
-from .connection import UNAVAILABLE, Health, make_client, unavailable
+from .connection import UNAVAILABLE, Health, unavailable
 from .delivery import Handler, Subscription
-from .engine import broadcast, pull, replies, retained
 from .engine import follow as followers
-from .engine.consumer import Consumer
-from .engine.context import Context
-from .engine.doorbell import Doorbell
-from .engine.groups import Groups, group_lost, redis_full
+from .engine.engine import Engine
+from .engine.groups import Groups, redis_full
 from .engine.publisher import Publisher
 from .engine.retained import Retention
-from .engine.scripts import Scripts
 from .engine.settlement import Settlement
-from .errors import BusUnavailableError, FilterError, RedisFullError, RelayBusError
-from .keys import Keys, registered_topics, validate_group, validate_pattern, validate_topic
+from .errors import FilterError, RedisFullError, RelayBusError
+from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, new_id
-from .options import PublishOptions
-from .periodic import every
+from .options import PublishOptions, PublishParams
 from .plugins import PluginManager
 from .redact import redact_url
 from .stats import (
@@ -52,7 +46,6 @@ from .stats import (
 log = logging.getLogger("relaybus")
 P = ParamSpec("P")
 T = TypeVar("T")
-OUTBOX_FLUSH_INTERVAL_S = 0.5
 
 
 def _reports_unavailable(
@@ -94,8 +87,8 @@ def default_consumer_name() -> str:
 class Bus:
     """A message bus over one Redis; use `async with bus:` or `connect()`/`close()`.
 
-    The facade: it checks arguments and hands the work to the engine (engine/), which
-    is given an explicit Context at connect and never sees this class.
+    The facade: it checks arguments and hands the work to the one Engine that connect
+    builds (engine/engine.py), which never sees this class.
     """
 
     def __init__(self, config: BusConfig | None = None, **fields: Any) -> None:
@@ -109,15 +102,7 @@ class Bus:
         self.health = Health(self._connection_changed, self.config.password)
         self._subscriptions: list[Subscription] = []
         self._plugins_loaded = False
-        self._ctx: Context | None = None
-        self._groups: Groups | None = None
-        self._settlement: Settlement | None = None
-        self._publisher: Publisher | None = None
-        self._consumer: Consumer | None = None
-        self._background: list[asyncio.Task[None]] = []
-        self._closing = asyncio.Event()
-        self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # pub/sub clients outside the pool
-        self._inbox: replies.Inbox | None = None  # made by the first request()
+        self._opened: Engine | None = None  # from connect() to close()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -131,79 +116,14 @@ class Bus:
 
     async def connect(self) -> Bus:
         """Load plugins, open the pool and check Redis answers; idempotent."""
-        if self._ctx is not None:
+        if self._opened is not None:
             return self
         self._load_plugins()
-        options = self.plugins.call.redis_connection_options(self.config)
-        client = make_client(self.config, options)
-
-        def dedicated() -> Any:
-            made = make_client(self.config, options, max_connections=1)
-            self._dedicated.add(made)
-            return made
-
-        wake_client = dedicated()
-        ctx = Context(
-            bus=self,
-            config=self.config,
-            keys=self.keys,
-            redis=client,
-            dedicated=dedicated,
-            scripts=Scripts(client),
-            health=self.health,
-            plugins=self.plugins,
-            doorbell=Doorbell(wake_client, self.keys, self.health),
-            consumer=self.consumer,
-            counters=self.counters,
+        self._opened = await Engine.open(
+            self, self.keys, self.plugins, self.health, self.consumer, self.counters
         )
-        publisher = Publisher(ctx)
-        try:
-            await asyncio.wait_for(client.ping(), self.config.connect_timeout)
-            await publisher.start()
-            self._ctx, self._publisher = ctx, publisher
-            self._groups = Groups(client, self.keys, ctx.scripts)
-            self._settlement = Settlement(ctx, self._groups)
-            if publisher.outbox is not None:
-                await self._flush_outbox()  # what an earlier process left, before anything new
-        except BaseException as exc:  # a half-connected bus would look connected: undo it all
-            publisher.close()
-            self._ctx = self._publisher = self._groups = self._settlement = None
-            await client.aclose()
-            await wake_client.aclose()
-            if isinstance(exc, (TimeoutError, *UNAVAILABLE, InvalidResponse)):
-                hint = " (is it a Redis server?)" if isinstance(exc, InvalidResponse) else ""
-                raise BusUnavailableError(
-                    f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}{hint}"
-                ) from None
-            raise
-        await self.health.succeeded()
         self._loop = asyncio.get_running_loop()
-        self._closing = asyncio.Event()
-        jobs = [(self.config.health_check_interval_s, self._check_health)]
-        if self.config.periodic_cleanup:
-            jobs.append((self.config.cleanup_interval_s, self._cleanup))
-        if publisher.outbox is not None:
-            jobs.append((OUTBOX_FLUSH_INTERVAL_S, self._flush_outbox))
-        self._background = [asyncio.create_task(every(s, job, self._closing)) for s, job in jobs]
         return self
-
-    async def _check_health(self) -> None:
-        try:
-            await self.redis.ping()
-        except UNAVAILABLE as exc:
-            await self.health.failed(exc, "disconnected")
-            return
-        await self.health.succeeded()
-
-    async def _flush_outbox(self) -> None:
-        """Never raises for Redis being away or refusing an entry: the flush is retried
-        every OUTBOX_FLUSH_INTERVAL_S, and the entry stays first in the outbox."""
-        try:
-            await self.publisher.flush()
-        except BusUnavailableError as exc:
-            await self.health.failed(exc)
-        except (RelayBusError, ResponseError) as exc:
-            log.warning("relaybus: outbox flush refused (%s: %s); retrying", type(exc).__name__, exc)
 
     async def _connection_changed(self, old: str, new: str, error: str | None) -> None:
         level = logging.INFO if new == "connected" else logging.WARNING
@@ -215,7 +135,7 @@ class Bus:
             new,
             f" ({error})" if error else "",
         )
-        if self._ctx is not None:
+        if self._opened is not None:
             await self.plugins.call.on_connection_state(self, old, new, error)
 
     def _load_plugins(self) -> None:
@@ -225,28 +145,9 @@ class Bus:
             self._plugins_loaded = True
 
     async def close(self) -> None:
-        if self._consumer is not None:
-            await self.stop()
-        self._closing.set()
-        for task in self._background:  # a job under way finishes (each command within socket_timeout)
-            await task
-        self._background = []
-        ctx, self._ctx = self._ctx, None
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
-        self._groups = self._settlement = None
-        if ctx is not None:
-            try:
-                if self._inbox is not None:
-                    await self._inbox.close()
-                    self._inbox = None
-                await ctx.scripts.close()
-                await ctx.doorbell.close()
-            finally:  # every connection closes, whatever the doorbell ended with
-                for client in [*self._dedicated, ctx.redis]:  # listen()'s too: they end with an error
-                    await client.aclose()
-                self._dedicated.clear()
+        engine, self._opened = self._opened, None
+        if engine is not None:
+            await engine.close()
 
     async def __aenter__(self) -> Bus:
         return await self.connect()
@@ -263,33 +164,41 @@ class Bus:
         return self._loop
 
     @property
-    def _engine(self) -> Context:
-        if self._ctx is None:
+    def _engine(self) -> Engine:
+        if self._opened is None:
             raise RelayBusError("the bus is not connected: use 'async with bus:' or 'await bus.connect()'")
-        return self._ctx
+        return self._opened
+
+    # The pooled client and three engine components, as public attributes: kept only
+    # while the CLI, the dashboard and the adapters still use them (the facade work moves
+    # them to the public API); then deleted. Nothing else may use them: tests of
+    # internals reach the engine through `_engine`.
+
+    # Tasks the bus awaits at close, and the event close sets first: the LangChain
+    # adapter's (adapters/_langchain_callbacks.py), until it has a public way.
+    @property
+    def _background(self) -> list[asyncio.Task[None]]:
+        return self._engine.background
+
+    @property
+    def _closing(self) -> asyncio.Event:
+        return self._engine.closing
 
     @property
     def redis(self) -> Any:
-        """The pooled redis-py client (for tools and tests that look at keys directly)."""
-        return self._engine.redis
+        return self._engine.ctx.redis
 
     @property
     def publisher(self) -> Publisher:
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        assert self._publisher is not None
-        return self._publisher
+        return self._engine.publisher
 
     @property
     def groups(self) -> Groups:
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        assert self._groups is not None
-        return self._groups
+        return self._engine.groups
 
     @property
     def settlement(self) -> Settlement:
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        assert self._settlement is not None
-        return self._settlement
+        return self._engine.settlement
 
     # -- publishing ------------------------------------------------------------
 
@@ -313,9 +222,7 @@ class Bus:
         With a `dedup_key` seen inside its window (`dedup_window` seconds, default
         `dedup_window_s`), nothing is appended and the original message's id returns.
         """
-        ids = await self.publisher.publish(
-            topic,
-            [payload],
+        params = PublishParams(
             priority=priority,
             ttl=ttl,
             delay=delay,
@@ -326,6 +233,7 @@ class Bus:
             reply_to=reply_to,
             dedup_window=dedup_window,
         )
+        ids = await self._engine.publish(topic, [payload], params)
         return ids[0]
 
     async def publish_many(
@@ -333,7 +241,8 @@ class Bus:
     ) -> list[str]:
         """Append several messages in one round trip; ids in the order given (for a
         duplicate, the original's id). Takes the keywords of `publish`."""
-        return await self.publisher.publish(topic, list(payloads), **options)
+        params = PublishParams(**options)
+        return await self._engine.publish(topic, list(payloads), params)
 
     # -- consuming: push -------------------------------------------------------
 
@@ -404,22 +313,7 @@ class Bus:
         RequestTimeoutError when no reply comes in time; RequestFailedError as soon as the
         responder failed for good (dead-lettered or dropped)."""
         arguments.seconds("timeout", timeout, positive=True)
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = replies.Inbox(self._engine)
-
-        async def publish(correlation_id: str, token: str) -> None:
-            await self.publish(
-                topic,
-                payload,
-                priority=priority,
-                ttl=timeout,
-                reply_to=inbox.address,
-                correlation_id=correlation_id,
-                headers={**(headers or {}), replies.TOKEN: token},
-            )
-
-        return await inbox.ask(publish, timeout, repr(topic))
+        return await self._engine.request(topic, payload, timeout, priority, headers)
 
     async def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
         """Answer a request (a message with `reply_to`); returns the reply's id. The reply
@@ -428,16 +322,7 @@ class Bus:
         (not at all once it is gone), to a topic it is an ordinary publish."""
         if not isinstance(message, Message) or not message.reply_to:
             raise ValueError("reply() needs a delivered request: a Message with reply_to set")
-        inbox = replies.inbox_of(message.reply_to)
-        if inbox is None:
-            return await self.publish(
-                message.reply_to,
-                payload,
-                headers=headers,
-                correlation_id=message.correlation_id or message.id,
-            )
-        answer = replies.answer(message, payload, headers, self.consumer)
-        return await replies.send(self._engine, inbox, answer)
+        return await self._engine.reply(message, payload, headers)
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -447,20 +332,15 @@ class Bus:
         """Deliver to every subscription until `stop()` (which drains) or cancellation
         (which ends it at once: running handlers are cancelled, their messages stay
         pending and are delivered again after `claim_idle_ms`)."""
-        if self._consumer is not None:
+        if self._opened is not None and self._opened.consumer is not None:
             raise RelayBusError("run() is already going on this bus")
         await self.connect()
-        self._consumer = Consumer(self._engine, self.groups, self.settlement, self._subscriptions)
-        try:
-            await self._consumer.run()
-        finally:
-            self._consumer = None
+        await self._engine.run(self._subscriptions)
 
     async def stop(self) -> None:
         """Stop reading; returns when in-flight handlers have finished and acks are sent."""
-        consumer = self._consumer
-        if consumer is not None:
-            await consumer.stop()
+        if self._opened is not None:
+            await self._opened.stop()
 
     # -- consuming: pull -------------------------------------------------------
 
@@ -483,33 +363,17 @@ class Bus:
         if block_ms is not None:
             arguments.count("block_ms", block_ms, least=0)
         arguments.choice("start", start, ("earliest", "latest"))
-        args = (
-            self._engine,
-            self.groups,
-            self.settlement,
-            topic,
-            group,
-            consumer or self.consumer,
-            count,
-            block_ms or 0,
-            start,
-        )
-        try:
-            return await pull.read(*args)
-        except ResponseError as exc:
-            if not group_lost(exc):
-                raise
-            return await pull.read(*args)  # deleted under us: made again by this read, once
+        return await self._engine.read(topic, group, consumer or self.consumer, count, block_ms or 0, start)
 
     @_reports_unavailable
     async def ack(self, *messages: Message) -> int:
         """Acknowledge messages handed out by `read`; returns how many were still pending."""
-        return await self.settlement.acked(messages)
+        return await self._engine.ack(messages)
 
     @_reports_unavailable
     async def dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
         """Move a delivered message to its topic's DLQ (append + ack in one script)."""
-        return await self.settlement.dead_lettered(message, reason, error)
+        return await self._engine.dead_letter(message, reason, error)
 
     # -- history and dead letters -----------------------------------------------
 
@@ -519,27 +383,27 @@ class Bus:
         (by entry time; within one millisecond by message id)."""
         validate_topic(topic)
         arguments.count("limit", limit)
-        return await retained.history(self._engine, self.groups, topic, limit)
+        return await self._engine.history(topic, limit)
 
     @_reports_unavailable
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
         """Dead letters of a topic, oldest first; `headers` carry why each one died."""
         validate_topic(topic)
         arguments.count("limit", limit)
-        return await retained.dead_letters(self._engine, topic, limit)
+        return await self._engine.dead_letters(topic, limit)
 
     @_reports_unavailable
     async def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
         """Put dead letters back (all, or those whose message or DLQ entry id is given)
         for the group they died in, with a fresh attempt count; returns how many."""
         validate_topic(topic)
-        return await retained.replay_dead_letters(self._engine, topic, arguments.ids("ids", ids))
+        return await self._engine.replay_dead_letters(topic, arguments.ids("ids", ids))
 
     @_reports_unavailable
     async def purge_dead_letters(self, topic: str) -> int:
         """Delete a topic's dead letters; returns how many there were."""
         validate_topic(topic)
-        return await retained.purge_dead_letters(self._engine, topic)
+        return await self._engine.purge_dead_letters(topic)
 
     # -- resumable streams -----------------------------------------------------
 
@@ -549,7 +413,7 @@ class Bus:
         then each new one as it is stored - no gap and no duplicate between the two. Ends
         once the topic is closed and read to its end (docs/streams.md)."""
         validate_topic(topic)
-        return followers.follow(self._engine, topic, followers.check_position(after))
+        return self._engine.follow(topic, followers.check_position(after))
 
     @_reports_unavailable
     async def close_topic(self, topic: str, keep_s: float = 600) -> int:
@@ -558,7 +422,7 @@ class Bus:
         Returns how many delayed messages not yet due it dropped (docs/streams.md)."""
         validate_topic(topic)
         arguments.seconds("keep_s", keep_s, positive=True)
-        return await followers.close(self._engine, topic, keep_s)
+        return await self._engine.close_topic(topic, keep_s)
 
     # -- ephemeral broadcast ---------------------------------------------------
 
@@ -567,14 +431,14 @@ class Bus:
         that is not connected at that moment never sees it). Returns how many
         listeners Redis handed it to."""
         validate_topic(topic)
-        return await broadcast.send(self._engine, Message(topic=topic, payload=payload, **fields))
+        return await self._engine.broadcast(Message(topic=topic, payload=payload, **fields))
 
     def listen(self, *patterns: str) -> AsyncGenerator[Message, None]:
         """Yield broadcasts on topics matching any glob pattern (`*`, `?`, `[...]`)
         until the caller stops iterating."""
         if not patterns:
             raise ValueError("listen needs at least one topic or pattern")
-        return broadcast.listen(self._engine, [validate_pattern(p) for p in patterns])
+        return self._engine.listen([validate_pattern(p) for p in patterns])
 
     @_reports_unavailable
     async def topics(self) -> list[str]:
@@ -582,7 +446,7 @@ class Bus:
         return await self._topics()
 
     async def _topics(self) -> list[str]:
-        return registered_topics(await self.redis.smembers(self.keys.registry))
+        return await self._engine.topics()
 
     # -- stream management -----------------------------------------------------
 
@@ -594,10 +458,6 @@ class Bus:
         failures = await self.plugins.call.on_cleanup(self)
         if failures:
             raise failures[0]
-
-    async def _cleanup(self) -> None:
-        """The periodic run: a failing plugin is logged by the hook caller, boundedly."""
-        await self.plugins.call.on_cleanup(self)
 
     @_reports_unavailable
     async def set_retention(
@@ -619,17 +479,15 @@ class Bus:
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
         _check_keep(dlq_keep_s, dlq_keep_len, "dlq_")
-        wanted = retained.Retention(
-            keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len
-        )
-        return await retained.set_retention(self._engine, topic, wanted, at_least)
+        wanted = Retention(keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len)
+        return await self._engine.set_retention(topic, wanted, at_least)
 
     @_reports_unavailable
     async def retention(self, topic: str) -> Retention | None:
         """The retention stored on the topic, which cleanup trims it by; None: none stored
         (cleanup then keeps all of its history)."""
         validate_topic(topic)
-        return await retained.retention(self._engine, topic)
+        return await self._engine.retention(topic)
 
     @_reports_unavailable
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
@@ -638,7 +496,7 @@ class Bus:
         consumer group has acknowledged. Never removes anything unconsumed; None keeps all."""
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
-        return await retained.trim(self._engine, topic, keep_s, keep_len)
+        return await self._engine.trim(topic, keep_s, keep_len)
 
     @_reports_unavailable
     async def trim_dead_letters(
@@ -647,12 +505,12 @@ class Bus:
         """Remove dead letters older than `keep_s` or beyond the newest `keep_len`."""
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
-        return await retained.trim_dead_letters(self._engine, topic, keep_s, keep_len)
+        return await self._engine.trim_dead_letters(topic, keep_s, keep_len)
 
     @_reports_unavailable
     async def memory(self) -> MemoryStats:
         """Redis's memory use, limit and eviction policy (INFO memory)."""
-        return memory_from_info(await server_info(self.redis, "memory"))
+        return memory_from_info(await server_info(self._engine.ctx.redis, "memory"))
 
     @_reports_unavailable
     async def stats(self, topics: Iterable[str] | None = None) -> BusStats:
@@ -661,10 +519,11 @@ class Bus:
         names = sorted(topics) if topics is not None else await self._topics()
         for name in names:
             validate_topic(name)
-        per_topic = [await topic_stats(self.redis, self.keys, name) for name in names]
-        infos = await server_info(self.redis)
+        redis = self._engine.ctx.redis  # stats.py's diagnostic reads: redis-py's own pipelines
+        per_topic = [await topic_stats(redis, self.keys, name) for name in names]
+        infos = await server_info(redis)
         server = server_from_info(infos)
-        health, outbox = self.health, self.publisher.outbox
+        health, outbox = self.health, self._engine.publisher.outbox
         connection = ConnectionStats(
             state=health.state,
             uptime_s=time.time() - health.connected_since if health.connected_since else None,
