@@ -22,7 +22,15 @@ from .topologies import cluster, cluster_url
 STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
 # suites run once more against a 3-master Redis Cluster (redis_line "cluster")
 CLUSTER_SUITES = frozenset(
-    {"test_core", "test_policies", "test_streams", "test_resilience", "test_request_reply", "test_follow"}
+    {
+        "test_core",
+        "test_policies",
+        "test_streams",
+        "test_resilience",
+        "test_request_reply",
+        "test_follow",
+        "test_engine_road",
+    }
 )
 
 

@@ -332,9 +332,10 @@ class Groups:
             f"{time.time():.6f}",
         ]
         told = [] if reply is None else [reply[1]]
-        moved = await self.scripts.dead_letter(
-            keys=[source, self.keys.dlq(topic), *([] if reply is None else [reply[0]])],
-            args=[group, entry_id, *told, *fields],
+        moved = await self.scripts.call(
+            self.scripts.dead_letter,
+            [source, self.keys.dlq(topic), *([] if reply is None else [reply[0]])],
+            [group, entry_id, *told, *fields],
         )
         return moved is not None
 
@@ -344,9 +345,10 @@ class Groups:
         nxt = message.model_copy(update={"attempt": message.attempt + 1})
         member = group.encode() + b"|" + encode(nxt)
         due_ms = int((time.time() + delay) * 1000)
-        done = await self.scripts.retry(
-            keys=[message.stream_key, self.keys.delayed(message.topic), self.keys.wake(message.topic)],
-            args=[group, message.entry_id, due_ms, member],
+        done = await self.scripts.call(
+            self.scripts.retry,
+            [message.stream_key, self.keys.delayed(message.topic), self.keys.wake(message.topic)],
+            [group, message.entry_id, due_ms, member],
         )
         return bool(done)
 
