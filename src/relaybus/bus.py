@@ -119,9 +119,14 @@ class Bus:
         if self._opened is not None:
             return self
         self._load_plugins()
-        self._opened = await Engine.open(
+        engine = self._opened = Engine.build(
             self, self.keys, self.plugins, self.health, self.consumer, self.counters
         )
+        try:
+            await engine.start()  # its connection state changes reach the hooks, as an open bus's
+        except BaseException:
+            self._opened = None
+            raise
         self._loop = asyncio.get_running_loop()
         return self
 
@@ -145,8 +150,10 @@ class Bus:
             self._plugins_loaded = True
 
     async def close(self) -> None:
-        engine, self._opened = self._opened, None
+        engine = self._opened
         if engine is not None:
+            await engine.drain()
+            self._opened = None
             await engine.close()
 
     async def __aenter__(self) -> Bus:

@@ -39,8 +39,8 @@ OUTBOX_FLUSH_INTERVAL_S = 0.5
 
 
 class Engine:
-    """One connected bus as the engine runs it. Made by `open`; every component gets what
-    it needs at construction, and nothing is wired up afterwards."""
+    """One connected bus as the engine runs it: made by `build`, then started. Every
+    component gets what it needs at construction; nothing is wired up afterwards."""
 
     def __init__(self, ctx: Context, dedicated: weakref.WeakSet[Any]) -> None:
         self.ctx = ctx
@@ -55,7 +55,7 @@ class Engine:
         self.background: list[asyncio.Task[None]] = []  # awaited at close, after `closing` is set
 
     @classmethod
-    async def open(
+    def build(
         cls,
         bus: BusHandle,
         keys: Keys,
@@ -64,9 +64,7 @@ class Engine:
         consumer: str,
         counters: Counter[str],
     ) -> Engine:
-        """Open the pool, check Redis answers, start the publisher (and flush what an
-        earlier process left in the outbox) and the background jobs. A Redis that cannot
-        be reached is a BusUnavailableError; nothing stays open after a failure."""
+        """The clients (nothing connects yet), the Context and every component."""
         config = bus.config
         options = plugins.call.redis_connection_options(config)
         client = make_client(config, options)
@@ -77,7 +75,6 @@ class Engine:
             clients.add(made)
             return made
 
-        wake_client = dedicated()
         ctx = Context(
             bus=bus,
             config=config,
@@ -87,29 +84,35 @@ class Engine:
             scripts=Scripts(client),
             health=health,
             plugins=plugins,
-            doorbell=Doorbell(wake_client, keys, health),
+            doorbell=Doorbell(dedicated(), keys, health),
             consumer=consumer,
             counters=counters,
         )
-        engine = cls(ctx, clients)
+        return cls(ctx, clients)
+
+    async def start(self) -> None:
+        """Check Redis answers, start the publisher (and flush what an earlier process
+        left in the outbox) and the background jobs. A Redis that cannot be reached is a
+        BusUnavailableError; after any failure every connection is closed."""
+        ctx, config = self.ctx, self.ctx.config
         try:
-            await asyncio.wait_for(client.ping(), config.connect_timeout)  # keyless: redis-py routes it
-            await engine.publisher.start()
-            if engine.publisher.outbox is not None:
-                await engine.flush_outbox()  # what an earlier process left, before anything new
+            await asyncio.wait_for(ctx.redis.ping(), config.connect_timeout)  # keyless: redis-py routes it
+            await self.publisher.start()
+            if self.publisher.outbox is not None:
+                await self.flush_outbox()  # what an earlier process left, before anything new
         except BaseException as exc:  # a half-connected bus would look connected: undo it all
-            engine.publisher.close()
-            await client.aclose()
-            await wake_client.aclose()
+            self.publisher.close()
+            for client in [ctx.redis, *self._dedicated]:
+                await client.aclose()
+            self._dedicated.clear()
             if isinstance(exc, (TimeoutError, *UNAVAILABLE, InvalidResponse)):
                 hint = " (is it a Redis server?)" if isinstance(exc, InvalidResponse) else ""
                 raise BusUnavailableError(
                     f"cannot reach Redis at {redact_url(config.url)}: {type(exc).__name__}: {exc}{hint}"
                 ) from None
             raise
-        await health.succeeded()
-        engine._start_jobs(config)
-        return engine
+        await ctx.health.succeeded()
+        self._start_jobs(config)
 
     def _start_jobs(self, config: BusConfig) -> None:
         jobs = [(config.health_check_interval_s, self._check_health)]
@@ -119,15 +122,19 @@ class Engine:
             jobs.append((OUTBOX_FLUSH_INTERVAL_S, self.flush_outbox))
         self.background = [asyncio.create_task(every(s, job, self.closing)) for s, job in jobs]
 
-    async def close(self) -> None:
-        """Stop run() (draining), the background jobs and the publisher; close every
-        connection, whatever the inbox or the doorbell ended with."""
+    async def drain(self) -> None:
+        """Stop run() (draining) and the background jobs: what close does first, while
+        the bus is still open to them (a handler may publish as it finishes)."""
         if self.consumer is not None:
             await self.consumer.stop()
         self.closing.set()
         for task in self.background:  # a job under way finishes (each command within socket_timeout)
             await task
         self.background = []
+
+    async def close(self) -> None:
+        """After `drain`: stop the publisher and close every connection, whatever the
+        inbox or the doorbell ended with."""
         self.publisher.close()
         ctx = self.ctx
         try:
