@@ -120,7 +120,7 @@ class Bus:
             return self
         self._load_plugins()
         engine = self._opened = Engine.build(
-            self, self.keys, self.plugins, self.health, self.consumer, self.counters
+            self, self.config, self.keys, self.plugins, self.health, self.consumer, self.counters
         )
         try:
             await engine.start()  # its connection state changes reach the hooks, as an open bus's

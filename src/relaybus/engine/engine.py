@@ -25,7 +25,7 @@ from ..plugins import PluginManager
 from ..redact import redact_url
 from . import broadcast, follow, replies, retained
 from .consumer import Consumer
-from .context import BusHandle, Context
+from .context import Context
 from .doorbell import Doorbell
 from .groups import Groups, group_lost
 from .publisher import Publisher
@@ -57,7 +57,8 @@ class Engine:
     @classmethod
     def build(
         cls,
-        bus: BusHandle,
+        bus: Any,  # the facade, handed to hooks as `bus`; the engine calls nothing on it
+        config: BusConfig,
         keys: Keys,
         plugins: PluginManager,
         health: Health,
@@ -65,7 +66,6 @@ class Engine:
         counters: Counter[str],
     ) -> Engine:
         """The clients (nothing connects yet), the Context and every component."""
-        config = bus.config
         options = plugins.call.redis_connection_options(config)
         client = make_client(config, options)
         clients: weakref.WeakSet[Any] = weakref.WeakSet()
