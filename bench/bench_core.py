@@ -161,7 +161,7 @@ async def bus_consume(url: str, prefix: str, topic: str, n: int) -> float:
         for _ in range(n // BATCH):
             await bus.publish_many(topic, [PAYLOAD] * BATCH)
         elapsed = await timed_consume(bus, topic, n)
-        await check_all_acked(bus.redis, bus.keys.stream(topic))
+        await check_all_acked(bus._engine.ctx.redis, bus.keys.stream(topic))
     return elapsed
 
 

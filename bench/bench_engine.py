@@ -111,8 +111,8 @@ async def bus_consume(url: str, topic: str, n: int, **subscribe: Any) -> float:
         for _ in range(n // BATCH):
             await bus.publish_many(topic, [PAYLOAD] * BATCH)
         elapsed = await timed_consume(bus, topic, n, **subscribe)
-        await check_all_acked(bus.redis, bus.keys.stream(topic))
-        await bus.redis.delete(bus.keys.stream(topic))
+        await check_all_acked(bus._engine.ctx.redis, bus.keys.stream(topic))
+        await bus._engine.ctx.redis.delete(bus.keys.stream(topic))
     return elapsed
 
 
@@ -279,7 +279,7 @@ async def bus_latency(url: str, seconds: float) -> LatencyRow:
         await until(lambda: len(got) >= report["sent"], "relaybus latency", runner)
         await bus.stop()
         await runner
-        await check_all_acked(bus.redis, bus.keys.stream(topic))
+        await check_all_acked(bus._engine.ctx.redis, bus.keys.stream(topic))
     return latency_row("relaybus publish/handler", report, got, LATENCY_RATE, TARGETS["latency_p99_ms"])
 
 

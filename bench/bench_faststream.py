@@ -149,7 +149,7 @@ async def relaybus_consume(url: str, prefix: str, topic: str, n: int) -> float:
             await bus.publish_many(topic, [PAYLOAD] * BATCH)
         counted = count_handler_calls(bus)
         elapsed = await timed_consume(bus, topic, n)
-        await check_all_acked(bus.redis, bus.keys.stream(topic))
+        await check_all_acked(bus._engine.ctx.redis, bus.keys.stream(topic))
     check_handled("relaybus", counted["handled"], n, counted["last"])
     return elapsed
 

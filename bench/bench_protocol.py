@@ -172,8 +172,10 @@ async def idle_followers(url: str, tasks: int, seconds: float = 5.0) -> tuple[in
         cpu, wall = time.process_time(), time.perf_counter()
         await asyncio.sleep(seconds)
         share = (time.process_time() - cpu) / (time.perf_counter() - wall)
-        clients = len(await bus.redis.client_list())
-        watched = len(await bus.redis.pubsub_channels(f"{bus.keys.prefix}:*"))  # every follower waits
+        clients = len(await bus._engine.ctx.redis.client_list())
+        watched = len(
+            await bus._engine.ctx.redis.pubsub_channels(f"{bus.keys.prefix}:*")
+        )  # every follower waits
         for follower in followers:
             follower.cancel()
         await asyncio.gather(*followers, return_exceptions=True)

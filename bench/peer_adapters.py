@@ -229,7 +229,9 @@ class Relaybus(Peer):
             self.runner = None
 
     async def outstanding(self) -> int:
-        return int((await self.bus.redis.xpending(self.bus.keys.stream(self.topic), GROUP))["pending"])
+        return int(
+            (await self.bus._engine.ctx.redis.xpending(self.bus.keys.stream(self.topic), GROUP))["pending"]
+        )
 
 
 # -- FastStream ------------------------------------------------------------------------------

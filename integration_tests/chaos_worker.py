@@ -27,7 +27,7 @@ async def main(url: str, prefix: str, topic: str, consumer: str, record_url: str
         except BusUnavailableError:
             await asyncio.sleep(0.2)
     async with bus:
-        books = aioredis.Redis.from_url(record_url) if record_url else bus.redis
+        books = aioredis.Redis.from_url(record_url) if record_url else bus._engine.ctx.redis
 
         @bus.subscribe(topic, group="chaos", concurrency=8, prefetch=32)
         async def handle(msg: Message) -> None:

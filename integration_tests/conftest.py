@@ -23,6 +23,7 @@ STRICT = os.environ.get("RELAYBUS_TEST_STRICT") == "1"
 # suites run once more against a 3-master Redis Cluster (redis_line "cluster")
 CLUSTER_SUITES = frozenset(
     {"test_core", "test_policies", "test_streams", "test_resilience", "test_request_reply", "test_follow"}
+    | {"test_engine_road"}
     | {"test_mcp_backend", "test_a2a_backend", "test_a2a_replicas"}  # protocol backends (issue 26)
 )
 

@@ -78,7 +78,7 @@ async def test_every_feature_as_a_confined_user(acl_server: tuple[int, redis.Red
         # the written-already check of a retried publish and an outbox flush (sent markers),
         # here for a message that was written: nothing is appended
         again = [Write(encode(m), m.id) for m in await bus.history("jobs", limit=1)]
-        await bus.publisher._scripted(
+        await bus._engine.publisher._scripted(
             "jobs", again, check=(1, int(time.time() * 1000) + 60_000), mark_ms=MARK_TTL_MS
         )
         await asyncio.sleep(0.15)

@@ -94,7 +94,7 @@ async def test_a_retry_fence_stays_in_the_topic_slot(cluster_redis_url: str, pre
         await bus.publish("jobs.f", {"n": 1})
         [message] = await bus.history("jobs.f")
         write = Write(encode(message), message.id)
-        publisher = bus.publisher
+        publisher = bus._engine.publisher
         assert await publisher._scripted("jobs.f", [write], check=(1, "+")) == [message.id]
         await publisher._append("jobs.f", [write])  # a late first attempt: fenced
         assert await publisher._scripted("jobs.f", [Write(write.data, write.id, lane=3)]) == [message.id]

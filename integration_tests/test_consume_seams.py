@@ -59,7 +59,7 @@ async def test_a_pull_read_failing_between_claim_and_read_strands_nothing(
         taken = await bus.read("jobs", group="g", consumer="c1", count=100)
         await bus.ack(*taken[:50])
         await asyncio.sleep(CLAIM_IDLE_MS / 1000 + 0.2)  # c1's other 50 are idle: claimable
-        scripts = bus.groups.scripts
+        scripts = bus._engine.ctx.scripts
         run = scripts.run
 
         async def killed_first(*args: Any, **kwargs: Any) -> Any:  # Redis dies as the script goes out

@@ -27,7 +27,7 @@ async def test_publish_read_ack(bus: Bus) -> None:
     )
     assert msg.attempt == 1 and msg.group == "g" and msg.entry_id
     assert await bus.ack(msg) == 1
-    pending = await bus.redis.xpending(bus.keys.stream("tasks.review"), "g")
+    pending = await bus._engine.ctx.redis.xpending(bus.keys.stream("tasks.review"), "g")
     assert pending["pending"] == 0
     assert await bus.ack(msg) == 0  # already acknowledged
 
@@ -99,7 +99,7 @@ async def test_handlers_receive_and_ack(bus: Bus) -> None:
 
     await run_until(bus, lambda: len(seen) >= 30)
     assert sorted(seen) == sorted(ids)
-    pending = await bus.redis.xpending(bus.keys.stream("jobs"), "workers")
+    pending = await bus._engine.ctx.redis.xpending(bus.keys.stream("jobs"), "workers")
     assert pending["pending"] == 0  # stop() waited for the acks
 
 
@@ -147,7 +147,7 @@ async def test_stop_waits_for_in_flight_handlers(bus: Bus) -> None:
     await bus.stop()
     await runner
     assert sorted(finished) == [1, 2, 3]
-    pending = await bus.redis.xpending(bus.keys.stream("slow"), "g")
+    pending = await bus._engine.ctx.redis.xpending(bus.keys.stream("slow"), "g")
     assert pending["pending"] == 0
 
 
@@ -166,7 +166,7 @@ async def test_garbage_entry_does_not_stop_delivery(bus: Bus, raw: redis.Redis) 
     dead = await bus.dead_letters("mixed")
     assert [d.headers["x-dead-reason"] for d in dead] == ["undecodable", "undecodable"]
     assert dead[0].payload == {"raw": {"foreign": "not an envelope"}}
-    pending = await bus.redis.xpending(bus.keys.stream("mixed"), "g")
+    pending = await bus._engine.ctx.redis.xpending(bus.keys.stream("mixed"), "g")
     assert pending["pending"] == 0
 
 
@@ -180,7 +180,7 @@ async def test_stream_deleted_under_running_subscription(bus: Bus) -> None:
     async with running(bus):
         await bus.publish("fragile", 1)
         await wait_for(lambda: seen == [1])
-        await bus.redis.delete(bus.keys.stream("fragile"))
+        await bus._engine.ctx.redis.delete(bus.keys.stream("fragile"))
         await asyncio.sleep(0.3)  # the reader is blocked on the deleted stream
         await bus.publish("fragile", 2)
         await bus.publish("fragile", 3)
@@ -228,7 +228,7 @@ async def test_restart_with_many_own_pending_delivers_each_once(redis_url: str, 
 async def test_read_recovers_when_the_stream_is_deleted(bus: Bus) -> None:
     await bus.publish("gone", 1)
     assert len(await bus.read("gone", group="g")) == 1
-    await bus.redis.delete(bus.keys.stream("gone"), bus.keys.retry("gone", "g"))
+    await bus._engine.ctx.redis.delete(bus.keys.stream("gone"), bus.keys.retry("gone", "g"))
     await bus.publish("gone", 2)
     assert [m.payload for m in await bus.read("gone", group="g")] == [2]
 

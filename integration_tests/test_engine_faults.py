@@ -287,7 +287,9 @@ async def test_reclaimed_entries_never_exceed_prefetch(server: EmbeddedRedis) ->
                     held = 0  # pending in this consumer: fetched and not settled
                     for key in streams:
                         held += len(
-                            await bus.redis.xpending_range(key, "g", "-", "+", 100, consumername=bus.consumer)
+                            await bus._engine.ctx.redis.xpending_range(
+                                key, "g", "-", "+", 100, consumername=bus.consumer
+                            )
                         )
                     peak = max(peak, held)
             finally:

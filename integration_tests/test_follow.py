@@ -45,7 +45,7 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate(bus: Bus, raw: redis
         else:
             await bus.publish(topic, i)
         if i % 40 == 0:  # a follower from a random position, the publisher not waiting for it
-            ids = [eid.decode() for eid, _ in await bus.redis.xrange(bus.keys.stream(topic))]
+            ids = [eid.decode() for eid, _ in await bus._engine.ctx.redis.xrange(bus.keys.stream(topic))]
             after = None if len(followers) % 4 == 0 else rng.choice(ids)
             followers.append((after, asyncio.create_task(collect(bus, topic, after))))
         if i % 5 == 0:
@@ -149,11 +149,13 @@ async def test_a_closed_topic_refuses_every_publish_path(bus: Bus, raw: redis.Re
     assert raw.zcard(bus.keys.delayed(topic)) == 0
     # the outbox's flush: what it held for the topic can never be sent - dropped, loudly
     async with Bus.from_url(bus.config.url, prefix=bus.config.prefix, outbox_path=tmp_path / "o.db") as other:
-        other.publisher.backlog = True  # as after an outage: publishes queue in the outbox
+        other._engine.publisher.backlog = True  # as after an outage: publishes queue in the outbox
         await other.publish(topic, "queued")
-        assert await other.publisher.flush() == 0
+        assert await other._engine.publisher.flush() == 0
         assert other.counters["outbox_dropped_closed"] == 1
-        assert other.publisher.outbox is not None and await other.publisher.outbox.count() == 0
+        assert (
+            other._engine.publisher.outbox is not None and await other._engine.publisher.outbox.count() == 0
+        )
     assert raw.xlen(bus.keys.stream(topic)) == length
 
 

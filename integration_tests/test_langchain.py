@@ -106,7 +106,7 @@ async def test_bus_errors_and_bad_arguments_are_tool_errors_too(bus: Bus) -> Non
 
 
 async def keys_of(bus: Bus) -> set[str]:
-    return {k.decode() async for k in bus.redis.scan_iter(match=f"{bus.keys.prefix}:*")}
+    return {k.decode() async for k in bus._engine.ctx.redis.scan_iter(match=f"{bus.keys.prefix}:*")}
 
 
 async def test_a_read_makes_no_group_or_topic_nothing_would_clean(bus: Bus) -> None:

@@ -140,7 +140,7 @@ async def test_late_attempts_after_the_outbox_flush_append_nothing(
         proxy.late_open(LATE, match=b"EVALSHA")
         proxy.late_next(LATE, match=b"EVALSHA")
         ids = await bus.publish_many("t", list(range(10)))
-        assert bus.publisher.backlog  # in the outbox
+        assert bus._engine.publisher.backlog  # in the outbox
         await wait_for(lambda: all(copies(server.url, bus.keys, "t")[i] for i in ids), seconds=LATE)
         assert proxy.late_links  # flushed before the late attempts arrived
         await landed(proxy)

@@ -232,7 +232,7 @@ async def test_a_read_makes_no_group_or_topic_nothing_would_clean(
     await bus.publish("tasks.review", {"pr": 1})
     await bus.ack(*await bus.read("tasks.review", "workers"))
     own = f"{prefix}:mcp:".encode()  # over HTTP, the server's own streams (they expire)
-    keys = {k async for k in bus.redis.scan_iter(match=f"{prefix}:*") if not k.startswith(own)}
+    keys = {k async for k in bus._engine.ctx.redis.scan_iter(match=f"{prefix}:*") if not k.startswith(own)}
     async with connect(redis_url, prefix, transport) as session:
         made_up = await session.call_tool("relaybus_read", {"topic": "tasks.review", "group": "ghosts"})
         nothing = await session.call_tool(
@@ -245,7 +245,9 @@ async def test_a_read_makes_no_group_or_topic_nothing_would_clean(
     )
     assert nothing.structured_content == {"topic": "tasks.nobody", "messages": []}
     assert [g.name for g in (await bus.stats(["tasks.review"])).topics[0].groups] == ["workers"]
-    assert {k async for k in bus.redis.scan_iter(match=f"{prefix}:*") if not k.startswith(own)} == keys
+    assert {
+        k async for k in bus._engine.ctx.redis.scan_iter(match=f"{prefix}:*") if not k.startswith(own)
+    } == keys
     assert "new ones named reviewers" in (tools["relaybus_read"].description or "")
 
 

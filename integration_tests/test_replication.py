@@ -92,7 +92,7 @@ async def test_outbox_flushes_wait_for_the_replicas(
             health_check_interval_s=0.2,
         ) as bus,
     ):
-        outbox = bus.publisher.outbox
+        outbox = bus._engine.publisher.outbox
         assert outbox is not None
         await bus.publish("orders", {"n": 0})
         proxy.set("reset")
@@ -108,7 +108,7 @@ async def test_outbox_flushes_wait_for_the_replicas(
         assert [sum(i.encode() in m for m in kept) for i in ids] == [1, 1, 1]  # on the master, once each
         replica.start()
         await wait_for(lambda: stream.info("replication").get("slave0", {}).get("state") == "online", 10)
-        await wait_for(lambda: not bus.publisher.backlog, 10)
+        await wait_for(lambda: not bus._engine.publisher.backlog, 10)
         assert await outbox.count() == 0
         assert stream.xlen(bus.keys.stream("orders")) == 4
         copy = redis.Redis.from_url(replica.url)

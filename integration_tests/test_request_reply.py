@@ -157,8 +157,8 @@ async def test_replies_to_a_requester_that_gave_up_are_read_then_gone_with_its_i
         async with running(server):
             with pytest.raises(RequestTimeoutError):
                 await client.request("agents.reviewer", {"pr": 1}, timeout=1.0)
-            assert client._inbox is not None
-            inbox = client._inbox.key
+            assert client._engine.inbox is not None
+            inbox = client._engine.inbox.key
             assert 0 < raw.pttl(inbox) <= replies.MARGIN_MS  # the deadline passed: the margin is left
             await wait_for(lambda: len(sent) == 1, 5)
             await asyncio.sleep(0.2)  # for the reader to read it
@@ -184,8 +184,8 @@ async def test_more_replies_in_flight_than_ever_before_are_none_of_them_lost(
         await asyncio.gather(*(server.reply(m, m.payload * 2) for m in got))  # all at once
         answers = await asking
         assert [a.payload for a in answers] == [2 * n for n in range(count)]
-        assert client._inbox is not None
-        assert raw.xlen(client._inbox.key) == 0
+        assert client._engine.inbox is not None
+        assert raw.xlen(client._engine.inbox.key) == 0
 
 
 def fails_for_good(bus: Bus, error: Exception) -> None:
@@ -286,12 +286,12 @@ async def test_a_reply_without_the_requests_token_is_ignored(
         while not got:
             got = await server.read("asks", group="g", block_ms=100)
         [request] = got
-        assert client._inbox is not None
+        assert client._engine.inbox is not None
         for token in ({}, {replies.TOKEN: "guessed"}):
             forged = Message(
                 topic="asks", payload="forged", correlation_id=request.correlation_id, headers=token
             )
-            raw.xadd(client._inbox.key, {"v": "1", "m": encode(forged)})
+            raw.xadd(client._engine.inbox.key, {"v": "1", "m": encode(forged)})
         await asyncio.sleep(0.3)  # the forgeries were read
         assert not asking.done()
         await server.reply(request, "real")
@@ -311,9 +311,11 @@ async def test_only_the_requester_sets_when_its_inbox_expires(
         sent = reviewer(server)
         async with running(server):
             await client.request("agents.reviewer", {"pr": 1}, timeout=5)
-            assert client._inbox is not None
-            inbox = client._inbox.key
-            await client.publish("agents.reviewer", {"pr": 2}, ttl=ten_years, reply_to=client._inbox.address)
+            assert client._engine.inbox is not None
+            inbox = client._engine.inbox.key
+            await client.publish(
+                "agents.reviewer", {"pr": 2}, ttl=ten_years, reply_to=client._engine.inbox.address
+            )
             await wait_for(lambda: len(sent) == 2, 5)
             await asyncio.sleep(0.2)  # the reply to it was read
             assert raw.pttl(inbox) <= 5000 + replies.MARGIN_MS
@@ -334,8 +336,8 @@ async def test_close_ends_the_inbox_reader_at_once(
         async with running(server):
             client = await Bus.from_url(redis_url, prefix=prefix, socket_timeout=120).connect()
             await client.request("agents.reviewer", {"pr": 1}, timeout=10)
-            assert client._inbox is not None
-            reader = client._inbox._reader
+            assert client._engine.inbox is not None
+            reader = client._engine.inbox._reader
             assert reader is not None and not reader.done()
             await asyncio.wait_for(client.close(), 20)
             assert reader.done() and not reader.cancelled()

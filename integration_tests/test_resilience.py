@@ -108,7 +108,7 @@ async def test_outbox_keeps_publishes_while_down_and_flushes_in_order(
         proxy.set("reset")
         ids = [await bus.publish("t", n) for n in range(1, 6)]
         ids.append(await bus.publish("t", 6, priority=7))
-        assert (await bus.publisher.outbox.count()) == 6  # type: ignore[union-attr]
+        assert (await bus._engine.publisher.outbox.count()) == 6  # type: ignore[union-attr]
         kept = [r for r in caplog.records if "kept in the outbox" in r.getMessage()]
         assert [r.levelname for r in kept] == ["WARNING"]  # once per backlog, not per publish
         proxy.set("pass")
@@ -133,9 +133,11 @@ async def test_outbox_flush_of_a_publish_whose_lost_attempt_was_applied_appends_
         await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 2)
         proxy.set("reset")  # the retries fail: the message goes to the outbox
         mid = await asyncio.wait_for(publishing, 10)
-        assert (await bus.publisher.outbox.count()) == 1  # type: ignore[union-attr]
+        assert (await bus._engine.publisher.outbox.count()) == 1  # type: ignore[union-attr]
         proxy.set("pass")
-        await wait_for(lambda: bus.publisher.outbox is not None and not bus.publisher.backlog, seconds=10)
+        await wait_for(
+            lambda: bus._engine.publisher.outbox is not None and not bus._engine.publisher.backlog, seconds=10
+        )
         got = entries(server.url, bus.keys.stream("t"))
         assert len(got) == 2 and mid.encode() in got[1]
 
@@ -151,19 +153,19 @@ async def test_half_done_flush_appends_nothing_twice(
         await bus.publish("t", "registered")
         proxy.set("reset")
         ids = await bus.publish_many("t", list(range(10)))
-        outbox = bus.publisher.outbox
+        outbox = bus._engine.publisher.outbox
         assert outbox is not None
         # a flusher that sent the first four and died before it could delete them
         proxy.set("pass")
-        bus.publisher.backlog = False  # keep this bus's own flusher out of the way
+        bus._engine.publisher.backlog = False  # keep this bus's own flusher out of the way
         half = await outbox.entries(4)
         async with Bus.from_url(server.url, prefix=prefix) as direct:
             from relaybus.engine.publisher import MARK_TTL_MS, Write
 
-            await direct.publisher._scripted(
+            await direct._engine.publisher._scripted(
                 "t", [Write.from_outbox(e) for e in half], check=(1, "+"), mark_ms=MARK_TTL_MS
             )
-        bus.publisher.backlog = True
+        bus._engine.publisher.backlog = True
         await wait_for(lambda: len(entries(server.url, bus.keys.stream("t"))) == 11, seconds=10)
         await asyncio.sleep(0.6)  # another flush round would have appended duplicates by now
         assert [m.id for m in await bus.history("t", limit=20)][1:] == ids
@@ -327,9 +329,9 @@ async def test_a_refused_outbox_entry_does_not_break_connect(
     async with Bus.from_url(server.url, prefix=prefix, max_queue_size=1, outbox_path=path, **FAST) as bus:
         assert bus.health.state == "connected"
         assert [m.payload for m in await bus.history("other")] == ["not held up"]
-        assert await bus.publisher.outbox.count() == 1  # type: ignore[union-attr]
+        assert await bus._engine.publisher.outbox.count() == 1  # type: ignore[union-attr]
         await bus.ack(*(await bus.read("full", group="g")))  # room again
-        await wait_for(lambda: not bus.publisher.backlog, seconds=10)
+        await wait_for(lambda: not bus._engine.publisher.backlog, seconds=10)
         assert [m.payload for m in await bus.history("full")][-1] == "left in the outbox"
 
 

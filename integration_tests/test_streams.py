@@ -233,9 +233,9 @@ async def test_memory_pressure_drops_consumed_history_and_warns(
             assert any("noeviction" in r for r in (await bus.stats()).recommendations)
             # Under pressure with allkeys-lru Redis itself may evict the stream (7.x does, at
             # 110 %): what cleanup does is seen with the policy the docs recommend.
-            await bus.redis.config_set("maxmemory-policy", "noeviction")
+            await bus._engine.ctx.redis.config_set("maxmemory-policy", "noeviction")
             used = (await bus.memory()).used_memory
-            await bus.redis.config_set("maxmemory", str(int(used * 1.1)))
+            await bus._engine.ctx.redis.config_set("maxmemory", str(int(used * 1.1)))
             stats = await bus.stats()
             assert stats.server.memory.pressure is not None and stats.server.memory.pressure > 0.8
             assert any("memory at" in r for r in stats.recommendations)

@@ -105,11 +105,11 @@ async def test_mtls_round_trip(tls_server: TLSServer) -> None:
         [msg] = await bus.read("secure.t", group="g", count=10)
         assert (msg.id, msg.payload) == (mid, {"n": 1})
         assert await bus.ack(msg) == 1
-        connection = await bus.redis.connection_pool.get_connection()
+        connection = await bus._engine.ctx.redis.connection_pool.get_connection()
         try:
             assert connection.__class__.__name__ == "SSLConnection"
         finally:
-            await bus.redis.connection_pool.release(connection)
+            await bus._engine.ctx.redis.connection_pool.release(connection)
 
 
 async def test_no_client_certificate_is_refused(tls_server: TLSServer) -> None:
@@ -131,7 +131,7 @@ async def test_host_name_is_checked(tls_server: TLSServer) -> None:
     with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
         await tls_server.bus(host="127.0.0.1").connect()
     async with tls_server.bus(host="127.0.0.1", ssl_check_hostname=False) as bus:
-        assert await bus.redis.ping()
+        assert await bus._engine.ctx.redis.ping()
 
 
 async def test_disabled_plugin_applies_no_ssl_fields(tls_server: TLSServer) -> None:
@@ -165,7 +165,7 @@ async def test_plugin_options_reach_redis_py(tls_server: TLSServer) -> None:
     bus = tls_server.bus()
     bus.plugins.register(ClientName("agent"), name="client_name")
     async with bus:
-        assert await bus.redis.client_getname() == "agent-tls"
+        assert await bus._engine.ctx.redis.client_getname() == "agent-tls"
 
 
 async def test_a_three_master_cluster_over_tls(tmp_path: Path) -> None:
@@ -201,7 +201,7 @@ async def test_a_three_master_cluster_over_tls(tmp_path: Path) -> None:
                 assert (message.id, message.payload) == (ids[topic], {"topic": topic})
                 assert await bus.ack(message) == 1
             assert await bus.topics() == sorted(topics)
-            masters = bus.redis.get_primaries()  # each one used, over TLS
+            masters = bus._engine.ctx.redis.get_primaries()  # each one used, over TLS
             assert len(masters) == 3 and all(m._connections for m in masters)
             assert {m.connection_class.__name__ for m in masters} == {"SSLConnection"}
         holding = [redis.Redis(unix_socket_path=str(n.socket_path)) for n in nodes]  # plain, local

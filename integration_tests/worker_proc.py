@@ -15,7 +15,7 @@ async def main(url: str, prefix: str, topic: str, consumer: str) -> None:
         @bus.subscribe(topic, group="crash", concurrency=4, prefetch=20)
         async def handle(msg: Message) -> None:
             await asyncio.sleep(0.02)
-            await bus.redis.sadd(f"{prefix}:handled", msg.id)
+            await bus._engine.ctx.redis.sadd(f"{prefix}:handled", msg.id)
 
         await bus.run()
 

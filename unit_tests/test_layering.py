@@ -39,13 +39,15 @@ CORE_INTERNAL = {
     "relaybus.settings": "how the core merges plugin-owned settings and subscribe options",
     "relaybus.scripts": "the Lua sources of the engine",
 }
-CORE_FILES = {"bus", "sync", *(m.split(".")[1] for m in CORE_INTERNAL)}  # a module or a package
+# the facade's modules: Bus, SyncBus, and Records (versioned records, on the engine's road)
+CORE_FILES = {"bus", "sync", "records", *(m.split(".")[1] for m in CORE_INTERNAL)}  # a module or a package
 # Modules of values and checks that the facade's public methods take and return, shared by
 # the core and its callers inside the package (the objects they hand out are public).
 SHARED = {
     "relaybus": "the public API",
     "relaybus.bus": "defines Bus",
     "relaybus.sync": "defines SyncBus",
+    "relaybus.records": "defines Records (the A2A stores are built on it)",
     "relaybus.message": "Message and its codec",
     "relaybus.errors": "the exceptions",
     "relaybus.keys": "topic, group and pattern checks",

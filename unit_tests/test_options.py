@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from relaybus import Bus, SyncBus
-from relaybus.engine.publisher import Publisher
-from relaybus.options import PublishOptions
+from relaybus.options import PublishOptions, PublishParams
 
 
 def keywords(function: Any) -> dict[str, Any]:
@@ -23,9 +22,28 @@ def keywords(function: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("function", [Bus.publish, SyncBus.publish, Publisher.publish])
+@pytest.mark.parametrize(
+    "function", [Bus.publish, SyncBus.publish, PublishParams], ids=["Bus", "SyncBus", "PublishParams"]
+)
 def test_spelt_out_publish_keywords_are_the_publish_options(function: Any) -> None:
     assert keywords(function) == typing.get_type_hints(PublishOptions)
+
+
+def test_the_params_the_engine_gets_default_as_bus_publish_does() -> None:
+    def defaults(function: Any) -> dict[str, Any]:
+        parameters = inspect.signature(function).parameters.values()
+        return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    assert defaults(PublishParams) == defaults(Bus.publish)
+
+
+def test_publish_params_are_checked_once_made() -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        PublishParams(ttl=-1)
+    with pytest.raises(ValueError, match="dedup_key"):
+        PublishParams(dedup_key="")
+    with pytest.raises(TypeError, match="priorty"):
+        PublishParams(**{"priorty": 3})
 
 
 @pytest.mark.parametrize("function", [Bus.publish_many, SyncBus.publish_many])

@@ -22,11 +22,6 @@ from relaybus import Bus, SyncBus
 ONLY_ON_BUS = {
     # The loop the async bus was connected on; a SyncBus owns a private loop thread instead.
     "loop",
-    # Engine internals on the facade (issue 25 makes them private); no sync caller needs them.
-    "redis",
-    "publisher",
-    "groups",
-    "settlement",
 }
 # The async context manager and its sync counterpart: same parameters, unwrapped returns.
 COUNTERPARTS = {"__aenter__": "__enter__", "__aexit__": "__exit__"}

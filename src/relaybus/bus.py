@@ -9,33 +9,25 @@ import logging
 import os
 import socket
 import time
-import weakref
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, Unpack
 
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import ResponseError
 
 from . import arguments, hookspecs, settings
 from .config import BusConfig
-from .connection import UNAVAILABLE, Health, make_client, unavailable
+from .connection import UNAVAILABLE, Health, unavailable
 from .delivery import Handler, Subscription
-from .engine import broadcast, pull, replies, retained
 from .engine import follow as followers
-from .engine.consumer import Consumer
-from .engine.context import Context
-from .engine.doorbell import Doorbell
-from .engine.groups import Groups, group_lost, redis_full
-from .engine.publisher import Publisher
+from .engine.engine import Engine
+from .engine.groups import redis_full
 from .engine.retained import Retention
-from .engine.scripts import Scripts
-from .engine.settlement import Settlement
-from .errors import BusUnavailableError, DecodeError, FilterError, RedisFullError, RelayBusError
-from .keys import Keys, lanes_in, registered_topics, validate_group, validate_pattern, validate_topic
+from .errors import FilterError, RedisFullError, RelayBusError
+from .keys import Keys, validate_group, validate_pattern, validate_topic
 from .message import Message, new_id
-from .options import PublishOptions
-from .periodic import every
+from .options import PublishOptions, PublishParams
 from .plugins import PluginManager
 from .redact import redact_url
 from .stats import (
@@ -52,7 +44,6 @@ from .stats import (
 log = logging.getLogger("relaybus")
 P = ParamSpec("P")
 T = TypeVar("T")
-OUTBOX_FLUSH_INTERVAL_S = 0.5
 
 
 def _reports_unavailable(
@@ -117,15 +108,7 @@ class Bus:
         self.health = Health(self._connection_changed, self.config.password)
         self._subscriptions: list[Subscription] = []
         self._plugins_loaded = False
-        self._ctx: Context | None = None
-        self._groups: Groups | None = None
-        self._settlement: Settlement | None = None
-        self._publisher: Publisher | None = None
-        self._consumer: Consumer | None = None
-        self._background: list[asyncio.Task[None]] = []
-        self._closing = asyncio.Event()
-        self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # pub/sub clients outside the pool
-        self._inbox: replies.Inbox | None = None  # made by the first request()
+        self._opened: Engine | None = None  # from connect() to close()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []  # on_close()
 
@@ -158,79 +141,19 @@ class Bus:
             BusUnavailableError: Redis did not answer within `connect_timeout`.
             ConfigError: The outbox at `outbox_path` cannot be opened.
         """
-        if self._ctx is not None:
+        if self._opened is not None:
             return self
         self._load_plugins()
-        options = [o for _, o in self.plugins.call(hookspecs.redis_connection_options, self.config)]
-        client = make_client(self.config, options)
-
-        def dedicated() -> Any:
-            made = make_client(self.config, options, max_connections=1)
-            self._dedicated.add(made)
-            return made
-
-        wake_client = dedicated()
-        ctx = Context(
-            bus=self,
-            config=self.config,
-            keys=self.keys,
-            redis=client,
-            dedicated=dedicated,
-            scripts=Scripts(client),
-            health=self.health,
-            plugins=self.plugins,
-            doorbell=Doorbell(wake_client, self.keys, self.health),
-            consumer=self.consumer,
-            counters=self.counters,
+        engine = self._opened = Engine.build(
+            self, self.config, self.keys, self.plugins, self.health, self.consumer, self.counters
         )
-        publisher = Publisher(ctx)
         try:
-            await asyncio.wait_for(client.ping(), self.config.connect_timeout)
-            await publisher.start()
-            self._ctx, self._publisher = ctx, publisher
-            self._groups = Groups(client, self.keys, ctx.scripts)
-            self._settlement = Settlement(ctx, self._groups)
-            if publisher.outbox is not None:
-                await self._flush_outbox()  # what an earlier process left, before anything new
-        except BaseException as exc:  # a half-connected bus would look connected: undo it all
-            publisher.close()
-            self._ctx = self._publisher = self._groups = self._settlement = None
-            await client.aclose()
-            await wake_client.aclose()
-            if isinstance(exc, (TimeoutError, *UNAVAILABLE, InvalidResponse)):
-                hint = " (is it a Redis server?)" if isinstance(exc, InvalidResponse) else ""
-                raise BusUnavailableError(
-                    f"cannot reach Redis at {redact_url(self.config.url)}: {type(exc).__name__}: {exc}{hint}"
-                ) from None
+            await engine.start()  # its connection state changes reach the hooks, as an open bus's
+        except BaseException:
+            self._opened = None
             raise
-        await self.health.succeeded()
         self._loop = asyncio.get_running_loop()
-        self._closing = asyncio.Event()
-        jobs = [(self.config.health_check_interval_s, self._check_health)]
-        if self.config.periodic_cleanup:
-            jobs.append((self.config.cleanup_interval_s, self._cleanup))
-        if publisher.outbox is not None:
-            jobs.append((OUTBOX_FLUSH_INTERVAL_S, self._flush_outbox))
-        self._background = [asyncio.create_task(every(s, job, self._closing)) for s, job in jobs]
         return self
-
-    async def _check_health(self) -> None:
-        try:
-            await self.redis.ping()
-        except UNAVAILABLE as exc:
-            await self.health.failed(exc, "disconnected")
-            return
-        await self.health.succeeded()
-
-    async def _flush_outbox(self) -> None:
-        """Never raises for Redis being away or refusing an entry: the flush is retried
-        every OUTBOX_FLUSH_INTERVAL_S, and the entry stays first in the outbox."""
-        try:
-            await self.publisher.flush()
-        except BusUnavailableError as exc:
-            await self.health.failed(exc)
-        except (RelayBusError, ResponseError) as exc:
-            log.warning("relaybus: outbox flush refused (%s: %s); retrying", type(exc).__name__, exc)
 
     async def _connection_changed(self, old: str, new: str, error: str | None) -> None:
         level = logging.INFO if new == "connected" else logging.WARNING
@@ -242,7 +165,7 @@ class Bus:
             new,
             f" ({error})" if error else "",
         )
-        if self._ctx is not None:
+        if self._opened is not None:
             await self.plugins.call(hookspecs.on_connection_state, self, old, new, error)
 
     def _load_plugins(self) -> None:
@@ -253,30 +176,12 @@ class Bus:
 
     async def close(self) -> None:
         """Stop `run()` (draining), end the background jobs and close every connection."""
-        if self._consumer is not None:
-            await self.stop()
-        if self._ctx is not None:
-            await self._run_close_callbacks()
-        self._closing.set()
-        for task in self._background:  # a job under way finishes (each command within socket_timeout)
-            await task
-        self._background = []
-        ctx, self._ctx = self._ctx, None
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
-        self._groups = self._settlement = None
-        if ctx is not None:
-            try:
-                if self._inbox is not None:
-                    await self._inbox.close()
-                    self._inbox = None
-                await ctx.scripts.close()
-                await ctx.doorbell.close()
-            finally:  # every connection closes, whatever the doorbell ended with
-                for client in [*self._dedicated, ctx.redis]:  # listen()'s too: they end with an error
-                    await client.aclose()
-                self._dedicated.clear()
+        engine = self._opened
+        if engine is not None:
+            await engine.drain()
+            await self._run_close_callbacks()  # run() has stopped; every connection is still open
+            self._opened = None
+            await engine.close()
 
     async def __aenter__(self) -> Bus:
         return await self.connect()
@@ -293,33 +198,10 @@ class Bus:
         return self._loop
 
     @property
-    def _engine(self) -> Context:
-        if self._ctx is None:
+    def _engine(self) -> Engine:
+        if self._opened is None:
             raise RelayBusError("the bus is not connected: use 'async with bus:' or 'await bus.connect()'")
-        return self._ctx
-
-    @property
-    def redis(self) -> Any:
-        """The pooled redis-py client (for tools and tests that look at keys directly)."""
-        return self._engine.redis
-
-    @property
-    def publisher(self) -> Publisher:
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        assert self._publisher is not None
-        return self._publisher
-
-    @property
-    def groups(self) -> Groups:
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        assert self._groups is not None
-        return self._groups
-
-    @property
-    def settlement(self) -> Settlement:
-        self._engine  # noqa: B018 - raises the clear error when not connected
-        assert self._settlement is not None
-        return self._settlement
+        return self._opened
 
     # -- publishing ------------------------------------------------------------
 
@@ -368,9 +250,7 @@ class Bus:
             BusUnavailableError: Redis stayed unreachable and there is no outbox.
             ReplicationError: Fewer than `min_replicas_acked` replicas confirmed it in time.
         """
-        ids = await self.publisher.publish(
-            topic,
-            [payload],
+        params = PublishParams(
             priority=priority,
             ttl=ttl,
             delay=delay,
@@ -381,6 +261,7 @@ class Bus:
             reply_to=reply_to,
             dedup_window=dedup_window,
         )
+        ids = await self._engine.publish(topic, [payload], params)
         return ids[0]
 
     async def publish_many(
@@ -400,7 +281,8 @@ class Bus:
             MessageTooLargeError: A message is too large; nothing is appended.
             QueueFullError: The topic is at `max_queue_size` with `overflow="reject"`.
         """
-        return await self.publisher.publish(topic, list(payloads), **options)
+        params = PublishParams(**options)
+        return await self._engine.publish(topic, list(payloads), params)
 
     # -- consuming: push -------------------------------------------------------
 
@@ -508,22 +390,7 @@ class Bus:
                 raised at once, not at the timeout.
         """
         arguments.seconds("timeout", timeout, positive=True)
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = replies.Inbox(self._engine)
-
-        async def publish(correlation_id: str, token: str) -> None:
-            await self.publish(
-                topic,
-                payload,
-                priority=priority,
-                ttl=timeout,
-                reply_to=inbox.address,
-                correlation_id=correlation_id,
-                headers={**(headers or {}), replies.TOKEN: token},
-            )
-
-        return await inbox.ask(publish, timeout, repr(topic))
+        return await self._engine.request(topic, payload, timeout, priority, headers)
 
     async def reply(self, message: Message, payload: Any, *, headers: dict[str, str] | None = None) -> str:
         """Answer a request (a message with `reply_to`).
@@ -545,16 +412,7 @@ class Bus:
         """
         if not isinstance(message, Message) or not message.reply_to:
             raise ValueError("reply() needs a delivered request: a Message with reply_to set")
-        inbox = replies.inbox_of(message.reply_to)
-        if inbox is None:
-            return await self.publish(
-                message.reply_to,
-                payload,
-                headers=headers,
-                correlation_id=message.correlation_id or message.id,
-            )
-        answer = replies.answer(message, payload, headers, self.consumer)
-        return await replies.send(self._engine, inbox, answer)
+        return await self._engine.reply(message, payload, headers)
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -571,20 +429,15 @@ class Bus:
         Raises:
             RelayBusError: `run()` is already going on this bus.
         """
-        if self._consumer is not None:
+        if self._opened is not None and self._opened.consumer is not None:
             raise RelayBusError("run() is already going on this bus")
         await self.connect()
-        self._consumer = Consumer(self._engine, self.groups, self.settlement, self._subscriptions)
-        try:
-            await self._consumer.run()
-        finally:
-            self._consumer = None
+        await self._engine.run(self._subscriptions)
 
     async def stop(self) -> None:
         """Stop reading; returns when in-flight handlers have finished and acks are sent."""
-        consumer = self._consumer
-        if consumer is not None:
-            await consumer.stop()
+        if self._opened is not None:
+            await self._opened.stop()
 
     # -- consuming: pull -------------------------------------------------------
 
@@ -622,23 +475,7 @@ class Bus:
         if block_ms is not None:
             arguments.count("block_ms", block_ms, least=0)
         arguments.choice("start", start, ("earliest", "latest"))
-        args = (
-            self._engine,
-            self.groups,
-            self.settlement,
-            topic,
-            group,
-            consumer or self.consumer,
-            count,
-            block_ms or 0,
-            start,
-        )
-        try:
-            return await pull.read(*args)
-        except ResponseError as exc:
-            if not group_lost(exc):
-                raise
-            return await pull.read(*args)  # deleted under us: made again by this read, once
+        return await self._engine.read(topic, group, consumer or self.consumer, count, block_ms or 0, start)
 
     @_reports_unavailable
     async def ack(self, *messages: Message) -> int:
@@ -650,7 +487,7 @@ class Bus:
         Returns:
             How many were still pending (an ack of an already-acked message counts 0).
         """
-        return await self.settlement.acked(messages)
+        return await self._engine.ack(messages)
 
     @_reports_unavailable
     async def dead_letter(self, message: Message, reason: str, error: BaseException | None = None) -> bool:
@@ -664,7 +501,7 @@ class Bus:
         Returns:
             True if it was moved; False if it was no longer pending (acked or moved before).
         """
-        return await self.settlement.dead_lettered(message, reason, error)
+        return await self._engine.dead_letter(message, reason, error)
 
     # -- history and dead letters -----------------------------------------------
 
@@ -683,7 +520,7 @@ class Bus:
         """
         validate_topic(topic)
         arguments.count("limit", limit)
-        return await retained.history(self._engine, self.groups, topic, limit)
+        return await self._engine.history(topic, limit)
 
     @_reports_unavailable
     async def dead_letters(self, topic: str, limit: int = 100) -> list[Message]:
@@ -698,7 +535,7 @@ class Bus:
         """
         validate_topic(topic)
         arguments.count("limit", limit)
-        return await retained.dead_letters(self._engine, topic, limit)
+        return await self._engine.dead_letters(topic, limit)
 
     @_reports_unavailable
     async def replay_dead_letters(self, topic: str, ids: Iterable[str] | None = None) -> int:
@@ -712,7 +549,7 @@ class Bus:
             How many were put back.
         """
         validate_topic(topic)
-        return await retained.replay_dead_letters(self._engine, topic, arguments.ids("ids", ids))
+        return await self._engine.replay_dead_letters(topic, arguments.ids("ids", ids))
 
     @_reports_unavailable
     async def purge_dead_letters(self, topic: str) -> int:
@@ -725,7 +562,7 @@ class Bus:
             How many there were.
         """
         validate_topic(topic)
-        return await retained.purge_dead_letters(self._engine, topic)
+        return await self._engine.purge_dead_letters(topic)
 
     # -- resumable streams -----------------------------------------------------
 
@@ -745,7 +582,7 @@ class Bus:
             An async iterator of the messages.
         """
         validate_topic(topic)
-        return followers.follow(self._engine, topic, followers.check_position(after))
+        return self._engine.follow(topic, followers.check_position(after))
 
     @_reports_unavailable
     async def close_topic(self, topic: str, keep_s: float = 600) -> int:
@@ -764,7 +601,7 @@ class Bus:
         """
         validate_topic(topic)
         arguments.seconds("keep_s", keep_s, positive=True)
-        return await followers.close(self._engine, topic, keep_s)
+        return await self._engine.close_topic(topic, keep_s)
 
     # -- ephemeral broadcast ---------------------------------------------------
 
@@ -782,7 +619,7 @@ class Bus:
             How many listeners Redis handed it to.
         """
         validate_topic(topic)
-        return await broadcast.send(self._engine, Message(topic=topic, payload=payload, **fields))
+        return await self._engine.broadcast(Message(topic=topic, payload=payload, **fields))
 
     def listen(self, *patterns: str) -> AsyncGenerator[Message, None]:
         """Yield broadcasts on topics matching any of the patterns, until the caller stops.
@@ -798,7 +635,7 @@ class Bus:
         """
         if not patterns:
             raise ValueError("listen needs at least one topic or pattern")
-        return broadcast.listen(self._engine, [validate_pattern(p) for p in patterns])
+        return self._engine.listen([validate_pattern(p) for p in patterns])
 
     @_reports_unavailable
     async def topics(self) -> list[str]:
@@ -806,7 +643,7 @@ class Bus:
         return await self._topics()
 
     async def _topics(self) -> list[str]:
-        return registered_topics(await self.redis.smembers(self.keys.registry))
+        return await self._engine.topics()
 
     # -- stream management -----------------------------------------------------
 
@@ -823,10 +660,6 @@ class Bus:
         failures = await self.plugins.call(hookspecs.on_cleanup, self)
         if failures:
             raise failures[0]
-
-    async def _cleanup(self) -> None:
-        """The periodic run: a failing plugin is logged by the hook caller, boundedly."""
-        await self.plugins.call(hookspecs.on_cleanup, self)
 
     @_reports_unavailable
     async def set_retention(
@@ -859,10 +692,8 @@ class Bus:
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
         _check_keep(dlq_keep_s, dlq_keep_len, "dlq_")
-        wanted = retained.Retention(
-            keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len
-        )
-        return await retained.set_retention(self._engine, topic, wanted, at_least)
+        wanted = Retention(keep_s=keep_s, keep_len=keep_len, dlq_keep_s=dlq_keep_s, dlq_keep_len=dlq_keep_len)
+        return await self._engine.set_retention(topic, wanted, at_least)
 
     @_reports_unavailable
     async def retention(self, topic: str) -> Retention | None:
@@ -875,7 +706,7 @@ class Bus:
             The stored retention; None: none stored (cleanup keeps all of its history).
         """
         validate_topic(topic)
-        return await retained.retention(self._engine, topic)
+        return await self._engine.retention(topic)
 
     @_reports_unavailable
     async def trim(self, topic: str, *, keep_s: float | None = None, keep_len: int | None = None) -> int:
@@ -894,7 +725,7 @@ class Bus:
         """
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
-        return await retained.trim(self._engine, topic, keep_s, keep_len)
+        return await self._engine.trim(topic, keep_s, keep_len)
 
     @_reports_unavailable
     async def trim_dead_letters(
@@ -912,12 +743,12 @@ class Bus:
         """
         validate_topic(topic)
         _check_keep(keep_s, keep_len)
-        return await retained.trim_dead_letters(self._engine, topic, keep_s, keep_len)
+        return await self._engine.trim_dead_letters(topic, keep_s, keep_len)
 
     @_reports_unavailable
     async def memory(self) -> MemoryStats:
         """Redis's memory use, limit and eviction policy (INFO memory)."""
-        return memory_from_info(await server_info(self.redis, "memory"))
+        return memory_from_info(await server_info(self._engine.ctx.redis, "memory"))
 
     @_reports_unavailable
     async def stats(self, topics: Iterable[str] | None = None) -> BusStats:
@@ -935,10 +766,11 @@ class Bus:
         names = sorted(topics) if topics is not None else await self._topics()
         for name in names:
             validate_topic(name)
-        per_topic = [await topic_stats(self.redis, self.keys, name) for name in names]
-        infos = await server_info(self.redis)
+        redis = self._engine.ctx.redis  # stats.py's diagnostic reads: redis-py's own pipelines
+        per_topic = [await topic_stats(redis, self.keys, name) for name in names]
+        infos = await server_info(redis)
         server = server_from_info(infos)
-        health, outbox = self.health, self.publisher.outbox
+        health, outbox = self.health, self._engine.publisher.outbox
         connection = ConnectionStats(
             state=health.state,
             uptime_s=time.time() - health.connected_since if health.connected_since else None,
@@ -979,28 +811,7 @@ class Bus:
         """
         validate_topic(topic)
         arguments.count("limit", limit)
-        start = b"(" + (followers.check_position(after) or "0-0").encode()
-        redis = self._engine.redis
-        lanes = lanes_in(await redis.smembers(self.keys.lanes(topic)))
-        found: list[tuple[tuple[int, ...], Message]] = []
-        for key in [self.keys.lane(topic, n) for n in [0, *lanes]]:
-            cursor, got = start, 0
-            while got < limit:  # pages on past undecodable entries (skipped), so a page of them stalls no one
-                entries = await redis.xrange(key, min=cursor, count=limit)
-                for entry_id, fields in entries:
-                    try:
-                        message = self.groups.to_message((entry_id, fields), None, key)
-                    except DecodeError:
-                        continue
-                    found.append((tuple(int(p) for p in entry_id.split(b"-")), message))
-                    got += 1
-                if len(entries) < limit:
-                    break
-                cursor = b"(" + entries[-1][0]
-        found.sort(key=lambda f: f[0])
-        if len(found) > limit:  # never split messages that share the last entry id
-            found = [f for f in found if f[0] <= found[limit - 1][0]]
-        return [message for _, message in found]
+        return await self._engine.history_after(topic, followers.check_position(after), limit)
 
     @_reports_unavailable
     async def dead_letter_count(self, topic: str) -> int:
@@ -1010,7 +821,7 @@ class Bus:
             topic: the topic whose dead-letter queue to count.
         """
         validate_topic(topic)
-        return int(await self._engine.redis.xlen(self.keys.dlq(topic)))
+        return await self._engine.dead_letter_count(topic)
 
     @_reports_unavailable
     async def consumer_groups(self, topic: str) -> list[str]:
@@ -1022,20 +833,7 @@ class Bus:
             topic: the topic whose groups to list.
         """
         validate_topic(topic)
-        redis = self._engine.redis
-        lanes = lanes_in(await redis.smembers(self.keys.lanes(topic)))
-        async with redis.pipeline(transaction=False) as pipe:
-            for n in [0, *lanes]:
-                pipe.xinfo_groups(self.keys.lane(topic, n))
-            replies = await pipe.execute(raise_on_error=False)
-        names = set()
-        for reply in replies:
-            if isinstance(reply, ResponseError) and "no such key" in str(reply):
-                continue  # that stream does not exist (yet)
-            if isinstance(reply, BaseException):
-                raise reply
-            names |= {g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in reply}
-        return sorted(names)
+        return await self._engine.consumer_groups(topic)
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Have `close()` await `callback()` once `run()` has stopped and before any

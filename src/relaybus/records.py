@@ -1,7 +1,7 @@
 """Versioned records: small JSON documents under the bus prefix, each written with a
 compare-and-set in one atomic step (docs/protocol-backends.md#versioned-records).
 
-`bus.records("a2a.tasks")` is a namespace: one Redis hash, so on a Cluster every record
+`Records(bus, "a2a.tasks")` is a namespace: one Redis hash, so on a Cluster every record
 of a namespace is on one node and a write is one script there. Each record has a value
 (JSON), a version (1 for the first write, +1 for each later one) and a tag (a short
 string the writer chooses, e.g. a state) that a write can be conditional on. This is
@@ -25,28 +25,6 @@ if TYPE_CHECKING:
 
 TAG_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")
 
-# KEYS[1]: the namespace's hash. ARGV: field, value, tag, expected version ('' any, '0'
-# absent), tags the stored record must have ('' any, else newline-separated).
-# Returns {1, new version, tag} or {0, stored version (0: absent), stored tag}.
-PUT = """
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-local version, tag = 0, ''
-if stored then
-  local v, t = string.match(stored, '^(%d+)|([^|]*)|')
-  version, tag = tonumber(v), t
-end
-if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then return {0, version, tag} end
-if ARGV[5] ~= '' then
-  local allowed = false
-  for t in string.gmatch(ARGV[5], '[^\\n]+') do
-    if stored and t == tag then allowed = true end
-  end
-  if not allowed then return {0, version, tag} end
-end
-redis.call('HSET', KEYS[1], ARGV[1], (version + 1) .. '|' .. ARGV[3] .. '|' .. ARGV[2])
-return {1, version + 1, ARGV[3]}
-"""
-
 
 class VersionConflictError(RelayBusError):
     """A conditional `Records.put` found the record otherwise than it asked: nothing was
@@ -66,7 +44,8 @@ class Record:
 
 
 class Records:
-    """One namespace of versioned records on a connected bus (`bus.records(namespace)`)."""
+    """One namespace of versioned records on a bus (used once it is connected). Part of the
+    core: its commands take the engine's one road to Redis (docs/architecture.md)."""
 
     def __init__(self, bus: Bus, namespace: str) -> None:
         validate_topic(namespace)  # the same names as topics
@@ -75,13 +54,14 @@ class Records:
         self.key = f"{bus.keys.prefix}:{{#records/{namespace}}}:records"
 
     async def get(self, key: str) -> Record | None:
-        stored = await self.bus.redis.hget(self.key, key)
+        stored = await self.bus._engine.ctx.scripts.call("HGET", [self.key], [key])
         return None if stored is None else _record(stored)
 
     async def all(self) -> dict[str, Record]:
         """Every record of the namespace (one HGETALL)."""
-        stored = await self.bus.redis.hgetall(self.key)
-        return {field.decode(): _record(raw) for field, raw in stored.items()}
+        stored = await self.bus._engine.ctx.scripts.call("HGETALL", [self.key], [])
+        pairs = stored.items() if isinstance(stored, dict) else zip(stored[::2], stored[1::2], strict=True)
+        return {field.decode(): _record(raw) for field, raw in pairs}
 
     async def put(
         self,
@@ -109,10 +89,11 @@ class Records:
                 *([f"a tag in {sorted(when_tag_in)}"] if when_tag_in is not None else []),
             ]
         )
-        put = self.bus.redis.register_script(PUT)  # EVALSHA, loading the script when missing
-        written, found, found_tag = await put(
-            keys=[self.key],
-            args=[
+        scripts = self.bus._engine.ctx.scripts
+        written, found, found_tag = await scripts.call(
+            scripts.record_put,
+            [self.key],
+            [
                 key,
                 orjson.dumps(value),
                 tag,
@@ -126,7 +107,7 @@ class Records:
 
     async def delete(self, key: str) -> bool:
         """Remove the record; whether there was one."""
-        return bool(await self.bus.redis.hdel(self.key, key))
+        return bool(await self.bus._engine.ctx.scripts.call("HDEL", [self.key], [key]))
 
 
 def _text(value: bytes | str) -> str:

@@ -15,9 +15,9 @@ from ..keys import registered_topics
 from ..periodic import every
 from .context import Context
 from .groups import Groups
-from .reader import ACK_BATCH, Feed, Reader
-from .runners import Held, Runners
-from .settlement import Acks, Settlement
+from .reader import Feed, Reader
+from .runners import Runners
+from .settlement import Settlement
 
 log = logging.getLogger("relaybus")
 DISCOVERY_INTERVAL_S = 0.5  # pattern subscriptions see a new topic within this
@@ -34,13 +34,9 @@ class Consumer:
         if not subscriptions:
             raise ValueError("run() needs at least one bus.subscribe(...) handler")
         self.ctx = ctx
-        self._subscriptions = list(subscriptions)
-        self._held = Held()
-        self._acks = Acks(self._wake_reader, ACK_BATCH)
-        self._reader = Reader(ctx, groups, self._acks, self._held)
+        self._reader = Reader(ctx, groups)
+        self._runners = [Runners(s, settlement, self._reader) for s in subscriptions]
         self._groups = groups
-        self._settlement = settlement
-        self._runners: list[Runners] = []
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
         self._fed: set[tuple[Runners, str]] = set()
@@ -48,14 +44,8 @@ class Consumer:
         self._sweeps = 0
         self._discoveries = 0
 
-    def _wake_reader(self) -> None:
-        self._reader.kick()  # (the reader is made after the acks that call this)
-
     async def run(self) -> None:
         ctx, reader = self.ctx, self._reader
-        self._runners = [
-            Runners(s, self._settlement, self._acks, self._held, reader.kick) for s in self._subscriptions
-        ]
         reading = asyncio.create_task(reader.run(), name="relaybus-reader")
         claim_every = ctx.config.claim_idle_ms / 1000
         discovering = asyncio.create_task(self._discover_until_stopped(), name="relaybus-discovery")
@@ -115,7 +105,7 @@ class Consumer:
 
     async def _heartbeat(self) -> None:
         try:
-            await self._held.heartbeat(self._groups, self.ctx.consumer)
+            await self._reader.held.heartbeat(self._groups, self.ctx.consumer)
         except UNAVAILABLE as exc:  # the reader's and the connection state's warnings say it
             await self.ctx.health.failed(exc)
 
@@ -144,7 +134,9 @@ class Consumer:
         registry: list[str] = []
         size = await self._registry_changed() if any(r.sub.patterns for r in self._runners) else None
         if size is not None:
-            registry = registered_topics(await self.ctx.redis.smembers(self.ctx.keys.registry))
+            registry = registered_topics(
+                await self.ctx.scripts.call("SMEMBERS", [self.ctx.keys.registry], [])
+            )
             self._registry_size = size
         feeds = []
         for runners in self._runners:
@@ -164,7 +156,7 @@ class Consumer:
     async def _registry_changed(self) -> int | None:
         """The registry's size if it is worth reading in full: SCARD each time (cheap),
         the whole set when the size changed, and now and then anyway."""
-        size = int(await self.ctx.redis.scard(self.ctx.keys.registry))
+        size = int(await self.ctx.scripts.call("SCARD", [self.ctx.keys.registry], []))
         self._discoveries += 1
         if size != self._registry_size or self._discoveries % FULL_DISCOVERY_EVERY == 0:
             return size

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ..keys import Keys, lanes_in
@@ -42,9 +41,10 @@ def redis_full(exc: BaseException) -> bool:
     )
 
 
-def _counts_after_claim(pending: Iterable[dict[str, Any]]) -> dict[bytes, int]:
-    """XPENDING's delivery counts as they are once XCLAIM has counted one more."""
-    return {p["message_id"]: int(p["times_delivered"]) + 1 for p in pending}
+def _entries(raw: Sequence[Any]) -> list[Entry]:
+    """XCLAIM's and XAUTOCLAIM's entries as Redis sends them: [id, [field, value, ...]],
+    or nil for one deleted while pending (Redis 6.2; kept as (None, None), see _live)."""
+    return [(e[0], _fields(e[1])) if e is not None else (None, None) for e in raw]  # type: ignore[misc]
 
 
 async def _unless_no_group(reply: Awaitable[Any]) -> Any:
@@ -65,7 +65,7 @@ def _id_order(entry_id: bytes) -> tuple[int, int]:
 
 def _live(claimed: Sequence[Entry]) -> list[Entry]:
     """Claimed entries that still exist: Redis 6.2 answers an entry deleted while
-    pending with (None, None) - keeping its id pending - where 7.x leaves it out."""
+    pending with nil - keeping its id pending - where 7.x leaves it out."""
     return [entry for entry in claimed if entry[0] is not None]
 
 
@@ -97,8 +97,7 @@ class Groups:
     one script can read them in order.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts) -> None:
-        self.redis = redis
+    def __init__(self, keys: Keys, scripts: Scripts) -> None:
         self.keys = keys
         self.scripts = scripts
         self._groups: set[tuple[str, str]] = set()  # (topic, group) known to exist
@@ -107,7 +106,7 @@ class Groups:
     async def sources(self, topic: str, group: str) -> list[str]:
         """The streams a group reads for a topic, most urgent first: its retry stream,
         the priority lanes in use (9 down to 1), the topic stream."""
-        lanes = lanes_in(await self.redis.smembers(self.keys.lanes(topic)))[::-1]
+        lanes = lanes_in(await self.scripts.call("SMEMBERS", [self.keys.lanes(topic)], []))[::-1]
         return [
             self.keys.retry(topic, group),
             *(self.keys.lane(topic, n) for n in lanes),
@@ -221,13 +220,13 @@ class Groups:
                 left[key] = start
                 continue
             reply = await _unless_no_group(
-                self.redis.xautoclaim(
-                    key, group, consumer, min_idle_ms, start_id=start, count=count - len(out)
+                self.scripts.call(
+                    "XAUTOCLAIM", [key], [group, consumer, min_idle_ms, start, "COUNT", count - len(out)]
                 )
             )
             if reply is None:
                 continue
-            out.extend((key, entry) for entry in _live(reply[1]))
+            out.extend((key, entry) for entry in _live(_entries(reply[1])))
             if _sid(reply[0]) != "0-0":
                 left[key] = _sid(reply[0])
         return left, out
@@ -244,21 +243,17 @@ class Groups:
             if len(out) >= count:
                 break
             pending = await _unless_no_group(
-                self.redis.xpending_range(
-                    key,
-                    group,
-                    min=after.get(key, "-"),
-                    max="+",
-                    count=count - len(out),
-                    consumername=consumer,
+                self.scripts.call(
+                    "XPENDING", [key], [group, after.get(key, "-"), "+", count - len(out), consumer]
                 )
             )
-            ids = [p["message_id"] for p in pending or ()]
+            ids = [p[0] for p in pending or ()]
             if ids:
                 after[key] = "(" + _sid(ids[-1])
                 claimed = await self._claim(key, group, consumer, 0, ids)
                 out.extend((key, entry) for entry in claimed)
-                counts.update(_counts_after_claim(pending))
+                # XPENDING's delivery counts as they are once XCLAIM has counted one more
+                counts.update((p[0], int(p[3]) + 1) for p in pending)
         return out, counts
 
     async def _claim(
@@ -266,11 +261,11 @@ class Groups:
     ) -> list[Entry]:
         """XCLAIM the ids; on Redis 6.2 the ids of entries deleted while pending come back
         as (None, None) and stay pending: when every id not returned is such a one, ack them."""
-        claimed = await self.redis.xclaim(key, group, consumer, min_idle_ms, ids)
+        claimed = _entries(await self.scripts.call("XCLAIM", [key], [group, consumer, min_idle_ms, *ids]))
         live = _live(claimed)
         gone = set(ids) - {entry[0] for entry in live}
         if gone and len(gone) == len(claimed) - len(live):
-            await self.redis.xack(key, group, *gone)
+            await self.scripts.call("XACK", [key], [group, *gone])
         return live
 
     async def delivery_counts(
@@ -283,15 +278,12 @@ class Groups:
             by_key.setdefault(key, []).append(entry_id)
         counts: dict[bytes, int] = {}
         for key, ids in by_key.items():
-            pending = await self.redis.xpending_range(
-                key,
-                group,
-                min=min(ids, key=_id_order),
-                max=max(ids, key=_id_order),
-                count=len(ids) * 4 + 10,
-                consumername=consumer,
+            pending = await self.scripts.call(
+                "XPENDING",
+                [key],
+                [group, min(ids, key=_id_order), max(ids, key=_id_order), len(ids) * 4 + 10, consumer],
             )
-            counts.update((p["message_id"], int(p["times_delivered"])) for p in pending)
+            counts.update((p[0], int(p[3])) for p in pending)
         return counts
 
     async def heartbeat(self, consumer: str, held: dict[tuple[str, str], list[bytes]]) -> None:
@@ -299,10 +291,10 @@ class Groups:
         group) (XCLAIM JUSTID: not a delivery), so a slow handler is not reclaimed."""
         if not held:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (key, group), ids in held.items():
-                pipe.xclaim(key, group, consumer, 0, ids, justid=True)
-            await pipe.execute(raise_on_error=False)  # a group deleted meanwhile: nothing to keep
+        # one round trip; an error reply (a group deleted meanwhile) is left: nothing to keep
+        await self.scripts.run(
+            [("XCLAIM", [key], [group, consumer, 0, *ids, "JUSTID"]) for (key, group), ids in held.items()]
+        )
 
     async def dead_letter(
         self,
@@ -340,9 +332,10 @@ class Groups:
             f"{time.time():.6f}",
         ]
         told = [] if reply is None else [reply[1]]
-        moved = await self.scripts.dead_letter(
-            keys=[source, self.keys.dlq(topic), *([] if reply is None else [reply[0]])],
-            args=[group, entry_id, *told, *fields],
+        moved = await self.scripts.call(
+            self.scripts.dead_letter,
+            [source, self.keys.dlq(topic), *([] if reply is None else [reply[0]])],
+            [group, entry_id, *told, *fields],
         )
         return moved is not None
 
@@ -352,17 +345,24 @@ class Groups:
         nxt = message.model_copy(update={"attempt": message.attempt + 1})
         member = group.encode() + b"|" + encode(nxt)
         due_ms = int((time.time() + delay) * 1000)
-        done = await self.scripts.retry(
-            keys=[message.stream_key, self.keys.delayed(message.topic), self.keys.wake(message.topic)],
-            args=[group, message.entry_id, due_ms, member],
+        done = await self.scripts.call(
+            self.scripts.retry,
+            [message.stream_key, self.keys.delayed(message.topic), self.keys.wake(message.topic)],
+            [group, message.entry_id, due_ms, member],
         )
         return bool(done)
 
     def to_message(self, entry: Entry, group: str | None, source: str) -> Message:
-        """Decode one entry of `source`; raises DecodeError for anything that is not an
-        envelope of that stream's topic."""
-        entry_id, fields = entry
-        message = decode(fields, _sid(entry_id), self.keys.topic_of(source))
-        # where it was delivered from: not wire fields, so nothing to validate
-        message.__dict__.update(group=group, stream_key=source)
-        return message
+        """message_of with this bus's keys: kept only for the CLI's tail until it reads
+        history through the public API (then deleted)."""
+        return message_of(self.keys, entry, group, source)
+
+
+def message_of(keys: Keys, entry: Entry, group: str | None, source: str) -> Message:
+    """Decode one entry of `source`; raises DecodeError for anything that is not an
+    envelope of that stream's topic."""
+    entry_id, fields = entry
+    message = decode(fields, _sid(entry_id), keys.topic_of(source))
+    # where it was delivered from: not wire fields, so nothing to validate
+    message.__dict__.update(group=group, stream_key=source)
+    return message

@@ -17,11 +17,11 @@ from redis.exceptions import ResponseError
 
 import relaybus.hookspecs as hookspecs  # "from .. import" reads as the facade to test_layering
 
-from ..arguments import seconds as check_seconds
 from ..connection import UNAVAILABLE, unavailable
 from ..errors import BusUnavailableError, QueueFullError, RedisFullError, ReplicationError, TopicClosedError
 from ..keys import validate_topic
 from ..message import encode, id_time_ms, made
+from ..options import PublishParams
 from ..outbox import Outbox, OutboxEntry
 from .context import Context
 from .groups import redis_full
@@ -148,50 +148,28 @@ class Publisher:
         if self.outbox is not None:
             self.outbox.close()
 
-    async def publish(
-        self,
-        topic: str,
-        payloads: Sequence[Any],
-        *,
-        priority: int = 0,
-        ttl: float | None = None,
-        delay: float | None = None,
-        dedup_key: str | None = None,
-        headers: dict[str, str] | None = None,
-        sender: str | None = None,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        dedup_window: float | None = None,
-    ) -> list[str]:
+    async def publish(self, topic: str, payloads: Sequence[Any], params: PublishParams) -> list[str]:
         """Make the messages, let `on_publish` change them, write them; their ids."""
         validate_topic(topic)
-        if dedup_window is not None:
-            check_seconds("dedup_window", dedup_window, positive=True)
-        if delay is not None:
-            check_seconds("delay", delay)
-        if ttl is not None:
-            check_seconds("ttl", ttl, positive=True)
-        if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
-            raise ValueError(f"dedup_key must be a non-empty string, got {dedup_key!r}")
-        ttl = ttl if ttl is not None else self.config.default_ttl
+        ttl = params.ttl if params.ttl is not None else self.config.default_ttl
         now = time.time()
         messages = made(
             topic,
             payloads,
             now,
             now + ttl if ttl is not None else None,
-            priority=priority,
-            dedup_key=dedup_key,
-            headers=headers,
-            sender=sender,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
+            priority=params.priority,
+            dedup_key=params.dedup_key,
+            headers=params.headers,
+            sender=params.sender,
+            correlation_id=params.correlation_id,
+            reply_to=params.reply_to,
         )
         hooks = self.ctx.plugins.call
         if hooks.implemented(hookspecs.on_publish):
             messages = [await hooks(hookspecs.on_publish, self.ctx.bus, m) for m in messages]
-        due_ms = int((time.time() + delay) * 1000) if delay is not None else 0
-        window_ms = max(1, int((dedup_window or self.config.dedup_window_s) * 1000))
+        due_ms = int((time.time() + params.delay) * 1000) if params.delay is not None else 0
+        window_ms = max(1, int((params.dedup_window or self.config.dedup_window_s) * 1000))
         writes = [
             Write(
                 encode(m, self.config.max_message_bytes),

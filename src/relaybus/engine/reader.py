@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from .context import Context
 from .groups import Fetch, Groups, group_lost
 from .runners import Delivery, Held, Runners
 from .scripts import Call
-from .settlement import Acks
+from .settlement import AckKey
 
 log = logging.getLogger("relaybus")
 PROBES_PER_ROUND = 64  # probes wait their turn: reads of a round are never held up for long
@@ -54,15 +55,48 @@ class Feed:
     full: bool = False  # its group could not be made, Redis's memory being full (warned once)
 
 
-class Reader:
-    """Fetches for every feed of one run loop and hands entries to their runners; sends
-    the handlers' acks in the same round trips."""
+class Acks:
+    """Acks of handled messages, waiting to go out with the reader's next round trip.
+    `on_due` is called for the first ack queued and when `batch` are: the moments the
+    reader has something new to decide (not for every ack - each call may wake it)."""
 
-    def __init__(self, ctx: Context, groups: Groups, acks: Acks, held: Held) -> None:
+    def __init__(self, on_due: Callable[[], None], batch: int) -> None:
+        self._pending: dict[AckKey, list[bytes | str]] = {}
+        self._on_due = on_due
+        self.batch = batch
+        self.count = 0
+        self.since = 0.0  # when the oldest queued ack was added (monotonic)
+
+    def add(self, stream: str, group: str, entry_id: bytes | str) -> None:
+        self._pending.setdefault((stream, group), []).append(entry_id)
+        if not self.count:
+            self.since = time.monotonic()
+        self.count += 1
+        if self.count == 1 or self.count == self.batch:
+            self._on_due()
+
+    def take(self) -> dict[AckKey, list[bytes | str]]:
+        pending, self._pending, self.count = self._pending, {}, 0
+        return pending
+
+    def put_back(self, pending: dict[AckKey, list[bytes | str]]) -> None:
+        if pending and not self.count:
+            self.since = time.monotonic()
+        for key, ids in pending.items():
+            self._pending.setdefault(key, []).extend(ids)
+            self.count += len(ids)
+
+
+class Reader:
+    """Fetches for every feed of one run loop and hands entries to their runners; owns
+    the handlers' ack queue, and sends it in the same round trips. `held`: what this
+    bus fetched and has not settled (the runners add and discard, heartbeats keep it)."""
+
+    def __init__(self, ctx: Context, groups: Groups) -> None:
         self.ctx = ctx
         self._groups = groups
-        self._acks = acks
-        self._held = held
+        self.acks = Acks(self.kick, ACK_BATCH)
+        self.held = Held()
         self._by_topic: dict[str, list[Feed]] = {}
         # feeds that may hold new entries, per subscription; insertion order is turn order
         self._ready: dict[Runners, dict[Feed, None]] = {}
@@ -160,7 +194,7 @@ class Reader:
     def _acks_due(self) -> float | None:
         """0 when queued acks should go now, else the seconds until they should; None
         with none queued."""
-        acks = self._acks
+        acks = self.acks
         if not acks.count:
             return None
         if acks.count >= acks.batch or not self._fetching:
@@ -271,9 +305,9 @@ class Reader:
         now = time.monotonic()
         if self._ack_deadline is None and not self._give_up:
             self._ack_deadline = now + self.ctx.config.claim_idle_ms / 2000
-        elif (self._give_up or now > (self._ack_deadline or 0)) and self._acks.count:
-            count = self._acks.count
-            self._acks.take()
+        elif (self._give_up or now > (self._ack_deadline or 0)) and self.acks.count:
+            count = self.acks.count
+            self.acks.take()
             log.log(
                 logging.DEBUG if self._acks_given_up else logging.WARNING,
                 "relaybus could not send acks of %d message(s) (%s); they will be delivered again",
@@ -285,13 +319,13 @@ class Reader:
     async def _round(self) -> None:
         if self._fetching and self._claims:  # before reads: a subscription always busy would
             await self._claim()  # otherwise hand all its room to new entries, every round
-        acks = self._acks.take()
+        acks = self.acks.take()
         calls: list[Call] = [("XACK", [stream], [group, *ids]) for (stream, group), ids in acks.items()]
         plan = self._plan(calls) if self._fetching else []
         try:
             replies = await self.ctx.scripts.run(calls)
         except BaseException:
-            self._acks.put_back(acks)
+            self.acks.put_back(acks)
             for feed, count in plan:
                 if count:
                     self._mark_ready(feed)
@@ -397,7 +431,7 @@ class Reader:
                     runners.room,
                     feed.idle_cursors,
                 )
-                got = [g for g in got if (group, g[0], g[1][0]) not in self._held]
+                got = [g for g in got if (group, g[0], g[1][0]) not in self.held]
                 counts = await groups.delivery_counts(group, consumer, got) if got else {}
                 feed.idle = bool(feed.idle_cursors)
             if feed.own or feed.idle:

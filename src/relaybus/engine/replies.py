@@ -172,7 +172,7 @@ class Inbox:
                     self._deliver(entry_id, fields)
                 if entries:  # read, so deleted: the inbox holds only replies not read yet
                     try:
-                        await client.xdel(self.key, *[entry_id for entry_id, _ in entries])
+                        await self.ctx.scripts.call("XDEL", [self.key], [entry_id for entry_id, _ in entries])
                     except UNAVAILABLE as exc:  # they are read: left to expire with the inbox
                         await self.ctx.health.failed(exc)
         finally:

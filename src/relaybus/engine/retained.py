@@ -14,28 +14,30 @@ from redis.exceptions import ResponseError
 
 from ..errors import DecodeError
 from ..keys import lanes_in, validate_group
-from ..message import Message, decode, encode
+from ..message import DEAD_UNDECODABLE, Message, decode, encode
 from .context import Context
-from .groups import Groups
+from .groups import message_of
 
 log = logging.getLogger("relaybus.retention")
 REPLAY_BATCH = 200
 KEPT_NAMED = 10  # undecodable dead letters a replay's warning names by entry id
-FOREIGN = "x-dead-undecodable"  # a dead letter that is no message (never replayed): its size and why
+FOREIGN = DEAD_UNDECODABLE  # a dead letter that is no message (never replayed): its size and why
 FOREIGN_MAX = 300  # characters of that header
 log = logging.getLogger("relaybus")
 
 
-async def history(ctx: Context, groups: Groups, topic: str, limit: int) -> list[Message]:
+async def history(ctx: Context, topic: str, limit: int) -> list[Message]:
     """The latest `limit` retained messages of a topic, every lane, oldest first (by entry
     time; within one millisecond by message id); undecodable entries are skipped."""
-    keys, redis = ctx.keys, ctx.redis
-    lanes = lanes_in(await redis.smembers(keys.lanes(topic)))
+    keys, scripts = ctx.keys, ctx.scripts
+    lanes = lanes_in(await scripts.call("SMEMBERS", [keys.lanes(topic)], []))
+    streams = [keys.lane(topic, n) for n in [0, *lanes]]
+    replies = await scripts.run([("XREVRANGE", [key], ["+", "-", "COUNT", limit]) for key in streams])
     found: list[tuple[int, str, Message]] = []
-    for key in [keys.lane(topic, n) for n in [0, *lanes]]:
-        for entry_id, fields in await redis.xrevrange(key, count=limit):
+    for key, reply in zip(streams, replies, strict=True):
+        for entry_id, fields in _raised(reply):
             try:
-                message = groups.to_message((entry_id, fields), None, key)
+                message = message_of(keys, (entry_id, _pairs(fields)), None, key)
             except DecodeError:
                 continue
             found.append((int(entry_id.split(b"-")[0]), message.id, message))
@@ -43,9 +45,50 @@ async def history(ctx: Context, groups: Groups, topic: str, limit: int) -> list[
     return [message for _, _, message in found[-limit:]]
 
 
+async def history_after(ctx: Context, topic: str, after: str | None, limit: int) -> list[Message]:
+    """The first `limit` retained messages stored after `after` (an entry id), every lane,
+    by entry id; other lanes' messages sharing the last one's entry id come too, so paging
+    on from it skips none. Undecodable entries are skipped and paged past."""
+    keys, scripts = ctx.keys, ctx.scripts
+    start = b"(" + (after or "0-0").encode()
+    lanes = lanes_in(await scripts.call("SMEMBERS", [keys.lanes(topic)], []))
+    found: list[tuple[tuple[int, ...], Message]] = []
+    for key in [keys.lane(topic, n) for n in [0, *lanes]]:
+        cursor, got = start, 0
+        while got < limit:  # pages on past undecodable entries, so a page of them stalls no one
+            entries = await scripts.call("XRANGE", [key], [cursor, "+", "COUNT", limit])
+            for entry_id, fields in entries:
+                try:
+                    message = message_of(keys, (entry_id, _pairs(fields)), None, key)
+                except DecodeError:
+                    continue
+                found.append((tuple(int(p) for p in entry_id.split(b"-")), message))
+                got += 1
+            if len(entries) < limit:
+                break
+            cursor = b"(" + entries[-1][0]
+    found.sort(key=lambda f: f[0])
+    if len(found) > limit:  # never split messages that share the last entry id
+        found = [f for f in found if f[0] <= found[limit - 1][0]]
+    return [message for _, message in found]
+
+
+async def consumer_groups(ctx: Context, topic: str) -> list[str]:
+    """The groups of every lane of a topic, by name; a lane that does not exist has none."""
+    keys, scripts = ctx.keys, ctx.scripts
+    lanes = lanes_in(await scripts.call("SMEMBERS", [keys.lanes(topic)], []))
+    replies = await scripts.run([("XINFO GROUPS", [keys.lane(topic, n)], []) for n in [0, *lanes]])
+    names: set[str] = set()
+    for reply in replies:
+        if isinstance(reply, ResponseError) and "no such key" in str(reply):
+            continue  # that stream does not exist (yet)
+        names |= {_pairs(group)[b"name"].decode() for group in _raised(reply)}
+    return sorted(names)
+
+
 async def dead_letters(ctx: Context, topic: str, limit: int) -> list[Message]:
-    entries = await ctx.redis.xrange(ctx.keys.dlq(topic), count=limit)
-    return [dead_letter_message(topic, eid, fields) for eid, fields in entries]
+    entries = await ctx.scripts.call("XRANGE", [ctx.keys.dlq(topic)], ["-", "+", "COUNT", limit])
+    return [dead_letter_message(topic, eid, _pairs(fields)) for eid, fields in entries]
 
 
 async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | None) -> int:
@@ -58,10 +101,10 @@ async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | Non
     replayed, cursor = 0, "-"
     kept: list[str] = []  # undecodable: left in the DLQ
     while True:
-        entries = await ctx.redis.xrange(dlq, min=cursor, count=REPLAY_BATCH)
+        entries = await scripts.call("XRANGE", [dlq], [cursor, "+", "COUNT", REPLAY_BATCH])
         batch: list[Any] = []
         for eid, fields in entries:
-            message = dead_letter_message(topic, eid, fields)
+            message = dead_letter_message(topic, eid, _pairs(fields))
             if wanted is not None and not {message.id, message.entry_id} & wanted:
                 continue
             if FOREIGN in message.headers:
@@ -87,11 +130,23 @@ async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | Non
 
 
 async def purge_dead_letters(ctx: Context, topic: str) -> int:
-    async with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.xlen(ctx.keys.dlq(topic))
-        pipe.delete(ctx.keys.dlq(topic))
-        length, _ = await pipe.execute()
-    return int(length)
+    scripts = ctx.scripts
+    return int(await scripts.call(scripts.purge, [ctx.keys.dlq(topic)], []))
+
+
+def _pairs(reply: Any) -> dict[Any, Any]:
+    """Fields and values as Redis sends them - [field, value, ...], or a map where the
+    connection speaks RESP3 (redis-py's default since 8) - as a dict."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _raised(reply: Any) -> Any:
+    """A reply of `Scripts.run`, its error raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 def dead_letter_message(topic: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
@@ -141,8 +196,8 @@ async def trim(ctx: Context, topic: str, keep_s: float | None, keep_len: int | N
     group consumed."""
     keys = ctx.keys
     main = keys.stream(topic)
-    names = [g["name"].decode() for g in await _groups_of(ctx, main)]
-    lanes = lanes_in(await ctx.redis.smembers(keys.lanes(topic)))
+    names = [_pairs(g)[b"name"].decode() for g in await _groups_of(ctx, main)]
+    lanes = lanes_in(await ctx.scripts.call("SMEMBERS", [keys.lanes(topic)], []))
     # a lane's entries also wait for topic-stream groups that have not read the lane yet
     streams = [(keys.lane(topic, n), main) for n in [0, *lanes]]
     streams += [(keys.retry(topic, g), keys.retry(topic, g)) for g in names]
@@ -173,9 +228,10 @@ async def _trim(
     return removed
 
 
-async def _groups_of(ctx: Context, stream: str) -> list[dict[str, Any]]:
+async def _groups_of(ctx: Context, stream: str) -> list[list[Any]]:
+    """XINFO GROUPS as Redis sends it: per group, its fields and values (see _pairs)."""
     try:
-        return list(await ctx.redis.xinfo_groups(stream))
+        return list(await ctx.scripts.call("XINFO GROUPS", [stream], []))
     except ResponseError as exc:
         if "no such key" in str(exc):
             return []
@@ -207,7 +263,7 @@ async def set_retention(ctx: Context, topic: str, wanted: Retention, at_least: b
 
 async def retention(ctx: Context, topic: str) -> Retention | None:
     """The topic's stored retention; None when nothing is stored."""
-    stored = await ctx.redis.hgetall(ctx.keys.retention(topic))
+    stored = _pairs(await ctx.scripts.call("HGETALL", [ctx.keys.retention(topic)], []))
     if not stored:
         return None
     return _parsed(topic, stored.get(b"set"), [stored.get(name.encode()) for name in _FIELDS])

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..connection import UNAVAILABLE
 from ..delivery import Subscription
 from ..errors import BusUnavailableError
 from .groups import Entry, Groups, redis_full
-from .settlement import Acks, Settlement
+from .settlement import Settlement
+
+if TYPE_CHECKING:
+    from .reader import Reader
 
 log = logging.getLogger("relaybus")
 FULL_WARN_EVERY_S = 60.0  # settlements refused by a full Redis: one warning per this
@@ -56,21 +59,15 @@ class Held:
 
 class Runners:
     """`concurrency` tasks running one subscription's handlers, fed by the reader through
-    a queue; `room` is how many more entries the subscription may hold (`prefetch`)."""
+    a queue; `room` is how many more entries the subscription may hold (`prefetch`). A
+    handled message's ack goes to the reader's queue; the reader is told when room frees."""
 
-    def __init__(
-        self,
-        sub: Subscription,
-        settlement: Settlement,
-        acks: Acks,
-        held: Held,
-        on_free: Callable[[], None],
-    ) -> None:
+    def __init__(self, sub: Subscription, settlement: Settlement, reader: Reader) -> None:
         self.sub = sub
         self._settlement = settlement
-        self._acks = acks
-        self._held = held
-        self._on_free = on_free
+        self._reader = reader
+        self._acks = reader.acks
+        self._held = reader.held
         self._queue: deque[Delivery] = deque()
         self._idle_runners: deque[asyncio.Future[None]] = deque()  # one is woken per delivery
         self.inflight = 0  # fetched and not settled: queued or running
@@ -161,7 +158,7 @@ class Runners:
                 if not self.inflight:
                     self._idle.set()
                 if self.hungry:  # only then may the reader fetch for us: no wake-up before
-                    self._on_free()
+                    self._reader.kick()
 
     def _outage_ended(self, now: float) -> bool:
         """Connected again, and no settlement failed for a socket_timeout: those sent during

@@ -45,8 +45,11 @@ NAMES = (
     "inbox",
     "follow",
     "close_topic",
+    "purge",
+    "record_put",
 )
-Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]  # (script or command, keys, args)
+# (script or command, keys, args); a command's words come before its keys: "XINFO GROUPS"
+Call = tuple[AsyncScript | str, Sequence[Any], Sequence[Any]]
 _INCLUDE = re.compile(r"^-- include: ([a-z_]+)\.lua$", re.MULTILINE)
 
 
@@ -82,6 +85,8 @@ class Scripts:
     inbox: AsyncScript
     follow: AsyncScript
     close_topic: AsyncScript
+    purge: AsyncScript
+    record_put: AsyncScript
 
     def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client
@@ -122,8 +127,9 @@ class Scripts:
             carrier.append(at)
         return sent, carrier
 
-    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """One script call (see `run`); its error raised."""
+    async def call(self, script: AsyncScript | str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One call - a script, or a plain command named by a string (see `run`); its
+        error raised."""
         if self._auto is not None:  # the usual case first, without run()'s bookkeeping
             (reply,) = await self._auto.run([(script, keys, args)])
             if not isinstance(reply, NoScriptError):
@@ -287,7 +293,7 @@ async def _exchange(
     packed = b"".join(
         [
             pack_command(
-                (what, *keys, *args)
+                (*what.split(), *keys, *args)  # "XINFO GROUPS": a command of two words
                 if isinstance(what, str)
                 else ("EVALSHA", what.sha, len(keys), *keys, *args)
             )

@@ -9,8 +9,8 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -23,7 +23,11 @@ from ..errors import DecodeError, Reject, RelayBusError
 from ..message import Message, encode
 from . import replies
 from .context import Context
-from .groups import Entry, Groups
+from .groups import Entry, Groups, message_of
+from .scripts import Call
+
+if TYPE_CHECKING:
+    from .reader import Acks
 
 log = logging.getLogger("relaybus")
 AckKey = tuple[str, str]  # (stream, group)
@@ -34,38 +38,6 @@ def delivery_of(message: Message) -> tuple[str, str, str]:
     if message.stream_key is None or message.group is None or message.entry_id is None:
         raise RelayBusError(f"message {message.id} was not delivered by read() or a handler")
     return message.stream_key, message.group, message.entry_id
-
-
-class Acks:
-    """Acks of handled messages, waiting to go out with the reader's next round trip.
-    `on_due` is called for the first ack queued and when `batch` are: the moments the
-    reader has something new to decide (not for every ack - each call may wake it)."""
-
-    def __init__(self, on_due: Callable[[], None], batch: int) -> None:
-        self._pending: dict[AckKey, list[bytes | str]] = {}
-        self._on_due = on_due
-        self.batch = batch
-        self.count = 0
-        self.since = 0.0  # when the oldest queued ack was added (monotonic)
-
-    def add(self, stream: str, group: str, entry_id: bytes | str) -> None:
-        self._pending.setdefault((stream, group), []).append(entry_id)
-        if not self.count:
-            self.since = time.monotonic()
-        self.count += 1
-        if self.count == 1 or self.count == self.batch:
-            self._on_due()
-
-    def take(self) -> dict[AckKey, list[bytes | str]]:
-        pending, self._pending, self.count = self._pending, {}, 0
-        return pending
-
-    def put_back(self, pending: dict[AckKey, list[bytes | str]]) -> None:
-        if pending and not self.count:
-            self.since = time.monotonic()
-        for key, ids in pending.items():
-            self._pending.setdefault(key, []).extend(ids)
-            self.count += len(ids)
 
 
 class Settlement:
@@ -83,7 +55,7 @@ class Settlement:
         if entry[1] is None:
             return None
         try:
-            message = self.groups.to_message(entry, group, source)
+            message = message_of(self.ctx.keys, entry, group, source)
         except DecodeError:
             return None
         if delivered is not None:
@@ -96,10 +68,10 @@ class Settlement:
         counted, or dead-lettered). `delivered` is the delivery count of a reclaimed entry."""
         entry_id, fields = entry
         if fields is None:  # deleted or trimmed while pending: nothing left to deliver
-            await self.ctx.redis.xack(source, group, entry_id)
+            await self.ctx.scripts.call("XACK", [source], [group, entry_id])
             return None
         try:
-            message = self.groups.to_message(entry, group, source)
+            message = message_of(self.ctx.keys, entry, group, source)
         except DecodeError as exc:
             raw = orjson.dumps(
                 {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
@@ -114,7 +86,9 @@ class Settlement:
         if message.expired():
             if self.ctx.config.dead_letter_expired:
                 await self._dead_letter(message, "expired")
-                await self.ctx.redis.hincrby(self.ctx.keys.counters(message.topic), "expired", 1)
+                await self.ctx.scripts.call(
+                    "HINCRBY", [self.ctx.keys.counters(message.topic)], ["expired", 1]
+                )
                 self.ctx.counters["expired"] += 1
             else:
                 await self._ack_counted(message, "expired")
@@ -211,10 +185,9 @@ class Settlement:
         for m in messages:
             stream, group, entry_id = delivery_of(m)
             by_source.setdefault((stream, group), []).append(entry_id)
-        async with self.ctx.redis.pipeline(transaction=False) as pipe:
-            for (stream, group), ids in by_source.items():
-                pipe.xack(stream, group, *ids)
-            acked = await pipe.execute()
+        acked = await self._commands(
+            [("XACK", [stream], [group, *ids]) for (stream, group), ids in by_source.items()]
+        )
         for m in messages:
             await self._settled(m, None, "handled", None)
         return sum(int(r) for r in acked)
@@ -273,13 +246,22 @@ class Settlement:
         """Ack a message that will not reach a handler, and count why (per topic); with
         `told`, tell its requester in the same round trip."""
         stream, group, entry_id = delivery_of(message)
-        async with self.ctx.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, group, entry_id)
-            pipe.hincrby(self.ctx.keys.counters(message.topic), counter, 1)
-            if told is not None:
-                pipe.xadd(told[0], {"v": "1", "m": told[1]}, nomkstream=True)
-            await pipe.execute()
+        calls: list[Call] = [
+            ("XACK", [stream], [group, entry_id]),
+            ("HINCRBY", [self.ctx.keys.counters(message.topic)], [counter, 1]),
+        ]
+        if told is not None:
+            calls.append(("XADD", [told[0]], ["NOMKSTREAM", "*", "v", "1", "m", told[1]]))
+        await self._commands(calls)
         self.ctx.counters[counter] += 1
+
+    async def _commands(self, calls: list[Call]) -> list[Any]:
+        """Commands in one round trip; the first error among their replies raised."""
+        replies = await self.ctx.scripts.run(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     async def _settled(
         self, message: Message, sub: Subscription | None, outcome: str, duration_s: float | None
