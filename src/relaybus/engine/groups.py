@@ -352,11 +352,6 @@ class Groups:
         )
         return bool(done)
 
-    def to_message(self, entry: Entry, group: str | None, source: str) -> Message:
-        """message_of with this bus's keys: kept only for the CLI's tail until it reads
-        history through the public API (then deleted)."""
-        return message_of(self.keys, entry, group, source)
-
 
 def message_of(keys: Keys, entry: Entry, group: str | None, source: str) -> Message:
     """Decode one entry of `source`; raises DecodeError for anything that is not an
