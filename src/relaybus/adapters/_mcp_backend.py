@@ -40,7 +40,7 @@ from starlette.types import Message as Message_
 
 from ..bus import Bus
 from ..errors import BusUnavailableError, TopicClosedError
-from ..message import Message
+from ..message import Message, new_id
 
 log = logging.getLogger("relaybus.mcp")
 
@@ -64,6 +64,7 @@ class RelayBusEventStore(EventStore):
         self.bus, self.topic_prefix, self.keep_s = bus, topic_prefix, keep_s
         # session -> stream id -> key, for the streams open in this process (newest session last)
         self._open: OrderedDict[str, dict[StreamId, str]] = OrderedDict()
+        self._unstored = 0  # events delivered live but not stored since Redis went away
 
     def topic(self, key: str) -> str:
         return f"{self.topic_prefix}.{key}"
@@ -80,18 +81,30 @@ class RelayBusEventStore(EventStore):
         payload = (
             None if message is None else message.model_dump(mode="json", by_alias=True, exclude_unset=True)
         )
+        answered = isinstance(message, JSONRPCResponse | JSONRPCError) and str(message.id) == stream_id
+        if answered:
+            streams.pop(stream_id, None)
+            if not streams:
+                self._open.pop(session, None)
         try:
             mid = await self.bus.publish(self.topic(key), payload, headers={STREAM_HEADER: stream_id})
+            if answered:
+                await self.bus.close_topic(self.topic(key), keep_s=self.keep_s)
         except TopicClosedError:  # answered already (the SDK primes a replayed stream again)
             if message is not None:
                 raise
             newest = await self.bus.history(self.topic(key), limit=1)
             return f"{key}.{newest[-1].id if newest else '0'}"  # resuming from it replays nothing
-        if isinstance(message, JSONRPCResponse | JSONRPCError) and str(message.id) == stream_id:
-            streams.pop(stream_id, None)
-            if not streams:
-                self._open.pop(session, None)
-            await self.bus.close_topic(self.topic(key), keep_s=self.keep_s)
+        except BusUnavailableError as exc:
+            # The client still gets the event live; only resuming past it is lost. A tool
+            # call must not fail because the store is away (the tools say Redis is away).
+            if not self._unstored:
+                log.warning("relaybus mcp: events not stored while Redis is away (%s); delivered live", exc)
+            self._unstored += 1
+            return f"{key}.{new_id()}"  # unknown to every replica: a resumption from it is refused
+        if self._unstored:
+            log.info("relaybus mcp: events stored again (%d were delivered live only)", self._unstored)
+            self._unstored = 0
         return f"{key}.{mid}"
 
     async def replay_events_after(

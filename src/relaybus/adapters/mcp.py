@@ -47,6 +47,7 @@ from ._tools import (
     WaitSeconds,
 )
 
+STORE_TIMEOUT_S = 1.0  # how long the HTTP server's event store waits for Redis to store an event
 INSTRUCTIONS = (
     "relaybus is a message bus shared by agents. Publish work or results to a topic with "
     "relaybus_publish; ask another agent and wait for its answer with relaybus_request; "
@@ -246,8 +247,8 @@ async def serve(
     if transport == "stdio" and (token or hosts or origins):
         raise ValueError("a token, allowed hosts and allowed origins are for --transport http only")
 
-    def new_bus(prefix: str) -> Bus:  # a tool: retention is the topics' own (docs/retention.md)
-        fields: dict[str, Any] = {"prefix": prefix, "periodic_cleanup": False}
+    def new_bus(prefix: str, **more: Any) -> Bus:  # a tool: retention is the topics' own (docs/retention.md)
+        fields: dict[str, Any] = {"prefix": prefix, "periodic_cleanup": False, **more}
         return Bus.from_url(url, **fields) if url else Bus(**fields)
 
     bus = new_bus(prefix)
@@ -258,7 +259,8 @@ async def serve(
             await create_server(bus, allow, groups).run_stdio_async()
         return
     # over HTTP, replicas share streams and server events, under a prefix of their own
-    backend = new_bus(f"{prefix}:mcp")
+    # an event the store cannot keep is still delivered live: it waits for Redis briefly only
+    backend = new_bus(f"{prefix}:mcp", publish_timeout_s=STORE_TIMEOUT_S)
     store, events = RelayBusEventStore(backend), RelayBusSubscriptionBus(backend)
     server = create_server(bus, allow, groups, events)
     app = http_app(server, host, token=token, allowed_hosts=hosts, allowed_origins=origins, event_store=store)
