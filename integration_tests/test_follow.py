@@ -304,3 +304,18 @@ async def test_a_closed_topic_leaves_the_registry_once_its_keys_expired(bus: Bus
     assert raw.zcard(bus.keys.closing) == 0
     await bus.cleanup()
     assert await bus.topics() == ["runs.again", "runs.live"]
+
+
+async def test_a_bus_remembers_few_registrations_and_none_of_closed_topics(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publisher's registration times stay bounded (MAX_REGISTERED) and drop a closed
+    topic, so they do not grow with every stream a server ever opened."""
+    monkeypatch.setattr("relaybus.engine.publisher.MAX_REGISTERED", 2)
+    registered = bus._engine.publisher._registered
+    for topic in ("runs.a", "runs.b", "runs.c"):
+        await bus.publish(topic, 1)
+    assert list(registered) == ["runs.b", "runs.c"]
+    await bus.close_topic("runs.c", keep_s=60)
+    assert list(registered) == ["runs.b"]
+    assert await bus.topics() == ["runs.a", "runs.b", "runs.c"]  # the registry itself is whole
