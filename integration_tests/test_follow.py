@@ -285,3 +285,37 @@ async def test_a_topic_served_as_server_sent_events_resumes_after_last_event_id(
     assert [m.id for m in await collect(bus, "runs.sse")] == sent
     assert events(resumed.text) == [*[("message", e) for e in entry_ids[1:]], ("closed", "")]
     assert bad.status_code == 400 and "entry id" in bad.text
+
+
+async def test_a_closed_topic_leaves_the_registry_once_its_keys_expired(bus: Bus, raw: redis.Redis) -> None:
+    """After keep_s, cleanup takes a closed topic out of topics() (the registry grows by
+    one name per MCP stream or A2A task otherwise); a live topic stays, and so does a
+    closed one published again after it expired."""
+    for topic in ("runs.live", "runs.closed", "runs.again"):
+        await bus.publish(topic, 1)
+    await bus.close_topic("runs.closed", keep_s=0.2)
+    await bus.close_topic("runs.again", keep_s=0.2)
+    await bus.cleanup()  # before the deadline: nothing leaves
+    assert await bus.topics() == ["runs.again", "runs.closed", "runs.live"]
+    await wait_for(lambda: not raw.exists(bus.keys.stream("runs.closed"), bus.keys.stream("runs.again")))
+    await bus.publish("runs.again", 2)  # a new topic of the same name, live
+    await bus.cleanup()
+    assert await bus.topics() == ["runs.again", "runs.live"]
+    assert raw.zcard(bus.keys.closing) == 0
+    await bus.cleanup()
+    assert await bus.topics() == ["runs.again", "runs.live"]
+
+
+async def test_a_bus_remembers_few_registrations_and_none_of_closed_topics(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publisher's registration times stay bounded (MAX_REGISTERED) and drop a closed
+    topic, so they do not grow with every stream a server ever opened."""
+    monkeypatch.setattr("relaybus.engine.publisher.MAX_REGISTERED", 2)
+    registered = bus._engine.publisher._registered
+    for topic in ("runs.a", "runs.b", "runs.c"):
+        await bus.publish(topic, 1)
+    assert list(registered) == ["runs.b", "runs.c"]
+    await bus.close_topic("runs.c", keep_s=60)
+    assert list(registered) == ["runs.b"]
+    assert await bus.topics() == ["runs.a", "runs.b", "runs.c"]  # the registry itself is whole

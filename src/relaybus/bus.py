@@ -650,6 +650,7 @@ class Bus:
     async def cleanup(self) -> None:
         """Run every `on_cleanup` hook once.
 
+        First it takes closed topics whose keys have expired out of `topics()`.
         An open bus also does every `cleanup_interval_s` unless `periodic_cleanup` is off.
         Each hook runs whatever the others do.
 
@@ -657,7 +658,7 @@ class Bus:
             Exception: The first failure of a hook, once all have run.
         """
         await self.connect()
-        failures = await self.plugins.call(hookspecs.on_cleanup, self)
+        failures = await self._engine.cleanup()
         if failures:
             raise failures[0]
 

@@ -139,6 +139,12 @@ class Keys:
         """A set of every topic name published under this prefix (pattern subscriptions)."""
         return f"{self.prefix}:topics"
 
+    @property
+    def closing(self) -> str:
+        """A sorted set of closed topics, scored by when their keys expire (ms): cleanup
+        takes each out of the registry once its keys are gone (engine/follow.py)."""
+        return f"{self.prefix}:closing"
+
     def inbox(self, name: str) -> str:
         """A requesting bus's reply inbox (engine/replies.py): outside every topic."""
         return f"{self.prefix}:inbox:{{{name}}}"

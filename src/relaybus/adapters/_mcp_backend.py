@@ -19,7 +19,7 @@ import logging
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
@@ -48,6 +48,7 @@ SESSION_HEADER = "mcp-session-id"
 STREAM_HEADER = "mcp-stream"  # the SDK's stream id, on every stored event
 EVENT_ID_RE = re.compile(r"(?P<key>[0-9a-f]{24})\.(?P<mid>[0-9A-Za-z]{1,64})")
 MAX_SESSIONS = 100_000  # session ids remembered per process (oldest forgotten first)
+IDLE_S = 300.0  # a resumed stream with no new event for this long ends (its producer may be dead)
 
 # The session a store_event belongs to (set by `Resumable`): stream ids are JSON-RPC
 # request ids, unique only within a session, so two sessions' request "1" must not share.
@@ -125,16 +126,28 @@ class RelayBusEventStore(EventStore):
                 await send_callback(EventMessage(message, event_id))
         return found
 
-    async def events_after(self, last_event_id: EventId) -> AsyncIterator[tuple[EventId, JSONRPCMessage]]:
+    async def events_after(
+        self, last_event_id: EventId, *, idle_s: float | None = None
+    ) -> AsyncIterator[tuple[EventId, JSONRPCMessage]]:
         """The events after `last_event_id`, replayed then live, until the stream is closed
-        (its response was stored); nothing for an unknown id."""
+        (its response was stored) or, with `idle_s`, no event came for that long (the
+        replica running the request may have died: nothing would ever close the stream);
+        nothing for an unknown id."""
         parsed = EVENT_ID_RE.fullmatch(last_event_id)
         newest = None if parsed is None else await self.bus.history(self.topic(parsed["key"]), limit=1)
         if parsed is None or not newest:
             return
-        async for event_id, message, _ in self._after(parsed["key"], parsed["mid"], newest[-1].id, live=True):
-            if message is not None:
-                yield event_id, message
+        events = self._after(parsed["key"], parsed["mid"], newest[-1].id, live=True)
+        try:
+            while True:
+                try:
+                    event_id, message, _ = await asyncio.wait_for(anext(events), idle_s)
+                except (StopAsyncIteration, TimeoutError):
+                    return
+                if message is not None:
+                    yield event_id, message
+        finally:
+            await events.aclose()
 
     def knows(self, event_id: str) -> bool:
         """Whether `event_id` has the form of this store's ids."""
@@ -142,7 +155,7 @@ class RelayBusEventStore(EventStore):
 
     async def _after(
         self, key: str, mid: str, newest: str, *, live: bool = False
-    ) -> AsyncIterator[tuple[EventId, JSONRPCMessage | None, StreamId]]:
+    ) -> AsyncGenerator[tuple[EventId, JSONRPCMessage | None, StreamId], None]:
         """Yield (event id, message, stream id) for the found `mid` (message None) and every
         event after it up to `newest` (the stream's newest message id when called) - with
         `live`, on until the stream is closed. Nothing if `mid` is not in the stream up to
@@ -178,7 +191,9 @@ class Resumable:
     """ASGI middleware for an MCP streamable HTTP app using `store`: any replica answers a
     `GET` with a `Last-Event-ID` of the store (the client resuming a stream) from Redis -
     the missed events, then live ones as the replica running the request stores them,
-    until its response - whichever replica the session lives on. It also tells the store
+    until its response, or until `idle_s` pass without an event (the replica running the
+    request died; the client may resume again) - whichever replica the session lives on.
+    It also tells the store
     which session each request belongs to (stream ids repeat across sessions)."""
 
     def __init__(
@@ -188,8 +203,9 @@ class Resumable:
         *,
         path: str = "/mcp",
         security: TransportSecuritySettings | None = None,
+        idle_s: float = IDLE_S,
     ) -> None:
-        self.app, self.store, self.path = app, store, path
+        self.app, self.store, self.path, self.idle_s = app, store, path, idle_s
         self.security = TransportSecurityMiddleware(security)  # the Host/Origin checks the app makes
         self._aliases: OrderedDict[str, str] = OrderedDict()  # session id -> the store's scope
 
@@ -240,7 +256,7 @@ class Resumable:
             _session.reset(token)
 
     async def _resume(self, last_event_id: str) -> AsyncIterator[dict[str, str]]:
-        async for event_id, message in self.store.events_after(last_event_id):
+        async for event_id, message in self.store.events_after(last_event_id, idle_s=self.idle_s):
             yield {
                 "id": event_id,
                 "event": "message",

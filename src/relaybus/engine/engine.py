@@ -174,7 +174,19 @@ class Engine:
 
     async def _cleanup(self) -> None:
         """The periodic run: a failing plugin is logged by the hook caller, boundedly."""
-        await self.ctx.plugins.call(hookspecs.on_cleanup, self.ctx.bus)
+        await self.cleanup()
+
+    async def cleanup(self) -> list[Exception]:
+        """Forget the registry names of closed topics that expired, then run every
+        `on_cleanup` hook; the hooks' failures."""
+        try:
+            await follow.forget_expired(self.ctx)
+        except Exception as exc:
+            if not isinstance(exc, (RelayBusError, *UNAVAILABLE)):
+                raise
+            # the hooks still run; the next cleanup tries again
+            log.warning("relaybus: forgetting expired closed topics failed: %s: %s", type(exc).__name__, exc)
+        return await self.ctx.plugins.call(hookspecs.on_cleanup, self.ctx.bus)
 
     # -- publishing and request / reply ------------------------------------------------
 
@@ -286,7 +298,9 @@ class Engine:
         return follow.follow(self.ctx, topic, after)
 
     async def close_topic(self, topic: str, keep_s: float) -> int:
-        return await follow.close(self.ctx, topic, keep_s)
+        dropped = await follow.close(self.ctx, topic, keep_s)
+        self.publisher.forget(topic)
+        return dropped
 
     async def broadcast(self, message: Message) -> int:
         return await broadcast.send(self.ctx, message)

@@ -125,7 +125,8 @@ async def _wait(ctx: Context, rung: asyncio.Event, state: int, next_due: Any) ->
 
 async def close(ctx: Context, topic: str, keep_s: float) -> int:
     """Mark the topic closed and let its keys expire `keep_s` later; how many delayed
-    publishes not yet due it dropped (scripts/close_topic.lua)."""
+    publishes not yet due it dropped (scripts/close_topic.lua). The topic is noted in
+    `keys.closing` (a key of its own, outside the topic's hash slot) for `forget_expired`."""
     keys = ctx.keys
     call_keys = [
         keys.closed(topic),
@@ -138,11 +139,34 @@ async def close(ctx: Context, topic: str, keep_s: float) -> int:
         keys.counters(topic),
         keys.dlq(topic),
     ]
-    dropped = int(
-        await ctx.scripts.call(
-            ctx.scripts.close_topic, call_keys, [max(1, int(keep_s * 1000)), int(time.time() * 1000)]
-        )
-    )
+    keep_ms, now_ms = max(1, int(keep_s * 1000)), int(time.time() * 1000)
+    dropped = int(await ctx.scripts.call(ctx.scripts.close_topic, call_keys, [keep_ms, now_ms]))
+    await ctx.scripts.call("ZADD", [keys.closing], [now_ms + keep_ms, topic])
     if dropped:
         log.warning("relaybus: close_topic(%r) dropped %d delayed message(s) not yet due", topic, dropped)
     return dropped
+
+
+FORGET_BATCH = 1000  # closed topics looked at per cleanup, oldest deadline first
+
+
+async def forget_expired(ctx: Context) -> int:
+    """Take closed topics whose keys have expired out of the registry (and `keys.closing`);
+    how many. A topic closed again meanwhile (its marker is back) waits for its new
+    deadline; one published again after it expired (its stream is back) stays registered.
+    A name removed in a race with a new publish is registered again by that publisher
+    within `health_check_interval_s` (engine/publisher.py)."""
+    keys = ctx.keys
+    due = await ctx.scripts.call(
+        "ZRANGEBYSCORE", [keys.closing], ["-inf", int(time.time() * 1000), "LIMIT", 0, FORGET_BATCH]
+    )
+    forgotten = 0
+    for member in due:
+        topic = member.decode() if isinstance(member, bytes) else member
+        if await ctx.scripts.call("EXISTS", [keys.closed(topic)], []):
+            continue  # closed again with a later deadline: ZADD moved its score on
+        if not await ctx.scripts.call("EXISTS", [keys.stream(topic)], []):
+            await ctx.scripts.call("SREM", [keys.registry], [topic])
+            forgotten += 1
+        await ctx.scripts.call("ZREM", [keys.closing], [topic])
+    return forgotten

@@ -36,6 +36,7 @@ MARK_TTL_MS = 7 * 86_400_000  # how long a flushed message is remembered as sent
 # attempts: bytes of an attempt the client gave up on can still reach Redis late (a slow
 # proxy, retransmission; Linux gives up retransmitting after ~15 minutes)
 FENCE_TTL_MS = 20 * 60_000
+MAX_REGISTERED = 10_000  # topic registration times kept per bus (engine/publisher.py `_registered`)
 
 
 def _now_ms() -> int:
@@ -383,4 +384,11 @@ class Publisher:
                 )
         if first:
             self._registered[topic] = now
+            while len(self._registered) > MAX_REGISTERED:  # the oldest is registered again if used
+                del self._registered[next(iter(self._registered))]
         return reply
+
+    def forget(self, topic: str) -> None:
+        """Drop a closed topic's registration time: its name leaves the registry once its
+        keys expire, and is registered again if it is published after that."""
+        self._registered.pop(topic, None)
