@@ -14,7 +14,7 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel
-from langchain_core.tools import tool
+from langchain_core.tools import StructuredTool, tool
 from pydantic import ConfigDict
 
 from relaybus import Bus, SyncBus
@@ -27,16 +27,20 @@ from .helpers import wait_for
 TOPIC = "langchain.events"
 
 
-@tool
-def double(x: int) -> int:
+def _double(x: int) -> int:
     """Double a number."""
     return 2 * x
 
 
-@tool("double")
-async def adouble(x: int) -> int:
-    """Double a number (a coroutine: LangChain runs its callbacks on the loop, awaited)."""
+async def _adouble(x: int) -> int:
     return 2 * x
+
+
+# invoke runs the function; ainvoke the coroutine, with its callbacks on the loop (awaited).
+# A tool with a function only is run whole in LangChain's worker thread even under ainvoke,
+# and the handler hands those events over without waiting (sync_double's test flushes).
+double = StructuredTool.from_function(func=_double, coroutine=_adouble, name="double")
+sync_double = tool("double")(_double)
 
 
 @tool
@@ -242,7 +246,7 @@ async def test_chosen_events_only(bus: Bus) -> None:
 
 async def test_inputs_and_outputs_can_be_left_out(bus: Bus) -> None:
     handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC, include_io=False)
-    await double.ainvoke({"x": 21}, config={"callbacks": [handler]})
+    await sync_double.ainvoke({"x": 21}, config={"callbacks": [handler]})
     await handler.flush()  # a sync tool's callbacks run in LangChain's worker thread, handed over
     start, end = await events(bus)
     assert "input" not in start and "output" not in end
@@ -314,7 +318,7 @@ async def test_events_awaited_on_the_loop_come_after_those_handed_to_it(bus: Bus
     are published after every event the sync run handed over; nothing to flush."""
     handler = RelayBusCallbackHandler(bus=bus, topic=TOPIC)
     assert double.invoke({"x": 1}, config={"callbacks": [handler]}) == 2
-    assert await adouble.ainvoke({"x": 2}, config={"callbacks": [handler]}) == 4
+    assert await double.ainvoke({"x": 2}, config={"callbacks": [handler]}) == 4
     assert [(e["event"], e.get("output")) for e in await events(bus)] == [
         ("tool_start", None),
         ("tool_end", 2),
