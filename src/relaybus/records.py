@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .engine.retained import pairs
 from .errors import RelayBusError
 from .keys import validate_topic
 
@@ -60,8 +61,7 @@ class Records:
     async def all(self) -> dict[str, Record]:
         """Every record of the namespace (one HGETALL)."""
         stored = await self.bus._engine.ctx.scripts.call("HGETALL", [self.key], [])
-        pairs = stored.items() if isinstance(stored, dict) else zip(stored[::2], stored[1::2], strict=True)
-        return {field.decode(): _record(raw) for field, raw in pairs}
+        return {field.decode(): _record(raw) for field, raw in pairs(stored).items()}
 
     async def put(
         self,

@@ -37,7 +37,7 @@ async def history(ctx: Context, topic: str, limit: int) -> list[Message]:
     for key, reply in zip(streams, replies, strict=True):
         for entry_id, fields in _raised(reply):
             try:
-                message = message_of(keys, (entry_id, _pairs(fields)), None, key)
+                message = message_of(keys, (entry_id, pairs(fields)), None, key)
             except DecodeError:
                 continue
             found.append((int(entry_id.split(b"-")[0]), message.id, message))
@@ -59,7 +59,7 @@ async def history_after(ctx: Context, topic: str, after: str | None, limit: int)
             entries = await scripts.call("XRANGE", [key], [cursor, "+", "COUNT", limit])
             for entry_id, fields in entries:
                 try:
-                    message = message_of(keys, (entry_id, _pairs(fields)), None, key)
+                    message = message_of(keys, (entry_id, pairs(fields)), None, key)
                 except DecodeError:
                     continue
                 found.append((tuple(int(p) for p in entry_id.split(b"-")), message))
@@ -82,13 +82,13 @@ async def consumer_groups(ctx: Context, topic: str) -> list[str]:
     for reply in replies:
         if isinstance(reply, ResponseError) and "no such key" in str(reply):
             continue  # that stream does not exist (yet)
-        names |= {_pairs(group)[b"name"].decode() for group in _raised(reply)}
+        names |= {pairs(group)[b"name"].decode() for group in _raised(reply)}
     return sorted(names)
 
 
 async def dead_letters(ctx: Context, topic: str, limit: int) -> list[Message]:
     entries = await ctx.scripts.call("XRANGE", [ctx.keys.dlq(topic)], ["-", "+", "COUNT", limit])
-    return [dead_letter_message(topic, eid, _pairs(fields)) for eid, fields in entries]
+    return [dead_letter_message(topic, eid, pairs(fields)) for eid, fields in entries]
 
 
 async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | None) -> int:
@@ -104,7 +104,7 @@ async def replay_dead_letters(ctx: Context, topic: str, ids: Iterable[str] | Non
         entries = await scripts.call("XRANGE", [dlq], [cursor, "+", "COUNT", REPLAY_BATCH])
         batch: list[Any] = []
         for eid, fields in entries:
-            message = dead_letter_message(topic, eid, _pairs(fields))
+            message = dead_letter_message(topic, eid, pairs(fields))
             if wanted is not None and not {message.id, message.entry_id} & wanted:
                 continue
             if FOREIGN in message.headers:
@@ -134,7 +134,7 @@ async def purge_dead_letters(ctx: Context, topic: str) -> int:
     return int(await scripts.call(scripts.purge, [ctx.keys.dlq(topic)], []))
 
 
-def _pairs(reply: Any) -> dict[Any, Any]:
+def pairs(reply: Any) -> dict[Any, Any]:
     """Fields and values as Redis sends them - [field, value, ...], or a map where the
     connection speaks RESP3 (redis-py's default since 8) - as a dict."""
     if isinstance(reply, dict):
@@ -196,7 +196,7 @@ async def trim(ctx: Context, topic: str, keep_s: float | None, keep_len: int | N
     group consumed."""
     keys = ctx.keys
     main = keys.stream(topic)
-    names = [_pairs(g)[b"name"].decode() for g in await _groups_of(ctx, main)]
+    names = [pairs(g)[b"name"].decode() for g in await _groups_of(ctx, main)]
     lanes = lanes_in(await ctx.scripts.call("SMEMBERS", [keys.lanes(topic)], []))
     # a lane's entries also wait for topic-stream groups that have not read the lane yet
     streams = [(keys.lane(topic, n), main) for n in [0, *lanes]]
@@ -229,7 +229,7 @@ async def _trim(
 
 
 async def _groups_of(ctx: Context, stream: str) -> list[list[Any]]:
-    """XINFO GROUPS as Redis sends it: per group, its fields and values (see _pairs)."""
+    """XINFO GROUPS as Redis sends it: per group, its fields and values (see pairs)."""
     try:
         return list(await ctx.scripts.call("XINFO GROUPS", [stream], []))
     except ResponseError as exc:
@@ -263,7 +263,7 @@ async def set_retention(ctx: Context, topic: str, wanted: Retention, at_least: b
 
 async def retention(ctx: Context, topic: str) -> Retention | None:
     """The topic's stored retention; None when nothing is stored."""
-    stored = _pairs(await ctx.scripts.call("HGETALL", [ctx.keys.retention(topic)], []))
+    stored = pairs(await ctx.scripts.call("HGETALL", [ctx.keys.retention(topic)], []))
     if not stored:
         return None
     return _parsed(topic, stored.get(b"set"), [stored.get(name.encode()) for name in _FIELDS])
